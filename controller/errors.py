@@ -1,0 +1,80 @@
+"""The one error tree of cutover.
+
+CutoverError
+ ├── ConfigError             configuration is missing or malformed (raised at start)
+ ├── InputError              a request, command argument or file from a user is malformed
+ ├── NotFoundError           a conversion or resource that was asked for does not exist
+ ├── ConflictError           the operation does not fit the record's current state
+ ├── LedgerError             the ledger store did not answer or refused a write
+ ├── BackendError            an execution path did not do what was asked
+ │    ├── SubmitRejectedError    the backend refused a submission: nothing was started
+ │    └── BackendUnavailableError the outcome is unknown (timeout, 5xx): something may have started
+ └── FlagError               the feature flag could not be used
+      ├── FlagUnavailableError   the flag source did not answer (transient)
+      └── FlagInvalidError       the flag source answered with a document that is rejected whole
+
+``transient`` tells the one place that retries whether trying again can help.
+"""
+
+from __future__ import annotations
+
+
+class CutoverError(Exception):
+    """Base of every error cutover raises on purpose."""
+
+    transient: bool = False
+
+
+class ConfigError(CutoverError):
+    """Raised at start when a setting is missing or malformed; the message names the variable."""
+
+
+class InputError(CutoverError):
+    """Raised when user input (HTTP body, CLI argument, plan file) is malformed; nothing is applied."""
+
+
+class NotFoundError(CutoverError):
+    """Raised when a conversion, tenant or version that was asked for does not exist."""
+
+
+class ConflictError(CutoverError):
+    """Raised when an operation does not fit the current state (e.g. requeue of a running conversion)."""
+
+
+class LedgerError(CutoverError):
+    """Raised when the ledger store cannot be reached or refuses a write."""
+
+    transient = True
+
+
+class BackendError(CutoverError):
+    """Raised when an execution path fails to do what was asked."""
+
+    transient = True
+
+
+class SubmitRejectedError(BackendError):
+    """Raised when a backend refuses a submission outright: nothing was started, resubmitting is safe."""
+
+
+class BackendUnavailableError(BackendError):
+    """Raised when a backend call's outcome is unknown: work may have started, reconcile first."""
+
+
+class FlagError(CutoverError):
+    """Base of the flag source's errors."""
+
+
+class FlagUnavailableError(FlagError):
+    """Raised when the flag source cannot be reached or has nothing deployed yet."""
+
+    transient = True
+
+
+class FlagInvalidError(FlagError):
+    """Raised when the flag document is malformed; the message names the first bad value."""
+
+
+# The names DESIGN.md gives the flag port's errors.
+FlagUnavailable = FlagUnavailableError
+FlagInvalid = FlagInvalidError

@@ -1,0 +1,514 @@
+"""The ownership ledger on SQLite: the embedded default, safe for several processes on one file.
+
+Every write runs in one ``BEGIN IMMEDIATE`` transaction, so two processes racing for the same
+conversion are serialised by SQLite's write lock and exactly one of them wins. Counters and
+per-minute decision totals are kept by triggers in the same transactions, so ``counts()`` and the
+dashboard never scan the conversions table.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path as FsPath
+from typing import Any
+
+from controller.domain import (
+    ConversionRecord,
+    ConversionRequest,
+    ConversionState,
+    Ownership,
+    Path,
+)
+from controller.errors import ConflictError, LedgerError, NotFoundError
+from controller.ports import AcceptResult, Claim, Counts, Dispatched, Finish
+from flags.snapshot import FlagSnapshot
+
+S = ConversionState
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    conversion_id TEXT NOT NULL UNIQUE,
+    tenant_id INTEGER NOT NULL,
+    params TEXT NOT NULL,
+    state TEXT NOT NULL,
+    path TEXT,
+    flag_version TEXT,
+    reason TEXT NOT NULL DEFAULT '',
+    job_ref TEXT,
+    intent TEXT,
+    fence INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    received_at REAL,
+    claimed_at REAL,
+    dispatched_at REAL,
+    finished_at REAL,
+    updated_at REAL
+);
+CREATE INDEX IF NOT EXISTS conversions_by_state ON conversions (state, path, seq);
+CREATE INDEX IF NOT EXISTS conversions_by_tenant ON conversions (tenant_id, state);
+
+CREATE TABLE IF NOT EXISTS counters (
+    state TEXT NOT NULL,
+    path TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (state, path)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS decisions_by_minute (
+    minute INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    flag_version TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (minute, path, flag_version)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    updated_at REAL NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at REAL NOT NULL
+) WITHOUT ROWID;
+
+CREATE TRIGGER IF NOT EXISTS count_insert AFTER INSERT ON conversions BEGIN
+    INSERT INTO counters (state, path, n) VALUES (NEW.state, coalesce(NEW.path, ''), 1)
+        ON CONFLICT (state, path) DO UPDATE SET n = n + 1;
+END;
+
+CREATE TRIGGER IF NOT EXISTS count_update AFTER UPDATE OF state, path ON conversions
+WHEN OLD.state IS NOT NEW.state OR OLD.path IS NOT NEW.path BEGIN
+    UPDATE counters SET n = n - 1 WHERE state = OLD.state AND path = coalesce(OLD.path, '');
+    INSERT INTO counters (state, path, n) VALUES (NEW.state, coalesce(NEW.path, ''), 1)
+        ON CONFLICT (state, path) DO UPDATE SET n = n + 1;
+END;
+
+CREATE TRIGGER IF NOT EXISTS count_delete AFTER DELETE ON conversions BEGIN
+    UPDATE counters SET n = n - 1 WHERE state = OLD.state AND path = coalesce(OLD.path, '');
+END;
+
+CREATE TRIGGER IF NOT EXISTS decision_on_claim AFTER UPDATE OF state ON conversions
+WHEN NEW.state = 'claimed' AND OLD.state = 'received' BEGIN
+    INSERT INTO decisions_by_minute (minute, path, flag_version, n)
+        VALUES (CAST(NEW.claimed_at / 60 AS INTEGER), NEW.path, coalesce(NEW.flag_version, ''), 1)
+        ON CONFLICT (minute, path, flag_version) DO UPDATE SET n = n + 1;
+END;
+
+CREATE TRIGGER IF NOT EXISTS decision_on_insert AFTER INSERT ON conversions
+WHEN NEW.state = 'claimed' BEGIN
+    INSERT INTO decisions_by_minute (minute, path, flag_version, n)
+        VALUES (CAST(NEW.claimed_at / 60 AS INTEGER), NEW.path, coalesce(NEW.flag_version, ''), 1)
+        ON CONFLICT (minute, path, flag_version) DO UPDATE SET n = n + 1;
+END;
+"""
+
+_COLUMNS = (
+    "conversion_id, tenant_id, params, state, path, flag_version, reason, job_ref, intent, "
+    "fence, attempts, received_at, claimed_at, dispatched_at, finished_at, updated_at"
+)
+_FLAG_KEY = "flag:last_known_good"
+
+
+def _record(row: tuple[Any, ...]) -> ConversionRecord:
+    return ConversionRecord(
+        conversion_id=row[0],
+        tenant_id=row[1],
+        params=json.loads(row[2]),
+        state=ConversionState(row[3]),
+        path=Path(row[4]) if row[4] else None,
+        flag_version=row[5],
+        reason=row[6],
+        job_ref=row[7],
+        intent=row[8],
+        fence=row[9],
+        attempts=row[10],
+        received_at=row[11],
+        claimed_at=row[12],
+        dispatched_at=row[13],
+        finished_at=row[14],
+        updated_at=row[15],
+    )
+
+
+def _params(params: dict[str, str]) -> str:
+    return json.dumps(params, sort_keys=True, separators=(",", ":"))
+
+
+class SQLiteLedger:
+    """The ledger port on one SQLite file in WAL mode; one connection per thread."""
+
+    def __init__(self, path: FsPath, *, busy_timeout_ms: int = 30_000) -> None:
+        self.path = path
+        self._busy_timeout_ms = busy_timeout_ms
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._connection().executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
+        except sqlite3.Error as exc:
+            raise LedgerError(f"ledger {path}: cannot create the schema ({exc})") from exc
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            try:
+                db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+                db.execute("PRAGMA journal_mode = WAL")
+                db.execute("PRAGMA synchronous = FULL")
+            except sqlite3.Error as exc:
+                raise LedgerError(f"ledger {self.path}: cannot open ({exc})") from exc
+            self._local.db = db
+            with self._lock:
+                self._connections.append(db)
+        return db
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        db = self._connection()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise LedgerError(f"ledger {self.path}: cannot start a write ({exc})") from exc
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        try:
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            db.execute("ROLLBACK")
+            raise LedgerError(f"ledger {self.path}: commit failed ({exc})") from exc
+
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self._connection().execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise LedgerError(f"ledger {self.path}: read failed ({exc})") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            for db in self._connections:
+                db.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    def ping(self) -> None:
+        self._read("SELECT 1")
+
+    # -- intake and claims -------------------------------------------------------------------
+
+    def accept(self, requests: Sequence[ConversionRequest], now: float) -> AcceptResult:
+        accepted: list[str] = []
+        duplicates: list[str] = []
+        with self._write() as db:
+            for req in requests:
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO conversions "
+                    "(conversion_id, tenant_id, params, state, received_at, updated_at) "
+                    "VALUES (?, ?, ?, 'received', ?, ?)",
+                    (req.conversion_id, req.tenant_id, _params(req.params), now, now),
+                )
+                (accepted if cur.rowcount == 1 else duplicates).append(req.conversion_id)
+        return AcceptResult(accepted, duplicates)
+
+    def unclaimed(self, limit: int) -> list[ConversionRecord]:
+        rows = self._read(
+            f"SELECT {_COLUMNS} FROM conversions WHERE state = 'received' ORDER BY seq LIMIT ?",
+            (limit,),
+        )
+        return [_record(r) for r in rows]
+
+    def claim(self, claims: Sequence[Claim], now: float) -> list[Ownership]:
+        out: list[Ownership] = []
+        with self._write() as db:
+            for c in claims:
+                req = c.request
+                created = (
+                    db.execute(
+                        "UPDATE conversions SET state = 'claimed', path = ?, flag_version = ?, "
+                        "reason = ?, claimed_at = ?, updated_at = ? "
+                        "WHERE conversion_id = ? AND state = 'received'",
+                        (c.path.value, c.flag_version, c.reason, now, now, req.conversion_id),
+                    ).rowcount
+                    == 1
+                )
+                if not created:
+                    created = (
+                        db.execute(
+                            "INSERT OR IGNORE INTO conversions (conversion_id, tenant_id, params, "
+                            "state, path, flag_version, reason, received_at, claimed_at, updated_at) "
+                            "VALUES (?, ?, ?, 'claimed', ?, ?, ?, ?, ?, ?)",
+                            (
+                                req.conversion_id,
+                                req.tenant_id,
+                                _params(req.params),
+                                c.path.value,
+                                c.flag_version,
+                                c.reason,
+                                now,
+                                now,
+                                now,
+                            ),
+                        ).rowcount
+                        == 1
+                    )
+                if created:
+                    record = ConversionRecord(
+                        conversion_id=req.conversion_id,
+                        tenant_id=req.tenant_id,
+                        params=dict(req.params),
+                        state=S.CLAIMED,
+                        path=c.path,
+                        flag_version=c.flag_version,
+                        reason=c.reason,
+                        claimed_at=now,
+                        updated_at=now,
+                    )
+                else:
+                    row = db.execute(
+                        f"SELECT {_COLUMNS} FROM conversions WHERE conversion_id = ?",
+                        (req.conversion_id,),
+                    ).fetchone()
+                    record = _record(row)
+                out.append(Ownership(record, created))
+        return out
+
+    # -- dispatch ----------------------------------------------------------------------------
+
+    def pending_dispatch(self, path: Path, limit: int) -> list[ConversionRecord]:
+        rows = self._read(
+            f"SELECT {_COLUMNS} FROM conversions WHERE state = 'claimed' AND path = ? "
+            "ORDER BY seq LIMIT ?",
+            (path.value, limit),
+        )
+        return [_record(r) for r in rows]
+
+    def mark_dispatching(
+        self, records: Sequence[ConversionRecord], intent: str, now: float
+    ) -> list[ConversionRecord]:
+        taken: list[ConversionRecord] = []
+        with self._write() as db:
+            for r in records:
+                cur = db.execute(
+                    "UPDATE conversions SET state = 'dispatching', intent = ?, fence = fence + 1, "
+                    "attempts = attempts + 1, updated_at = ? "
+                    "WHERE conversion_id = ? AND state = 'claimed' AND fence = ?",
+                    (intent, now, r.conversion_id, r.fence),
+                )
+                if cur.rowcount == 1:
+                    taken.append(
+                        _replace(
+                            r,
+                            state=S.DISPATCHING,
+                            intent=intent,
+                            fence=r.fence + 1,
+                            attempts=r.attempts + 1,
+                            updated_at=now,
+                        )
+                    )
+        return taken
+
+    def mark_dispatched(self, items: Sequence[Dispatched], now: float) -> list[str]:
+        done: list[str] = []
+        with self._write() as db:
+            for d in items:
+                cur = db.execute(
+                    "UPDATE conversions SET state = 'dispatched', job_ref = ?, dispatched_at = ?, "
+                    "updated_at = ? WHERE conversion_id = ? AND state = 'dispatching' AND fence = ?",
+                    (d.job_ref, now, now, d.conversion_id, d.fence),
+                )
+                if cur.rowcount == 1:
+                    done.append(d.conversion_id)
+        return done
+
+    def release(self, conversion_ids: Sequence[tuple[str, int]], now: float, reason: str) -> int:
+        n = 0
+        with self._write() as db:
+            for cid, fence in conversion_ids:
+                n += db.execute(
+                    "UPDATE conversions SET state = 'claimed', intent = NULL, reason = ?, "
+                    "updated_at = ? WHERE conversion_id = ? AND state = 'dispatching' AND fence = ?",
+                    (reason, now, cid, fence),
+                ).rowcount
+        return n
+
+    def intents(self, older_than: float, limit: int) -> list[ConversionRecord]:
+        rows = self._read(
+            f"SELECT {_COLUMNS} FROM conversions WHERE state = 'dispatching' AND updated_at < ? "
+            "ORDER BY seq LIMIT ?",
+            (older_than, limit),
+        )
+        return [_record(r) for r in rows]
+
+    def in_flight(self, path: Path, limit: int) -> list[ConversionRecord]:
+        rows = self._read(
+            f"SELECT {_COLUMNS} FROM conversions WHERE state = 'dispatched' AND path = ? "
+            "ORDER BY seq LIMIT ?",
+            (path.value, limit),
+        )
+        return [_record(r) for r in rows]
+
+    # -- outcomes ----------------------------------------------------------------------------
+
+    def mark_finished(self, finishes: Sequence[Finish], now: float) -> list[str]:
+        done: list[str] = []
+        with self._write() as db:
+            for f in finishes:
+                if not f.state.terminal:
+                    raise ValueError(f"{f.state} is not a terminal state")
+                cur = db.execute(
+                    "UPDATE conversions SET state = ?, reason = ?, finished_at = ?, updated_at = ? "
+                    "WHERE conversion_id = ? AND state = 'dispatched' AND fence = ?",
+                    (f.state.value, f.reason, now, now, f.conversion_id, f.fence),
+                )
+                if cur.rowcount == 1:
+                    done.append(f.conversion_id)
+        return done
+
+    def resubmit(self, conversion_id: str, fence: int, reason: str, now: float) -> bool:
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE conversions SET state = 'claimed', intent = NULL, job_ref = NULL, "
+                "reason = ?, updated_at = ? "
+                "WHERE conversion_id = ? AND state = 'dispatched' AND fence = ?",
+                (reason, now, conversion_id, fence),
+            )
+            return cur.rowcount == 1
+
+    def requeue(self, conversion_id: str, now: float) -> ConversionRecord:
+        with self._write() as db:
+            row = db.execute(
+                f"SELECT {_COLUMNS} FROM conversions WHERE conversion_id = ?", (conversion_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFoundError(f"conversion {conversion_id!r} is not in the ledger")
+            record = _record(row)
+            if record.state is not S.FAILED:
+                raise ConflictError(
+                    f"conversion {conversion_id!r} is {record.state.value}; only a failed "
+                    "conversion can be requeued"
+                )
+            db.execute(
+                "UPDATE conversions SET state = 'received', path = NULL, flag_version = NULL, "
+                "job_ref = NULL, intent = NULL, reason = 'requeued by operator', "
+                "claimed_at = NULL, dispatched_at = NULL, finished_at = NULL, updated_at = ? "
+                "WHERE conversion_id = ? AND state = 'failed'",
+                (now, conversion_id),
+            )
+        return _replace(
+            record,
+            state=S.RECEIVED,
+            path=None,
+            flag_version=None,
+            job_ref=None,
+            intent=None,
+            reason="requeued by operator",
+            claimed_at=None,
+            dispatched_at=None,
+            finished_at=None,
+            updated_at=now,
+        )
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def get(self, conversion_id: str) -> ConversionRecord | None:
+        rows = self._read(
+            f"SELECT {_COLUMNS} FROM conversions WHERE conversion_id = ?", (conversion_id,)
+        )
+        return _record(rows[0]) if rows else None
+
+    def counts(self) -> Counts:
+        by_state: dict[ConversionState, int] = {}
+        by_path: dict[tuple[Path, ConversionState], int] = {}
+        for state, path, n in self._read("SELECT state, path, n FROM counters WHERE n != 0"):
+            st = ConversionState(state)
+            by_state[st] = by_state.get(st, 0) + n
+            if path:
+                by_path[(Path(path), st)] = n
+        return Counts(by_state, by_path)
+
+    def decisions_since(self, since: float) -> list[tuple[int, Path, str, int]]:
+        """Claims per minute, path and flag version since ``since`` (epoch seconds)."""
+        rows = self._read(
+            "SELECT minute, path, flag_version, n FROM decisions_by_minute WHERE minute >= ? "
+            "ORDER BY minute",
+            (int(since // 60),),
+        )
+        return [(m, Path(p), v, n) for m, p, v, n in rows]
+
+    def by_tenant(self, tenant_id: int, limit: int = 1000) -> list[ConversionRecord]:
+        """A tenant's conversions, newest first."""
+        rows = self._read(
+            f"SELECT {_COLUMNS} FROM conversions WHERE tenant_id = ? ORDER BY seq DESC LIMIT ?",
+            (tenant_id, limit),
+        )
+        return [_record(r) for r in rows]
+
+    # -- flag, leases ------------------------------------------------------------------------
+
+    def save_flag(self, snapshot: FlagSnapshot) -> None:
+        value = json.dumps(
+            {
+                "version": snapshot.version,
+                "enabled": snapshot.enabled,
+                "tenant_ids": sorted(snapshot.tenant_ids),
+                "source": snapshot.source,
+                "fetched_at": snapshot.fetched_at,
+                "flag_key": snapshot.flag_key,
+                "duplicates_folded": snapshot.duplicates_folded,
+                "version_from_content": snapshot.version_from_content,
+            }
+        )
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO kv (key, value, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
+                "updated_at = excluded.updated_at",
+                (_FLAG_KEY, value, snapshot.fetched_at),
+            )
+
+    def load_flag(self) -> FlagSnapshot | None:
+        rows = self._read("SELECT value FROM kv WHERE key = ?", (_FLAG_KEY,))
+        if not rows:
+            return None
+        data = json.loads(rows[0][0])
+        return FlagSnapshot(
+            version=data["version"],
+            enabled=data["enabled"],
+            tenant_ids=frozenset(data["tenant_ids"]),
+            source=data["source"],
+            fetched_at=data["fetched_at"],
+            flag_key=data["flag_key"],
+            duplicates_folded=data["duplicates_folded"],
+            version_from_content=data["version_from_content"],
+        )
+
+    def try_lease(self, name: str, holder: str, now: float, ttl: float) -> bool:
+        with self._write() as db:
+            cur = db.execute(
+                "INSERT INTO leases (name, holder, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
+                "expires_at = excluded.expires_at "
+                "WHERE leases.holder = excluded.holder OR leases.expires_at < ?",
+                (name, holder, now + ttl, now),
+            )
+            return cur.rowcount == 1
+
+
+def _replace(record: ConversionRecord, **changes: Any) -> ConversionRecord:
+    from dataclasses import replace
+
+    return replace(record, **changes)

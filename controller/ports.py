@@ -1,0 +1,211 @@
+"""The ports the core talks through: the flag source, the ownership ledger, the execution paths.
+
+Protocols only. Implementations live in ``flags/`` (sources), ``controller.ledger_sqlite`` and
+the DynamoDB ledger, ``legacy_adapter/`` and ``new_adapter/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from controller.domain import (
+    ConversionRecord,
+    ConversionRequest,
+    ConversionState,
+    DispatchBatch,
+    JobRef,
+    JobState,
+    Ownership,
+    Path,
+)
+from flags.snapshot import FlagSnapshot
+
+
+class Clock(Protocol):
+    """Seconds since the epoch; passed in so that tests and pure code never read the wall clock."""
+
+    def __call__(self) -> float: ...
+
+
+class FlagSource(Protocol):
+    """Where the flag document comes from (a file, the AppConfig Agent, the AppConfig Data API)."""
+
+    name: str
+
+    def fetch(self) -> FlagSnapshot:
+        """Read and validate the flag in force. Raises ``FlagUnavailableError`` / ``FlagInvalidError``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A routing decision to record: the first claim of a conversion wins."""
+
+    request: ConversionRequest
+    path: Path
+    flag_version: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """An outcome to record for one dispatch attempt (``fence`` guards against late results)."""
+
+    conversion_id: str
+    fence: int
+    state: ConversionState
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatched:
+    """A job reference to record for one dispatch attempt."""
+
+    conversion_id: str
+    fence: int
+    job_ref: str
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptResult:
+    """The intake's answer: which ids are new, which were already known."""
+
+    accepted: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """Conversions per state, and per path for the states that have one."""
+
+    by_state: Mapping[ConversionState, int]
+    by_path_state: Mapping[tuple[Path, ConversionState], int]
+
+    def state(self, state: ConversionState) -> int:
+        return self.by_state.get(state, 0)
+
+    def path_state(self, path: Path, state: ConversionState) -> int:
+        return self.by_path_state.get((path, state), 0)
+
+
+class Ledger(Protocol):
+    """The durable record of ownership. Every transition is compare-and-set on state and fence."""
+
+    def accept(self, requests: Sequence[ConversionRequest], now: float) -> AcceptResult:
+        """Record new requests in the intake, atomically; a known id is a duplicate, never a second conversion."""
+        ...
+
+    def unclaimed(self, limit: int) -> list[ConversionRecord]:
+        """Requests in the intake that no path owns yet, oldest first."""
+        ...
+
+    def claim(self, claims: Sequence[Claim], now: float) -> list[Ownership]:
+        """Record each decision unless the conversion is owned already; first claim wins."""
+        ...
+
+    def pending_dispatch(self, path: Path, limit: int) -> list[ConversionRecord]:
+        """Conversions owned by ``path`` and not yet handed to it, oldest claim first."""
+        ...
+
+    def mark_dispatching(
+        self, records: Sequence[ConversionRecord], intent: str, now: float
+    ) -> list[ConversionRecord]:
+        """Record the intent to submit, each under a new fence; returns the records this call took."""
+        ...
+
+    def mark_dispatched(self, items: Sequence[Dispatched], now: float) -> list[str]:
+        """Record job references for intents still current; returns the ids that were recorded."""
+        ...
+
+    def release(self, conversion_ids: Sequence[tuple[str, int]], now: float, reason: str) -> int:
+        """Return intents to CLAIMED when the backend confirmed nothing was started."""
+        ...
+
+    def intents(self, older_than: float, limit: int) -> list[ConversionRecord]:
+        """Intents recorded before ``older_than`` that never got a job reference."""
+        ...
+
+    def in_flight(self, path: Path, limit: int) -> list[ConversionRecord]:
+        """Conversions a backend holds (DISPATCHED) on ``path``."""
+        ...
+
+    def mark_finished(self, finishes: Sequence[Finish], now: float) -> list[str]:
+        """Record outcomes for attempts still current; returns the ids that were recorded."""
+        ...
+
+    def resubmit(self, conversion_id: str, fence: int, reason: str, now: float) -> bool:
+        """Put a failed attempt back to CLAIMED on the same path, for a fresh dispatch."""
+        ...
+
+    def requeue(self, conversion_id: str, now: float) -> ConversionRecord:
+        """Free a FAILED conversion so the next cycle routes it afresh (an operator's act)."""
+        ...
+
+    def get(self, conversion_id: str) -> ConversionRecord | None:
+        """One conversion's record, or None."""
+        ...
+
+    def counts(self) -> Counts:
+        """Conversions per state and path, without a scan."""
+        ...
+
+    def save_flag(self, snapshot: FlagSnapshot) -> None:
+        """Persist the last-known-good flag so a restarted controller routes as before."""
+        ...
+
+    def load_flag(self) -> FlagSnapshot | None:
+        """The persisted last-known-good flag, if any."""
+        ...
+
+    def try_lease(self, name: str, holder: str, now: float, ttl: float) -> bool:
+        """Take or renew the named lease for ``holder``; False while another holder has it."""
+        ...
+
+    def ping(self) -> None:
+        """Raise ``LedgerError`` unless the store answers."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class Backend(Protocol):
+    """One execution path. Adapters translate; they do not decide."""
+
+    path: Path
+
+    def submit(self, batch: DispatchBatch) -> list[JobRef]:
+        """Hand a batch over; one reference per item, in order.
+
+        Raises ``SubmitRejectedError`` when nothing was started and ``BackendUnavailableError``
+        when the outcome is unknown.
+        """
+        ...
+
+    def poll(self, refs: Sequence[JobRef]) -> dict[JobRef, JobState]:
+        """The state of each reference."""
+        ...
+
+    def find(self, intents: Sequence[tuple[str, str]]) -> dict[str, JobRef]:
+        """Jobs already submitted under the given ``(conversion_id, batch key)`` intents."""
+        ...
+
+    def cancel(self, ref: JobRef) -> None:
+        """Stop the job if it has not finished."""
+        ...
+
+    def set_capacity(self, slots: int) -> int | None:
+        """Cap how many conversions may run at once; returns the cap in force (never below the
+        number running), or None when this backend cannot cap and the controller must hold back."""
+        ...
+
+    def in_use(self) -> int:
+        """Slots of the budget this path holds now (threads of working builds, running jobs)."""
+        ...
+
+    def close(self) -> None:
+        """Release clients and processes the adapter owns."""
+        ...

@@ -1,0 +1,146 @@
+"""The one configuration object, read from ``CUTOVER_*`` environment variables (and an env file).
+
+Built once by the composition root and passed down; tests construct it directly.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path as FsPath
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from controller.errors import ConfigError
+
+ENV_PREFIX = "CUTOVER_"
+_LEDGER_URL = re.compile(r"^(sqlite:///.+|dynamodb://[A-Za-z0-9_.-]{3,255})$")
+_APPCONFIG_NAME = re.compile(r"^[^\x00-\x1f]{1,128}$")
+
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class Settings(BaseSettings):
+    """Everything cutover reads from its environment; see README's configuration table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        validate_default=True,
+    )
+
+    flag_source: Literal["file", "agent", "appconfigdata"] = "file"
+    flag_file: FsPath = FsPath("./flags.json")
+    agent_url: str = "http://localhost:2772"
+    agent_token: SecretStr | None = None
+    appconfig_application: str = "cutover"
+    appconfig_environment: str = "prod"
+    appconfig_profile: str = "migration-flags"
+    flag_key: str = "migrated_tenants"
+    on_flag_unavailable: Literal["legacy", "pause"] = "legacy"
+    max_flag_age: Annotated[float, Field(gt=0)] | None = None
+    on_stale_flag: Literal["serve", "pause"] = "serve"
+
+    ledger: str = "sqlite:///./cutover.db"
+    backend: Literal["local", "aws"] = "local"
+    local_worker: str | None = None
+    local_state_dir: FsPath = FsPath("./cutover-state")
+    output_dir: FsPath = FsPath("./cutover-output")
+    job_timeout: Annotated[float, Field(gt=0)] = 900.0
+
+    legacy_project: str | None = None
+    legacy_max_threads: PositiveInt = 16
+    batch_job_queue: str | None = None
+    batch_job_definition: str | None = None
+    batch_compute_environment: str | None = None
+    manage_max_vcpus: bool = True
+    manifest_bucket: str | None = None
+
+    budget: PositiveInt = 20
+    cycle_seconds: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    max_claims_per_cycle: PositiveInt = 20_000
+    resubmits: Annotated[int, Field(ge=0, le=10)] = 1
+    intent_grace_seconds: Annotated[float, Field(gt=0)] = 60.0
+    max_batch_items: PositiveInt = 1000
+
+    api_token: SecretStr | None = None
+    sns_topic_arn: str | None = None
+
+    @field_validator("ledger")
+    @classmethod
+    def _ledger_url(cls, value: str) -> str:
+        if not _LEDGER_URL.match(value):
+            raise ValueError("must be sqlite:///PATH or dynamodb://TABLE")
+        return value
+
+    @field_validator("agent_url")
+    @classmethod
+    def _agent_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/]+(:\d+)?/?$", value):
+            raise ValueError("must be an http(s) base URL such as http://localhost:2772")
+        return value.rstrip("/")
+
+    @field_validator("appconfig_application", "appconfig_environment", "appconfig_profile", "flag_key")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _APPCONFIG_NAME.match(value):
+            raise ValueError("must be 1-128 printable characters")
+        return value
+
+    @field_validator("local_worker")
+    @classmethod
+    def _worker(cls, value: str | None) -> str | None:
+        if value is not None and not shlex.split(value):
+            raise ValueError("must be a command line")
+        return value
+
+    @property
+    def sqlite_path(self) -> FsPath | None:
+        """The SQLite file of a ``sqlite:///`` ledger, else None."""
+        if self.ledger.startswith("sqlite:///"):
+            return FsPath(self.ledger.removeprefix("sqlite:///"))
+        return None
+
+    @property
+    def dynamodb_table(self) -> str | None:
+        """The table of a ``dynamodb://`` ledger, else None."""
+        if self.ledger.startswith("dynamodb://"):
+            return self.ledger.removeprefix("dynamodb://")
+        return None
+
+    def masked(self) -> dict[str, Any]:
+        """Every setting as its environment variable, secrets masked: what ``cutover config`` prints."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = "********"
+            elif isinstance(value, FsPath):
+                value = str(value)
+            out[ENV_PREFIX + name.upper()] = value
+        return out
+
+
+def env_names() -> list[str]:
+    """The environment variables the settings read, as a deployment must spell them."""
+    return [ENV_PREFIX + name.upper() for name in Settings.model_fields]
+
+
+def load_settings(env_file: FsPath | None = None, **overrides: Any) -> Settings:
+    """Build the settings from the environment, or raise ``ConfigError`` naming the first bad variable."""
+    if env_file is not None and not env_file.is_file():
+        raise ConfigError(f"--config {env_file}: no such file")
+    try:
+        if env_file is not None:
+            return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "?"
+        got = first.get("input")
+        shown = "" if isinstance(got, dict) else f" (got {str(got)[:80]!r})"
+        raise ConfigError(f"{ENV_PREFIX}{field.upper()}: {first['msg']}{shown}") from exc

@@ -1,0 +1,129 @@
+"""Parse and validate a feature-flag document as a whole: one bad value rejects all of it.
+
+Accepts the three shapes AppConfig produces for a ``AWS.AppConfig.FeatureFlags`` profile:
+the retrieval (values) form ``{"<key>": {"enabled": …, "tenant_ids": […]}}``, the full definition
+document ``{"version": "1", "flags": {…}, "values": {…}}`` (its ``version`` is the schema's, not
+the flag's), and the single flag object the agent answers for ``?flag=<key>``. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from controller.errors import FlagInvalidError
+from flags.snapshot import FlagSnapshot
+
+# AppConfig's hosted configuration store takes at most 4 MB per version.
+MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
+# Tenant ids must survive JSON in every consumer (JavaScript, DynamoDB numbers): stay exact.
+MAX_TENANT_ID = 2**53 - 1
+
+TenantId = Annotated[int, Field(strict=True, ge=1, le=MAX_TENANT_ID)]
+Shape = Literal["auto", "flag"]
+
+
+class FlagValue(BaseModel):
+    """The values of the migration flag as AppConfig returns them."""
+
+    model_config = ConfigDict(strict=True, extra="allow", frozen=True)
+
+    enabled: bool
+    tenant_ids: list[TenantId] | None = None
+
+
+def content_version(raw: bytes) -> str:
+    """A short, stable version for content that came without one."""
+    return "sha-" + hashlib.sha256(raw).hexdigest()[:12]
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def load_json(raw: bytes | str, where: str) -> Any:
+    """Decode JSON strictly (no NaN/Infinity), naming ``where`` in the error."""
+    size = len(raw.encode() if isinstance(raw, str) else raw)
+    if size > MAX_DOCUMENT_BYTES:
+        raise FlagInvalidError(
+            f"{where}: document is {size} bytes, over AppConfig's limit of {MAX_DOCUMENT_BYTES}"
+        )
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FlagInvalidError(f"{where}: not valid JSON ({exc})") from exc
+
+
+def _locate(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def _flag_object(doc: Any, flag_key: str, shape: Shape, where: str) -> tuple[Any, str]:
+    if not isinstance(doc, dict):
+        raise FlagInvalidError(f"{where}: expected a JSON object, got {type(doc).__name__}")
+    if shape == "flag":
+        return doc, flag_key
+    if "flags" in doc and "values" in doc:
+        values = doc["values"]
+        if not isinstance(values, dict):
+            raise FlagInvalidError(f"{where}: 'values' must be an object")
+        if flag_key not in values:
+            raise FlagInvalidError(f"{where}: flag '{flag_key}' is missing from 'values'")
+        return values[flag_key], f"values.{flag_key}"
+    if flag_key not in doc:
+        keys = ", ".join(sorted(map(str, doc))[:5]) or "none"
+        raise FlagInvalidError(f"{where}: flag '{flag_key}' is missing (keys found: {keys})")
+    return doc[flag_key], flag_key
+
+
+def parse_flag(
+    raw: bytes | str,
+    *,
+    flag_key: str,
+    source: str,
+    fetched_at: float,
+    version: str | None = None,
+    shape: Shape = "auto",
+    where: str = "flag document",
+) -> FlagSnapshot:
+    """Validate ``raw`` whole and build its snapshot, or raise ``FlagInvalidError`` naming the first bad value."""
+    doc = load_json(raw, where)
+    value, path = _flag_object(doc, flag_key, shape, where)
+    try:
+        flag = FlagValue.model_validate(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        got = first.get("input")
+        shown = json.dumps(got)[:60] if not isinstance(got, dict | list) else type(got).__name__
+        raise FlagInvalidError(
+            f"{where}: {path}{_locate(tuple(first['loc']))}: {first['msg'].lower()} (got {shown})"
+        ) from exc
+    if flag.enabled and flag.tenant_ids is None:
+        raise FlagInvalidError(f"{where}: {path}.tenant_ids: required while the flag is enabled")
+    ids = flag.tenant_ids or []
+    tenant_ids = frozenset(ids) if flag.enabled else frozenset()
+    data = raw.encode() if isinstance(raw, str) else raw
+    return FlagSnapshot(
+        version=version or content_version(data),
+        enabled=flag.enabled,
+        tenant_ids=tenant_ids,
+        source=source,
+        fetched_at=fetched_at,
+        flag_key=flag_key,
+        duplicates_folded=(len(ids) - len(tenant_ids)) if flag.enabled else 0,
+        version_from_content=version is None,
+    )
+
+
+def values_document(flag_key: str, enabled: bool, tenant_ids: list[int]) -> dict[str, Any]:
+    """The retrieval (values) form of the flag, as the agent's local development mode reads it."""
+    body: dict[str, Any] = {"enabled": enabled}
+    if enabled:
+        body["tenant_ids"] = sorted(set(tenant_ids))
+    return {flag_key: body}
