@@ -290,8 +290,7 @@ class SQLiteLedger:
 
     def pending_dispatch(self, path: Path, limit: int) -> list[ConversionRecord]:
         rows = self._read(
-            f"SELECT {_COLUMNS} FROM conversions WHERE state = 'claimed' AND path = ? "
-            "ORDER BY seq LIMIT ?",
+            f"SELECT {_COLUMNS} FROM conversions WHERE state = 'claimed' AND path = ? ORDER BY seq LIMIT ?",
             (path.value, limit),
         )
         return [_record(r) for r in rows]
@@ -425,9 +424,7 @@ class SQLiteLedger:
     # -- reads -------------------------------------------------------------------------------
 
     def get(self, conversion_id: str) -> ConversionRecord | None:
-        rows = self._read(
-            f"SELECT {_COLUMNS} FROM conversions WHERE conversion_id = ?", (conversion_id,)
-        )
+        rows = self._read(f"SELECT {_COLUMNS} FROM conversions WHERE conversion_id = ?", (conversion_id,))
         return _record(rows[0]) if rows else None
 
     def counts(self) -> Counts:
@@ -443,8 +440,7 @@ class SQLiteLedger:
     def decisions_since(self, since: float) -> list[tuple[int, Path, str, int]]:
         """Claims per minute, path and flag version since ``since`` (epoch seconds)."""
         rows = self._read(
-            "SELECT minute, path, flag_version, n FROM decisions_by_minute WHERE minute >= ? "
-            "ORDER BY minute",
+            "SELECT minute, path, flag_version, n FROM decisions_by_minute WHERE minute >= ? ORDER BY minute",
             (int(since // 60),),
         )
         return [(m, Path(p), v, n) for m, p, v, n in rows]

@@ -94,7 +94,7 @@ class Ledger(Protocol):
     """The durable record of ownership. Every transition is compare-and-set on state and fence."""
 
     def accept(self, requests: Sequence[ConversionRequest], now: float) -> AcceptResult:
-        """Record new requests in the intake, atomically; a known id is a duplicate, never a second conversion."""
+        """Record new requests in the intake atomically; a known id is a duplicate, never a second one."""
         ...
 
     def unclaimed(self, limit: int) -> list[ConversionRecord]:

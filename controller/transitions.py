@@ -44,9 +44,7 @@ class RetryPolicy:
     unknown_grace_seconds: float = 60.0
 
 
-def after_poll(
-    state: JobState, attempts: int, dispatched_age: float, policy: RetryPolicy
-) -> Verdict:
+def after_poll(state: JobState, attempts: int, dispatched_age: float, policy: RetryPolicy) -> Verdict:
     """Turn one poll answer into the next step for the conversion.
 
     ``attempts`` counts dispatches so far. A job the backend does not know is a failure only

@@ -92,7 +92,7 @@ def parse_flag(
     shape: Shape = "auto",
     where: str = "flag document",
 ) -> FlagSnapshot:
-    """Validate ``raw`` whole and build its snapshot, or raise ``FlagInvalidError`` naming the first bad value."""
+    """Validate ``raw`` whole and build its snapshot; ``FlagInvalidError`` names the first bad value."""
     doc = load_json(raw, where)
     value, path = _flag_object(doc, flag_key, shape, where)
     try:

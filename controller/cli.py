@@ -1,0 +1,271 @@
+"""The ``cutover`` command line. Errors go to stderr as one line with a non-zero status."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path as FsPath
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from controller.errors import CutoverError, InputError
+from controller.settings import Settings, load_settings
+
+app = typer.Typer(
+    name="cutover",
+    help="Move a batch workload tenant by tenant from an old execution path to a new one.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+ConfigOption = Annotated[
+    FsPath | None, typer.Option("--config", help="An env file of CUTOVER_* settings to add.")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+class _State:
+    config: FsPath | None = None
+
+
+def settings(**overrides: Any) -> Settings:
+    return load_settings(_State.config, **overrides)
+
+
+def emit_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=False, default=str) + "\n")
+
+
+@app.callback()
+def _root(config: ConfigOption = None) -> None:
+    """cutover: feature-flag-driven migration controller."""
+    _State.config = config
+
+
+@app.command("config")
+def config_cmd(as_json: JsonOption = False) -> None:
+    """Print the configuration in force (secrets masked)."""
+    values = settings().masked()
+    if as_json:
+        emit_json(values)
+        return
+    table = Table("variable", "value", title="configuration in force")
+    for name, value in values.items():
+        table.add_row(name, "" if value is None else str(value))
+    out.print(table)
+
+
+@app.command("run")
+def run_cmd(
+    host: Annotated[str, typer.Option(help="Address the API listens on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port the API listens on.", min=1, max=65535)] = 8080,
+) -> None:
+    """Run the controller: the cycle loop and the HTTP API."""
+    import uvicorn
+
+    from controller.api import create_app
+    from controller.bootstrap import build
+    from controller.loop import CycleLoop
+
+    cfg = settings()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    service = build(cfg)
+    loop = CycleLoop(service.controller, cfg.cycle_seconds)
+    loop.start()
+    try:
+        uvicorn.run(create_app(service, loop), host=host, port=port, log_level="warning")
+    finally:
+        loop.stop()
+        service.close()
+
+
+@app.command("demo")
+def demo_cmd(
+    workdir: Annotated[FsPath, typer.Option(help="Where the demo keeps its ledger and outputs.")] = FsPath(
+        "./cutover-demo"
+    ),
+    serve: Annotated[bool, typer.Option("--serve", help="Keep the API up after the run.")] = False,
+    port: Annotated[int, typer.Option(help="Port for --serve.", min=1, max=65535)] = 8080,
+    as_json: JsonOption = False,
+) -> None:
+    """Play a whole rollout on this machine and check that nothing ran twice or not at all."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from controller.bootstrap import build
+    from controller.demo import STAGES, TENANTS, demo_settings, prepare, run_stages
+
+    workdir = workdir.resolve()
+    prepare(workdir)
+    logging.basicConfig(
+        filename=workdir / "cutover.log", level=logging.INFO, format="%(asctime)s %(name)s %(message)s"
+    )
+    cfg = demo_settings(settings(), workdir)
+    service = build(cfg)
+    total = len(STAGES) * TENANTS
+    try:
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+            disable=as_json or not err.is_terminal,
+        ) as progress:
+            task = progress.add_task("converting", total=total)
+
+            def on_stage(stage: Any) -> None:
+                if not as_json:
+                    out.print(
+                        f"[bold]{stage.name:>9}[/]  flag {stage.flag_version or '—':<18} "
+                        f"migrated {stage.migrated_tenants:>3}  legacy {stage.legacy:>3}  "
+                        f"new {stage.new:>3}  failed {stage.failed}  ({stage.seconds:.1f}s)"
+                    )
+
+            result = run_stages(service, workdir, on_stage=on_stage, tick=lambda n: progress.advance(task, n))
+    finally:
+        if not serve:
+            service.close()
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        _print_verdict(result)
+    if serve:
+        _serve(service, port)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def _print_verdict(result: Any) -> None:
+    table = Table("stage", "flag version", "migrated", "legacy", "new", "failed", title="cutover demo")
+    for s in result.stages:
+        table.add_row(
+            s.name, s.flag_version or "—", str(s.migrated_tenants), str(s.legacy), str(s.new), str(s.failed)
+        )
+    out.print(table)
+    verdict = "[green]PASS[/]" if result.ok else "[red]FAIL[/]"
+    out.print(
+        f"{verdict}  conversions {result.conversions}  succeeded {result.succeeded}  "
+        f"failed {result.failed}  duplicates {result.duplicates}  lost {result.lost}  "
+        f"wrong path {result.wrong_path}  max in flight {result.max_in_flight}/{result.budget}  "
+        f"({result.seconds:.1f}s)"
+    )
+
+
+def _serve(service: Any, port: int) -> None:
+    import uvicorn
+
+    from controller.api import create_app
+    from controller.loop import CycleLoop
+
+    loop = CycleLoop(service.controller, service.settings.cycle_seconds)
+    loop.start()
+    out.print(f"serving the demo's API on http://127.0.0.1:{port}/ (Ctrl-C to stop)")
+    try:
+        uvicorn.run(create_app(service, loop), host="127.0.0.1", port=port, log_level="warning")
+    finally:
+        loop.stop()
+        service.close()
+
+
+@app.command("status")
+def status_cmd(
+    url: Annotated[str, typer.Option(help="Base URL of a running controller.")] = "http://127.0.0.1:8080",
+    as_json: JsonOption = False,
+) -> None:
+    """Show a running controller's status."""
+    import httpx
+
+    try:
+        doc = httpx.get(url.rstrip("/") + "/status", timeout=5).json()
+    except httpx.HTTPError as exc:
+        raise InputError(f"cannot reach {url}: {exc}") from exc
+    if as_json:
+        emit_json(doc)
+        return
+    flag = doc["flag"]
+    out.print(
+        f"flag {flag['version']} ({flag['state']}, {flag['tenant_count']} tenants, "
+        f"age {flag['age_seconds']}s)  budget {doc['budget']}  in flight legacy "
+        f"{doc['in_flight']['legacy']} / new {doc['in_flight']['new']}"
+    )
+    out.print("  ".join(f"{k} {v}" for k, v in doc["conversions"].items()))
+
+
+@app.command("route")
+def route_cmd(tenant_id: Annotated[int, typer.Argument(min=1)], as_json: JsonOption = False) -> None:
+    """Where a tenant's new conversions would go now, under which flag version, and why."""
+    from controller.bootstrap import cycle_config, make_flag_source, make_ledger
+    from controller.routing import decide
+    from flags.lkg import LastKnownGood
+
+    cfg = settings()
+    ledger = make_ledger(cfg)
+    try:
+        status = LastKnownGood(make_flag_source(cfg, time.time), ledger, time.time).read()
+        decision = decide(tenant_id, status.snapshot, cycle_config(cfg).routing)
+    finally:
+        ledger.close()
+    doc = {
+        "tenant_id": tenant_id,
+        "path": decision.path.value if decision.path else None,
+        "flag_version": decision.flag_version,
+        "reason": decision.reason,
+        "flag_state": status.state.value,
+    }
+    if as_json:
+        emit_json(doc)
+    else:
+        out.print(
+            f"tenant {tenant_id} → {doc['path'] or 'held'}  ({decision.reason}; flag {status.state.value})"
+        )
+
+
+@app.command("requeue")
+def requeue_cmd(conversion_id: str, as_json: JsonOption = False) -> None:
+    """Free a terminally failed conversion so the next cycle routes it afresh."""
+    from controller.bootstrap import make_ledger
+
+    cfg = settings()
+    ledger = make_ledger(cfg)
+    try:
+        record = ledger.requeue(conversion_id, time.time())
+    finally:
+        ledger.close()
+    if as_json:
+        emit_json({"conversion_id": record.conversion_id, "state": record.state.value})
+    else:
+        out.print(f"{conversion_id} requeued: the next cycle routes it afresh")
+
+
+def main() -> None:
+    """Entry point: run the app, turning every cutover error into one line on stderr."""
+    try:
+        app(standalone_mode=False)
+    except CutoverError as exc:
+        err.print(f"cutover: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err.print("cutover: aborted", markup=False)
+        sys.exit(130)
+    except (typer.BadParameter, Exception) as exc:  # click's usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

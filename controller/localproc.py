@@ -1,0 +1,133 @@
+"""Process and file plumbing shared by the local runners (the embedded stand-ins for CodeBuild and
+Batch): worker command lines, atomic JSON files, pid checks, and the result-file contract.
+
+No decisions here; the runners translate what these report into ``JobState`` values.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from controller.domain import JobState, JobStatus
+
+SAMPLE_WORKER = Path(__file__).resolve().parent.parent / "examples" / "sample_worker.py"
+
+
+def worker_command(configured: str | None) -> list[str]:
+    """The command a local runner starts: the configured one, or the sample worker."""
+    if configured:
+        return shlex.split(configured)
+    return [sys.executable, str(SAMPLE_WORKER)]
+
+
+def write_json(path: Path, doc: Any) -> None:
+    """Write ``doc`` to ``path`` atomically (write, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(doc, fh, separators=(",", ":"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None when it is missing or not (yet) a whole object."""
+    try:
+        with path.open() as fh:
+            doc = json.load(fh)
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with ``pid`` exists (zombies of another parent count as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def spawn(cmd: list[str], env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start a worker in its own session, output to ``log_path``; it outlives a crashed controller."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            cmd,
+            env={**os.environ, **env},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def kill(pid: int) -> None:
+    """Kill a worker's whole session; a vanished process is not an error."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            return
+
+
+def result_state(doc: Mapping[str, Any] | None, conversion_id: str) -> JobState | None:
+    """Translate a worker's result file into a ``JobState``; None when it says nothing usable."""
+    if doc is None or doc.get("conversion_id") != conversion_id:
+        return None
+    status = doc.get("status")
+    if status == "succeeded":
+        return JobState(JobStatus.SUCCEEDED, str(doc.get("reason", "")), doc.get("output"))
+    if status == "failed":
+        return JobState(JobStatus.FAILED, str(doc.get("reason", "failed")), doc.get("output"))
+    return None
+
+
+class Ticker:
+    """Calls ``tick`` every ``interval`` seconds on a daemon thread until ``stop``."""
+
+    def __init__(self, name: str, tick: Any, interval: float) -> None:
+        import threading
+
+        self._tick = tick
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._started = False
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._started:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._tick()
+            except Exception as exc:  # keep supervising; the error is reported, not swallowed
+                self.error = exc

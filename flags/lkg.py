@@ -1,0 +1,125 @@
+"""Last-known-good: the flag the controller routes by when its source fails.
+
+A valid snapshot is persisted (through the ledger's store, so a restarted controller finds it)
+and kept in force while the source is unreachable or answers with a bad document. A source
+failure never un-migrates a tenant; only a valid new version (or a valid disabled flag) can.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+from controller.errors import FlagInvalidError, FlagUnavailableError
+from flags.snapshot import FlagSnapshot, FlagState, FlagStatus
+
+log = logging.getLogger("cutover.flags")
+
+
+class FlagStore(Protocol):
+    """Where the last good snapshot is persisted (the ledger implements it)."""
+
+    def save_flag(self, snapshot: FlagSnapshot) -> None: ...
+
+    def load_flag(self) -> FlagSnapshot | None: ...
+
+
+class Source(Protocol):
+    name: str
+
+    def fetch(self) -> FlagSnapshot: ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FlagChange:
+    """A new flag version came into force."""
+
+    old: FlagSnapshot | None
+    new: FlagSnapshot
+
+    @property
+    def added(self) -> frozenset[int]:
+        before = self.old.tenant_ids if self.old and self.old.enabled else frozenset()
+        after = self.new.tenant_ids if self.new.enabled else frozenset()
+        return after - before
+
+    @property
+    def removed(self) -> frozenset[int]:
+        before = self.old.tenant_ids if self.old and self.old.enabled else frozenset()
+        after = self.new.tenant_ids if self.new.enabled else frozenset()
+        return before - after
+
+
+class LastKnownGood:
+    """Reads the source once per call and answers with the flag status to route by."""
+
+    def __init__(
+        self,
+        source: Source,
+        store: FlagStore,
+        clock: Callable[[], float],
+        *,
+        max_age_seconds: float | None = None,
+        persist_every_seconds: float = 60.0,
+        on_change: Callable[[FlagChange], None] | None = None,
+    ) -> None:
+        self.source = source
+        self._store = store
+        self._clock = clock
+        self._max_age = max_age_seconds
+        self._persist_every = persist_every_seconds
+        self._on_change = on_change
+        self._good: FlagSnapshot | None = None
+        self._loaded = False
+        self._persisted_at = 0.0
+        self.last: FlagStatus | None = None
+
+    @property
+    def good(self) -> FlagSnapshot | None:
+        """The snapshot in force (loading the persisted one on first use)."""
+        if not self._loaded:
+            self._good = self._store.load_flag()
+            self._loaded = True
+        return self._good
+
+    def read(self) -> FlagStatus:
+        """Fetch once; on failure keep the last good snapshot and report why."""
+        now = self._clock()
+        previous = self.good
+        try:
+            fresh = self.source.fetch()
+        except FlagInvalidError as exc:
+            log.warning("flag.rejected", extra={"problem": str(exc)})
+            return self._keep(FlagState.INVALID, str(exc), now)
+        except FlagUnavailableError as exc:
+            log.warning("flag.unavailable", extra={"problem": str(exc)})
+            return self._keep(FlagState.UNAVAILABLE, str(exc), now)
+        changed = previous is None or _identity(previous) != _identity(fresh)
+        self._good = fresh
+        if changed or now - self._persisted_at >= self._persist_every:
+            self._store.save_flag(fresh)
+            self._persisted_at = now
+        if changed:
+            log.info(
+                "flag.changed",
+                extra={"old": previous.version if previous else None, "new": fresh.version},
+            )
+            if self._on_change is not None:
+                self._on_change(FlagChange(previous, fresh))
+        state = FlagState.OK if fresh.enabled else FlagState.DISABLED
+        self.last = FlagStatus(fresh, state, now, good_since=fresh.fetched_at)
+        return self.last
+
+    def _keep(self, state: FlagState, problem: str, now: float) -> FlagStatus:
+        good = self.good
+        if good is not None and self._max_age is not None and now - good.fetched_at > self._max_age:
+            problem = f"{problem}; last good flag {good.version} is older than {self._max_age:.0f}s"
+            state = FlagState.STALE
+        self.last = FlagStatus(good, state, now, problem)
+        return self.last
+
+
+def _identity(s: FlagSnapshot) -> tuple[str, bool, frozenset[int]]:
+    return (s.version, s.enabled, s.tenant_ids)

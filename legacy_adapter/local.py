@@ -1,0 +1,194 @@
+"""The old path on one machine: a local stand-in for the CodeBuild batch.
+
+One build per dispatch: ONE worker process that works through a manifest of all its conversions
+with a fixed number of threads, as the old batch did, writing one result file per conversion.
+Builds live in files under a directory several controller processes may share; a build key
+already started is not started again (like CodeBuild's idempotency token).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path as FsPath
+
+from controller.domain import DispatchBatch, JobRef, JobState, JobStatus, Path
+from controller.errors import SubmitRejectedError
+from controller.localproc import Ticker, kill, pid_alive, read_json, result_state, spawn, write_json
+
+
+class LocalBuildRunner:
+    """One worker process per build, ``batch.concurrency`` threads inside it."""
+
+    path = Path.LEGACY
+
+    def __init__(
+        self,
+        state_dir: FsPath,
+        command: list[str],
+        output_dir: FsPath,
+        *,
+        build_timeout: float,
+        clock: Callable[[], float] = time.time,
+        tick_seconds: float = 0.1,
+    ) -> None:
+        self.builds = state_dir / "legacy" / "builds"
+        self.builds.mkdir(parents=True, exist_ok=True)
+        self.command = command
+        self.output_dir = output_dir
+        self.build_timeout = build_timeout
+        self._clock = clock
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._ticker = Ticker("cutover-legacy-runner", self.reap, tick_seconds)
+
+    # -- the port ----------------------------------------------------------------------------
+
+    def submit(self, batch: DispatchBatch) -> list[JobRef]:
+        build = self.builds / batch.key
+        refs = [JobRef(batch.key, item.conversion_id) for item in batch.items]
+        if (build / "manifest.json").exists():
+            return refs
+        now = self._clock()
+        manifest = {
+            "build_id": batch.key,
+            "path": Path.LEGACY.value,
+            "threads": batch.concurrency,
+            "conversions": [
+                {
+                    "conversion_id": i.conversion_id,
+                    "tenant_id": i.tenant_id,
+                    "params": i.params,
+                    "flag_version": i.flag_version,
+                    "fence": i.fence,
+                }
+                for i in batch.items
+            ],
+        }
+        try:
+            (build / "results").mkdir(parents=True, exist_ok=True)
+            write_json(build / "manifest.json", manifest)
+            env = {
+                "CUTOVER_JOB_ID": batch.key,
+                "CUTOVER_PATH": Path.LEGACY.value,
+                "CUTOVER_MANIFEST": str(build / "manifest.json"),
+                "CUTOVER_RESULTS_DIR": str(build / "results"),
+                "CUTOVER_THREADS": str(batch.concurrency),
+                "CUTOVER_OUTPUT_DIR": str(self.output_dir),
+                "CUTOVER_DEADLINE": str(now + self.build_timeout),
+            }
+            popen = spawn(self.command, env, build / "build.log")
+        except OSError as exc:
+            raise SubmitRejectedError(f"local legacy build {batch.key}: {exc}") from exc
+        write_json(
+            build / "build.json",
+            {"pid": popen.pid, "started_at": now, "threads": batch.concurrency, "size": len(refs)},
+        )
+        self._procs[batch.key] = popen
+        self._ticker.start()
+        return refs
+
+    def poll(self, refs: Sequence[JobRef]) -> dict[JobRef, JobState]:
+        self._ticker.start()
+        ended: dict[str, bool] = {}
+        out: dict[JobRef, JobState] = {}
+        for ref in refs:
+            build = self.builds / ref.job_id
+            state = result_state(
+                read_json(build / "results" / f"{ref.conversion_id}.json"), ref.conversion_id
+            )
+            if state is None:
+                if ref.job_id not in ended:
+                    ended[ref.job_id] = self._ended(ref.job_id)
+                if not (build / "manifest.json").exists():
+                    state = JobState(JobStatus.UNKNOWN, "no such build")
+                elif ended[ref.job_id]:
+                    done = read_json(build / "done.json") or {}
+                    why = done.get("reason", "build ended")
+                    state = JobState(JobStatus.FAILED, f"{why} without a result for this conversion")
+                else:
+                    state = JobState(JobStatus.RUNNING)
+            out[ref] = state
+        return out
+
+    def find(self, intents: Sequence[tuple[str, str]]) -> dict[str, JobRef]:
+        found: dict[str, JobRef] = {}
+        manifests: dict[str, set[str]] = {}
+        for conversion_id, key in intents:
+            if key not in manifests:
+                doc = read_json(self.builds / key / "manifest.json") or {}
+                manifests[key] = {c["conversion_id"] for c in doc.get("conversions", [])}
+            if conversion_id in manifests[key]:
+                found[conversion_id] = JobRef(key, conversion_id)
+        return found
+
+    def cancel(self, ref: JobRef) -> None:
+        info = read_json(self.builds / ref.job_id / "build.json")
+        if info is not None and not self._ended(ref.job_id):
+            kill(int(info["pid"]))
+            self._mark_done(ref.job_id, "build stopped")
+
+    def set_capacity(self, slots: int) -> int | None:
+        """A build's threads are fixed when it starts; there is no cap to set."""
+        return None
+
+    def in_use(self) -> int:
+        """Threads held by builds still working: each holds min(threads, conversions left)."""
+        held = 0
+        for entry in os.scandir(self.builds):
+            if (FsPath(entry.path) / "done.json").exists() or self._ended(entry.name):
+                continue
+            info = read_json(FsPath(entry.path) / "build.json") or {}
+            left = int(info.get("size", 0)) - _count(FsPath(entry.path) / "results")
+            held += max(0, min(int(info.get("threads", 0)), left))
+        return held
+
+    def close(self) -> None:
+        self._ticker.stop()
+
+    # -- the machine -------------------------------------------------------------------------
+
+    def reap(self) -> None:
+        """Record builds that ended, and stop builds past their timeout."""
+        now = self._clock()
+        for key, popen in list(self._procs.items()):
+            code = popen.poll()
+            if code is not None:
+                self._mark_done(key, "build finished" if code == 0 else f"build exited with status {code}")
+                del self._procs[key]
+                continue
+            info = read_json(self.builds / key / "build.json") or {}
+            if now - float(info.get("started_at", now)) > self.build_timeout:
+                kill(popen.pid)
+                popen.wait()
+                self._mark_done(key, f"build timed out after {self.build_timeout:.0f}s")
+                del self._procs[key]
+
+    def _ended(self, key: str) -> bool:
+        build = self.builds / key
+        if (build / "done.json").exists():
+            return True
+        if key in self._procs:
+            return False
+        info = read_json(build / "build.json")
+        if info is None:
+            # a build whose process was never recorded: give it the start-up grace, then call it gone
+            manifest = build / "manifest.json"
+            return manifest.exists() and self._clock() - manifest.stat().st_mtime > 30
+        if pid_alive(int(info["pid"])):
+            return False
+        self._mark_done(key, "build process ended")
+        return True
+
+    def _mark_done(self, key: str, reason: str) -> None:
+        path = self.builds / key / "done.json"
+        if not path.exists():
+            write_json(path, {"reason": reason, "finished_at": self._clock()})
+
+
+def _count(directory: FsPath) -> int:
+    try:
+        return sum(1 for name in os.listdir(directory) if name.endswith(".json"))
+    except FileNotFoundError:
+        return 0

@@ -1,0 +1,264 @@
+"""The new path on one machine: a local stand-in for AWS Batch on Fargate.
+
+Each conversion is its own job and its own worker process. Jobs wait in a queue directory and
+start as capacity allows, like RUNNABLE jobs under a compute environment's maxvCpus. The state
+lives in files (``queue/`` → ``running/`` → ``results/``) under a directory that several
+controller processes may share; starting is serialised with a file lock and a rename, so the
+cap holds across processes and no job starts twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path as FsPath
+
+from controller.domain import DispatchBatch, JobRef, JobState, JobStatus, Path
+from controller.errors import SubmitRejectedError
+from controller.localproc import (
+    Ticker,
+    kill,
+    pid_alive,
+    read_json,
+    result_state,
+    spawn,
+    write_json,
+)
+
+
+@dataclass(slots=True)
+class _Proc:
+    popen: subprocess.Popen[bytes]
+    deadline: float
+
+
+class LocalParallelRunner:
+    """One worker process per conversion, at most ``capacity`` running at once."""
+
+    path = Path.NEW
+
+    def __init__(
+        self,
+        state_dir: FsPath,
+        command: list[str],
+        output_dir: FsPath,
+        *,
+        timeout: float,
+        clock: Callable[[], float] = time.time,
+        tick_seconds: float = 0.05,
+    ) -> None:
+        self.root = state_dir / "new"
+        self.queue = self.root / "queue"
+        self.running = self.root / "running"
+        self.results = self.root / "results"
+        self.logs = self.root / "logs"
+        for d in (self.queue, self.running, self.results, self.logs):
+            d.mkdir(parents=True, exist_ok=True)
+        self._capacity_file = self.root / "capacity"
+        self._lock_file = self.root / "lock"
+        self.command = command
+        self.output_dir = output_dir
+        self.timeout = timeout
+        self._clock = clock
+        self._procs: dict[str, _Proc] = {}
+        self._ticker = Ticker("cutover-new-runner", self.pump, tick_seconds)
+
+    # -- the port ----------------------------------------------------------------------------
+
+    def submit(self, batch: DispatchBatch) -> list[JobRef]:
+        refs: list[JobRef] = []
+        now = self._clock()
+        try:
+            for item in batch.items:
+                job_id = f"{batch.key}.{item.conversion_id}"
+                if self._where(job_id) is None:
+                    write_json(
+                        self.queue / f"{job_id}.json",
+                        {
+                            "job_id": job_id,
+                            "conversion_id": item.conversion_id,
+                            "tenant_id": item.tenant_id,
+                            "params": item.params,
+                            "flag_version": item.flag_version,
+                            "fence": item.fence,
+                            "submitted_at": now,
+                        },
+                    )
+                refs.append(JobRef(job_id, item.conversion_id))
+        except OSError as exc:
+            raise SubmitRejectedError(f"local new-path queue: {exc}") from exc
+        self._ticker.start()
+        return refs
+
+    def poll(self, refs: Sequence[JobRef]) -> dict[JobRef, JobState]:
+        self._ticker.start()
+        return {ref: self._state(ref) for ref in refs}
+
+    def find(self, intents: Sequence[tuple[str, str]]) -> dict[str, JobRef]:
+        found: dict[str, JobRef] = {}
+        for conversion_id, key in intents:
+            job_id = f"{key}.{conversion_id}"
+            if self._where(job_id) is not None:
+                found[conversion_id] = JobRef(job_id, conversion_id)
+        return found
+
+    def cancel(self, ref: JobRef) -> None:
+        with self._locked():
+            queued = self.queue / f"{ref.job_id}.json"
+            if queued.exists():
+                self._finish(ref.job_id, ref.conversion_id, "failed", "cancelled before it started")
+                queued.unlink(missing_ok=True)
+                return
+            proc = self._procs.get(ref.job_id)
+            if proc is not None:
+                kill(proc.popen.pid)
+                return
+            info = read_json(self.running / f"{ref.job_id}.pid")
+            if info is not None:
+                kill(int(info["pid"]))
+
+    def set_capacity(self, slots: int) -> int:
+        with self._locked():
+            write_json(self._capacity_file, {"capacity": max(0, slots)})
+            running = _count_specs(self.running)
+        self._ticker.start()
+        return max(slots, running)
+
+    def in_use(self) -> int:
+        return _count_specs(self.running)
+
+    def close(self) -> None:
+        self._ticker.stop()
+
+    # -- the machine -------------------------------------------------------------------------
+
+    def pump(self) -> None:
+        """Reap finished or overdue workers, then start queued jobs while capacity allows."""
+        with self._locked():
+            self._reap()
+            capacity = int((read_json(self._capacity_file) or {}).get("capacity", 0))
+            free = capacity - _count_specs(self.running)
+            if free <= 0:
+                return
+            queued = sorted(os.scandir(self.queue), key=lambda e: e.stat().st_mtime_ns)
+            for entry in queued[:free]:
+                if entry.name.startswith("."):
+                    continue
+                self._start(entry.name.removesuffix(".json"))
+
+    def _start(self, job_id: str) -> None:
+        spec_path = self.running / f"{job_id}.json"
+        os.replace(self.queue / f"{job_id}.json", spec_path)
+        spec = read_json(spec_path) or {}
+        now = self._clock()
+        env = {
+            "CUTOVER_JOB_ID": job_id,
+            "CUTOVER_PATH": Path.NEW.value,
+            "CUTOVER_CONVERSION_ID": str(spec.get("conversion_id", "")),
+            "CUTOVER_TENANT_ID": str(spec.get("tenant_id", "")),
+            "CUTOVER_PARAMS": _json(spec.get("params", {})),
+            "CUTOVER_FLAG_VERSION": str(spec.get("flag_version", "")),
+            "CUTOVER_OUTPUT_DIR": str(self.output_dir),
+            "CUTOVER_RESULT_FILE": str(self.results / f"{job_id}.json"),
+            "CUTOVER_DEADLINE": str(now + self.timeout),
+        }
+        popen = spawn(self.command, env, self.logs / f"{job_id}.log")
+        write_json(self.running / f"{job_id}.pid", {"pid": popen.pid, "started_at": now})
+        self._procs[job_id] = _Proc(popen, now + self.timeout)
+
+    def _reap(self) -> None:
+        now = self._clock()
+        for job_id, proc in list(self._procs.items()):
+            code = proc.popen.poll()
+            if code is None and now > proc.deadline:
+                kill(proc.popen.pid)
+                proc.popen.wait()
+                self._close_run(job_id, f"timed out after {self.timeout:.0f}s and was killed")
+            elif code is not None:
+                self._close_run(job_id, None if code == 0 else f"worker exited with status {code}")
+            else:
+                continue
+            del self._procs[job_id]
+        for entry in os.scandir(self.running):
+            if not entry.name.endswith(".json"):
+                continue
+            job_id = entry.name.removesuffix(".json")
+            if job_id in self._procs:
+                continue
+            self._reap_orphan(job_id, entry.stat().st_mtime, now)
+
+    def _reap_orphan(self, job_id: str, since: float, now: float) -> None:
+        """A worker started by a controller process that is gone (or by another one)."""
+        info = read_json(self.running / f"{job_id}.pid")
+        if info is None:
+            if now - since > self.timeout + 5:
+                self._close_run(job_id, "worker vanished before its process was recorded")
+            return
+        pid = int(info["pid"])
+        if pid_alive(pid):
+            if now - float(info["started_at"]) > self.timeout:
+                kill(pid)
+                self._close_run(job_id, f"timed out after {self.timeout:.0f}s and was killed")
+            return
+        self._close_run(job_id, None)
+
+    def _close_run(self, job_id: str, failure: str | None) -> None:
+        spec = read_json(self.running / f"{job_id}.json") or {}
+        conversion_id = str(spec.get("conversion_id", ""))
+        result = read_json(self.results / f"{job_id}.json")
+        if failure is not None:
+            self._finish(job_id, conversion_id, "failed", failure)
+        elif result_state(result, conversion_id) is None:
+            self._finish(job_id, conversion_id, "failed", "worker ended without writing a result")
+        (self.running / f"{job_id}.pid").unlink(missing_ok=True)
+        (self.running / f"{job_id}.json").unlink(missing_ok=True)
+
+    def _finish(self, job_id: str, conversion_id: str, status: str, reason: str) -> None:
+        write_json(
+            self.results / f"{job_id}.json",
+            {"conversion_id": conversion_id, "status": status, "reason": reason},
+        )
+
+    # -- reading state -----------------------------------------------------------------------
+
+    def _where(self, job_id: str) -> str | None:
+        for name, d in (
+            ("queue", self.queue),
+            ("running", self.running),
+            ("results", self.results),
+        ):
+            if (d / f"{job_id}.json").exists():
+                return name
+        return None
+
+    def _state(self, ref: JobRef) -> JobState:
+        if (self.queue / f"{ref.job_id}.json").exists():
+            return JobState(JobStatus.QUEUED)
+        if (self.running / f"{ref.job_id}.json").exists():
+            return JobState(JobStatus.RUNNING)
+        state = result_state(read_json(self.results / f"{ref.job_id}.json"), ref.conversion_id)
+        return state or JobState(JobStatus.UNKNOWN, "no such job")
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._lock_file.open("a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _count_specs(directory: FsPath) -> int:
+    return sum(1 for name in os.listdir(directory) if name.endswith(".json"))
+
+
+def _json(value: object) -> str:
+    import json
+
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
