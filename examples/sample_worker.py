@@ -4,13 +4,14 @@
 New path (one process per conversion, as an AWS Batch job): the conversion comes in
 ``CUTOVER_CONVERSION_ID``, ``CUTOVER_TENANT_ID``, ``CUTOVER_PARAMS`` (JSON object of strings),
 ``CUTOVER_FLAG_VERSION``; the result goes to ``CUTOVER_RESULT_FILE``.
-Old path (one process per build, as the CodeBuild batch): ``CUTOVER_MANIFEST`` names a JSON
-manifest of conversions, worked through by ``CUTOVER_THREADS`` threads; one result per
+Old path (one process per build, as the CodeBuild batch): ``CUTOVER_MANIFEST`` names
+a JSON manifest of conversions, worked through by ``CUTOVER_THREADS`` threads; one result per
 conversion goes to ``CUTOVER_RESULTS_DIR/<conversion_id>.json``.
 
 Every output records the path that produced it in the workbook's properties and in one line of
 ``CUTOVER_OUTPUT_DIR/produced.jsonl``, so exclusivity can be checked from the outputs alone.
-The parameter ``simulate`` (``fail``, ``fail_first``, ``crash``, ``hang``) and ``work_seconds`` exist for tests.
+The parameters ``simulate`` (``fail``, ``fail_first``, ``crash``, ``hang``) and ``work_seconds``
+exist for tests.
 """
 
 from __future__ import annotations
