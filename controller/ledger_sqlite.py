@@ -437,8 +437,43 @@ class SQLiteLedger:
                 by_path[(Path(path), st)] = n
         return Counts(by_state, by_path)
 
+    def query(
+        self,
+        *,
+        state: ConversionState | None = None,
+        path: Path | None = None,
+        tenant_id: int | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> tuple[list[ConversionRecord], str | None]:
+        where: list[str] = []
+        args: list[Any] = []
+        if state is not None:
+            where.append("state = ?")
+            args.append(state.value)
+        if path is not None:
+            where.append("path = ?")
+            args.append(path.value)
+        if tenant_id is not None:
+            where.append("tenant_id = ?")
+            args.append(tenant_id)
+        if after is not None:
+            try:
+                seq = int(after)
+            except ValueError as exc:
+                raise ValueError(f"cursor {after!r} is not one this ledger gave out") from exc
+            where.append("seq > ?")
+            args.append(seq)
+        clause = ("WHERE " + " AND ".join(where)) if where else ""
+        rows = self._read(
+            f"SELECT seq, {_COLUMNS} FROM conversions {clause} ORDER BY seq LIMIT ?", (*args, limit + 1)
+        )
+        records = [_record(r[1:]) for r in rows[:limit]]
+        cursor = str(rows[limit - 1][0]) if len(rows) > limit else None
+        return records, cursor
+
     def decisions_since(self, since: float) -> list[tuple[int, Path, str, int]]:
-        """Claims per minute, path and flag version since ``since`` (epoch seconds)."""
+        """Claims per minute (epoch minute), path and flag version since ``since``."""
         rows = self._read(
             "SELECT minute, path, flag_version, n FROM decisions_by_minute WHERE minute >= ? ORDER BY minute",
             (int(since // 60),),

@@ -151,6 +151,26 @@ class Ledger(Protocol):
         """Conversions per state and path, without a scan."""
         ...
 
+    def query(
+        self,
+        *,
+        state: ConversionState | None = None,
+        path: Path | None = None,
+        tenant_id: int | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> tuple[list[ConversionRecord], str | None]:
+        """A page of conversions matching the filters, in receipt order, and the cursor of the next page."""
+        ...
+
+    def by_tenant(self, tenant_id: int, limit: int) -> list[ConversionRecord]:
+        """A tenant's conversions, newest first."""
+        ...
+
+    def decisions_since(self, since: float) -> list[tuple[int, Path, str, int]]:
+        """Claims per minute (epoch minute), path and flag version since ``since``."""
+        ...
+
     def save_flag(self, snapshot: FlagSnapshot) -> None:
         """Persist the last-known-good flag so a restarted controller routes as before."""
         ...
