@@ -18,6 +18,12 @@ from controller.errors import ConfigError
 ENV_PREFIX = "CUTOVER_"
 _LEDGER_URL = re.compile(r"^(sqlite:///.+|dynamodb://[A-Za-z0-9_.-]{3,255})$")
 _APPCONFIG_NAME = re.compile(r"^[^\x00-\x1f]{1,128}$")
+# Names (or ARNs) of a CodeBuild project, Batch queue, job definition (name:revision), compute environment.
+_AWS_NAME = re.compile(
+    r"^(arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:\d{12}:\S{1,1024}|[A-Za-z0-9][A-Za-z0-9_.:-]{0,254})$"
+)
+_S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_SNS_TOPIC_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$")
 
 PositiveInt = Annotated[int, Field(ge=1)]
 
@@ -31,6 +37,8 @@ class Settings(BaseSettings):
         extra="ignore",
         frozen=True,
         validate_default=True,
+        # An infinite grace or timeout would silently switch reconciliation or a limit off.
+        allow_inf_nan=False,
     )
 
     flag_source: Literal["file", "agent", "appconfigdata"] = "file"
@@ -89,6 +97,46 @@ class Settings(BaseSettings):
     def _name(cls, value: str) -> str:
         if not _APPCONFIG_NAME.match(value):
             raise ValueError("must be 1-128 printable characters")
+        return value
+
+    @field_validator(
+        "agent_token",
+        "api_token",
+        "local_worker",
+        "legacy_project",
+        "batch_job_queue",
+        "batch_job_definition",
+        "batch_compute_environment",
+        "manifest_bucket",
+        "sns_topic_arn",
+        mode="before",
+    )
+    @classmethod
+    def _not_blank(cls, value: Any) -> Any:
+        # Set but empty is a secret or template that did not expand, not a wish to leave it out.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("is set but empty; unset it to leave it out")
+        return value
+
+    @field_validator("legacy_project", "batch_job_queue", "batch_job_definition", "batch_compute_environment")
+    @classmethod
+    def _aws_name(cls, value: str | None) -> str | None:
+        if value is not None and not _AWS_NAME.match(value):
+            raise ValueError("must be a resource name (letters, digits, - and _) or its ARN")
+        return value
+
+    @field_validator("manifest_bucket")
+    @classmethod
+    def _bucket(cls, value: str | None) -> str | None:
+        if value is not None and not _S3_BUCKET.match(value):
+            raise ValueError("must be an S3 bucket name: 3-63 lower-case letters, digits, dots and hyphens")
+        return value
+
+    @field_validator("sns_topic_arn")
+    @classmethod
+    def _topic(cls, value: str | None) -> str | None:
+        if value is not None and not _SNS_TOPIC_ARN.match(value):
+            raise ValueError("must be an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)")
         return value
 
     @field_validator("local_worker")
