@@ -5,13 +5,14 @@ and a controller. Nothing else in ``controller`` names an adapter.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import time
 from collections.abc import Callable
 
 from controller.cycle import Controller, CycleConfig
 from controller.domain import Path
-from controller.errors import ConfigError
+from controller.errors import ConfigError, LedgerError
 from controller.ports import Backend, Ledger
 from controller.routing import FallbackPolicy, RoutingPolicy, StalePolicy
 from controller.service import Service
@@ -26,7 +27,10 @@ def make_ledger(settings: Settings) -> Ledger:
     if sqlite_path is not None:
         from controller.ledger_sqlite import SQLiteLedger
 
-        return SQLiteLedger(sqlite_path)
+        try:
+            return SQLiteLedger(sqlite_path)
+        except LedgerError as exc:
+            raise ConfigError(f"CUTOVER_LEDGER: {exc}") from exc
     raise ConfigError(f"CUTOVER_LEDGER: {settings.ledger!r} is not supported by this build")
 
 
@@ -47,14 +51,26 @@ def make_backends(settings: Settings, clock: Callable[[], float]) -> dict[Path, 
         from new_adapter.local import LocalParallelRunner
 
         command = worker_command(settings.local_worker)
+        if shutil.which(command[0]) is None:
+            raise ConfigError(f"CUTOVER_LOCAL_WORKER: {command[0]!r} is not an executable command")
         state = settings.local_state_dir.resolve()
         output = settings.output_dir.resolve()
-        return {
-            Path.LEGACY: LocalBuildRunner(
-                state, command, output, build_timeout=settings.job_timeout * 32, clock=clock
-            ),
-            Path.NEW: LocalParallelRunner(state, command, output, timeout=settings.job_timeout, clock=clock),
-        }
+        # Found now rather than by every conversion failing later.
+        try:
+            output.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"CUTOVER_OUTPUT_DIR: cannot create {output} ({exc.strerror})") from exc
+        try:
+            return {
+                Path.LEGACY: LocalBuildRunner(
+                    state, command, output, build_timeout=settings.job_timeout * 32, clock=clock
+                ),
+                Path.NEW: LocalParallelRunner(
+                    state, command, output, timeout=settings.job_timeout, clock=clock
+                ),
+            }
+        except OSError as exc:
+            raise ConfigError(f"CUTOVER_LOCAL_STATE_DIR: cannot use {state} ({exc.strerror})") from exc
     raise ConfigError(f"CUTOVER_BACKEND: {settings.backend!r} is not supported by this build")
 
 

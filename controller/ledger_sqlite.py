@@ -151,7 +151,10 @@ class SQLiteLedger:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LedgerError(f"ledger {path}: cannot create its directory ({exc.strerror})") from exc
         try:
             self._connection().executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
         except sqlite3.Error as exc:
