@@ -341,8 +341,10 @@ class SQLiteLedger:
         with self._write() as db:
             for cid, fence in conversion_ids:
                 n += db.execute(
+                    # Nothing was started, so the attempt does not count against the resubmits.
                     "UPDATE conversions SET state = 'claimed', intent = NULL, reason = ?, "
-                    "updated_at = ? WHERE conversion_id = ? AND state = 'dispatching' AND fence = ?",
+                    "attempts = attempts - 1, updated_at = ? "
+                    "WHERE conversion_id = ? AND state = 'dispatching' AND fence = ?",
                     (reason, now, cid, fence),
                 ).rowcount
         return n

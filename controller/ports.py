@@ -120,7 +120,7 @@ class Ledger(Protocol):
         ...
 
     def release(self, conversion_ids: Sequence[tuple[str, int]], now: float, reason: str) -> int:
-        """Return intents to CLAIMED when the backend confirmed nothing was started."""
+        """Return intents to CLAIMED when the backend confirmed nothing was started ; undo the attempt."""
         ...
 
     def intents(self, older_than: float, limit: int) -> list[ConversionRecord]:
