@@ -331,10 +331,15 @@ class Controller:
             )
         )
         for ref in refs:
-            if ref.conversion_id not in recorded:
-                # Someone else settled this intent meanwhile: the job we just made must not run.
-                backend.cancel(ref)
-                log.warning("dispatch.cancelled_late", extra={"conversion_id": ref.conversion_id})
+            if ref.conversion_id in recorded:
+                continue
+            # Someone else settled this intent meanwhile. If reconciliation found and recorded this
+            # very job, it is the conversion's job now; otherwise it is an orphan and must not run.
+            current = self.ledger.get(ref.conversion_id)
+            if current is not None and current.job_ref == ref.job_id:
+                continue
+            backend.cancel(ref)
+            log.warning("dispatch.cancelled_late", extra={"conversion_id": ref.conversion_id})
         log.info(
             "dispatch.submitted",
             extra={
