@@ -407,7 +407,7 @@ class SQLiteLedger:
                 )
             db.execute(
                 "UPDATE conversions SET state = 'received', path = NULL, flag_version = NULL, "
-                "job_ref = NULL, intent = NULL, reason = 'requeued by operator', "
+                "job_ref = NULL, intent = NULL, reason = 'requeued by operator', attempts = 0, "
                 "claimed_at = NULL, dispatched_at = NULL, finished_at = NULL, updated_at = ? "
                 "WHERE conversion_id = ? AND state = 'failed'",
                 (now, conversion_id),
@@ -420,6 +420,7 @@ class SQLiteLedger:
             job_ref=None,
             intent=None,
             reason="requeued by operator",
+            attempts=0,
             claimed_at=None,
             dispatched_at=None,
             finished_at=None,

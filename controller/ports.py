@@ -140,7 +140,7 @@ class Ledger(Protocol):
         ...
 
     def requeue(self, conversion_id: str, now: float) -> ConversionRecord:
-        """Free a FAILED conversion so the next cycle routes it afresh (an operator's act)."""
+        """Free a FAILED conversion so the next cycle routes it afresh, retries and all (an operator)."""
         ...
 
     def get(self, conversion_id: str) -> ConversionRecord | None:
