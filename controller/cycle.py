@@ -104,6 +104,8 @@ class Controller:
         self.last_report: CycleReport | None = None
         self.cycles = 0
         self._lock = threading.Lock()
+        # Whether the new path's backend caps itself; unknown (so assumed not) until it has answered.
+        self._new_caps = False
 
     # -- the cycle ---------------------------------------------------------------------------
 
@@ -268,16 +270,26 @@ class Controller:
         new_todo = self.ledger.pending_dispatch(Path.NEW, cfg.max_claims) if new else []
         legacy_in_use = legacy.in_use() if legacy else 0
         new_running = new.in_use() if new else 0
-        load = Load(legacy_in_use, new_running, len(legacy_todo), len(new_todo) + queued.get(Path.NEW, 0))
+        admitted_new = new_running
+        if new is not None and not self._new_caps:
+            # A backend that cannot cap runs whatever it was handed, queued or not, so all of it
+            # counts: what the ledger says was handed over, not what this cycle's poll happened to
+            # see (a poll can fail; an intent with an unknown outcome is not polled at all).
+            counts = self.ledger.counts()
+            handed = counts.path_state(Path.NEW, ConversionState.DISPATCHING) + counts.path_state(
+                Path.NEW, ConversionState.DISPATCHED
+            )
+            admitted_new = max(new_running, handed)
+        load = Load(legacy_in_use, admitted_new, len(legacy_todo), len(new_todo) + queued.get(Path.NEW, 0))
         split = split_budget(cfg.budget, load, cfg.legacy_max_threads)
         dispatched: dict[Path, int] = {}
         cap_in_force = split.new_capacity
         if new is not None:
             cap = new.set_capacity(split.new_capacity)
+            self._new_caps = cap is not None
             if cap is None:
                 # The backend cannot cap itself: hold back so that dispatched, unfinished work fits.
-                unfinished = new_running + queued.get(Path.NEW, 0)
-                new_todo = new_todo[: max(0, split.new_capacity - unfinished)]
+                new_todo = new_todo[: max(0, split.new_capacity - admitted_new)]
             else:
                 cap_in_force = cap
             if new_todo:
