@@ -124,10 +124,13 @@ class Controller:
         reconciled, released = self.reconcile_intents(started - self.config.intent_grace_seconds)
         held, hold_reason, claimed = self._route(status, started)
         polled = self._poll(started, errors)
-        dispatcher = self.ledger.try_lease("dispatch", self.holder, started, self.config.lease_seconds)
+        # Taken at the time of taking, not the cycle's start: the lease must cover the dispatch ahead.
+        lease_at = self.clock()
+        dispatcher = self.ledger.try_lease("dispatch", self.holder, lease_at, self.config.lease_seconds)
         split: tuple[dict[Path, int], int, int, dict[Path, int]] = ({}, 0, 0, {})
         if dispatcher:
-            split = self._dispatch(self.clock(), polled.queued, errors)
+            lease_until = lease_at + self.config.lease_seconds
+            split = self._dispatch(self.clock(), lease_until, polled.queued, errors)
         dispatched, new_capacity, legacy_threads, in_use = split
         return CycleReport(
             started_at=started,
@@ -262,7 +265,7 @@ class Controller:
     # -- dispatch: split the budget, then submit each path's work ------------------------------
 
     def _dispatch(
-        self, now: float, queued: Mapping[Path, int], errors: list[str]
+        self, now: float, lease_until: float, queued: Mapping[Path, int], errors: list[str]
     ) -> tuple[dict[Path, int], int, int, dict[Path, int]]:
         cfg = self.config
         legacy, new = self.backends.get(Path.LEGACY), self.backends.get(Path.NEW)
@@ -293,10 +296,10 @@ class Controller:
             else:
                 cap_in_force = cap
             if new_todo:
-                dispatched[Path.NEW] = self._submit(new, new_todo, 0, now, errors)
+                dispatched[Path.NEW] = self._submit(new, new_todo, 0, now, lease_until, errors)
         threads = clamp_threads(split.legacy_threads, cfg.budget, legacy_in_use, cap_in_force)
         if legacy is not None and legacy_todo and threads >= 1:
-            dispatched[Path.LEGACY] = self._submit(legacy, legacy_todo, threads, now, errors)
+            dispatched[Path.LEGACY] = self._submit(legacy, legacy_todo, threads, now, lease_until, errors)
         else:
             threads = 0
         in_use = {Path.LEGACY: legacy_in_use + threads, Path.NEW: new_running}
@@ -308,11 +311,20 @@ class Controller:
         records: Sequence[ConversionRecord],
         concurrency: int,
         now: float,
+        lease_until: float,
         errors: list[str],
     ) -> int:
         key = batch_key(backend.path, records)
         taken = self.ledger.mark_dispatching(records, key, now)
         if not taken:
+            return 0
+        if self.clock() > lease_until - self.config.lease_seconds / 2:
+            # The admission holds only while no other replica can take the lease and dispatch on
+            # its own view; a submit must have half the lease left to come back in (a slow step
+            # or a paused process got here late). Nothing was started: the intents go back.
+            self.ledger.release([(r.conversion_id, r.fence) for r in taken], self.clock(), "lease ran short")
+            errors.append(f"submit {backend.path.value}: dispatch lease ran short; left for the next cycle")
+            log.warning("dispatch.lease_short", extra={"path": backend.path.value})
             return 0
         batch = DispatchBatch(
             key=key,
