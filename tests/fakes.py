@@ -133,6 +133,9 @@ class FakeBackend:
         self.find_unavailable = False  # a throttled or timed-out lookup during reconciliation
         self.fail_once: set[str] = set()  # the next execution of these conversions fails
         self.cancelled: list[JobRef] = []
+        # Like TerminateJob / StopBuild, cancel may stop a job that already runs (off by default).
+        self.cancel_stops_running = False
+        self.on_cancel: Callable[[JobRef], None] | None = None  # sees every cancel as it is asked
         world.backends.append(self)
 
     # -- the port ----------------------------------------------------------------------------
@@ -197,9 +200,16 @@ class FakeBackend:
 
     def cancel(self, ref: JobRef) -> None:
         self.cancelled.append(ref)
+        if self.on_cancel is not None:
+            self.on_cancel(ref)
         job = self.jobs.get(ref.job_id)
         if job is not None and job.status is JobStatus.QUEUED:
             job.status = JobStatus.FAILED
+        elif job is not None and job.status is JobStatus.RUNNING and self.cancel_stops_running:
+            job.status = JobStatus.FAILED
+            if job.run is not None:
+                job.run.ended = self.world.event()
+                job.run.outcome = job.status
 
     def set_capacity(self, slots: int) -> int | None:
         if not self.can_cap:
