@@ -119,6 +119,7 @@ class AppConfigVersionStore:
         self._profile_id: str | None = None
         self._strategy_id: str | None = None
         self._documents: dict[int, bytes] = {}
+        self._descriptions: dict[int, str] = {}
 
     # -- names to ids ------------------------------------------------------------------------
 
@@ -220,7 +221,15 @@ class AppConfigVersionStore:
                     VersionNumber=number,
                 )
             self._documents[number] = _body(answer["Content"])
+            self._descriptions[number] = answer.get("Description", "")
         return self._documents[number]
+
+    def description(self, number: int) -> str:
+        """Hosted version ``number``'s description (where ``cutover flag`` marks rollbacks)."""
+        if number not in self._descriptions:
+            self._documents.pop(number, None)
+            self.document(number)
+        return self._descriptions.get(number, "")
 
     def content(self, number: int) -> FlagContent:
         where = f"flag version {number}"
