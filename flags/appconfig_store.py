@@ -43,7 +43,12 @@ def make_client() -> AppConfigClient:
     from botocore.config import Config
 
     config = Config(connect_timeout=5, read_timeout=30, retries={"mode": "standard", "max_attempts": 3})
-    return boto3.client("appconfig", config=config)
+    try:
+        return boto3.client("appconfig", config=config)
+    except NoRegionError as exc:
+        raise ConfigError(
+            "AWS_REGION (or AWS_DEFAULT_REGION) must name the region of the AppConfig resources"
+        ) from exc
 
 
 def _when(value: Any) -> str | None:

@@ -14,9 +14,9 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoRegionError
 
-from controller.errors import FlagInvalidError, FlagNotDeployedError, FlagUnavailableError
+from controller.errors import ConfigError, FlagInvalidError, FlagNotDeployedError, FlagUnavailableError
 from flags.document import parse_flag
 from flags.snapshot import FlagSnapshot
 
@@ -36,7 +36,12 @@ def make_client(connect_timeout: float = 1.0, read_timeout: float = 2.0) -> AppC
         read_timeout=read_timeout,
         retries={"mode": "standard", "max_attempts": 2},
     )
-    return boto3.client("appconfigdata", config=config)
+    try:
+        return boto3.client("appconfigdata", config=config)
+    except NoRegionError as exc:
+        raise ConfigError(
+            "AWS_REGION (or AWS_DEFAULT_REGION) must name the region of the AppConfig resources"
+        ) from exc
 
 
 def _code(exc: ClientError) -> str:
@@ -100,7 +105,7 @@ class AppConfigDataSource:
                 self._snapshot = dataclasses.replace(self._snapshot, fetched_at=now)
             return self._cached()
         content_type = str(answer.get("ContentType") or "application/json").split(";")[0].strip().lower()
-        if "ion" in content_type:
+        if content_type.rsplit("/", 1)[-1] == "ion":
             self._remember_rejection(
                 FlagInvalidError(
                     f"{self._where} returned {content_type} (multi-variant flags come as Amazon Ion); "
