@@ -111,7 +111,11 @@ class AppConfigVersionStore:
         profile: str,
         flag_key: str,
         strategy: str = ALL_AT_ONCE,
+        application_id: str | None = None,
+        profile_id: str | None = None,
     ) -> None:
+        """Names are resolved to ids on first use, unless the ids are given (the validator's event
+        carries them, and its role may read no more than it needs)."""
         self.client = client
         self.application = application
         self.environment = environment
@@ -119,9 +123,9 @@ class AppConfigVersionStore:
         self.flag_key = flag_key
         self.strategy = strategy
         self.name = f"appconfig {application}/{environment}/{profile}"
-        self._app_id: str | None = None
+        self._app_id: str | None = application_id
         self._env_id: str | None = None
-        self._profile_id: str | None = None
+        self._profile_id: str | None = profile_id
         self._strategy_id: str | None = None
         self._documents: dict[int, bytes] = {}
         self._descriptions: dict[int, str] = {}

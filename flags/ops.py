@@ -322,7 +322,7 @@ def advance(
 def _previous(store: VersionStore, current: int) -> int:
     older = [v.number for v in store.versions() if v.number < current]
     if not older:
-        raise ConflictError(f"flag version {current} is the first one; there is no version before it")
+        raise ConflictError(f"no flag version before {current} is stored; there is nothing to roll back to")
     return older[-1]
 
 

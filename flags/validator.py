@@ -3,10 +3,12 @@
 AppConfig invokes ``handler`` (a Lambda function) with ``{applicationId, configurationProfileId,
 configurationVersion, content (base64), uri}`` before deploying a version, and refuses the
 version when the handler raises. Checks, in order: the document as a whole, exactly as the
-controller's sources parse it; then, when ``CUTOVER_APPCONFIG_ENVIRONMENT`` names the environment
-and the version in force can be read, the guard rails of ``cutover flag``: no tenant leaves the
-new path except in a version marked ``[rollback]`` (or by deploying an older version), and no
-more than ``CUTOVER_MAX_ADD`` join in one step. Imports stay light: boto3 loads only for that.
+controller's sources parse it; then, when ``CUTOVER_APPCONFIG_ENVIRONMENT`` holds the
+environment's id (the function then needs only GetEnvironment, ListDeployments and
+GetHostedConfigurationVersion), the guard rails of ``cutover flag`` against the version in force:
+no tenant leaves the new path except in a version marked ``[rollback]`` (or by deploying an older
+version), and no more than ``CUTOVER_MAX_ADD`` join in one step. Imports stay light: boto3 loads
+only for that comparison.
 """
 
 from __future__ import annotations
@@ -103,6 +105,8 @@ def handler(event: Mapping[str, Any], context: Any = None, *, client: Any = None
         environment=environment,
         profile=str(event["configurationProfileId"]),
         flag_key=flag_key,
+        application_id=str(event["applicationId"]),
+        profile_id=str(event["configurationProfileId"]),
     )
     # The document is checked before anything is read from AppConfig: a bad one never gets further.
     validate(content, flag_key=flag_key, max_add=max_add, version=version, compare=False)

@@ -32,7 +32,7 @@ def document(*ids: int, enabled: bool = True, **other: Any) -> dict[str, Any]:
 class AppConfigStubs:
     """The store under test over a stubbed client; ``sent`` records the request parameters."""
 
-    def __init__(self, strategy: str = "AppConfig.AllAtOnce") -> None:
+    def __init__(self, strategy: str = "AppConfig.AllAtOnce", *, known_ids: bool = False) -> None:
         self.client = boto3.client(
             "appconfig", region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
         )
@@ -44,10 +44,13 @@ class AppConfigStubs:
             profile="migration-flags",
             flag_key=KEY,
             strategy=strategy,
+            application_id=APP if known_ids else None,
+            profile_id=PROFILE if known_ids else None,
         )
         self.sent: dict[str, list[dict[str, Any]]] = {}
         self.client.meta.events.register("provide-client-params.appconfig.*", self._record)
-        self._app = self._env = self._profile = False
+        self._app = self._profile = known_ids
+        self._env = False
 
     def _record(self, params: dict[str, Any], model: Any, **_: Any) -> None:
         self.sent.setdefault(model.name, []).append(dict(params))

@@ -39,7 +39,7 @@ def lambda_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def aws(lambda_env: None) -> Iterator[AppConfigStubs]:
-    s = AppConfigStubs()
+    s = AppConfigStubs(known_ids=True)
     with s.stub:
         yield s
     s.stub.assert_no_pending_responses()
@@ -66,9 +66,11 @@ def test_without_an_environment_only_the_document_is_checked(monkeypatch: pytest
     assert (verdict["valid"], verdict["tenant_count"]) == (True, 99)
 
 
-def test_an_advance_within_the_limit_passes(aws: AppConfigStubs) -> None:
+def test_an_advance_within_the_limit_passes_reading_only_what_the_role_allows(aws: AppConfigStubs) -> None:
     in_force(aws)
     assert handler(event(document(1, 2, 3, 4, 5)), client=aws.client)["valid"]
+    # The ids come with the event: no GetApplication or ListConfigurationProfiles needed.
+    assert set(aws.sent) == {"GetEnvironment", "ListDeployments", "GetHostedConfigurationVersion"}
 
 
 def test_too_many_tenants_at_once_is_rejected(aws: AppConfigStubs) -> None:
@@ -86,7 +88,7 @@ def test_a_removal_outside_a_rollback_is_rejected(aws: AppConfigStubs) -> None:
 def test_a_version_marked_rollback_may_take_tenants_out_but_not_add_any(aws: AppConfigStubs) -> None:
     in_force(aws, "emergency [rollback]")
     assert handler(event(document(1)), client=aws.client)["valid"]
-    again = AppConfigStubs()
+    again = AppConfigStubs(known_ids=True)
     with again.stub:
         in_force(again, "emergency [rollback]")
         with pytest.raises(InputError, match="a rollback version must not add tenants"):
