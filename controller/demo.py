@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any, Literal
 
-from controller.bootstrap import Service
 from controller.domain import ConversionRequest, ConversionState, Path
+from controller.service import Service
 from controller.settings import Settings
 from flags import ops
 from flags.atomic import write_json_atomically

@@ -86,7 +86,7 @@ def _flag_object(doc: Any, flag_key: str, shape: Shape, where: str) -> tuple[Any
         if not isinstance(values, dict):
             raise FlagInvalidError(f"{where}: values: must be an object")
         if flag_key not in values:
-            raise FlagInvalidError(f"{where}: values: flag '{flag_key}' is missing")
+            raise FlagInvalidError(f"{where}: flag '{flag_key}' is missing from 'values'")
         return values[flag_key], f"values.{flag_key}"
     if flag_key not in doc:
         keys = ", ".join(sorted(map(str, doc))[:5]) or "none"

@@ -1,4 +1,4 @@
-"""Fixtures of the flag tests: a clock to move by hand, the fake agent on loopback, a flag workspace."""
+"""Fixtures of the flag tests: the fake agent on loopback and a flag workspace (the clock is shared)."""
 
 from __future__ import annotations
 
@@ -7,25 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from agent_fake import FakeAgent
 
-
-class FakeClock:
-    """Epoch seconds that move only when the test says so."""
-
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+from .agent_fake import FakeAgent
 
 
 @pytest.fixture

@@ -8,11 +8,12 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from agent_fake import FakeAgent
-from conftest import FakeClock
 
 from controller.errors import FlagInvalidError, FlagNotDeployedError, FlagUnavailableError
 from flags.agent import AgentFlagSource
+from tests.fakes import FakeClock
+
+from .agent_fake import FakeAgent
 
 
 def source(url: str, clock: FakeClock, **kw: object) -> AgentFlagSource:

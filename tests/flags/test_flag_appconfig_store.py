@@ -9,15 +9,16 @@ from collections.abc import Iterator
 
 import boto3
 import pytest
-from appconfig_stubs import APP, KEY, AppConfigStubs, document
 from botocore.stub import Stubber
-from conftest import FakeClock
 
 from controller.errors import ConfigError, ConflictError, FlagDeploymentError, InputError
 from flags import ops
 from flags.appconfig_store import AppConfigVersionStore
 from flags.rollout import parse_plan
 from flags.versions import Deployment, FlagContent, Note
+from tests.fakes import FakeClock
+
+from .appconfig_stubs import APP, KEY, AppConfigStubs, document
 
 PLAN = parse_plan(
     {"groups": [{"name": "group-1", "tenant_ids": ["1-3"]}, {"name": "group-2", "tenant_ids": ["10-12"]}]}

@@ -12,10 +12,10 @@ import boto3
 import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
-from conftest import FakeClock
 
 from controller.errors import FlagInvalidError, FlagNotDeployedError, FlagUnavailableError
 from flags.appconfigdata import AppConfigDataSource
+from tests.fakes import FakeClock
 
 SESSION = {
     "ApplicationIdentifier": "cutover",

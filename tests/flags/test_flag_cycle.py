@@ -5,9 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path as FsPath
 
-from agent_fake import FakeAgent
-from conftest import FakeClock
-
 from controller.bootstrap import cycle_config
 from controller.cycle import Controller
 from controller.domain import ConversionRequest, DispatchBatch, JobRef, JobState, JobStatus, Path
@@ -15,6 +12,9 @@ from controller.ledger_sqlite import SQLiteLedger
 from controller.settings import Settings
 from flags.agent import AgentFlagSource
 from flags.lkg import LastKnownGood
+from tests.fakes import FakeClock
+
+from .agent_fake import FakeAgent
 
 
 class FakeBackend:

@@ -103,7 +103,7 @@ def test_the_message_says_what_is_wrong_with_the_value(bad: Any, says: str) -> N
         ({KEY: {"enabled": True}}, "required while the flag is enabled"),
         ({KEY: {"enabled": True, "tenant_ids": "1,2"}}, "valid list"),
         ({"version": "2", "flags": {}, "values": {KEY: {"enabled": False}}}, 'version: must be "1"'),
-        ({"version": "1", "flags": {}, "values": {}}, "values: flag 'migrated_tenants' is missing"),
+        ({"version": "1", "flags": {}, "values": {}}, "flag 'migrated_tenants' is missing from 'values'"),
         ([1, 2], "expected a JSON object"),
     ],
 )

@@ -10,8 +10,6 @@ import tempfile
 from pathlib import Path as FsPath
 
 import pytest
-from agent_fake import FakeAgent
-from conftest import FakeClock
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +23,9 @@ from flags.file_source import FileFlagSource
 from flags.file_store import FileVersionStore
 from flags.lkg import LastKnownGood
 from flags.snapshot import FlagSnapshot, FlagState
+from tests.fakes import FakeClock
+
+from .agent_fake import FakeAgent
 
 REPO = FsPath(__file__).resolve().parents[2]
 

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from appconfig_stubs import APP, PROFILE, AppConfigStubs, document
 
 from controller.errors import FlagInvalidError, InputError
 from flags.validator import handler
+
+from .appconfig_stubs import APP, PROFILE, AppConfigStubs, document
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 import pytest
-from agent_fake import FakeAgent
 
 from controller.bootstrap import make_flag_source
 from controller.errors import ConfigError
@@ -14,6 +13,8 @@ from controller.settings import Settings, load_settings
 from flags.agent import AgentFlagSource
 from flags.appconfigdata import AppConfigDataSource
 from flags.file_source import FileFlagSource
+
+from .agent_fake import FakeAgent
 
 
 def test_each_flag_source_setting_builds_its_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
