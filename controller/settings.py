@@ -168,7 +168,7 @@ def load_settings(env_file: FsPath | None = None, **overrides: Any) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         if not first["loc"]:
-            raise ConfigError(f"settings: {first['msg']}") from exc
+            raise ConfigError(f"settings: {str(first['msg']).removeprefix('Value error, ')}") from exc
         field = str(first["loc"][0])
         got = first.get("input")
         shown = "" if isinstance(got, dict) else f" (got {str(got)[:80]!r})"
