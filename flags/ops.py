@@ -82,13 +82,9 @@ def coverage(plan: RolloutPlan | None, migrated: frozenset[int]) -> list[dict[st
     return out
 
 
-def _in_force(store: VersionStore) -> InForce | None:
-    return store.in_force()
-
-
 def show(store: VersionStore, plan: RolloutPlan | None) -> dict[str, Any]:
     """The version in force, its switch and tenant count, the groups in, and any deployment running."""
-    current = _in_force(store)
+    current = store.in_force()
     versions = store.versions()
     migrated = current.content.migrated if current else frozenset()
     return {
@@ -184,7 +180,7 @@ def plan_change(
     max_add: int,
 ) -> dict[str, Any]:
     """The diff a change would make, per group, and the load it would shift. Writes nothing."""
-    current = _in_force(store)
+    current = store.in_force()
     before = current.content if current else None
     after = target(before, plan, to_group=to_group, add=add, remove=remove)
     d = diff(before, after)
@@ -276,7 +272,7 @@ def advance(
     path, and when more than ``max_add`` tenants would join it. Nothing to change writes nothing.
     """
     _refuse_while_running(store, "advance")
-    current = _in_force(store)
+    current = store.in_force()
     before = current.content if current else None
     after = target(before, plan, to_group=to_group, add=add)
     problems = check(before, after, kind=ChangeKind.ADVANCE, max_add=max_add)
@@ -296,6 +292,7 @@ def advance(
             "changed": False,
             "version": current.version if current else None,
             "deployment": None,
+            "warnings": [],
         }
     warnings = _warnings(store, after)
     versions = store.versions()
@@ -354,7 +351,7 @@ def rollback(
             "warnings": [],
         }
     try:
-        current = _in_force(store)
+        current = store.in_force()
     except FlagInvalidError:
         if to_version is None or remove:
             raise
@@ -458,7 +455,7 @@ def _remove_tenants(
 def history(store: VersionStore, limit: int = 20) -> dict[str, Any]:
     """The most recent versions with who, when and what changed, and the deployments."""
     try:
-        current = _in_force(store)
+        current = store.in_force()
     except FlagInvalidError:
         current = None
     cache: dict[int, FlagContent | None] = {}
