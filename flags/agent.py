@@ -139,6 +139,10 @@ class AgentFlagSource:
         content_type = response.headers.get("Content-Type", "application/json").split(";")[0].strip().lower()
         if content_type not in _JSON_TYPES:
             raise FlagInvalidError(f"AppConfig Agent answered {content_type!r}, not a JSON flag document")
+        if body.strip() in (b"null", b"{}"):
+            # What an agent answers for a key the profile does not define is not documented;
+            # an empty answer means the flag is missing, which rejects the document.
+            raise FlagInvalidError(f"AppConfig Agent answered no flag {self.flag_key!r} at {self.url}")
         version = self._version(response.headers)
         return parse_flag(
             body,

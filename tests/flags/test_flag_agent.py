@@ -161,6 +161,19 @@ def test_a_bad_value_in_the_body_is_invalid_and_named(agent: FakeAgent, src: Age
         src.fetch()
 
 
+def test_a_flag_key_the_profile_does_not_define_is_invalid(agent: FakeAgent, clock: FakeClock) -> None:
+    agent.deploy(True, [1])
+    s = AgentFlagSource(
+        agent.url, "cutover", "prod", "migration-flags", "other_key", clock, startup_seconds=0
+    )
+    try:
+        with pytest.raises(FlagInvalidError, match="no flag 'other_key'"):
+            s.fetch()
+        assert agent.requests[-1]["query"] == {"flag": ["other_key"]}
+    finally:
+        s.close()
+
+
 def test_a_body_that_is_not_json_is_invalid(agent: FakeAgent, src: AgentFlagSource) -> None:
     agent.deploy(True, [1])
     agent.misbehave = {"body": b"<html>gateway</html>"}
