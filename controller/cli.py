@@ -73,18 +73,32 @@ def run_cmd(
 
     from controller.api import create_app
     from controller.bootstrap import build
+    from controller.logs import configure_logging
     from controller.loop import CycleLoop
+    from controller.metrics import ServiceMetrics
 
     cfg = settings()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    service = build(cfg)
+    configure_logging(cfg)
+    metrics = ServiceMetrics()
+    service = build(cfg, on_finished=metrics.finished, wrap_backend=metrics.instrument)
     loop = CycleLoop(service.controller, cfg.cycle_seconds)
     loop.start()
+    logging.getLogger("cutover.service").info(
+        "service.started", extra={"host": host, "port": port, "settings": cfg.masked()}
+    )
     try:
-        uvicorn.run(create_app(service, loop), host=host, port=port, log_level="warning")
+        uvicorn.run(
+            create_app(service, loop, metrics=metrics),
+            host=host,
+            port=port,
+            log_level="warning",
+            log_config=None,
+            access_log=False,
+        )
     finally:
         loop.stop()
         service.close()
+        logging.getLogger("cutover.service").info("service.stopped")
 
 
 @app.command("demo")
