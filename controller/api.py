@@ -67,12 +67,15 @@ log = logging.getLogger("cutover.api")
 _INTAKE_STATUS = {
     IntakeProblem.UNSUPPORTED_MEDIA_TYPE: 415,
     IntakeProblem.BODY_TOO_LARGE: 413,
-    IntakeProblem.TOO_MANY_ITEMS: 413,
+    IntakeProblem.TOO_MANY_ITEMS: 422,
     IntakeProblem.MALFORMED_JSON: 400,
     IntakeProblem.INVALID_BODY: 422,
     IntakeProblem.INVALID_ITEM: 422,
 }
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}
+
+
+_BEARER = HTTPBearer(auto_error=False, description="CUTOVER_API_TOKEN, sent as a bearer token.")
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -293,9 +296,8 @@ def _authorizer(token: SecretStr | None) -> Callable[..., None]:
         return open_access
 
     expected = token.get_secret_value().encode("utf-8")
-    bearer = HTTPBearer(auto_error=False, description="CUTOVER_API_TOKEN, sent as a bearer token.")
 
-    def bearer_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+    def bearer_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]) -> None:
         # Header values arrive decoded as latin-1; compare the raw octets in constant time.
         given = credentials.credentials.encode("latin-1") if credentials else b""
         if not hmac.compare_digest(given, expected):

@@ -187,11 +187,15 @@ _SCRIPT = """
     fetch(location.pathname, {cache: "no-store", headers: {"Accept": "text/html"}})
       .then(function (r) { if (!r.ok) { throw new Error(r.status); } return r.text(); })
       .then(function (text) {
-        var doc = new DOMParser().parseFromString(text, "text/html");
+        // Only the page's body parts: a parsed <style> would carry the other response's nonce.
+        var start = text.indexOf("<header"), end = text.indexOf("</main>");
+        if (start < 0 || end < 0) { throw new Error("unexpected page"); }
+        var doc = new DOMParser().parseFromString(text.slice(start, end + 7), "text/html");
         ["header", "main"].forEach(function (tag) {
           var fresh = doc.querySelector(tag), old = document.querySelector(tag);
           if (fresh && old) { old.replaceWith(document.importNode(fresh, true)); }
         });
+        document.body.dataset.refreshes = String((Number(document.body.dataset.refreshes) || 0) + 1);
       })
       .catch(function () {
         var stamp = document.getElementById("updated");

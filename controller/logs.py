@@ -72,6 +72,6 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> loggi
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(settings.log_level)
-    if settings.log_decisions and root.level <= logging.INFO:
-        logging.getLogger("cutover.cycle").setLevel(logging.DEBUG)
+    decisions = settings.log_decisions and root.level <= logging.INFO
+    logging.getLogger("cutover.cycle").setLevel(logging.DEBUG if decisions else logging.NOTSET)
     return handler

@@ -108,6 +108,11 @@ class RolloutPlan:
         self.problem = "" if path else "no rollout plan configured (CUTOVER_ROLLOUT_FILE)"
         self._lock = threading.Lock()
 
+    @property
+    def stamp(self) -> tuple[int, int] | None:
+        """Identifies the plan file's content last read (modification time and size)."""
+        return self._stamp
+
     def groups(self) -> list[RolloutGroup]:
         """The groups in plan order; the last good plan while the file is missing or malformed."""
         if self.path is None:
@@ -252,7 +257,8 @@ def tenant_in_flight(ledger: Ledger, tenant_id: int, limit: int = 1000) -> list[
 
 
 class TenantBoard:
-    """The tenants overview, recomputed at most every ``ttl`` seconds or when the flag changes."""
+    """The tenants overview, recomputed every ``ttl`` seconds, or at once when the flag or the plan
+    changes."""
 
     def __init__(
         self, ledger: Ledger, plan: RolloutPlan, clock: Callable[[], float], ttl: float = 5.0
@@ -262,18 +268,19 @@ class TenantBoard:
         self.clock = clock
         self.ttl = ttl
         self._cached: TenantsOverview | None = None
-        self._key: tuple[str | None, bool, int] | None = None
+        self._key: object = None
         self._lock = threading.Lock()
 
     def overview(self, snapshot: FlagSnapshot | None) -> TenantsOverview:
         """The current overview (cached); raises ``LedgerError`` when the ledger does not answer."""
         now = self.clock()
-        key = (snapshot.version, snapshot.enabled, len(snapshot.tenant_ids)) if snapshot else None
         with self._lock:
+            groups = self.plan.groups()
+            flag = (snapshot.version, snapshot.enabled, len(snapshot.tenant_ids)) if snapshot else None
+            key = (flag, self.plan.stamp, self.plan.problem)
             cached = self._cached
             if cached is not None and key == self._key and now - cached.computed_at < self.ttl:
                 return cached
-            groups = self.plan.groups()
             load, complete = in_flight_by_tenant(self.ledger)
             view = overview(groups, snapshot, load)
             self._cached = TenantsOverview(

@@ -13,7 +13,15 @@ import httpx
 
 from controller.bootstrap import Service, cycle_config
 from controller.cycle import Controller
-from controller.domain import ConversionRecord, ConversionState, DispatchBatch, JobRef, JobState, JobStatus, Path
+from controller.domain import (
+    ConversionRecord,
+    ConversionState,
+    DispatchBatch,
+    JobRef,
+    JobState,
+    JobStatus,
+    Path,
+)
 from controller.errors import FlagUnavailableError, LedgerError
 from controller.ledger_sqlite import SQLiteLedger
 from controller.ports import Backend, Ledger
@@ -169,7 +177,9 @@ def make_service(
 def client(app: Any, token: str | None = None) -> httpx.AsyncClient:
     """An HTTP client speaking to the app in process (no server, no threads of its own)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://cutover.test", headers=headers)
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://cutover.test", headers=headers
+    )
 
 
 def run_until_settled(service: Service, max_cycles: int = 20) -> None:
