@@ -25,7 +25,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from controller import dashboard, intake
-from controller.bootstrap import Service
 from controller.domain import ConversionState
 from controller.domain import Path as ExecPath
 from controller.errors import (
@@ -52,6 +51,7 @@ from controller.schemas import (
     StatusOut,
     TenantsOut,
 )
+from controller.service import Service
 from controller.status import flag_status, readiness, status_document
 from controller.tenants import (
     RolloutPlan,

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from html import escape
 from typing import Any, TypeVar
 
-from controller.bootstrap import Service
 from controller.charts import Segment, clock_label, share_chart, stacked_bar
 from controller.domain import ConversionState
 from controller.errors import CutoverError
@@ -21,6 +20,7 @@ from controller.history import MinuteShare, minute_series
 from controller.loop import CycleLoop
 from controller.metrics import ServiceMetrics
 from controller.ports import Ledger, LedgerInsights
+from controller.service import Service
 from controller.status import flag_status, readiness, status_document
 from controller.tenants import TenantBoard, TenantsOverview, TenantState
 

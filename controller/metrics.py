@@ -34,8 +34,8 @@ from controller.status import in_flight as slots_in_use
 from flags.snapshot import FlagState
 
 if TYPE_CHECKING:
-    from controller.bootstrap import Service
     from controller.loop import CycleLoop
+    from controller.service import Service
 
 log = logging.getLogger("cutover.service")
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from controller.bootstrap import Service
 from controller.cycle import CycleReport
 from controller.domain import ConversionState, Path
 from controller.errors import CutoverError
 from controller.history import VersionSkew, version_skew
 from controller.loop import CycleLoop
 from controller.routing import basis
+from controller.service import Service
 from flags.snapshot import FlagState, FlagStatus
 
 SKEW_WINDOW_SECONDS = 600

@@ -7,7 +7,7 @@ from pathlib import Path as FsPath
 
 import pytest
 
-from controller.bootstrap import Service
+from controller.service import Service
 
 from .support import make_service, write_flag, write_rollout
 

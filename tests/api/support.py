@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from controller.bootstrap import Service, cycle_config
+from controller.bootstrap import cycle_config
 from controller.cycle import Controller
 from controller.domain import (
     ConversionRecord,
@@ -25,6 +25,7 @@ from controller.domain import (
 from controller.errors import FlagUnavailableError, LedgerError
 from controller.ledger_sqlite import SQLiteLedger
 from controller.ports import Backend, Ledger
+from controller.service import Service
 from controller.settings import Settings
 from flags.document import values_document
 from flags.file_source import FileFlagSource, write_json_atomically

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from controller.api import create_app
-from controller.bootstrap import Service
 from controller.domain import ConversionRequest, ConversionState, Path
+from controller.service import Service
 
 from .conftest import GROUPS
 from .support import TOKEN, FakeBackend, client, make_service, make_settings, run_until_settled, write_flag

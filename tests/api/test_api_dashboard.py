@@ -10,11 +10,11 @@ from pathlib import Path as FsPath
 import pytest
 
 from controller.api import create_app
-from controller.bootstrap import Service
 from controller.domain import ConversionRequest, ConversionState, Path
 from controller.history import MinuteShare
 from controller.ledger_sqlite import SQLiteLedger
 from controller.ports import Claim, Dispatched, Finish
+from controller.service import Service
 
 from .conftest import GROUPS
 from .support import SwitchableLedger, client, make_service, run_until_settled, write_flag, write_rollout

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from controller.api import create_app
-from controller.bootstrap import Service
 from controller.domain import ConversionRequest, Path
 from controller.ledger_sqlite import SQLiteLedger
 from controller.loop import CycleLoop
+from controller.service import Service
 
 from .conftest import GROUPS
 from .support import (

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from controller.api import create_app
-from controller.bootstrap import Service
 from controller.ledger_sqlite import SQLiteLedger
 from controller.ports import Ledger
+from controller.service import Service
 
 from .conftest import GROUPS
 from .support import TOKEN, client, make_service, make_settings, write_flag

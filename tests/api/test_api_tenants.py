@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from controller.api import create_app
-from controller.bootstrap import Service
 from controller.domain import ConversionRecord, ConversionRequest, ConversionState, Path
 from controller.ledger_sqlite import SQLiteLedger
 from controller.ports import Claim
+from controller.service import Service
 from controller.tenants import (
     InFlight,
     RolloutGroup,
