@@ -198,20 +198,22 @@ def status_cmd(
     """Show a running controller's status."""
     import httpx
 
+    from controller.errors import LedgerError
+    from controller.status import status_lines
+
     try:
-        doc = httpx.get(url.rstrip("/") + "/status", timeout=5).json()
-    except httpx.HTTPError as exc:
-        raise InputError(f"cannot reach {url}: {exc}") from exc
+        answer = httpx.get(url.rstrip("/") + "/status", timeout=5)
+        doc = answer.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise InputError(f"cannot read the status of {url}: {exc}") from exc
+    if answer.status_code != 200:
+        problem = doc.get("error", {}).get("message", answer.reason_phrase) if isinstance(doc, dict) else ""
+        raise LedgerError(f"{url} answered {answer.status_code}: {problem}")
     if as_json:
         emit_json(doc)
         return
-    flag = doc["flag"]
-    out.print(
-        f"flag {flag['version']} ({flag['state']}, {flag['tenant_count']} tenants, "
-        f"age {flag['age_seconds']}s)  budget {doc['budget']}  in flight legacy "
-        f"{doc['in_flight']['legacy']} / new {doc['in_flight']['new']}"
-    )
-    out.print("  ".join(f"{k} {v}" for k, v in doc["conversions"].items()))
+    for line in status_lines(doc):
+        out.print(line, markup=False, highlight=False)
 
 
 @app.command("route")

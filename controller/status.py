@@ -137,3 +137,33 @@ def status_document(
             **(intake or {"requests": 0, "rejected": 0, "accepted": 0, "duplicates": 0}),
         },
     }
+
+
+def status_lines(doc: Mapping[str, Any]) -> list[str]:
+    """``cutover status`` in a few lines, from a ``/status`` document (tolerant of older servers)."""
+    flag = doc["flag"]
+    lines = [
+        f"flag {flag['version'] or 'none'} ({flag['state']}, {flag['tenant_count']} tenants, "
+        f"age {flag['age_seconds']}s)  budget {doc['budget']}  in flight legacy "
+        f"{doc['in_flight']['legacy']} / new {doc['in_flight']['new']}",
+        "  ".join(f"{k} {v}" for k, v in doc["conversions"].items()),
+    ]
+    if flag.get("problem"):
+        lines.append(f"flag problem: {flag['problem']}")
+    queued = doc.get("queued")
+    if queued:
+        lines.append(f"queued at the backends: legacy {queued['legacy']} / new {queued['new']}")
+    cycle = doc.get("cycle", {})
+    if cycle.get("held"):
+        lines.append(f"work held: {cycle['hold_reason']}")
+    lines.extend(f"cycle error: {e}" for e in cycle.get("errors", []))
+    skew = doc.get("skew", {})
+    if skew.get("skewed"):
+        versions = ", ".join(
+            f"{v['flag_version'] or 'no flag'} (legacy {v['legacy']}, new {v['new']})"
+            for v in skew["versions"]
+        )
+        lines.append(
+            f"decisions in the last {skew['window_seconds'] // 60} min under several versions: {versions}"
+        )
+    return lines

@@ -3,13 +3,16 @@ switched off, and a ``Service`` wired around a real SQLite ledger in a temporary
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path as FsPath
 from typing import Any
 
 import httpx
+import uvicorn
 
 from controller.bootstrap import cycle_config
 from controller.cycle import Controller
@@ -200,3 +203,26 @@ def run_until_settled(service: Service, max_cycles: int = 20) -> None:
         if busy == 0:
             return
     raise AssertionError("conversions did not settle")
+
+
+@contextlib.contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """The app on a real loopback port (uvicorn in a thread); yields its base URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, name="test-uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise AssertionError("the test server did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
