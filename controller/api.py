@@ -12,7 +12,7 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Path, Query, Request
@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from controller import dashboard, intake
-from controller.domain import ConversionState
+from controller.domain import ConversionRequest, ConversionState
 from controller.domain import Path as ExecPath
 from controller.errors import (
     ConflictError,
@@ -322,7 +322,7 @@ async def _read_body(request: Request, limits: IntakeLimits) -> bytes:
     return b"".join(chunks)
 
 
-def _log_intake(requests: list[Any], accepted: list[str], duplicates: list[str]) -> None:
+def _log_intake(requests: Sequence[ConversionRequest], accepted: list[str], duplicates: list[str]) -> None:
     if not log.isEnabledFor(logging.INFO):
         return
     fresh = set(accepted)

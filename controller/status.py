@@ -31,7 +31,8 @@ def flag_status(service: Service, now: float) -> FlagStatus:
         return report.flag
     if service.flags.last is not None:
         return service.flags.last
-    good = service.flags.good
+    # Read the persisted flag directly: loading it through ``service.flags`` would race the cycle.
+    good = service.ledger.load_flag()
     if good is None:
         return FlagStatus(None, FlagState.UNAVAILABLE, now, "no flag read yet")
     state = FlagState.OK if good.enabled else FlagState.DISABLED

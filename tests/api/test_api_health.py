@@ -230,3 +230,22 @@ async def test_status_is_503_with_a_json_error_when_the_ledger_does_not_answer(t
     assert r.status_code == 503
     assert r.headers["retry-after"] == "5"
     assert r.json()["error"]["code"] == "unavailable"
+
+
+async def test_before_the_first_cycle_the_persisted_flag_is_the_basis(tmp_path: FsPath) -> None:
+    """A restarted controller is ready on its last-known-good flag without asking the source."""
+    write_flag(tmp_path / "flags.json", [1, 2])
+    first, _ = make_service(tmp_path)
+    first.controller.run_cycle()
+    version = first.controller.last_report.flag.snapshot.version  # type: ignore[union-attr]
+    first.close()
+    restarted, source = make_service(tmp_path, settings=make_settings(tmp_path, on_flag_unavailable="pause"))
+    async with client(create_app(restarted, None)) as c:
+        ready = await c.get("/readyz")
+        flag = (await c.get("/status")).json()["flag"]
+    assert ready.status_code == 200
+    assert (flag["version"], flag["state"], flag["tenant_count"]) == (version, "ok", 2)
+    assert "not been read yet" in flag["problem"]
+    assert source.reads == 0
+    assert restarted.flags.last is None, "the service face leaves the cycle's flag reader alone"
+    restarted.close()
