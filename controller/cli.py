@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 import time
 from pathlib import Path as FsPath
@@ -86,6 +87,10 @@ def run_cmd(
     logging.getLogger("cutover.service").info(
         "service.started", extra={"host": host, "port": port, "settings": cfg.masked()}
     )
+    # uvicorn drains requests on SIGTERM/SIGINT, then re-raises the signal to the handler found
+    # before it started: make that an orderly exit so the loop stops and the ledger closes.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_in_order)
     try:
         uvicorn.run(
             create_app(service, loop, metrics=metrics),
@@ -99,6 +104,10 @@ def run_cmd(
         loop.stop()
         service.close()
         logging.getLogger("cutover.service").info("service.stopped")
+
+
+def _exit_in_order(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 @app.command("demo")

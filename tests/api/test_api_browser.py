@@ -8,6 +8,7 @@ screenshot is written to the test's temporary directory.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -169,6 +170,13 @@ def running(tmp_path: FsPath) -> Iterator[tuple[str, FsPath, dict[str, list[int]
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
         log.close()
+    # Stopped in order, and every line it logged is one JSON event.
+    events = [json.loads(line) for line in (tmp_path / "server.log").read_text().splitlines()]
+    assert server.returncode == 0
+    assert events[-1]["event"] == "service.stopped"
+    assert {"service.started", "conversion.received", "route.decided", "conversion.outcome"} <= {
+        e["event"] for e in events
+    }
 
 
 def live_wave(base: str, groups: dict[str, list[int]]) -> list[str]:
