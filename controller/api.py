@@ -54,7 +54,7 @@ from controller.schemas import (
 from controller.service import Service
 from controller.status import flag_status, readiness, status_document
 from controller.tenants import (
-    RolloutPlan,
+    PlanFile,
     TenantBoard,
     overview_document,
     route_document,
@@ -99,7 +99,7 @@ def create_app(
     loop: CycleLoop | None,
     *,
     metrics: ServiceMetrics | None = None,
-    plan: RolloutPlan | None = None,
+    plan: PlanFile | None = None,
 ) -> FastAPI:
     """The app for one controller process."""
     settings = service.settings
@@ -108,7 +108,7 @@ def create_app(
     limits = IntakeLimits(settings.max_request_items, settings.max_body_bytes)
     metrics = metrics or ServiceMetrics()
     metrics.observe(service, loop)
-    board = TenantBoard(ledger, plan or RolloutPlan(settings.rollout_file), clock)
+    board = TenantBoard(ledger, plan or PlanFile(settings.rollout_file), clock)
     authorized = _authorizer(settings.api_token)
 
     app = FastAPI(

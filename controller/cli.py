@@ -164,7 +164,7 @@ def demo_cmd(
     else:
         _print_verdict(result)
     if serve:
-        _serve(service, port, workdir / "rollout.json")
+        _serve(service, port)
     if not result.ok:
         raise typer.Exit(1)
 
@@ -185,20 +185,17 @@ def _print_verdict(result: Any) -> None:
     )
 
 
-def _serve(service: Any, port: int, rollout: FsPath) -> None:
+def _serve(service: Any, port: int) -> None:
     import uvicorn
 
     from controller.api import create_app
     from controller.loop import CycleLoop
-    from controller.tenants import RolloutPlan
 
     loop = CycleLoop(service.controller, service.settings.cycle_seconds)
     loop.start()
     out.print(f"serving the demo's API on http://127.0.0.1:{port}/ (Ctrl-C to stop)")
     try:
-        # The demo writes its rollout plan next to its ledger; the dashboard shows its groups.
-        plan = RolloutPlan(service.settings.rollout_file or rollout)
-        uvicorn.run(create_app(service, loop, plan=plan), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.run(create_app(service, loop), host="127.0.0.1", port=port, log_level="warning")
     finally:
         loop.stop()
         service.close()

@@ -77,7 +77,6 @@ class Settings(BaseSettings):
     sns_topic_arn: str | None = None
     max_request_items: PositiveInt = 1000
     max_body_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
-    rollout_file: FsPath | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_decisions: bool = True
 

@@ -8,7 +8,6 @@ ledger (aggregates only, never one row per tenant) and caches the result for a f
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -17,9 +16,10 @@ from pathlib import Path as FsPath
 from typing import Any
 
 from controller.domain import ConversionRecord, ConversionState, Path
-from controller.errors import CutoverError, InputError
+from controller.errors import CutoverError
 from controller.ports import Ledger, LedgerInsights
 from controller.routing import Decision, RoutingPolicy, basis, decide
+from flags.rollout import Group, load_plan
 from flags.snapshot import FlagSnapshot, FlagStatus
 
 UNFINISHED = (ConversionState.CLAIMED, ConversionState.DISPATCHING, ConversionState.DISPATCHED)
@@ -47,14 +47,6 @@ class InFlight:
         return cls(per_path.get(Path.LEGACY, 0), per_path.get(Path.NEW, 0))
 
 
-@dataclass(frozen=True, slots=True)
-class RolloutGroup:
-    """One step of the rollout plan: a named set of tenants that move together."""
-
-    name: str
-    tenant_ids: tuple[int, ...]
-
-
 def cutover_state(flagged: bool, in_flight: InFlight) -> TenantState:
     """A move is complete when the losing path has nothing left for the tenant."""
     if flagged:
@@ -76,35 +68,14 @@ def explain_route(tenant_id: int, status: FlagStatus, policy: RoutingPolicy) -> 
 # -- the rollout plan -----------------------------------------------------------------------
 
 
-def parse_rollout(text: str, where: str) -> list[RolloutGroup]:
-    """Read ``{"groups": [{"name", "tenant_ids"}]}``; raises ``InputError`` naming the first bad value."""
-    try:
-        doc = json.loads(text)
-    except ValueError as exc:
-        raise InputError(f"{where}: not valid JSON ({exc})") from exc
-    groups = doc.get("groups") if isinstance(doc, dict) else None
-    if not isinstance(groups, list):
-        raise InputError(f"{where}: expected {{'groups': [...]}}")
-    out: list[RolloutGroup] = []
-    for n, group in enumerate(groups):
-        if not isinstance(group, dict) or not isinstance(group.get("name"), str):
-            raise InputError(f"{where}: groups[{n}].name must be a string")
-        ids = group.get("tenant_ids")
-        if not isinstance(ids, list) or not all(
-            isinstance(t, int) and not isinstance(t, bool) and t >= 1 for t in ids
-        ):
-            raise InputError(f"{where}: groups[{n}].tenant_ids must be whole numbers ≥ 1")
-        out.append(RolloutGroup(group["name"], tuple(ids)))
-    return out
-
-
-class RolloutPlan:
-    """The rollout plan file (``CUTOVER_ROLLOUT_FILE``), re-read when it changes on disk."""
+class PlanFile:
+    """The rollout plan file (``CUTOVER_ROLLOUT_FILE``, read by ``flags.rollout``), re-read when it
+    changes on disk; the last good plan stays in use while the file is missing or malformed."""
 
     def __init__(self, path: FsPath | None) -> None:
         self.path = path
         self._stamp: tuple[int, int] | None = None
-        self._groups: list[RolloutGroup] = []
+        self._groups: list[Group] = []
         self.problem = "" if path else "no rollout plan configured (CUTOVER_ROLLOUT_FILE)"
         self._lock = threading.Lock()
 
@@ -113,8 +84,8 @@ class RolloutPlan:
         """Identifies the plan file's content last read (modification time and size)."""
         return self._stamp
 
-    def groups(self) -> list[RolloutGroup]:
-        """The groups in plan order; the last good plan while the file is missing or malformed."""
+    def groups(self) -> list[Group]:
+        """The groups in plan order."""
         if self.path is None:
             return []
         with self._lock:
@@ -122,7 +93,7 @@ class RolloutPlan:
                 st = self.path.stat()
                 stamp = (st.st_mtime_ns, st.st_size)
                 if stamp != self._stamp:
-                    self._groups = parse_rollout(self.path.read_text(encoding="utf-8"), str(self.path))
+                    self._groups = list(load_plan(self.path).groups)
                     self._stamp = stamp
                 self.problem = ""
             except OSError as exc:
@@ -171,7 +142,7 @@ class TenantsOverview:
 
 
 def overview(
-    groups: Iterable[RolloutGroup],
+    groups: Iterable[Group],
     snapshot: FlagSnapshot | None,
     load: Mapping[int, InFlight],
     *,
@@ -206,7 +177,7 @@ def overview(
         views.append(GroupView(name, size, migrated, states))
 
     for group in groups:
-        members = [t for t in dict.fromkeys(group.tenant_ids) if t not in planned]
+        members = [t for t in sorted(group.tenant_ids) if t not in planned]
         planned.update(members)
         add(group.name, members)
     outside = sorted((set(flagged) | set(load)) - planned)
@@ -260,9 +231,7 @@ class TenantBoard:
     """The tenants overview, recomputed every ``ttl`` seconds, or at once when the flag or the plan
     changes."""
 
-    def __init__(
-        self, ledger: Ledger, plan: RolloutPlan, clock: Callable[[], float], ttl: float = 5.0
-    ) -> None:
+    def __init__(self, ledger: Ledger, plan: PlanFile, clock: Callable[[], float], ttl: float = 5.0) -> None:
         self.ledger = ledger
         self.plan = plan
         self.clock = clock

@@ -16,13 +16,13 @@ from controller.ports import Claim
 from controller.service import Service
 from controller.tenants import (
     InFlight,
-    RolloutGroup,
-    RolloutPlan,
+    PlanFile,
     TenantState,
     cutover_state,
     in_flight_by_tenant,
     overview,
 )
+from flags.rollout import Group
 from flags.snapshot import FlagSnapshot
 
 from .support import client, make_service, make_settings, write_flag, write_rollout
@@ -179,14 +179,14 @@ async def test_a_broken_rollout_plan_is_reported_and_the_last_good_one_kept(
         (tmp_path / "rollout.json").write_text('{"groups": [{"name": "g", "tenant_ids": [0]}]}')
         kept = (await c.get("/tenants")).json()
     assert [g["name"] for g in kept["groups"]] == [g["name"] for g in good["groups"]]
-    assert "tenant_ids must be whole numbers" in kept["plan_problem"]
+    assert "tenant id 0 is outside" in kept["plan_problem"]
 
 
 def test_the_rollout_plan_is_reread_when_the_file_changes(tmp_path: FsPath) -> None:
     path = tmp_path / "rollout.json"
     write_rollout(path, {"a": [1, 2]})
-    plan = RolloutPlan(path)
-    assert plan.groups() == [RolloutGroup("a", (1, 2))]
+    plan = PlanFile(path)
+    assert plan.groups() == [Group("a", frozenset({1, 2}))]
     write_rollout(path, {"a": [1, 2], "b": [3, 4, 5, 6]})
     assert [g.name for g in plan.groups()] == ["a", "b"]
     path.unlink()
@@ -203,7 +203,7 @@ def test_without_a_plan_the_flagged_and_busy_tenants_form_one_group() -> None:
 
 def test_the_view_of_five_thousand_tenants_is_bounded() -> None:
     """Aggregates per group, and a capped list of draining tenants, however many tenants there are."""
-    groups = [RolloutGroup(f"group-{g}", tuple(range(g * 1000 + 1, g * 1000 + 1001))) for g in range(5)]
+    groups = [Group(f"group-{g}", frozenset(range(g * 1000 + 1, g * 1000 + 1001))) for g in range(5)]
     flagged = frozenset(t for g in groups[:3] for t in g.tenant_ids)
     load = {t: InFlight(1, 1) for g in groups for t in g.tenant_ids}
     view = overview(groups, FlagSnapshot("v9", True, flagged, "file", 0.0), load)
