@@ -75,6 +75,10 @@ class Settings(BaseSettings):
 
     api_token: SecretStr | None = None
     sns_topic_arn: str | None = None
+    max_request_items: PositiveInt = 1000
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_decisions: bool = True
 
     @field_validator("ledger")
     @classmethod
