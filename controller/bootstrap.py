@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 
 from controller.cycle import Controller, CycleConfig
-from controller.domain import Path
+from controller.domain import ConversionRecord, ConversionState, Path
 from controller.errors import ConfigError, LedgerError
 from controller.ports import Backend, Ledger
 from controller.routing import FallbackPolicy, RoutingPolicy, StalePolicy
@@ -40,6 +40,32 @@ def make_flag_source(settings: Settings, clock: Callable[[], float]) -> Source:
         from flags.file_source import FileFlagSource
 
         return FileFlagSource(settings.flag_file, settings.flag_key, clock)
+    if settings.flag_source == "agent":
+        from flags.agent import AgentFlagSource
+
+        return AgentFlagSource(
+            settings.agent_url,
+            settings.appconfig_application,
+            settings.appconfig_environment,
+            settings.appconfig_profile,
+            settings.flag_key,
+            clock,
+            token=settings.agent_token.get_secret_value() if settings.agent_token else None,
+            connect_timeout=settings.agent_connect_timeout,
+            read_timeout=settings.agent_read_timeout,
+            startup_seconds=settings.agent_startup_seconds,
+        )
+    if settings.flag_source == "appconfigdata":
+        from flags.appconfigdata import AppConfigDataSource, make_client
+
+        return AppConfigDataSource(
+            make_client(settings.agent_connect_timeout, settings.agent_read_timeout),
+            settings.appconfig_application,
+            settings.appconfig_environment,
+            settings.appconfig_profile,
+            settings.flag_key,
+            clock,
+        )
     raise ConfigError(f"CUTOVER_FLAG_SOURCE: {settings.flag_source!r} is not supported by this build")
 
 
@@ -97,8 +123,14 @@ def build(
     *,
     clock: Callable[[], float] = time.time,
     on_flag_change: Callable[[FlagChange], None] | None = None,
+    on_finished: Callable[[ConversionRecord, ConversionState, str], None] | None = None,
+    wrap_backend: Callable[[Backend], Backend] | None = None,
 ) -> Service:
-    """Wire one controller process from its settings."""
+    """Wire one controller process from its settings.
+
+    ``on_finished`` hears every outcome the cycle records; ``wrap_backend`` may decorate each
+    backend (the service's metrics time the calls that way).
+    """
     ledger = make_ledger(settings)
     try:
         flags = LastKnownGood(
@@ -109,6 +141,8 @@ def build(
             on_change=on_flag_change,
         )
         backends = make_backends(settings, clock)
+        if wrap_backend is not None:
+            backends = {path: wrap_backend(backend) for path, backend in backends.items()}
     except BaseException:
         ledger.close()
         raise
@@ -119,5 +153,6 @@ def build(
         config=cycle_config(settings),
         clock=clock,
         holder=f"{socket.gethostname()}:{os.getpid()}",
+        on_finished=on_finished,
     )
     return Service(settings, ledger, flags, backends, controller, clock)

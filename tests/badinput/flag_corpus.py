@@ -136,7 +136,7 @@ BAD_DOCUMENTS: list[Bad] = [
     _bad(
         "definition-values-not-object",
         json.dumps({"version": "1", "flags": {KEY: {}}, "values": [1]}),
-        "'values' must be an object",
+        "values: must be an object",
     ),
     _bad(
         "definition-with-bad-id",
