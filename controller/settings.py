@@ -23,6 +23,11 @@ _AWS_NAME = re.compile(
     r"^(arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:\d{12}:\S{1,1024}|[A-Za-z0-9][A-Za-z0-9_.:-]{0,254})$"
 )
 _S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_FINDER_SPEC = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+_S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
+_KEY_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SQS_QUEUE_URL = re.compile(r"^https?://[^\s/]+/\d{12}/[A-Za-z0-9_-]{1,80}(\.fifo)?$")
+_SQLALCHEMY_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+]*://\S*$")
 _SNS_TOPIC_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$")
 
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -132,21 +137,11 @@ class Settings(BaseSettings):
             raise ValueError("must be 1-128 printable characters")
         return value
 
-    @field_validator(
-        "agent_token",
-        "api_token",
-        "local_worker",
-        "legacy_project",
-        "batch_job_queue",
-        "batch_job_definition",
-        "batch_compute_environment",
-        "manifest_bucket",
-        "sns_topic_arn",
-        mode="before",
-    )
+    @field_validator("*", mode="before")
     @classmethod
     def _not_blank(cls, value: Any) -> Any:
-        # Set but empty is a secret or template that did not expand, not a wish to leave it out.
+        # Set but empty is a secret or template that did not expand, not a wish to leave it out
+        # (an empty path would even mean the working directory).
         if isinstance(value, str) and not value.strip():
             raise ValueError("is set but empty; unset it to leave it out")
         return value
@@ -170,6 +165,42 @@ class Settings(BaseSettings):
     def _topic(cls, value: str | None) -> str | None:
         if value is not None and not _SNS_TOPIC_ARN.match(value):
             raise ValueError("must be an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)")
+        return value
+
+    @field_validator("target_finder")
+    @classmethod
+    def _finder(cls, value: str | None) -> str | None:
+        if value is not None and not _FINDER_SPEC.match(value):
+            raise ValueError("must name a callable as package.module:function")
+        return value
+
+    @field_validator("finder_s3_uri")
+    @classmethod
+    def _s3_uri(cls, value: str | None) -> str | None:
+        if value is not None and not _S3_URI.match(value):
+            raise ValueError("must be s3://bucket/prefix")
+        return value
+
+    @field_validator("finder_s3_pattern")
+    @classmethod
+    def _key_pattern(cls, value: str) -> str:
+        names = _KEY_FIELD.findall(value)
+        if "tenant_id" not in names or len(names) != len(set(names)):
+            raise ValueError("must have one {tenant_id} field and no field twice")
+        return value
+
+    @field_validator("sqs_queue_url")
+    @classmethod
+    def _queue_url(cls, value: str | None) -> str | None:
+        if value is not None and not _SQS_QUEUE_URL.match(value):
+            raise ValueError("must be an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)")
+        return value
+
+    @field_validator("finder_sql_url")
+    @classmethod
+    def _sql_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not _SQLALCHEMY_URL.match(value.get_secret_value()):
+            raise ValueError("must be a database URL such as postgresql+psycopg://user@host/db")
         return value
 
     @field_validator("local_worker")
