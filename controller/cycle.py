@@ -343,9 +343,21 @@ class Controller:
             log.warning("dispatch.rejected", extra={"path": backend.path.value, "error": str(exc)})
             return 0
         except BackendError as exc:
-            # Outcome unknown: the intents stay, and reconciliation asks the backend later.
+            # Outcome unknown: the intents stay, and reconciliation asks the backend later - unless
+            # reconciliation already settled some while the call was out. Their intent is gone, so
+            # nothing would ever find what this call may have started: look now, and stop it.
             errors.append(f"submit {backend.path.value}: {exc}")
             log.warning("dispatch.unknown", extra={"path": backend.path.value, "error": str(exc)})
+            settled = [r for r in taken if not self._intended(r)]
+            if settled:
+                try:
+                    found = backend.find([(r.conversion_id, key) for r in settled])
+                except BackendError as find_exc:
+                    log.warning(
+                        "dispatch.orphans_unknown", extra={"path": backend.path.value, "error": str(find_exc)}
+                    )
+                else:
+                    self._cancel_orphans(backend, list(found.values()))
             return 0
         fences = {r.conversion_id: r.fence for r in taken}
         recorded = set(
@@ -354,16 +366,8 @@ class Controller:
                 self.clock(),
             )
         )
-        for ref in refs:
-            if ref.conversion_id in recorded:
-                continue
-            # Someone else settled this intent meanwhile. If reconciliation found and recorded this
-            # very job, it is the conversion's job now; otherwise it is an orphan and must not run.
-            current = self.ledger.get(ref.conversion_id)
-            if current is not None and current.job_ref == ref.job_id:
-                continue
-            backend.cancel(ref)
-            log.warning("dispatch.cancelled_late", extra={"conversion_id": ref.conversion_id})
+        # Someone else settled these intents meanwhile.
+        self._cancel_orphans(backend, [ref for ref in refs if ref.conversion_id not in recorded])
         log.info(
             "dispatch.submitted",
             extra={
@@ -374,6 +378,25 @@ class Controller:
             },
         )
         return len(recorded)
+
+    def _intended(self, record: ConversionRecord) -> bool:
+        """True while ``record``'s dispatch intent is still the conversion's current one."""
+        current = self.ledger.get(record.conversion_id)
+        return (
+            current is not None
+            and current.state is ConversionState.DISPATCHING
+            and (current.fence == record.fence)
+        )
+
+    def _cancel_orphans(self, backend: Backend, refs: Sequence[JobRef]) -> None:
+        """Stop jobs made for intents settled meanwhile, unless reconciliation recorded that very job
+        (then it is the conversion's job); any other must not run."""
+        for ref in refs:
+            current = self.ledger.get(ref.conversion_id)
+            if current is not None and current.job_ref == ref.job_id:
+                continue
+            backend.cancel(ref)
+            log.warning("dispatch.cancelled_late", extra={"conversion_id": ref.conversion_id})
 
     # -- reconcile intents left by a crash -------------------------------------------------------
 
