@@ -147,3 +147,30 @@ def test_a_dispatch_delayed_past_half_the_lease_submits_nothing(sqlite_ledger, c
     assert (record.state, record.attempts) == (S.CLAIMED, 0)
     settle([c], world, clock, sqlite_ledger)
     assert [r.outcome.value for r in world.runs] == ["succeeded"]
+
+
+def test_a_submit_that_lands_after_its_intent_was_released_and_times_out_runs_nothing(sqlite_ledger, clock):
+    """Promise 1: replica A's submit reaches the backend only after the intent grace, by when replica
+    B has released the intent and dispatched the conversion again; A's call then times out. The job
+    A's request made must not run beside B's."""
+    world, legacy, new, config = world_of(sqlite_ledger, clock, resubmits=0)
+    flags = FakeFlags.none()
+    wire = Tripwire(legacy)
+    a = controller(sqlite_ledger, clock, flags, {Path.LEGACY: wire, Path.NEW: new}, config, "a")
+    b = controller(sqlite_ledger, clock, flags, {Path.LEGACY: legacy, Path.NEW: new}, config, "b")
+    sqlite_ledger.accept([ConversionRequest("x", 1, {})], clock())
+
+    def request_is_slow_to_arrive() -> None:
+        clock.advance(61)
+        b.run_cycle()  # reconciles: the backend has nothing, so the intent is released ...
+        clock.advance(1)
+        b.run_cycle()  # ... and dispatched again under a new fence
+        assert len(legacy.submits) == 1
+        legacy.unavailable_after_submit = True  # A's request lands now, its answer is lost
+
+    wire.arm("submit", "before", request_is_slow_to_arrive)
+    a.run_cycle()
+    assert len(legacy.submits) == 2
+    settle([a, b], world, clock, sqlite_ledger)
+    assert sqlite_ledger.get("x").state is S.SUCCEEDED
+    assert [(r.fence, r.outcome.value) for r in world.runs] == [(2, "succeeded")]
