@@ -21,6 +21,14 @@ Invariants, after every step:
 
 and once the faults stop and time passes the intent grace, every accepted conversion becomes
 terminal: none lost, none still running anywhere, a failure only after the promised retries.
+
+One assumption is stated rather than checked: a backend call comes back within half the dispatch
+lease (the adapters' timeouts must keep to it). A submit that reaches its backend later may meet
+a second dispatcher's admission, which nothing on the controller's side can see; the machine
+still makes such calls, and from then on checks every promise but the budget.
+
+Depth: ``pytest tests/properties --long`` (or ``CUTOVER_LONG_PROPERTIES=1``) runs many more and
+longer examples than CI does.
 """
 
 from __future__ import annotations
@@ -137,11 +145,24 @@ setups = st.builds(
 
 
 class RecordingLedger(SQLiteLedger):
-    """The real SQLite ledger, telling the model which replica's claims created ownership."""
+    """The real SQLite ledger, telling the model which replica's claims created ownership and who
+    holds the dispatch lease."""
 
-    def __init__(self, path: FsPath, on_claim: Callable[[ConversionRecord], None]) -> None:
+    def __init__(
+        self,
+        path: FsPath,
+        on_claim: Callable[[ConversionRecord], None],
+        on_lease: Callable[[float], None],
+    ) -> None:
         super().__init__(path)
         self._on_claim = on_claim
+        self._on_lease = on_lease
+
+    def try_lease(self, name: str, holder: str, now: float, ttl: float) -> bool:
+        taken = super().try_lease(name, holder, now, ttl)
+        if taken and name == "dispatch":
+            self._on_lease(now + ttl)
+        return taken
 
     def claim(self, claims: Sequence[Claim], now: float) -> list[Any]:
         owned = super().claim(claims, now)
@@ -248,18 +269,20 @@ CRASH_POINTS = [
     ("new", "cancel", "before"),
 ]
 
+DISPATCH_STEPS = {"mark_dispatching", "mark_dispatched", "submit", "set_capacity", "cancel", "release"}
+DISPATCH_CRASH_POINTS = [p for p in CRASH_POINTS if p[1] in DISPATCH_STEPS]
+
 LONG = st.sampled_from([20.0, 45.0, 75.0, 150.0])
-PAUSES = st.one_of(
-    # A process pause (GC, CPU starvation, a slow store) between two steps: any length.
-    st.tuples(
-        st.sampled_from(["ledger"]),
-        st.sampled_from(["claim", "mark_dispatching", "try_lease", "mark_finished"]),
-        st.just("after"),
-        LONG,
-    ),
-    st.tuples(
-        st.sampled_from(["legacy", "new"]), st.sampled_from(["set_capacity", "poll"]), st.just("after"), LONG
-    ),
+# A process pause (GC, CPU starvation, a slow store) between two steps: any length.
+STEP_PAUSES = st.tuples(
+    st.sampled_from(["ledger"]),
+    st.sampled_from(["claim", "try_lease", "mark_finished"]),
+    st.just("after"),
+    LONG,
+) | st.tuples(st.sampled_from(["legacy", "new"]), st.just("poll"), st.just("after"), LONG)
+DISPATCH_PAUSES = st.one_of(
+    st.tuples(st.just("ledger"), st.just("mark_dispatching"), st.just("after"), LONG),
+    st.tuples(st.just("new"), st.just("set_capacity"), st.just("after"), LONG),
     # A submit whose answer is slow to come back, after the backend took the work: any length.
     st.tuples(st.sampled_from(["legacy", "new"]), st.just("submit"), st.just("after"), LONG),
     # A submit slow to reach the backend. Within half the dispatch lease - the time a backend call
@@ -300,6 +323,7 @@ class ControllerMachine(RuleBasedStateMachine):
         self.next_id = 0
         self.intake: SQLiteLedger | None = None
         self.beyond_call_timeout = False  # a submit call outlived half the lease: promise 2 is off
+        self.dispatcher: tuple[Replica, int, float] | None = None  # lease holder, its process, until
 
     # -- set-up ----------------------------------------------------------------------------------
 
@@ -323,7 +347,11 @@ class ControllerMachine(RuleBasedStateMachine):
     def _boot(self, r: Replica) -> None:
         assert self.setup is not None
         r.generation += 1
-        r.raw_ledger = RecordingLedger(self.db, lambda record, r=r: self.check_claim(r, record))
+        r.raw_ledger = RecordingLedger(
+            self.db,
+            lambda record, r=r: self.check_claim(r, record),
+            lambda until, r=r: setattr(self, "dispatcher", (r, r.generation, until)),
+        )
         r.ledger = Tripwire(r.raw_ledger)
         r.backends = {p: Tripwire(b) for p, b in self.shared.items()}
         r.lkg = LastKnownGood(r.source, r.ledger, self.clock, max_age_seconds=self.setup.max_flag_age)
@@ -367,6 +395,34 @@ class ControllerMachine(RuleBasedStateMachine):
 
     def _some(self, data: st.DataObject, items: Sequence[Any], label: str) -> Any:
         return data.draw(st.sampled_from(items), label=label)
+
+    def _work_waits(self) -> bool:
+        """A live replica and conversions not yet handed over (as of the last check)."""
+        waiting = (S.RECEIVED, S.CLAIMED)
+        return any(r.alive for r in self.replicas) and any(
+            c.last_state in waiting for c in self.conversions.values()
+        )
+
+    def _victim(self, data: st.DataObject, method: str) -> Replica:
+        """The replica a fault at ``method`` should hit: for a dispatch step, the one holding the
+        dispatch lease (no other gets there; a dead holder's lease is first let run out);
+        otherwise any live one."""
+        if method in DISPATCH_STEPS and self.dispatcher is not None:
+            r, generation, until = self.dispatcher
+            if r.alive and r.generation == generation and self.clock() < until:
+                return r
+            if self.clock() < until:
+                self.clock.advance(until - self.clock() + 1)
+        return self._some(data, [r for r in self.replicas if r.alive], "replica")
+
+    def _busy_path(self, data: st.DataObject, drawn: str) -> str:
+        """For a fault in a submit: a path that has claimed work waiting, if the drawn one has none."""
+        waiting = {
+            c.owner[0].value for c in self.conversions.values() if c.last_state is S.CLAIMED and c.owner
+        }
+        if not waiting or drawn in waiting:
+            return drawn
+        return self._some(data, sorted(waiting), "path with work")
 
     # -- the model's checks at the moment things happen ------------------------------------------
 
@@ -529,8 +585,19 @@ class ControllerMachine(RuleBasedStateMachine):
     @rule(data=st.data(), point=st.sampled_from(CRASH_POINTS))
     def crash(self, data: st.DataObject, point: tuple[str, str, str]) -> None:
         """A replica dies at a step boundary during its next cycle (if the cycle gets there)."""
-        r = self._some(data, [r for r in self.replicas if r.alive], "replica")
+        self._crash(data, point)
+
+    @precondition(lambda self: self._work_waits())
+    @rule(data=st.data(), point=st.sampled_from(DISPATCH_CRASH_POINTS))
+    def crash_while_dispatching(self, data: st.DataObject, point: tuple[str, str, str]) -> None:
+        """The dispatcher dies around a submit while there is work to hand over."""
+        self._crash(data, point)
+
+    def _crash(self, data: st.DataObject, point: tuple[str, str, str]) -> None:
         where, method, when = point
+        if method in DISPATCH_STEPS and where != "ledger":
+            where = self._busy_path(data, where)
+        r = self._victim(data, method)
         target = {"reader": r.reader, "ledger": r.ledger}.get(where) or r.backends[Path(where)]
 
         def die() -> None:
@@ -547,12 +614,24 @@ class ControllerMachine(RuleBasedStateMachine):
         self._boot(r)
 
     @precondition(lambda self: any(r.alive for r in self.replicas))
-    @rule(data=st.data(), pause=PAUSES)
+    @rule(data=st.data(), pause=STEP_PAUSES)
     def pause(self, data: st.DataObject, pause: tuple[str, str, str, float]) -> None:
-        """A replica stops for a while at a step boundary or inside a submit call, while time
-        passes, the world works and the other replicas run their cycles."""
-        r = self._some(data, [r for r in self.replicas if r.alive], "replica")
+        """A replica stops for a while between two steps, while time passes, the world works and
+        the other replicas run their cycles."""
+        self._pause(data, pause)
+
+    @precondition(lambda self: self._work_waits())
+    @rule(data=st.data(), pause=DISPATCH_PAUSES)
+    def pause_while_dispatching(self, data: st.DataObject, pause: tuple[str, str, str, float]) -> None:
+        """The dispatcher stops between admission and submit, or inside a submit call, while the
+        others carry on."""
+        self._pause(data, pause)
+
+    def _pause(self, data: st.DataObject, pause: tuple[str, str, str, float]) -> None:
         where, method, when, seconds = pause
+        if method == "submit":
+            where = self._busy_path(data, where)
+        r = self._victim(data, method)
 
         def stop_the_world_but_me() -> None:
             event(f"paused {when} {where}.{method}")
@@ -726,9 +805,10 @@ class ControllerMachine(RuleBasedStateMachine):
 
 
 def machine_settings(long_run: bool) -> settings:
+    """CI: about 300 examples of 50 steps (under a minute on two cores); long: 3000 of 100."""
     return settings(
-        max_examples=1500 if long_run else 60,
-        stateful_step_count=100 if long_run else 40,
+        max_examples=3000 if long_run else 300,
+        stateful_step_count=100 if long_run else 50,
         deadline=None,
         database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
