@@ -22,6 +22,10 @@ class Bad:
     raw: bytes
     where: str
 
+    def __repr__(self) -> str:
+        # Some documents are megabytes; reprs end up in test ids, reports and hypothesis's events.
+        return f"Bad({self.id!r})"
+
 
 def values(ids: str, enabled: str = "true") -> str:
     """The values form with ``ids`` and ``enabled`` spliced in as raw JSON text."""
