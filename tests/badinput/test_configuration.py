@@ -1,5 +1,8 @@
 """A wrong setting stops cutover at start with one line naming the variable, never half-started.
 
+The contract checked (DESIGN, Contracts): configuration is validated at start, and errors go to
+stderr as one readable line with a non-zero status, never a traceback.
+
 The settings are enumerated from ``Settings.model_fields``: a new setting gets bad values from its
 type (and its bounds) without anyone editing this file, and a setting of a type this file cannot
 derive bad values for fails ``test_every_setting_has_bad_values`` until it is given some.
@@ -167,21 +170,24 @@ def clean_env(monkeypatch, tmp_path):
 
 
 def test_every_setting_has_bad_values():
-    """Every setting is checked: each has wrong values beyond the empty one, or a stated reason why not."""
+    """Configuration contract, coverage: each setting has wrong values beyond the empty one, or a
+    stated reason why it has none, so a setting added later cannot go unchecked."""
     beyond_empty = {c.field for c in CASES if c.value.strip()} | set(ANY_VALUE)
     assert set(Settings.model_fields) <= beyond_empty, sorted(set(Settings.model_fields) - beyond_empty)
     assert set(SPECIFIC) | set(AT_START) | set(ANY_VALUE) <= set(Settings.model_fields)
 
 
 def test_the_defaults_are_accepted(clean_env):
-    """The bad values are bad on their own: with nothing set, the settings load."""
+    """Configuration contract, baseline: with nothing set the settings load, so each failure below
+    is the bad value's doing."""
     settings = load_settings()
     assert settings.budget >= 1
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if not c.at_start], ids=lambda c: c.id)
 def test_load_settings_names_the_variable(case: Case, clean_env):
-    """Every wrong value raises one ConfigError whose message starts with the variable's name."""
+    """Configuration contract: every wrong value raises one ConfigError, one line starting with the
+    variable's name."""
     clean_env.setenv(case.variable, case.value)
     with pytest.raises(ConfigError) as err:
         load_settings()
@@ -191,6 +197,7 @@ def test_load_settings_names_the_variable(case: Case, clean_env):
 
 
 def _free_port() -> int:
+    # --port takes 1-65535, so a free one is found here rather than asking for port 0.
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -203,8 +210,8 @@ def _listening(port: int) -> bool:
 
 @pytest.mark.parametrize("case", first_case_per_setting(), ids=lambda c: c.id)
 def test_run_stops_at_start_with_one_line_naming_the_variable(case: Case, tmp_path: Path):
-    """`cutover run` with one wrong setting exits non-zero at once: one stderr line naming it, no
-    traceback, nothing on stdout, no API listening."""
+    """Configuration contract at start: `cutover run` with one wrong setting exits non-zero at once
+    with one stderr line naming it - no traceback, nothing on stdout, no API listening."""
     (tmp_path / BLOCKER).write_text("a file where a directory is expected\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
     env["PYTHONPATH"] = str(REPO)
