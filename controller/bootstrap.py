@@ -14,7 +14,7 @@ from controller.domain import ConversionRecord, ConversionState, Path
 from controller.errors import ConfigError
 from controller.ports import Backend, Ledger
 from controller.routing import FallbackPolicy, RoutingPolicy, StalePolicy
-from controller.service import Service
+from controller.service import Intake, Service
 from controller.settings import Settings
 from controller.transitions import RetryPolicy
 from flags.lkg import FlagChange, LastKnownGood, Source
@@ -130,13 +130,32 @@ def build(
     except BaseException:
         ledger.close()
         raise
+    holder = f"{socket.gethostname()}:{os.getpid()}"
     controller = Controller(
         ledger=ledger,
         flags=flags,
         backends=backends,
         config=cycle_config(settings),
         clock=clock,
-        holder=f"{socket.gethostname()}:{os.getpid()}",
+        holder=holder,
         on_finished=on_finished,
     )
-    return Service(settings, ledger, flags, backends, controller, clock)
+    service = Service(settings, ledger, flags, backends, controller, clock)
+    try:
+        service.intakes = make_intakes(settings, ledger, clock, holder)
+    except BaseException:
+        service.close()
+        raise
+    return service
+
+
+def make_intakes(settings: Settings, ledger: Ledger, clock: Callable[[], float], holder: str) -> list[Intake]:
+    """The scheduled finder and the SQS queue, where configured."""
+    from controller.finder import finder_from_settings
+    from controller.intake_sqs import sqs_from_settings
+
+    found: list[Intake | None] = [
+        finder_from_settings(settings, ledger, clock, holder),
+        sqs_from_settings(settings, ledger, clock),
+    ]
+    return [intake for intake in found if intake is not None]

@@ -8,12 +8,25 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from controller.cycle import Controller
 from controller.domain import Path
+from controller.finder import SourceStats
 from controller.ports import Backend, Ledger
 from controller.settings import Settings
 from flags.lkg import LastKnownGood
+
+
+class Intake(Protocol):
+    """A source of conversions besides HTTP (a scheduled finder, a queue), run on its own thread."""
+
+    stats: SourceStats
+    interval: float
+
+    def tick(self) -> object:
+        """Do what is due now (run a due finder slot, take one batch from a queue)."""
+        ...
 
 
 @dataclass
@@ -27,6 +40,7 @@ class Service:
     controller: Controller
     clock: Callable[[], float]
     started_at: float = field(default_factory=time.time)
+    intakes: list[Intake] = field(default_factory=list)
 
     def close(self) -> None:
         for backend in self.backends.values():

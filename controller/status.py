@@ -136,6 +136,7 @@ def status_document(
         "intake": {
             "waiting": counts.state(ConversionState.RECEIVED),
             **(intake or {"requests": 0, "rejected": 0, "accepted": 0, "duplicates": 0}),
+            "sources": [i.stats.as_json() for i in service.intakes],
         },
     }
 
