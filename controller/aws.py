@@ -1,0 +1,144 @@
+"""AWS plumbing shared by the AWS adapters and the DynamoDB ledger: how clients are made, how SDK
+failures are classified, and the one retry policy (exponential backoff with full jitter).
+
+botocore's own retries are switched off on every client made here, so a call is retried in one
+place only, with a sleep and a random source that tests replace. Nothing here decides what a
+failure means for a conversion; the callers translate it into the project's errors.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
+
+if TYPE_CHECKING:
+    import boto3
+
+T = TypeVar("T")
+
+# No botocore retries: ``Retrier`` is the one place that tries again.
+CLIENT_CONFIG = Config(
+    retries={"mode": "standard", "total_max_attempts": 1},
+    connect_timeout=5,
+    read_timeout=30,
+    max_pool_connections=32,
+    user_agent_extra="cutover",
+)
+
+_THROTTLE_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "SlowDown",
+        "PriorRequestNotComplete",
+    }
+)
+_SERVER_CODES = frozenset(
+    {"InternalServerError", "InternalFailure", "ServiceUnavailable", "ServerException", "InternalError"}
+)
+
+
+def session(region: str | None = None) -> boto3.session.Session:
+    """A boto3 session; region, credentials and ``AWS_ENDPOINT_URL`` come from the environment."""
+    import boto3
+
+    return boto3.session.Session(region_name=region)
+
+
+def error_code(exc: BaseException) -> str:
+    """The service's error code of a ``ClientError`` (e.g. ``ConditionalCheckFailedException``), else ''."""
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def http_status(exc: BaseException) -> int:
+    """The HTTP status of a ``ClientError``, else 0."""
+    if isinstance(exc, ClientError):
+        return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    return 0
+
+
+def throttled(exc: BaseException) -> bool:
+    """The service refused the call because of its rate limit; nothing was done."""
+    return error_code(exc) in _THROTTLE_CODES or http_status(exc) == 429
+
+
+def not_sent(exc: BaseException) -> bool:
+    """The request never reached the service (no connection); nothing was done."""
+    return isinstance(exc, EndpointConnectionError | ConnectTimeoutError)
+
+
+def outcome_unknown(exc: BaseException) -> bool:
+    """The service may or may not have acted: a server error, a read timeout, a dropped connection."""
+    if isinstance(exc, ClientError):
+        return http_status(exc) >= 500 or error_code(exc) in _SERVER_CODES
+    if not_sent(exc):
+        return False
+    return isinstance(exc, ReadTimeoutError | ConnectionClosedError | BotoCoreError)
+
+
+def transient(exc: BaseException) -> bool:
+    """Worth trying again for a call that is safe to repeat (a read, or a write with a token)."""
+    return throttled(exc) or not_sent(exc) or outcome_unknown(exc)
+
+
+def describe(exc: BaseException) -> str:
+    """One line for logs and error messages: the code and message of an SDK failure."""
+    if isinstance(exc, ClientError):
+        err: dict[str, Any] = dict(exc.response.get("Error", {}))
+        return f"{err.get('Code', 'error')}: {err.get('Message', '')}".strip().rstrip(":")
+    return f"{type(exc).__name__}: {exc}"
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with full jitter: attempt ``n`` waits uniformly in [0, min(cap, base·2ⁿ)]."""
+
+    attempts: int = 5
+    base: float = 0.2
+    cap: float = 5.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """The wait before retry number ``attempt`` (0-based)."""
+        return rng.uniform(0.0, min(self.cap, self.base * (2**attempt)))
+
+
+@dataclass(slots=True)
+class Retrier:
+    """Runs an SDK call, retrying the failures ``retry_if`` accepts, sleeping with ``backoff``."""
+
+    backoff: Backoff = field(default_factory=Backoff)
+    sleep: Callable[[float], None] = time.sleep
+    rng: random.Random = field(default_factory=random.Random)  # jitter, not secrets
+
+    def call(self, fn: Callable[[], T], *, retry_if: Callable[[BaseException], bool] = transient) -> T:
+        """``fn()``, tried up to ``backoff.attempts`` times; the last failure is raised as it came."""
+        attempt = 0
+        while True:
+            try:
+                return fn()
+            except (ClientError, BotoCoreError) as exc:
+                if attempt + 1 >= self.backoff.attempts or not retry_if(exc):
+                    raise
+                self.sleep(self.backoff.delay(attempt, self.rng))
+                attempt += 1
