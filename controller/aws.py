@@ -8,10 +8,12 @@ failure means for a conversion; the callers translate it into the project's erro
 
 from __future__ import annotations
 
+import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from botocore.config import Config
@@ -26,6 +28,7 @@ from botocore.exceptions import (
 
 if TYPE_CHECKING:
     import boto3
+    from mypy_boto3_s3 import S3Client
 
 T = TypeVar("T")
 
@@ -142,3 +145,82 @@ class Retrier:
                     raise
                 self.sleep(self.backoff.delay(attempt, self.rng))
                 attempt += 1
+
+
+class ManifestStore:
+    """Manifests and per-conversion results in the manifest bucket (one JSON object each).
+
+    A manifest never changes once written (its key names one dispatch attempt), so reads are
+    cached; result objects are read as they appear.
+    """
+
+    def __init__(
+        self, s3: S3Client, bucket: str, prefix: str, retrier: Retrier, *, cache_size: int = 4096
+    ) -> None:
+        self.s3 = s3
+        self.bucket = bucket
+        self.prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+        self._retrier = retrier
+        self._cache: dict[str, dict[str, Any] | None] = {}
+        self._cache_size = cache_size
+
+    def key(self, path: str, batch_key: str, name: str = "manifest.json") -> str:
+        """The object key of a batch's manifest (or of ``name`` next to it)."""
+        return f"{self.prefix}{path}/{batch_key}/{name}"
+
+    def uri(self, key: str) -> str:
+        """The ``s3://`` URI of an object key in the bucket."""
+        return f"s3://{self.bucket}/{key}"
+
+    def key_of(self, uri: str) -> str | None:
+        """The object key an ``s3://`` URI of this bucket names, else None."""
+        head = f"s3://{self.bucket}/"
+        return uri[len(head) :] if uri.startswith(head) else None
+
+    def put(self, key: str, body: bytes) -> None:
+        """Write one object (retried: writing the same bytes twice does no harm)."""
+        self._retrier.call(
+            lambda: self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json")
+        )
+
+    def get(self, key: str, *, cached: bool = True) -> dict[str, Any] | None:
+        """The JSON object stored under ``key``, or None when there is none."""
+        if cached and key in self._cache:
+            return self._cache[key]
+        doc: Any
+        try:
+            answer = self._retrier.call(lambda: self.s3.get_object(Bucket=self.bucket, Key=key))
+            doc = json.loads(answer["Body"].read())
+        except ClientError as exc:
+            if error_code(exc) not in ("NoSuchKey", "404", "NotFound"):
+                raise
+            return None
+        except ValueError:
+            return None
+        if not isinstance(doc, dict):
+            return None
+        found: dict[str, Any] = doc
+        if cached:
+            if len(self._cache) >= self._cache_size:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = found
+        return found
+
+    def names(self, prefix: str) -> list[str]:
+        """The object keys under ``prefix`` (all pages)."""
+        out: list[str] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+            if token:
+                kwargs["ContinuationToken"] = token
+            answer = self._retrier.call(partial(self.s3.list_objects_v2, **kwargs))
+            out.extend(str(o["Key"]) for o in answer.get("Contents", []))
+            token = answer.get("NextContinuationToken")
+            if not answer.get("IsTruncated") or not token:
+                return out
+
+
+def manifest_bytes(doc: Mapping[str, Any]) -> bytes:
+    """A manifest's bytes: the same document always gives the same bytes (tokens hash them)."""
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
