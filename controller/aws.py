@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from botocore.exceptions import (
     EndpointConnectionError,
     ReadTimeoutError,
 )
+
+from controller.errors import SubmitRejectedError
 
 if TYPE_CHECKING:
     import boto3
@@ -219,6 +222,16 @@ class ManifestStore:
             token = answer.get("NextContinuationToken")
             if not answer.get("IsTruncated") or not token:
                 return out
+
+
+_BATCH_KEY = re.compile(r"^[A-Za-z0-9]{1,64}$")
+
+
+def checked_key(key: str) -> str:
+    """A batch key safe in S3 keys, build variables and job names, or ``SubmitRejectedError``."""
+    if not _BATCH_KEY.match(key):
+        raise SubmitRejectedError(f"batch key {key!r} is not a plain alphanumeric name")
+    return key
 
 
 def manifest_bytes(doc: Mapping[str, Any]) -> bytes:

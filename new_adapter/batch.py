@@ -40,6 +40,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from controller.aws import (
     ManifestStore,
     Retrier,
+    checked_key,
     describe,
     manifest_bytes,
     not_sent,
@@ -69,13 +70,6 @@ _NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 _TAG_VALUE = re.compile(r"^[\w .:/=+\-@]{0,256}$")
 _QUEUED = frozenset({"SUBMITTED", "PENDING", "RUNNABLE"})
 _RUNNING = frozenset({"STARTING", "RUNNING"})
-
-
-def checked_key(key: str) -> str:
-    """A batch key safe in S3 keys and job names, or ``SubmitRejectedError``."""
-    if not _KEY.match(key):
-        raise SubmitRejectedError(f"batch key {key!r} is not a plain alphanumeric name")
-    return key
 
 
 def single_job_name(key: str, conversion_id: str) -> str:

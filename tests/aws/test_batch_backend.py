@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path as FsPath
 from typing import Any
@@ -39,8 +40,10 @@ BATCH_JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 
 
 class Clock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
+    """A clock the test moves; it starts at the real time, as moto stamps builds and jobs with it."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
 
     def __call__(self) -> float:
         return self.now
