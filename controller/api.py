@@ -10,10 +10,10 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from controller.bootstrap import Service
 from controller.errors import CutoverError
 from controller.loop import CycleLoop
 from controller.routing import basis
+from controller.service import Service
 from controller.status import status_document
 
 

@@ -8,34 +8,16 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from controller.cycle import Controller, CycleConfig
 from controller.domain import Path
 from controller.errors import ConfigError
 from controller.ports import Backend, Ledger
 from controller.routing import FallbackPolicy, RoutingPolicy, StalePolicy
+from controller.service import Service
 from controller.settings import Settings
 from controller.transitions import RetryPolicy
 from flags.lkg import FlagChange, LastKnownGood, Source
-
-
-@dataclass
-class Service:
-    """Everything one controller process runs with."""
-
-    settings: Settings
-    ledger: Ledger
-    flags: LastKnownGood
-    backends: dict[Path, Backend]
-    controller: Controller
-    clock: Callable[[], float]
-    started_at: float = field(default_factory=time.time)
-
-    def close(self) -> None:
-        for backend in self.backends.values():
-            backend.close()
-        self.ledger.close()
 
 
 def make_ledger(settings: Settings) -> Ledger:

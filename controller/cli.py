@@ -249,22 +249,10 @@ def requeue_cmd(conversion_id: str, as_json: JsonOption = False) -> None:
 def main() -> None:
     """Entry point: run the app, turning every cutover error into one line on stderr."""
     try:
-        app(standalone_mode=False)
+        app()  # usage errors are printed and exit 2 by the command-line library itself
     except CutoverError as exc:
         err.print(f"cutover: error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        err.print("cutover: aborted", markup=False)
-        sys.exit(130)
-    except (typer.BadParameter, Exception) as exc:  # click's usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
 
-from controller.bootstrap import Service
 from controller.domain import ConversionRequest, ConversionState, Path
+from controller.service import Service
 from controller.settings import Settings
 from flags.document import values_document
 from flags.file_source import write_json_atomically

@@ -527,6 +527,18 @@ class SQLiteLedger:
             version_from_content=data["version_from_content"],
         )
 
+    def get_value(self, key: str) -> str | None:
+        rows = self._read("SELECT value FROM kv WHERE key = ?", ("value:" + key,))
+        return str(rows[0][0]) if rows else None
+
+    def put_value(self, key: str, value: str, now: float) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO kv (key, value, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                ("value:" + key, value, now),
+            )
+
     def try_lease(self, name: str, holder: str, now: float, ttl: float) -> bool:
         with self._write() as db:
             cur = db.execute(

@@ -55,14 +55,28 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 
 def pid_alive(pid: int) -> bool:
-    """True when a process with ``pid`` exists (zombies of another parent count as alive)."""
+    """True when a process with ``pid`` exists and has not exited (a zombie has exited)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no procfs: existence is all we can know
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+# Workers outlive the runner that started them (a restarted runner adopts them). Their handles are
+# kept here so that dropping a runner neither warns about nor waits for a worker still at work.
+_DETACHED: list[subprocess.Popen[bytes]] = []
+
+
+def detach(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Let go of workers that are still running; whoever polls their files next sees them finish."""
+    _DETACHED.extend(p for p in procs if p.poll() is None)
 
 
 def spawn(cmd: list[str], env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:

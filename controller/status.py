@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.bootstrap import Service
 from controller.domain import ConversionState, Path
 from controller.loop import CycleLoop
+from controller.service import Service
 
 
 def status_document(service: Service, loop: CycleLoop | None, now: float) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from pathlib import Path as FsPath
 
 from controller.domain import DispatchBatch, JobRef, JobState, JobStatus, Path
 from controller.errors import SubmitRejectedError
-from controller.localproc import Ticker, kill, pid_alive, read_json, result_state, spawn, write_json
+from controller.localproc import Ticker, detach, kill, pid_alive, read_json, result_state, spawn, write_json
 
 
 class LocalBuildRunner:
@@ -146,6 +146,8 @@ class LocalBuildRunner:
 
     def close(self) -> None:
         self._ticker.stop()
+        detach(list(self._procs.values()))
+        self._procs.clear()
 
     # -- the machine -------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from controller.domain import DispatchBatch, JobRef, JobState, JobStatus, Path
 from controller.errors import SubmitRejectedError
 from controller.localproc import (
     Ticker,
+    detach,
     kill,
     pid_alive,
     read_json,
@@ -134,6 +135,8 @@ class LocalParallelRunner:
 
     def close(self) -> None:
         self._ticker.stop()
+        detach([p.popen for p in self._procs.values()])
+        self._procs.clear()
 
     # -- the machine -------------------------------------------------------------------------
 
@@ -210,11 +213,12 @@ class LocalParallelRunner:
     def _close_run(self, job_id: str, failure: str | None) -> None:
         spec = read_json(self.running / f"{job_id}.json") or {}
         conversion_id = str(spec.get("conversion_id", ""))
-        result = read_json(self.results / f"{job_id}.json")
-        if failure is not None:
+        reported = result_state(read_json(self.results / f"{job_id}.json"), conversion_id)
+        if reported is None:
+            self._finish(job_id, conversion_id, "failed", failure or "worker ended without writing a result")
+        elif failure is not None and reported.status is JobStatus.SUCCEEDED:
+            # the exit status has the last word: a worker that failed after writing success failed
             self._finish(job_id, conversion_id, "failed", failure)
-        elif result_state(result, conversion_id) is None:
-            self._finish(job_id, conversion_id, "failed", "worker ended without writing a result")
         (self.running / f"{job_id}.pid").unlink(missing_ok=True)
         (self.running / f"{job_id}.json").unlink(missing_ok=True)
 

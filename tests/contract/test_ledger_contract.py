@@ -1,0 +1,233 @@
+"""The ledger contract: every implementation must pass these, unchanged."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.domain import ConversionRequest, ConversionState, Path
+from controller.errors import ConflictError, NotFoundError
+from controller.ports import Claim, Dispatched, Finish
+from flags.snapshot import FlagSnapshot
+
+S = ConversionState
+
+
+def req(cid: str, tenant: int = 1, **params: str) -> ConversionRequest:
+    return ConversionRequest(cid, tenant, dict(params))
+
+
+def claim(ledger, cid: str, path: Path = Path.NEW, version: str = "v1", now: float = 10.0):
+    record = ledger.unclaimed(10_000)
+    match = [r for r in record if r.conversion_id == cid]
+    request = match[0].request if match else req(cid)
+    return ledger.claim([Claim(request, path, version, "because")], now)[0]
+
+
+def dispatch(ledger, cid: str, job: str = "job-1", now: float = 20.0):
+    record = ledger.get(cid)
+    taken = ledger.mark_dispatching([record], "batch-1", now)
+    assert len(taken) == 1
+    assert ledger.mark_dispatched([Dispatched(cid, taken[0].fence, job)], now) == [cid]
+    return ledger.get(cid)
+
+
+def test_accept_is_idempotent_and_reports_duplicates(ledger):
+    first = ledger.accept([req("a"), req("b", 2, report="x")], 1.0)
+    again = ledger.accept([req("b"), req("c")], 2.0)
+    assert first.accepted == ["a", "b"]
+    assert first.duplicates == []
+    assert again.accepted == ["c"]
+    assert again.duplicates == ["b"]
+    b = ledger.get("b")
+    assert b.state is S.RECEIVED
+    assert b.tenant_id == 2
+    assert b.params == {"report": "x"}
+
+
+def test_unclaimed_returns_received_requests_in_arrival_order(ledger):
+    ledger.accept([req(f"r{i}") for i in range(5)], 1.0)
+    claim(ledger, "r1")
+    assert [r.conversion_id for r in ledger.unclaimed(10)] == ["r0", "r2", "r3", "r4"]
+    assert [r.conversion_id for r in ledger.unclaimed(2)] == ["r0", "r2"]
+
+
+def test_first_claim_wins_and_later_claims_see_the_owner(ledger):
+    ledger.accept([req("x")], 1.0)
+    first = ledger.claim([Claim(req("x"), Path.NEW, "v1", "listed")], 5.0)[0]
+    second = ledger.claim([Claim(req("x"), Path.LEGACY, "v2", "not listed")], 6.0)[0]
+    assert first.created
+    assert not second.created
+    assert second.record.path is Path.NEW
+    assert second.record.flag_version == "v1"
+    stored = ledger.get("x")
+    assert (stored.path, stored.flag_version, stored.reason, stored.claimed_at) == (
+        Path.NEW,
+        "v1",
+        "listed",
+        5.0,
+    )
+
+
+def test_claim_of_a_request_never_accepted_creates_it(ledger):
+    owned = ledger.claim([Claim(req("direct", 9), Path.LEGACY, None, "no flag")], 3.0)[0]
+    assert owned.created
+    assert ledger.get("direct").state is S.CLAIMED
+    assert ledger.get("direct").tenant_id == 9
+
+
+def test_dispatch_records_intent_under_a_new_fence_then_the_job(ledger):
+    ledger.accept([req("d")], 1.0)
+    claim(ledger, "d")
+    before = ledger.get("d")
+    taken = ledger.mark_dispatching([before], "batch-7", 20.0)
+    assert [t.conversion_id for t in taken] == ["d"]
+    assert taken[0].fence == before.fence + 1
+    mid = ledger.get("d")
+    assert (mid.state, mid.intent, mid.attempts) == (S.DISPATCHING, "batch-7", 1)
+    assert ledger.mark_dispatching([before], "batch-8", 21.0) == []  # someone else took it
+    assert ledger.mark_dispatched([Dispatched("d", before.fence, "stale")], 22.0) == []  # old fence
+    assert ledger.mark_dispatched([Dispatched("d", taken[0].fence, "job-9")], 22.0) == ["d"]
+    done = ledger.get("d")
+    assert (done.state, done.job_ref, done.dispatched_at) == (S.DISPATCHED, "job-9", 22.0)
+
+
+def test_intents_and_release(ledger):
+    ledger.accept([req("i1"), req("i2")], 1.0)
+    claim(ledger, "i1")
+    claim(ledger, "i2")
+    ledger.mark_dispatching([ledger.get("i1")], "b", 10.0)
+    ledger.mark_dispatching([ledger.get("i2")], "b", 50.0)
+    assert [r.conversion_id for r in ledger.intents(older_than=30.0, limit=10)] == ["i1"]
+    i1 = ledger.get("i1")
+    assert ledger.release([("i1", i1.fence - 1)], 60.0, "x") == 0
+    assert ledger.release([("i1", i1.fence)], 60.0, "backend never got it") == 1
+    assert ledger.get("i1").state is S.CLAIMED
+    assert ledger.get("i1").path is Path.NEW
+
+
+def test_finish_is_compare_and_set_and_never_goes_backwards(ledger):
+    ledger.accept([req("f")], 1.0)
+    claim(ledger, "f")
+    record = dispatch(ledger, "f")
+    assert ledger.mark_finished([Finish("f", record.fence, S.SUCCEEDED, "out.xlsx")], 30.0) == ["f"]
+    assert ledger.mark_finished([Finish("f", record.fence, S.FAILED, "late")], 31.0) == []
+    assert ledger.mark_dispatched([Dispatched("f", record.fence, "again")], 32.0) == []
+    assert ledger.resubmit("f", record.fence, "x", 33.0) is False
+    assert ledger.mark_dispatching([ledger.get("f")], "b", 34.0) == []
+    final = ledger.get("f")
+    assert (final.state, final.reason, final.finished_at) == (S.SUCCEEDED, "out.xlsx", 30.0)
+
+
+def test_resubmit_keeps_the_path_and_fences_out_the_old_attempt(ledger):
+    ledger.accept([req("r")], 1.0)
+    claim(ledger, "r", Path.LEGACY)
+    first = dispatch(ledger, "r")
+    assert ledger.resubmit("r", first.fence, "attempt 1 failed", 30.0)
+    again = ledger.get("r")
+    assert (again.state, again.path) == (S.CLAIMED, Path.LEGACY)
+    second = dispatch(ledger, "r", "job-2", 40.0)
+    assert second.fence > first.fence
+    assert second.attempts == 2
+    assert ledger.mark_finished([Finish("r", first.fence, S.SUCCEEDED)], 50.0) == []
+    assert ledger.mark_finished([Finish("r", second.fence, S.FAILED, "boom")], 51.0) == ["r"]
+
+
+def test_requeue_only_from_failed(ledger):
+    ledger.accept([req("q")], 1.0)
+    with pytest.raises(ConflictError, match="only a failed"):
+        ledger.requeue("q", 2.0)
+    with pytest.raises(NotFoundError):
+        ledger.requeue("nope", 2.0)
+    claim(ledger, "q")
+    record = dispatch(ledger, "q")
+    ledger.mark_finished([Finish("q", record.fence, S.FAILED, "boom")], 30.0)
+    freed = ledger.requeue("q", 40.0)
+    assert (freed.state, freed.path, freed.job_ref) == (S.RECEIVED, None, None)
+    assert [r.conversion_id for r in ledger.unclaimed(10)] == ["q"]
+    owned = claim(ledger, "q", Path.LEGACY, "v2", 50.0)
+    assert owned.created
+    assert ledger.get("q").path is Path.LEGACY
+
+
+def test_counts_follow_every_transition(ledger):
+    ledger.accept([req(f"n{i}") for i in range(4)], 1.0)
+    claim(ledger, "n0", Path.NEW)
+    claim(ledger, "n1", Path.LEGACY)
+    record = dispatch(ledger, "n0")
+    ledger.mark_finished([Finish("n0", record.fence, S.SUCCEEDED)], 30.0)
+    counts = ledger.counts()
+    assert counts.state(S.RECEIVED) == 2
+    assert counts.state(S.CLAIMED) == 1
+    assert counts.state(S.SUCCEEDED) == 1
+    assert counts.path_state(Path.NEW, S.SUCCEEDED) == 1
+    assert counts.path_state(Path.LEGACY, S.CLAIMED) == 1
+    assert counts.state(S.DISPATCHED) == 0
+
+
+def test_state_queries(ledger):
+    ledger.accept([req(f"s{i}", tenant=i % 2 + 1) for i in range(6)], 1.0)
+    for i in range(4):
+        claim(ledger, f"s{i}", Path.NEW if i % 2 else Path.LEGACY)
+    dispatch(ledger, "s1")
+    assert [r.conversion_id for r in ledger.pending_dispatch(Path.NEW, 10)] == ["s3"]
+    assert [r.conversion_id for r in ledger.pending_dispatch(Path.LEGACY, 10)] == ["s0", "s2"]
+    assert [r.conversion_id for r in ledger.in_flight(Path.NEW, 10)] == ["s1"]
+    assert [r.conversion_id for r in ledger.by_tenant(2, 10)] == ["s5", "s3", "s1"]
+
+
+def test_query_pages_through_everything_once(ledger):
+    ledger.accept([req(f"p{i:03d}", tenant=i % 3 + 1) for i in range(25)], 1.0)
+    seen, cursor = [], None
+    while True:
+        page, cursor = ledger.query(limit=7, after=cursor)
+        seen += [r.conversion_id for r in page]
+        if cursor is None:
+            break
+    assert seen == [f"p{i:03d}" for i in range(25)]
+    tenant_two, _ = ledger.query(tenant_id=2, limit=100)
+    assert {r.tenant_id for r in tenant_two} == {2}
+    assert len(tenant_two) == 8
+    received, _ = ledger.query(state=S.RECEIVED, path=None, limit=100)
+    assert len(received) == 25
+
+
+def test_decisions_are_totalled_per_minute_path_and_version(ledger):
+    ledger.accept([req(f"m{i}") for i in range(3)], 1.0)
+    claim(ledger, "m0", Path.NEW, "v1", now=120.0)
+    claim(ledger, "m1", Path.NEW, "v2", now=130.0)
+    claim(ledger, "m2", Path.LEGACY, "v2", now=200.0)
+    totals = {(m, p, v): n for m, p, v, n in ledger.decisions_since(60.0)}
+    assert totals == {(2, Path.NEW, "v1"): 1, (2, Path.NEW, "v2"): 1, (3, Path.LEGACY, "v2"): 1}
+
+
+def test_last_known_good_flag_round_trips(ledger):
+    assert ledger.load_flag() is None
+    snap = FlagSnapshot("12", True, frozenset({5, 3}), "agent", 99.5, duplicates_folded=2)
+    ledger.save_flag(snap)
+    assert ledger.load_flag() == snap
+    newer = FlagSnapshot("13", False, frozenset(), "agent", 120.0)
+    ledger.save_flag(newer)
+    assert ledger.load_flag() == newer
+
+
+def test_lease_has_one_holder_until_it_expires(ledger):
+    assert ledger.try_lease("dispatch", "a", 100.0, 30.0)
+    assert not ledger.try_lease("dispatch", "b", 110.0, 30.0)
+    assert ledger.try_lease("dispatch", "a", 120.0, 30.0)  # renewal
+    assert not ledger.try_lease("dispatch", "b", 149.0, 30.0)
+    assert ledger.try_lease("dispatch", "b", 151.0, 30.0)  # expired
+    assert not ledger.try_lease("dispatch", "a", 152.0, 30.0)
+    assert ledger.try_lease("other", "a", 152.0, 30.0)
+
+
+def test_values_are_kept_by_name_apart_from_the_flag(ledger):
+    assert ledger.get_value("finder:sql") is None
+    ledger.put_value("finder:sql", '{"watermark": "a"}', 1.0)
+    ledger.put_value("finder:sql", '{"watermark": "b"}', 2.0)
+    ledger.put_value("last_known_good", "not the flag", 3.0)
+    assert ledger.get_value("finder:sql") == '{"watermark": "b"}'
+    assert ledger.load_flag() is None
+
+
+def test_ping_answers(ledger):
+    ledger.ping()

@@ -1,0 +1,211 @@
+"""The cycle against in-memory backends: ownership, crash safety, the budget, retries."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.cycle import Controller, CycleConfig
+from controller.domain import ConversionRequest, ConversionState, Path
+from controller.routing import FallbackPolicy, RoutingPolicy
+from controller.transitions import RetryPolicy
+from tests.fakes import Crash, FakeBackend, FakeClock, FakeFlags, World
+
+
+def make(ledger, clock: FakeClock, flags: FakeFlags, *, budget: int = 6, ticks: int = 2, **cfg):
+    world = World(budget=budget)
+    legacy = FakeBackend(Path.LEGACY, world, ticks=ticks)
+    new = FakeBackend(Path.NEW, world, ticks=ticks, can_cap=cfg.pop("can_cap", True))
+    config = CycleConfig(budget=budget, intent_grace_seconds=30, legacy_max_threads=4, **cfg)
+    controller = Controller(
+        ledger=ledger, flags=flags, backends={Path.LEGACY: legacy, Path.NEW: new}, config=config, clock=clock
+    )
+    return controller, world, legacy, new
+
+
+def submit(ledger, clock, ids, tenant=lambda i: i % 10 + 1):
+    return ledger.accept([ConversionRequest(f"c{i}", tenant(i), {}) for i in ids], clock())
+
+
+def run_until_done(controller, world, clock, ledger, limit=500):
+    for _ in range(limit):
+        controller.run_cycle()
+        world.tick()
+        clock.advance(1)
+        counts = ledger.counts()
+        if counts.state(ConversionState.SUCCEEDED) + counts.state(ConversionState.FAILED) == sum(
+            counts.by_state.values()
+        ):
+            controller.run_cycle()
+            return
+    raise AssertionError(f"not drained: {ledger.counts()}")
+
+
+def test_routes_by_flag_and_every_conversion_runs_once_on_its_path(sqlite_ledger, clock):
+    """Tenants in the flag run on the new path, the rest on the old one; each exactly once."""
+    flags = FakeFlags.none()
+    flags.publish("v1", {1, 2, 3})
+    controller, world, _, _ = make(sqlite_ledger, clock, flags)
+    submit(sqlite_ledger, clock, range(60))
+    run_until_done(controller, world, clock, sqlite_ledger)
+    for i in range(60):
+        record = sqlite_ledger.get(f"c{i}")
+        expected = Path.NEW if i % 10 + 1 in {1, 2, 3} else Path.LEGACY
+        assert record.state is ConversionState.SUCCEEDED
+        assert record.path is expected
+        assert world.executions[f"c{i}"] == [expected]
+
+
+def test_flag_change_never_moves_a_claimed_conversion(sqlite_ledger, clock):
+    """A conversion claimed under v1 stays on its path when v2 removes or adds its tenant."""
+    flags = FakeFlags.none()
+    flags.publish("v1", {1})
+    controller, world, _, _ = make(sqlite_ledger, clock, flags, budget=1, ticks=5)
+    submit(sqlite_ledger, clock, range(10), tenant=lambda i: 1 if i < 5 else 2)
+    controller.run_cycle()  # all claimed under v1; only a little dispatched with budget 1
+    flags.publish("v2", {2})
+    run_until_done(controller, world, clock, sqlite_ledger)
+    for i in range(10):
+        record = sqlite_ledger.get(f"c{i}")
+        assert record.flag_version == "v1"
+        assert record.path is (Path.NEW if i < 5 else Path.LEGACY)
+        assert world.executions[f"c{i}"] == [record.path]
+
+
+def test_no_flag_routes_everything_legacy_and_pause_policy_holds_work(sqlite_ledger, clock):
+    """Without a valid flag: old path by default; nothing claimed at all under the pause policy."""
+    controller, world, _, new = make(sqlite_ledger, clock, FakeFlags.none())
+    submit(sqlite_ledger, clock, range(5))
+    run_until_done(controller, world, clock, sqlite_ledger)
+    assert {sqlite_ledger.get(f"c{i}").path for i in range(5)} == {Path.LEGACY}
+    assert new.submits == []
+
+    paused, _, _, _ = make(
+        sqlite_ledger, clock, FakeFlags.none(), routing=RoutingPolicy(FallbackPolicy.PAUSE)
+    )
+    sqlite_ledger.accept([ConversionRequest("p1", 1, {})], clock())
+    report = paused.run_cycle()
+    assert report.held
+    assert sqlite_ledger.get("p1").state is ConversionState.RECEIVED
+
+
+def test_crash_between_intent_and_submit_loses_nothing_and_submits_once(sqlite_ledger, clock):
+    """The process dies after recording the intent, before the backend heard of it."""
+    flags = FakeFlags.none()
+    flags.publish("v1", set(range(1, 11)))
+    controller, world, _, new = make(sqlite_ledger, clock, flags)
+    submit(sqlite_ledger, clock, range(8))
+    new.crash_before_submit = True
+    with pytest.raises(Crash):
+        controller.run_cycle()
+    assert sqlite_ledger.counts().state(ConversionState.DISPATCHING) == 8
+    restarted = Controller(
+        ledger=sqlite_ledger, flags=flags, backends=controller.backends, config=controller.config, clock=clock
+    )
+    restarted.run_cycle()  # intents are fresh: left alone
+    assert new.submits == []
+    clock.advance(31)
+    run_until_done(restarted, world, clock, sqlite_ledger)
+    assert all(world.executions[f"c{i}"] == [Path.NEW] for i in range(8))
+    assert sqlite_ledger.counts().state(ConversionState.SUCCEEDED) == 8
+
+
+def test_crash_between_submit_and_record_finds_the_job_instead_of_submitting_again(sqlite_ledger, clock):
+    """The backend took the batch, then the process died before recording the job references."""
+    flags = FakeFlags.none()
+    flags.publish("v1", set(range(1, 11)))
+    controller, world, legacy, new = make(sqlite_ledger, clock, flags)
+    submit(sqlite_ledger, clock, range(8))
+    new.crash_after_submit = True
+    with pytest.raises(Crash):
+        controller.run_cycle()
+    assert len(new.submits) == 1
+    clock.advance(31)
+    restarted = Controller(
+        ledger=sqlite_ledger, flags=flags, backends=controller.backends, config=controller.config, clock=clock
+    )
+    report = restarted.run_cycle()
+    assert report.reconciled == 8
+    run_until_done(restarted, world, clock, sqlite_ledger)
+    assert len(new.submits) == 1
+    assert all(world.executions[f"c{i}"] == [Path.NEW] for i in range(8))
+    assert legacy.submits == []
+
+
+def test_unknown_submit_outcome_keeps_intents_until_reconciled(sqlite_ledger, clock):
+    """A timeout after the backend did the work: no resubmission, the job is found later."""
+    flags = FakeFlags.none()
+    controller, world, legacy, _ = make(sqlite_ledger, clock, flags)
+    submit(sqlite_ledger, clock, range(3))
+    legacy.unavailable_after_submit = True
+    report = controller.run_cycle()
+    assert report.errors
+    assert sqlite_ledger.counts().state(ConversionState.DISPATCHING) == 3
+    clock.advance(31)
+    run_until_done(controller, world, clock, sqlite_ledger)
+    assert len(legacy.submits) == 1
+    assert all(world.executions[f"c{i}"] == [Path.LEGACY] for i in range(3))
+
+
+def test_rejected_submit_is_released_and_retried_next_cycle(sqlite_ledger, clock):
+    """A submit the backend refused outright goes back to CLAIMED and is dispatched again."""
+    controller, world, legacy, _ = make(sqlite_ledger, clock, FakeFlags.none())
+    submit(sqlite_ledger, clock, range(3))
+    legacy.reject_next = True
+    controller.run_cycle()
+    assert sqlite_ledger.counts().state(ConversionState.CLAIMED) == 3
+    run_until_done(controller, world, clock, sqlite_ledger)
+    assert all(world.executions[f"c{i}"] == [Path.LEGACY] for i in range(3))
+
+
+@pytest.mark.parametrize("can_cap", [True, False], ids=["backend-caps", "controller-holds-back"])
+def test_work_being_done_never_exceeds_the_budget(sqlite_ledger, clock, can_cap):
+    """Both paths busy at once, the flag moving tenants between waves: the peak stays within budget."""
+    flags = FakeFlags.none()
+    controller, world, _, _ = make(sqlite_ledger, clock, flags, budget=7, ticks=3, can_cap=can_cap)
+    for wave, migrated in enumerate([set(), {1, 2, 3}, {1, 2, 3, 4, 5, 6}, {1, 2}]):
+        flags.publish(f"v{wave}", migrated)
+        submit(sqlite_ledger, clock, range(wave * 100, wave * 100 + 100))
+        for _ in range(5):
+            controller.run_cycle()
+            world.tick()
+            assert world.load() <= 7
+            clock.advance(1)
+    run_until_done(controller, world, clock, sqlite_ledger)
+    assert world.peak <= 7
+    assert world.peak >= 5  # the budget is used, not just respected
+    assert sqlite_ledger.counts().state(ConversionState.SUCCEEDED) == 400
+    assert all(len(paths) == 1 for paths in world.executions.values())
+
+
+def test_failed_job_is_resubmitted_on_the_same_path_then_fails_for_good(sqlite_ledger, clock):
+    """Clone-and-resubmit once (the default), with a new fence; then FAILED with the reason."""
+    flags = FakeFlags.none()
+    flags.publish("v1", {1})
+    controller, world, _, new = make(sqlite_ledger, clock, flags, retry=RetryPolicy(resubmits=1))
+    sqlite_ledger.accept([ConversionRequest("bad", 1, {})], clock())
+    new.fail_ids.add("bad")
+    run_until_done(controller, world, clock, sqlite_ledger)
+    record = sqlite_ledger.get("bad")
+    assert record.state is ConversionState.FAILED
+    assert record.path is Path.NEW
+    assert record.attempts == 2
+    assert record.reason == "boom"
+    assert world.executions["bad"] == [Path.NEW, Path.NEW]
+    assert len({b.items[0].fence for b in new.submits}) == 2
+
+
+def test_requeue_frees_a_failed_conversion_for_a_fresh_routing(sqlite_ledger, clock):
+    """After an operator's requeue the next cycle routes the conversion under the flag in force."""
+    flags = FakeFlags.none()
+    controller, world, legacy, _ = make(sqlite_ledger, clock, flags, retry=RetryPolicy(resubmits=0))
+    sqlite_ledger.accept([ConversionRequest("x", 1, {})], clock())
+    legacy.fail_ids.add("x")
+    run_until_done(controller, world, clock, sqlite_ledger)
+    assert sqlite_ledger.get("x").state is ConversionState.FAILED
+    flags.publish("v2", {1})
+    sqlite_ledger.requeue("x", clock())
+    run_until_done(controller, world, clock, sqlite_ledger)
+    record = sqlite_ledger.get("x")
+    assert record.state is ConversionState.SUCCEEDED
+    assert record.path is Path.NEW
+    assert world.executions["x"] == [Path.LEGACY, Path.NEW]

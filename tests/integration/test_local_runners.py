@@ -1,0 +1,195 @@
+"""The local runners with the real sample worker: one process per conversion or per build."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from openpyxl import load_workbook
+
+from controller.domain import DispatchBatch, DispatchItem, JobRef, JobStatus
+from controller.domain import Path as Route
+from controller.localproc import worker_command
+from legacy_adapter.local import LocalBuildRunner
+from new_adapter.local import LocalParallelRunner
+
+
+def items(n: int, **params: str) -> tuple[DispatchItem, ...]:
+    return tuple(DispatchItem(f"c{i}", 100 + i, dict(params), "v1", 1) for i in range(n))
+
+
+def wait_terminal(runner, refs: list[JobRef], timeout: float = 60.0, watch=None) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if watch:
+            watch()
+        states = runner.poll(refs)
+        if all(s.status.terminal for s in states.values()):
+            return states
+        time.sleep(0.05)
+    raise AssertionError(f"not finished: {runner.poll(refs)}")
+
+
+@pytest.fixture
+def new_runner(tmp_path: Path):
+    runner = LocalParallelRunner(tmp_path / "state", worker_command(None), tmp_path / "out", timeout=30)
+    yield runner
+    runner.close()
+
+
+@pytest.fixture
+def legacy_runner(tmp_path: Path):
+    runner = LocalBuildRunner(tmp_path / "state", worker_command(None), tmp_path / "out", build_timeout=60)
+    yield runner
+    runner.close()
+
+
+def produced(tmp_path: Path) -> list[dict]:
+    lines = (tmp_path / "out" / "produced.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def overlap(lines: list[dict]) -> int:
+    events = sorted([(x["started_at"], 1) for x in lines] + [(x["finished_at"], -1) for x in lines])
+    best = cur = 0
+    for _, step in events:
+        cur += step
+        best = max(best, cur)
+    return best
+
+
+def test_new_runner_runs_one_process_per_conversion_within_its_cap(new_runner, tmp_path):
+    """Five jobs, cap two: never more than two at work; each writes a real workbook stamped 'new'."""
+    assert new_runner.set_capacity(2) == 2
+    refs = new_runner.submit(DispatchBatch("N1", Route.NEW, items(5, work_seconds="0.4"), 0))
+    seen = []
+    states = wait_terminal(new_runner, refs, watch=lambda: seen.append(new_runner.in_use()))
+    assert {s.status for s in states.values()} == {JobStatus.SUCCEEDED}
+    assert max(seen) <= 2
+    lines = produced(tmp_path)
+    assert sorted(x["conversion_id"] for x in lines) == [f"c{i}" for i in range(5)]
+    assert len({x["job_id"] for x in lines}) == 5
+    assert overlap(lines) <= 2
+    book = load_workbook(tmp_path / "out" / "100" / "c0.xlsx")
+    assert book.properties.keywords == "path=new"
+    sheet = book.worksheets[0]
+    assert [c.value for c in sheet[1]] == ["Record ID", "Submitted at", "Customer", "Amount", "Approved"]
+    assert isinstance(sheet["A2"].value, int)
+    assert isinstance(sheet["E2"].value, bool)
+
+
+def test_new_runner_queues_until_capacity_is_given(new_runner):
+    new_runner.set_capacity(0)
+    refs = new_runner.submit(DispatchBatch("N2", Route.NEW, items(2), 0))
+    time.sleep(0.3)
+    assert {s.status for s in new_runner.poll(refs).values()} == {JobStatus.QUEUED}
+    new_runner.set_capacity(5)
+    assert {s.status for s in wait_terminal(new_runner, refs).values()} == {JobStatus.SUCCEEDED}
+
+
+@pytest.mark.parametrize(
+    ("simulate", "reason"),
+    [
+        ("fail", "simulated failure"),
+        ("crash", "worker exited with status 3"),
+        ("hang", "timed out after 1s"),
+    ],
+)
+def test_new_runner_fails_a_conversion_whose_worker_fails_crashes_or_hangs(tmp_path, simulate, reason):
+    runner = LocalParallelRunner(tmp_path / "state", worker_command(None), tmp_path / "out", timeout=1)
+    try:
+        runner.set_capacity(1)
+        refs = runner.submit(DispatchBatch("N3", Route.NEW, items(1, simulate=simulate), 0))
+        state = wait_terminal(runner, refs, timeout=30)[refs[0]]
+        assert state.status is JobStatus.FAILED
+        assert reason in state.reason
+        assert runner.in_use() == 0
+    finally:
+        runner.close()
+
+
+def test_new_runner_submit_is_idempotent_and_find_sees_submitted_jobs(new_runner):
+    batch = DispatchBatch("N4", Route.NEW, items(2), 0)
+    first = new_runner.submit(batch)
+    second = new_runner.submit(batch)
+    assert first == second
+    assert len(list(new_runner.queue.iterdir())) == 2
+    found = new_runner.find([("c0", "N4"), ("c1", "N4"), ("c0", "N5")])
+    assert found == {"c0": first[0], "c1": first[1]}
+
+
+CRASHING_CONTROLLER = """
+import os, sys, time
+from pathlib import Path
+from controller.domain import DispatchBatch, DispatchItem, JobStatus, Path as Route
+from controller.localproc import worker_command
+from new_adapter.local import LocalParallelRunner
+root = Path(sys.argv[1])
+runner = LocalParallelRunner(root / "state", worker_command(None), root / "out", timeout=30)
+runner.set_capacity(1)
+item = DispatchItem("c0", 100, {"work_seconds": "1"}, "v1", 1)
+refs = runner.submit(DispatchBatch("N6", Route.NEW, (item,), 0))
+while runner.poll(refs)[refs[0]].status is not JobStatus.RUNNING:
+    time.sleep(0.02)
+os._exit(9)
+"""
+
+
+def test_a_restarted_runner_adopts_jobs_started_before_the_crash(tmp_path):
+    """The controller process dies while a worker runs: a new runner over the same state sees it finish."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", CRASHING_CONTROLLER, str(tmp_path)], check=False, timeout=60)
+    second = LocalParallelRunner(tmp_path / "state", worker_command(None), tmp_path / "out", timeout=30)
+    refs = [JobRef("N6.c0", "c0")]
+    try:
+        assert second.poll(refs)[refs[0]].status is JobStatus.RUNNING
+        assert second.in_use() == 1
+        assert wait_terminal(second, refs)[refs[0]].status is JobStatus.SUCCEEDED
+        assert [x["conversion_id"] for x in produced(tmp_path)] == ["c0"]
+    finally:
+        second.close()
+
+
+def test_legacy_build_works_a_manifest_with_fixed_threads_one_failure_does_not_fail_the_rest(
+    legacy_runner, tmp_path
+):
+    batch_items = (*items(5, work_seconds="0.3"), DispatchItem("bad", 7, {"simulate": "fail"}, "v1", 1))
+    refs = legacy_runner.submit(DispatchBatch("L1", Route.LEGACY, batch_items, 2))
+    seen = []
+    states = wait_terminal(legacy_runner, refs, watch=lambda: seen.append(legacy_runner.in_use()))
+    by_id = {ref.conversion_id: s for ref, s in states.items()}
+    assert by_id.pop("bad").status is JobStatus.FAILED
+    assert {s.status for s in by_id.values()} == {JobStatus.SUCCEEDED}
+    lines = produced(tmp_path)
+    assert {x["job_id"] for x in lines} == {"L1"}
+    assert {x["path"] for x in lines} == {"legacy"}
+    assert overlap(lines) <= 2
+    assert max(seen) <= 2
+    assert legacy_runner.in_use() == 0
+    assert load_workbook(tmp_path / "out" / "100" / "c0.xlsx").properties.keywords == "path=legacy"
+
+
+def test_legacy_build_is_started_once_per_key_and_found_after_a_crash(legacy_runner):
+    batch = DispatchBatch("L2", Route.LEGACY, items(2), 1)
+    assert legacy_runner.submit(batch) == legacy_runner.submit(batch)
+    assert len(list(legacy_runner.builds.iterdir())) == 1
+    found = legacy_runner.find([("c0", "L2"), ("c9", "L2"), ("c0", "L3")])
+    assert set(found) == {"c0"}
+    wait_terminal(legacy_runner, [JobRef("L2", "c0"), JobRef("L2", "c1")])
+
+
+def test_legacy_build_that_dies_fails_the_conversions_it_did_not_finish(legacy_runner):
+    batch_items = (
+        DispatchItem("ok", 1, {}, "v1", 1),
+        DispatchItem("boom", 2, {"simulate": "crash"}, "v1", 1),
+    )
+    refs = legacy_runner.submit(DispatchBatch("L4", Route.LEGACY, batch_items, 1))
+    states = wait_terminal(legacy_runner, refs)
+    by_id = {ref.conversion_id: s for ref, s in states.items()}
+    assert by_id["ok"].status is JobStatus.SUCCEEDED
+    assert by_id["boom"].status is JobStatus.FAILED
+    assert "without a result" in by_id["boom"].reason

@@ -1,0 +1,60 @@
+"""Two OS processes race to claim the same conversions on one SQLite file."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from pathlib import Path
+
+from controller.domain import ConversionRequest, ConversionState
+from controller.domain import Path as Route
+from controller.ledger_sqlite import SQLiteLedger
+from controller.ports import Claim
+
+N = 1000
+
+
+def _claimer(db: str, route: str, start, out) -> None:
+    ledger = SQLiteLedger(Path(db))
+    start.wait()
+    created = []
+    ids = list(range(N)) if route == "new" else list(reversed(range(N)))
+    for chunk in range(0, N, 25):
+        claims = [
+            Claim(ConversionRequest(f"c{i}", i % 7 + 1, {}), Route(route), route, "race")
+            for i in ids[chunk : chunk + 25]
+        ]
+        created += [o.record.conversion_id for o in ledger.claim(claims, 1.0) if o.created]
+        time.sleep(0.005)  # a cycle's other work; without it one process can hold the lock throughout
+    ledger.close()
+    out.put((route, created))
+
+
+def test_two_processes_claiming_the_same_conversions_end_with_one_owner_each(tmp_path: Path):
+    db = tmp_path / "race.db"
+    SQLiteLedger(db).close()
+    ctx = mp.get_context("spawn")
+    start, out = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_claimer, args=(str(db), r, start, out)) for r in ("new", "legacy")]
+    for p in procs:
+        p.start()
+    results = dict(out.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    new, legacy = set(results["new"]), set(results["legacy"])
+    assert not new & legacy
+    assert new | legacy == {f"c{i}" for i in range(N)}
+    assert new  # both really raced
+    assert legacy
+    ledger = SQLiteLedger(db)
+    try:
+        for cid in new:
+            assert ledger.get(cid).path is Route.NEW
+        for cid in legacy:
+            assert ledger.get(cid).path is Route.LEGACY
+        counts = ledger.counts()
+        assert counts.path_state(Route.NEW, ConversionState.CLAIMED) == len(new)
+        assert counts.path_state(Route.LEGACY, ConversionState.CLAIMED) == len(legacy)
+    finally:
+        ledger.close()

@@ -1,0 +1,82 @@
+"""decide() and basis(): the routing decision table and its invariants."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from controller.domain import Path
+from controller.routing import FallbackPolicy, RoutingPolicy, StalePolicy, basis, decide
+from flags.snapshot import FlagSnapshot, FlagState, FlagStatus
+
+
+def snap(ids: set[int], enabled: bool = True, version: str = "7") -> FlagSnapshot:
+    return FlagSnapshot(version, enabled, frozenset(ids), "test", 100.0)
+
+
+LEGACY_POLICY = RoutingPolicy()
+PAUSE_POLICY = RoutingPolicy(on_flag_unavailable=FallbackPolicy.PAUSE)
+
+
+@pytest.mark.parametrize(
+    ("tenant", "snapshot", "policy", "path", "version"),
+    [
+        pytest.param(5, snap({5}), LEGACY_POLICY, Path.NEW, "7", id="listed-goes-new"),
+        pytest.param(6, snap({5}), LEGACY_POLICY, Path.LEGACY, "7", id="unlisted-goes-legacy"),
+        pytest.param(5, snap({5}, enabled=False), LEGACY_POLICY, Path.LEGACY, "7", id="kill-switch"),
+        pytest.param(5, None, LEGACY_POLICY, Path.LEGACY, None, id="no-flag-legacy"),
+        pytest.param(5, None, PAUSE_POLICY, None, None, id="no-flag-pause"),
+        pytest.param(5, snap({5}), PAUSE_POLICY, Path.NEW, "7", id="pause-policy-irrelevant-with-flag"),
+        pytest.param(5, snap(set()), LEGACY_POLICY, Path.LEGACY, "7", id="empty-list"),
+    ],
+)
+def test_decision_table(tenant, snapshot, policy, path, version):
+    decision = decide(tenant, snapshot, policy)
+    assert decision.path is path
+    assert decision.flag_version == version
+    assert decision.reason
+
+
+@given(
+    tenant=st.integers(min_value=1, max_value=2**53 - 1),
+    ids=st.frozensets(st.integers(min_value=1, max_value=2**53 - 1), max_size=50),
+    enabled=st.booleans(),
+)
+def test_new_only_when_an_enabled_flag_lists_the_tenant(tenant, ids, enabled):
+    """The one way to the new path: a valid, enabled flag that lists the tenant."""
+    decision = decide(tenant, FlagSnapshot("v", enabled, ids, "t", 0.0), LEGACY_POLICY)
+    assert (decision.path is Path.NEW) == (enabled and tenant in ids)
+    assert decision.path in (Path.NEW, Path.LEGACY)
+
+
+@given(tenant=st.integers(min_value=1), policy=st.sampled_from([LEGACY_POLICY, PAUSE_POLICY]))
+def test_without_a_flag_nothing_goes_new(tenant, policy):
+    assert decide(tenant, None, policy).path is not Path.NEW
+
+
+def test_basis_keeps_the_last_good_flag_when_the_source_fails():
+    """A source failure never changes the snapshot routed by; it only explains itself."""
+    good = snap({1, 2})
+    for state in (FlagState.UNAVAILABLE, FlagState.INVALID, FlagState.STALE):
+        b = basis(FlagStatus(good, state, 150.0, "agent down"), LEGACY_POLICY)
+        assert b.snapshot is good
+        assert not b.hold
+        assert "agent down" in b.reason
+
+
+def test_basis_holds_a_too_old_flag_only_under_the_pause_policy():
+    old = snap({1})
+    status = FlagStatus(old, FlagState.UNAVAILABLE, 100.0 + 3600, "down")
+    serve = RoutingPolicy(max_flag_age_seconds=600, on_stale_flag=StalePolicy.SERVE)
+    pause = RoutingPolicy(max_flag_age_seconds=600, on_stale_flag=StalePolicy.PAUSE)
+    assert not basis(status, serve).hold
+    held = basis(status, pause)
+    assert held.hold
+    assert "3600s old" in held.reason
+
+
+def test_basis_without_any_flag_follows_the_fallback_policy():
+    status = FlagStatus(None, FlagState.UNAVAILABLE, 0.0, "not deployed")
+    assert not basis(status, LEGACY_POLICY).hold
+    assert basis(status, PAUSE_POLICY).hold
