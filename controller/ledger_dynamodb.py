@@ -1107,6 +1107,27 @@ class DynamoDBLedger:
             version_from_content=data["version_from_content"],
         )
 
+    def get_value(self, key: str) -> str | None:
+        """A small value kept by name (``pk = "kv#<key>"``), or None."""
+        with self._errors("get_value"):
+            answer = self._call(
+                lambda: self.client.get_item(
+                    TableName=self.table, Key={schema.HASH_KEY: _s(f"kv#{key}")}, ConsistentRead=True
+                )
+            )
+        item = answer.get("Item")
+        return _str(item, "value") if item else None
+
+    def put_value(self, key: str, value: str, now: float) -> None:
+        """Keep a small value by name, replacing what was there."""
+        with self._errors("put_value"):
+            self._call(
+                lambda: self.client.put_item(
+                    TableName=self.table,
+                    Item={schema.HASH_KEY: _s(f"kv#{key}"), "value": _s(value), "updated_at": _n(now)},
+                )
+            )
+
     def try_lease(self, name: str, holder: str, now: float, ttl: float) -> bool:
         """Take or renew the named lease with a conditional put; False while another holder has it."""
         try:

@@ -6,20 +6,16 @@ import random
 from collections.abc import Iterator
 
 import pytest
-from moto_world import TABLE, MotoServer, World, codebuild_as_documented
 
 from controller.aws import Backoff, Retrier
 from controller.ledger_dynamodb import DynamoDBLedger, create_table
+from tests.aws.moto_world import TABLE, MotoServer, World, codebuild_as_documented, shared_server
 
 
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[MotoServer]:
-    server = MotoServer()
-    try:
-        with codebuild_as_documented():
-            yield server
-    finally:
-        server.stop()
+    with codebuild_as_documented():
+        yield shared_server()
 
 
 @pytest.fixture

@@ -66,6 +66,16 @@ class MotoServer:
         self._thread.join(timeout=10)
 
 
+_SHARED: list[MotoServer] = []
+
+
+def shared_server() -> MotoServer:
+    """The one moto server of this test process, started on first use (every suite shares it)."""
+    if not _SHARED:
+        _SHARED.append(MotoServer())
+    return _SHARED[0]
+
+
 @dataclass
 class Calls:
     """What clients sent, operation by operation, recorded with botocore's event hooks."""

@@ -16,7 +16,6 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from moto_world import ACCOUNT, BUCKET, COMPUTE_ENVIRONMENT, JOB_DEFINITION, QUEUE, REGION, World
 
 from controller.aws import Backoff, ManifestStore, Retrier
 from controller.cycle import Controller, CycleConfig
@@ -34,6 +33,7 @@ from controller.errors import SubmitRejectedError
 from controller.ledger_sqlite import SQLiteLedger
 from flags.snapshot import FlagSnapshot, FlagState, FlagStatus
 from new_adapter.batch import BatchBackend, array_job_name, single_job_name
+from tests.aws.moto_world import ACCOUNT, BUCKET, COMPUTE_ENVIRONMENT, JOB_DEFINITION, QUEUE, REGION, World
 
 S = ConversionState
 BATCH_JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")

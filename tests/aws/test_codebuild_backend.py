@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ReadTimeoutError
-from moto_world import BUCKET, PROJECT, World
 
 from controller.aws import ManifestStore, Retrier
 from controller.cycle import Controller, CycleConfig
@@ -29,6 +28,7 @@ from controller.errors import SubmitRejectedError
 from controller.ledger_sqlite import SQLiteLedger
 from flags.snapshot import FlagSnapshot, FlagState, FlagStatus
 from legacy_adapter.codebuild import CodeBuildBackend
+from tests.aws.moto_world import BUCKET, PROJECT, World
 
 S = ConversionState
 

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 from botocore.awsrequest import AWSResponse
-from moto_world import TABLE, World
 
 from controller import ledger_schema as schema
 from controller.aws import Backoff, Retrier
@@ -24,6 +23,7 @@ from controller.ledger_dynamodb import DynamoDBLedger, create_table
 from controller.ledger_sqlite import SQLiteLedger
 from controller.ports import Claim, Dispatched, Finish, Ledger
 from flags.snapshot import FlagSnapshot
+from tests.aws.moto_world import TABLE, World
 
 S = ConversionState
 REPO = FsPath(__file__).resolve().parents[2]
