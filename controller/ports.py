@@ -245,8 +245,7 @@ class Run:
     """One conversion in one job or build, as a backend lists it for reconciliation.
 
     ``status`` is UNKNOWN when the listing cannot tell this conversion's outcome cheaply (a
-    conversion inside an array job or a build that has failures); ``Backend.poll`` on
-    ``ref`` tells it exactly.
+    conversion inside an array job or a build); ``Inventory.outcomes`` tells it exactly.
     """
 
     ref: JobRef
@@ -260,6 +259,10 @@ class Inventory(Protocol):
 
     def inventory(self, since: float) -> list[Run]:
         """Every conversion in jobs or builds created since ``since`` (epoch seconds)."""
+        ...
+
+    def outcomes(self, refs: Sequence[JobRef]) -> dict[JobRef, JobState]:
+        """What ``Backend.poll`` would say of these references, leaving the cycle's view alone."""
         ...
 
 

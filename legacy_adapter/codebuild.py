@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -44,6 +44,7 @@ from controller.domain import DispatchBatch, JobRef, JobState, JobStatus, Path
 from controller.errors import BackendUnavailableError, SubmitRejectedError
 from controller.localproc import result_state
 from controller.ports import Run
+from controller.reconcile import ReconcileTally
 
 if TYPE_CHECKING:
     from mypy_boto3_codebuild import CodeBuildClient
@@ -106,6 +107,7 @@ class CodeBuildBackend:
         project: str,
         retrier: Retrier | None = None,
         clock: Callable[[], float] = time.time,
+        tally: ReconcileTally | None = None,
         lookback_seconds: float = 24 * 3600.0,
     ) -> None:
         self.codebuild = codebuild
@@ -114,6 +116,7 @@ class CodeBuildBackend:
         self.lookback_seconds = lookback_seconds
         self._retrier = retrier or Retrier()
         self._clock = clock
+        self._tally = tally
         self._builds: dict[str, _Build] = {}
         self._stopped: set[str] = set()
         self._held = 0
@@ -199,6 +202,14 @@ class CodeBuildBackend:
     def poll(self, refs: Sequence[JobRef]) -> dict[JobRef, JobState]:
         """BatchGetBuilds in chunks of 100; each conversion's outcome from its result object, and a
         build that ended without one fails that conversion with the build's reason."""
+        return self._poll(refs, track=True)
+
+    def outcomes(self, refs: Sequence[JobRef]) -> dict[JobRef, JobState]:
+        """The state of each reference, as ``poll`` tells it, without touching the threads the
+        cycle counts: for reconciliation on another thread."""
+        return self._poll(refs, track=False)
+
+    def _poll(self, refs: Sequence[JobRef], *, track: bool) -> dict[JobRef, JobState]:
         by_build: dict[str, list[JobRef]] = {}
         for r in refs:
             by_build.setdefault(r.job_id, []).append(r)
@@ -214,7 +225,8 @@ class CodeBuildBackend:
                 states, holding = self._states(build, brefs)
                 out.update(states)
                 held += holding
-        self._held = held
+        if track:
+            self._held = held
         return out
 
     def _get_builds(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -344,6 +356,12 @@ class CodeBuildBackend:
     def set_capacity(self, slots: int) -> int | None:
         """A build's threads are fixed when it starts; there is no cap to set."""
         return None
+
+    def reconcile_counts(self) -> Mapping[str, int]:
+        """Distinct conversions reconciliation flagged on this path since start (duplicates, orphans)."""
+        if self._tally is None:
+            return {"duplicates": 0, "orphans": 0}
+        return self._tally.counts(self.path)
 
     def in_use(self) -> int:
         """Worker threads held by builds still working at the last poll: min(threads, conversions left)."""

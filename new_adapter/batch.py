@@ -29,11 +29,11 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -50,6 +50,7 @@ from controller.aws import (
 from controller.domain import DispatchBatch, DispatchItem, JobRef, JobState, JobStatus, Path
 from controller.errors import BackendUnavailableError, SubmitRejectedError
 from controller.ports import Run
+from controller.reconcile import ReconcileTally
 
 if TYPE_CHECKING:
     from mypy_boto3_batch import BatchClient
@@ -173,6 +174,7 @@ class BatchBackend:
         quota_reader: Callable[[], float | None] | None = None,
         retrier: Retrier | None = None,
         clock: Callable[[], float] = time.time,
+        tally: ReconcileTally | None = None,
         child_refresh_seconds: float = 30.0,
         capacity_refresh_seconds: float = 300.0,
     ) -> None:
@@ -184,6 +186,7 @@ class BatchBackend:
         self.budget = budget
         self._retrier = retrier or Retrier()
         self._clock = clock
+        self._tally = tally
         self._child_refresh = child_refresh_seconds
         self._capacity_refresh = capacity_refresh_seconds
         self._vcpus_setting = vcpus_per_job
@@ -328,6 +331,14 @@ class BatchBackend:
     def poll(self, refs: Sequence[JobRef]) -> dict[JobRef, JobState]:
         """DescribeJobs in chunks of 100 for single jobs and array parents; an array's children
         are listed only when the parent's status summary says some have finished or run."""
+        return self._poll(refs, track=True)
+
+    def outcomes(self, refs: Sequence[JobRef]) -> dict[JobRef, JobState]:
+        """The state of each reference, as ``poll`` tells it, without touching what the cycle
+        tracks (running jobs, listed children): for reconciliation on another thread."""
+        return self._poll(refs, track=False)
+
+    def _poll(self, refs: Sequence[JobRef], *, track: bool) -> dict[JobRef, JobState]:
         singles = [r for r in refs if ":" not in r.job_id]
         children: dict[str, list[JobRef]] = {}
         for r in refs:
@@ -373,10 +384,11 @@ class BatchBackend:
                     if state.status is JobStatus.SUCCEEDED and results:
                         state = JobState(JobStatus.SUCCEEDED, "", f"{results}{r.conversion_id}.json")
                     out[r] = state
-        self._children = polled
-        self._running = running
-        self.capacity.running = running
-        self._refresh_capacity_view()
+        if track:
+            self._children = polled
+            self._running = running
+            self.capacity.running = running
+            self._refresh_capacity_view()
         return out
 
     def _describe(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -648,6 +660,12 @@ class BatchBackend:
             )
         return out
 
+    def reconcile_counts(self) -> Mapping[str, int]:
+        """Distinct conversions reconciliation flagged on this path since start (duplicates, orphans)."""
+        if self._tally is None:
+            return {"duplicates": 0, "orphans": 0}
+        return self._tally.counts(self.path)
+
     def in_use(self) -> int:
         """Jobs STARTING or RUNNING at the last poll (array children counted from the summaries)."""
         return self._running
@@ -703,3 +721,26 @@ def _retry_problems(name: str, definition: dict[str, Any]) -> list[str]:
         f"job definition {name}'s retry strategy has no catch-all EXIT rule: a failure that "
         "matches no rule is retried"
     ]
+
+
+FARGATE_VCPU_QUOTA_CODE = "L-3032A538"  # Service Quotas: "Fargate On-Demand vCPU resource count"
+
+
+class QuotaClient(Protocol):
+    """The one Service Quotas call the adapter makes."""
+
+    def get_service_quota(self, *, ServiceCode: str, QuotaCode: str) -> Mapping[str, Any]: ...
+
+
+def fargate_quota_reader(client: QuotaClient, retrier: Retrier | None = None) -> Callable[[], float | None]:
+    """A reader of the account's Fargate On-Demand vCPU quota, for ``BatchBackend(quota_reader=...)``."""
+    retry = retrier or Retrier()
+
+    def read() -> float | None:
+        answer = retry.call(
+            partial(client.get_service_quota, ServiceCode="fargate", QuotaCode=FARGATE_VCPU_QUOTA_CODE)
+        )
+        value = (answer.get("Quota") or {}).get("Value")
+        return float(value) if value is not None else None
+
+    return read
