@@ -236,7 +236,7 @@ def build(
         tasks.append(reconciler.tick)
     if tasks:
         service.housekeeping = Housekeeping(
-            tasks, interval=min(20.0, max(1.0, settings.cycle_seconds)), clock=clock
+            tasks, interval=min(15.0, max(1.0, settings.cycle_seconds * 3)), clock=clock
         )
         service.housekeeping.start()
     return service

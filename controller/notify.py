@@ -221,7 +221,7 @@ class Signals:
         self._changes: deque[FlagChange] = deque(maxlen=100)
         self._counts: Counter[tuple[str, int, tuple[tuple[str, str], ...]]] = Counter()
         self._gauges: list[Datum] = []
-        self._cycles_seen: int | None = None
+        self._cycles_seen = 0
         self.view: CycleView | None = None
 
     # -- hooks the cycle calls (no I/O) ---------------------------------------------------------
@@ -256,8 +256,7 @@ class Signals:
         view = self.view
         with self._lock:
             if view is not None:
-                if self._cycles_seen is not None:
-                    self._counts[(CYCLES_COMPLETED, minute, ())] += max(0, view.cycles - self._cycles_seen)
+                self._counts[(CYCLES_COMPLETED, minute, ())] += max(0, view.cycles - self._cycles_seen)
                 self._cycles_seen = view.cycles
                 state = view.flag_state
                 if state is not None:
