@@ -109,6 +109,7 @@ class CodeBuildBackend:
         clock: Callable[[], float] = time.time,
         tally: ReconcileTally | None = None,
         lookback_seconds: float = 24 * 3600.0,
+        results_refresh_seconds: float = 15.0,
     ) -> None:
         self.codebuild = codebuild
         self.manifests = manifests
@@ -118,6 +119,8 @@ class CodeBuildBackend:
         self._clock = clock
         self._tally = tally
         self._builds: dict[str, _Build] = {}
+        self._results: dict[str, tuple[float, set[str]]] = {}
+        self._results_refresh = results_refresh_seconds
         self._stopped: set[str] = set()
         self._held = 0
 
@@ -255,12 +258,12 @@ class CodeBuildBackend:
                 r: JobState(JobStatus.UNKNOWN, f"build {build_id} has no readable manifest") for r in refs
             }, 0
         results_prefix = manifest_key.rsplit("/", 1)[0] + "/results/" if manifest_key else ""
-        done = {name.rsplit("/", 1)[1].removesuffix(".json") for name in self.manifests.names(results_prefix)}
+        ended = status in _ENDED
+        queued = status == "IN_PROGRESS" and str(build.get("currentPhase", "")) in _QUEUED_PHASES
+        done = self._done(build_id, results_prefix, ended=ended, queued=queued)
         order = [str(c["conversion_id"]) for c in manifest.get("conversions", [])]
         threads = int(manifest.get("threads") or 1)
         left = [c for c in order if c not in done]
-        ended = status in _ENDED
-        queued = status == "IN_PROGRESS" and str(build.get("currentPhase", "")) in _QUEUED_PHASES
         working = set(left[:threads]) if not ended and not queued else set()
         out: dict[JobRef, JobState] = {}
         for r in refs:
@@ -281,6 +284,20 @@ class CodeBuildBackend:
         holding = 0 if ended else min(threads, len(left))
         return out, holding
 
+    def _done(self, build_id: str, prefix: str, *, ended: bool, queued: bool) -> set[str]:
+        """Conversions of a build with a result object. A working build's results are listed at
+        most every ``results_refresh_seconds``; an ended build's once more, in full."""
+        now = self._clock()
+        cached = self._results.get(build_id)
+        if queued or (cached is not None and not ended and now - cached[0] < self._results_refresh):
+            return cached[1] if cached is not None else set()
+        done = {name.rsplit("/", 1)[1].removesuffix(".json") for name in self.manifests.names(prefix)}
+        if ended:
+            self._results.pop(build_id, None)
+        else:
+            self._results[build_id] = (now, done)
+        return done
+
     # -- find, inventory ---------------------------------------------------------------------
 
     def _recent(self, since: float) -> list[_Build]:
@@ -300,6 +317,8 @@ class CodeBuildBackend:
             token = answer.get("nextToken")
             if not token or (page and all(b.started_at < since for b in page)):
                 break
+        for build_id in [b for b, info in self._builds.items() if info.started_at < since - 3600]:
+            del self._builds[build_id]  # older than any window asked for: forget it
         return out
 
     def find(self, intents: Sequence[tuple[str, str]]) -> dict[str, JobRef]:

@@ -450,7 +450,7 @@ class BatchBackend:
                 listed = list(
                     self._list(
                         jobQueue=self.job_queue,
-                        filters=[{"name": "JOB_NAME", "values": [f"{key}*"]}],
+                        filters=[{"name": "JOB_NAME", "values": [f"{key}-*"]}],
                         maxResults=LIST_MAX_WITH_FILTER,
                     )
                 )

@@ -328,3 +328,24 @@ def test_inventory_lists_every_conversion_of_recent_builds(
         (r.job_id, r.conversion_id) for r in one + two
     )
     assert aws.calls.params("ListBuildsForProject")[-1]["sortOrder"] == "DESCENDING"
+
+
+def test_a_working_builds_results_are_listed_now_and_then_and_once_more_at_its_end(
+    aws: World, make_backend: Callable[..., CodeBuildBackend], clock: Clock
+) -> None:
+    """Polling every cycle does not list a working build's results every cycle: at most once per
+    refresh interval, and once more when the build has ended, so no result is missed."""
+    backend = make_backend(results_refresh_seconds=15.0)
+    refs = backend.submit(DispatchBatch("Lquiet", Path.LEGACY, items(4), 2))
+    aws.set_build(refs[0].job_id, "IN_PROGRESS", phase="BUILD")
+    aws.calls.clear()
+    for _ in range(5):
+        clock.now += 2
+        backend.poll(refs)
+    assert aws.calls.count("ListObjectsV2") == 1
+    for r in refs:
+        write_result(aws, "Lquiet", r.conversion_id, "succeeded")
+    aws.set_build(refs[0].job_id, "SUCCEEDED")
+    states = backend.poll(refs)
+    assert {s.status for s in states.values()} == {JobStatus.SUCCEEDED}
+    assert aws.calls.count("ListObjectsV2") == 2
