@@ -480,6 +480,13 @@ class SQLiteLedger:
         )
         return [(m, Path(p), v, n) for m, p, v, n in rows]
 
+    def tenant_activity(self, since: float) -> dict[int, int]:
+        """Conversions received per tenant since ``since`` (epoch seconds): the load each tenant brings."""
+        rows = self._read(
+            "SELECT tenant_id, count(*) FROM conversions WHERE received_at >= ? GROUP BY tenant_id", (since,)
+        )
+        return {int(t): int(n) for t, n in rows}
+
     def by_tenant(self, tenant_id: int, limit: int = 1000) -> list[ConversionRecord]:
         """A tenant's conversions, newest first."""
         rows = self._read(
