@@ -183,9 +183,11 @@ class DynamoDBLedger:
         return out
 
     def close(self) -> None:
+        """Close the DynamoDB client."""
         self.client.close()
 
     def ping(self) -> None:
+        """Raise ``LedgerError`` unless the table answers (one small GetItem)."""
         with self._errors("ping"):
             self._call(
                 lambda: self.client.get_item(
