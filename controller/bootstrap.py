@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from controller.cycle import Controller, CycleConfig
-from controller.domain import Path
+from controller.domain import ConversionRecord, ConversionState, Path
 from controller.errors import ConfigError
 from controller.housekeeping import Housekeeping
 from controller.notify import LogMetrics, LogNotifier, MetricSink, Notifier, Signals
@@ -209,9 +209,15 @@ def build(
     *,
     clock: Callable[[], float] = time.time,
     on_flag_change: Callable[[FlagChange], None] | None = None,
+    on_finished: Callable[[ConversionRecord, ConversionState, str], None] | None = None,
+    wrap_backend: Callable[[Backend], Backend] | None = None,
 ) -> Service:
-    """Wire one controller process from its settings. With signals or an AWS backend, a
-    housekeeping thread starts too (sending signals, reconciling); ``Service.close`` stops it."""
+    """Wire one controller process from its settings.
+
+    ``on_finished`` hears every outcome the cycle records; ``wrap_backend`` may decorate each
+    backend (the service's metrics time the calls that way). With signals or an AWS backend, a
+    housekeeping thread starts too (sending signals, reconciling); ``Service.close`` stops it.
+    """
     ledger = make_ledger(settings)
     holder = f"{socket.gethostname()}:{os.getpid()}"
     tally = ReconcileTally()
@@ -228,6 +234,8 @@ def build(
             on_change=changed,
         )
         backends = make_backends(settings, clock, tally)
+        if wrap_backend is not None:
+            backends = {path: wrap_backend(backend) for path, backend in backends.items()}
     except BaseException:
         ledger.close()
         raise
@@ -238,7 +246,7 @@ def build(
         config=cycle_config(settings),
         clock=clock,
         holder=holder,
-        on_finished=signals.conversion_finished if signals is not None else None,
+        on_finished=_all(on_finished, signals.conversion_finished if signals is not None else None),
     )
     service = Service(settings, ledger, flags, backends, controller, clock)
     reconciler = Reconciler(
@@ -266,6 +274,20 @@ def build(
         )
         service.housekeeping.start()
     return service
+
+
+def _all(
+    *hooks: Callable[[ConversionRecord, ConversionState, str], None] | None,
+) -> Callable[[ConversionRecord, ConversionState, str], None] | None:
+    present = [h for h in hooks if h is not None]
+    if len(present) <= 1:
+        return present[0] if present else None
+
+    def call(record: ConversionRecord, state: ConversionState, reason: str) -> None:
+        for hook in present:
+            hook(record, state, reason)
+
+    return call
 
 
 def _both(
