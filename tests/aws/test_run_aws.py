@@ -1,6 +1,6 @@
-"""`cutover run` against AWS (a moto server on 127.0.0.1): conversions end up in CodeBuild builds
-and Batch jobs exactly as the flag says, none in both, and the controller's metrics reach
-CloudWatch. The legacy build's work is played by a stand-in worker that writes each conversion's
+"""`cutover run` against AWS (a moto server on 127.0.0.1): conversions posted over HTTP end up in
+CodeBuild builds and Batch jobs exactly as the flag says, none in both, and the controller's
+metrics reach CloudWatch. The legacy build's work is played by a stand-in worker that writes each conversion's
 result next to the manifest, as a real build would."""
 
 from __future__ import annotations
@@ -119,9 +119,9 @@ def conversions_in_jobs(world: World) -> list[str]:
 def test_cutover_run_on_aws_sends_each_conversion_to_the_path_the_flag_names(
     world: World, tmp_path: FsPath
 ) -> None:
-    """With CUTOVER_BACKEND=aws, conversions of the migrated tenants run as Batch jobs and the
-    others in CodeBuild builds; no conversion is in both, none is left out, every one succeeds,
-    and the per-path success counts reach CloudWatch."""
+    """With CUTOVER_BACKEND=aws, conversions posted to /conversions run as Batch jobs for the
+    migrated tenants and in CodeBuild builds for the others; no conversion is in both, none is
+    left out, every one succeeds, and the per-path success counts reach CloudWatch."""
     world.bucket()
     world.batch()
     world.codebuild()
@@ -171,11 +171,10 @@ def test_cutover_run_on_aws_sends_each_conversion_to_the_path_the_flag_names(
                 for r in requests
             ]
         }
-        status, _ = http("POST", f"{base}/conversions", body)
-        if status != 202:  # a build without the intake endpoint: feed the same ledger directly
-            ledger = SQLiteLedger(db)
-            ledger.accept(requests, time.time())
-            ledger.close()
+        status, answer = http("POST", f"{base}/conversions", body)
+        assert status == 202
+        assert sorted(answer["accepted"]) == sorted(r.conversion_id for r in requests)
+        assert answer["duplicates"] == []
         ledger = SQLiteLedger(db)
         deadline = time.monotonic() + 60
         while ledger.counts().state(ConversionState.SUCCEEDED) < len(requests):
