@@ -300,10 +300,12 @@ class CodeBuildBackend:
 
     # -- find, inventory ---------------------------------------------------------------------
 
-    def _recent(self, since: float) -> list[_Build]:
+    def _recent(self, since: float, looking_for: set[str] | None = None) -> list[_Build]:
         """The project's builds started since ``since``, newest first, from ListBuildsForProject
-        (ids only) and BatchGetBuilds for the ids not seen before."""
+        (ids only) and BatchGetBuilds for the ids not seen before; with ``looking_for`` (manifest
+        URIs), paging stops as soon as a build of each has been seen."""
         out: list[_Build] = []
+        missing = set(looking_for) if looking_for is not None else None
         token: str | None = None
         while True:
             request: dict[str, Any] = {"projectName": self.project, "sortOrder": "DESCENDING"}
@@ -314,16 +316,18 @@ class CodeBuildBackend:
             self._get_builds([i for i in ids if i not in self._builds])
             page = [self._builds[i] for i in ids if i in self._builds]
             out.extend(b for b in page if b.started_at >= since)
+            if missing is not None:
+                missing -= {b.manifest_uri for b in page if b.manifest_uri}
             token = answer.get("nextToken")
-            if not token or (page and all(b.started_at < since for b in page)):
+            if not token or (page and all(b.started_at < since for b in page)) or missing == set():
                 break
         for build_id in [b for b, info in self._builds.items() if info.started_at < since - 3600]:
             del self._builds[build_id]  # older than any window asked for: forget it
         return out
 
     def find(self, intents: Sequence[tuple[str, str]]) -> dict[str, JobRef]:
-        """Builds started under these intents: the project's recent builds whose environment names
-        the intent's manifest (the build started first wins)."""
+        """Builds started under these intents: the project's recent builds (newest first, until each
+        intent's manifest has turned up) whose environment names the intent's manifest."""
         wanted: dict[str, set[str]] = {}
         for conversion_id, key in intents:
             wanted.setdefault(self.manifests.uri(self.manifests.key(Path.LEGACY.value, key)), set()).add(
@@ -331,7 +335,7 @@ class CodeBuildBackend:
             )
         found: dict[str, JobRef] = {}
         with self._unknown("ListBuildsForProject"):
-            builds = self._recent(self._clock() - self.lookback_seconds)
+            builds = self._recent(self._clock() - self.lookback_seconds, set(wanted))
             for build in sorted(builds, key=lambda b: b.started_at):
                 ids = wanted.get(build.manifest_uri or "")
                 if not ids:
