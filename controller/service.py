@@ -13,7 +13,10 @@ from typing import Protocol
 from controller.cycle import Controller
 from controller.domain import Path
 from controller.finder import SourceStats
-from controller.ports import Backend, Ledger
+from controller.housekeeping import Housekeeping
+from controller.notify import Signals
+from controller.ports import Advisories, Backend, Ledger
+from controller.reconcile import Reconciler
 from controller.settings import Settings
 from flags.lkg import LastKnownGood
 
@@ -41,8 +44,21 @@ class Service:
     clock: Callable[[], float]
     started_at: float = field(default_factory=time.time)
     intakes: list[Intake] = field(default_factory=list)
+    signals: Signals | None = None  # SNS messages and CloudWatch metrics, when configured
+    reconciler: Reconciler | None = None  # periodic reconciliation, when the backends can list runs
+    housekeeping: Housekeeping | None = None  # the thread that sends signals and reconciles
+
+    def warnings(self) -> list[str]:
+        """What the backends want an operator to know (e.g. a Fargate quota below the budget's needs)."""
+        out: list[str] = []
+        for backend in self.backends.values():
+            if isinstance(backend, Advisories):
+                out.extend(backend.warnings())
+        return out
 
     def close(self) -> None:
+        if self.housekeeping is not None:
+            self.housekeeping.stop()
         for backend in self.backends.values():
             backend.close()
         # The agent source holds a pooled HTTP connection to the sidecar.
