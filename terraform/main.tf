@@ -67,7 +67,7 @@ data "aws_iam_policy_document" "key" {
       "kms:UpdateAlias",
       "kms:UpdateKeyDescription",
     ]
-    resources = ["*"]
+    resources = ["*"] # in a key policy, "*" is this key
 
     principals {
       type        = "AWS"
@@ -86,7 +86,7 @@ data "aws_iam_policy_document" "key" {
       "kms:ReEncryptFrom",
       "kms:ReEncryptTo",
     ]
-    resources = ["*"]
+    resources = ["*"] # in a key policy, "*" is this key
 
     principals {
       type        = "Service"
@@ -104,7 +104,7 @@ data "aws_iam_policy_document" "key" {
   statement {
     sid       = "CloudWatchAlarmsPublishToTheTopic"
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
-    resources = ["*"]
+    resources = ["*"] # in a key policy, "*" is this key
 
     principals {
       type        = "Service"

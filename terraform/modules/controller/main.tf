@@ -34,6 +34,7 @@ locals {
     CUTOVER_BUDGET                    = tostring(var.budget)
     CUTOVER_CYCLE_SECONDS             = tostring(var.cycle_seconds)
     CUTOVER_SNS_TOPIC_ARN             = var.sns_topic_arn
+    AWS_REGION                        = local.region
   }
 
   # Values that must not sit in the task definition in clear text.

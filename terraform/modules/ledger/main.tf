@@ -137,20 +137,12 @@ resource "aws_s3_bucket_lifecycle_configuration" "manifests" {
     }
   }
 
-  # Anything written outside the prefix by hand is cleaned up on the same schedule.
+  # Uploads that never completed are removed wherever they were started.
   rule {
-    id     = "expire-everything-else"
+    id     = "abort-incomplete-uploads"
     status = "Enabled"
 
     filter {}
-
-    expiration {
-      days = var.manifest_expiration_days
-    }
-
-    noncurrent_version_expiration {
-      noncurrent_days = var.noncurrent_version_expiration_days
-    }
 
     abort_incomplete_multipart_upload {
       days_after_initiation = 1
