@@ -10,7 +10,7 @@ output "table_arn" {
 
 output "bucket_name" {
   description = "Name of the manifest bucket."
-  value       = aws_s3_bucket.manifests.id
+  value       = aws_s3_bucket.manifests.bucket
 }
 
 output "bucket_arn" {

@@ -13,12 +13,6 @@ terraform {
   }
 }
 
-variable "endpoint" {
-  description = "URL of the moto server."
-  type        = string
-}
-
-
 variable "budget" {
   description = "Budget given to the batch module."
   type        = number
@@ -29,30 +23,9 @@ variable "vcpus_per_job" {
   type        = number
 }
 
+# The endpoints and test credentials come from moto_provider_override.tf.tmpl.
 provider "aws" {
-  region                      = "us-east-1"
-  access_key                  = "testing"
-  secret_key                  = "testing"
-  skip_credentials_validation = true
-  skip_metadata_api_check     = true
-  skip_region_validation      = true
-  skip_requesting_account_id  = true
-  s3_use_path_style           = true
-
-  endpoints {
-    batch      = var.endpoint
-    cloudwatch = var.endpoint
-    codebuild  = var.endpoint
-    dynamodb   = var.endpoint
-    ec2        = var.endpoint
-    iam        = var.endpoint
-    kms        = var.endpoint
-    logs       = var.endpoint
-    s3         = var.endpoint
-    scheduler  = var.endpoint
-    sns        = var.endpoint
-    sts        = var.endpoint
-  }
+  region = "us-east-1"
 }
 
 resource "aws_kms_key" "test" {
