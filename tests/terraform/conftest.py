@@ -12,9 +12,10 @@ import logging
 import os
 import shutil
 import subprocess
+import threading
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,12 @@ import terraform_hcl as tf
 HERE = Path(__file__).resolve().parent
 PLUGIN_DIR = Path(os.environ.get("CUTOVER_TF_PLUGIN_DIR", "/opt/tf-plugins"))
 PROVIDER_OVERRIDE = HERE / "moto_provider_override.tf.tmpl"
+PLAN_FLAGS = ("-input=false", "-lock=false", "-parallelism=4")
+
+# What the moto stack gives the batch module: max_vcpus must come out as their product.
+BUDGET = 7
+VCPUS_PER_JOB = 2
+STACK_VARIABLES = (f"-var=budget={BUDGET}", f"-var=vcpus_per_job={VCPUS_PER_JOB}")
 
 
 def terraform_unavailable() -> str | None:
@@ -85,6 +92,46 @@ class Terraform:
         return json.loads(self.run(directory, "show", "-json", plan_file).stdout)
 
 
+@dataclass
+class MotoStack:
+    """The test-only stack, applied to moto in a background thread.
+
+    The apply spends most of its minute in the provider's waiters (a Batch job queue, an S3
+    lifecycle configuration), so it runs while the other tests do. It has a data directory of its
+    own: the foreground tests re-initialise theirs for every configuration.
+    """
+
+    terraform: Terraform
+    directory: Path
+    endpoint: str
+    error: BaseException | None = None
+    _thread: threading.Thread | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._apply, name="moto-stack-apply", daemon=True)
+        self._thread.start()
+
+    def _apply(self) -> None:
+        try:
+            self.terraform.point_at_moto(self.directory, self.endpoint)
+            self.terraform.init(self.directory)
+            self.terraform.run(
+                self.directory, "apply", "-auto-approve", *PLAN_FLAGS, *STACK_VARIABLES, timeout=900
+            )
+        except BaseException as exc:  # handed to the test that waits for it
+            self.error = exc
+
+    def wait(self, timeout: float = 900) -> None:
+        assert self._thread is not None, "the stack was never started"
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), f"apply still running after {timeout} s"
+        if self.error is not None:
+            raise AssertionError(f"applying the moto stack failed: {self.error}") from self.error
+
+    def run(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        return self.terraform.run(self.directory, *args, timeout=timeout)
+
+
 @pytest.fixture(scope="session")
 def terraform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Terraform]:
     reason = terraform_unavailable()
@@ -101,6 +148,34 @@ def terraform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Terraform]:
     finally:
         # The data directory holds a copy of the provider (hundreds of MB): never leave it behind.
         shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def moto_stack(terraform: Terraform, moto_endpoint: str) -> Iterator[MotoStack]:
+    stack = MotoStack(
+        terraform=Terraform(work=terraform.work, data_dir=terraform.work / ".terraform-data-stack"),
+        directory=terraform.work / "moto_stack",
+        endpoint=moto_endpoint,
+    )
+    stack.start()
+    yield stack
+    if stack._thread is not None:
+        stack._thread.join(900)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _apply_moto_stack_early(request: pytest.FixtureRequest) -> None:
+    """Start the moto stack's apply with the session when a selected test will use it."""
+    wanted = any(
+        "moto_stack" in getattr(item, "fixturenames", ()) for item in request.session.items
+    )
+    if wanted and terraform_unavailable() is None:
+        request.getfixturevalue("moto_stack")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the tests that use the moto stack last, so that its apply overlaps the others."""
+    items.sort(key=lambda item: "moto_stack" in getattr(item, "fixturenames", ()))
 
 
 @pytest.fixture(scope="session")
