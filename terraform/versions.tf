@@ -1,5 +1,6 @@
 terraform {
-  # 1.5: `check` blocks and optional object attributes with defaults are relied upon.
+  # Object attributes with defaults (optional(type, default)) need 1.3; 1.5 is the oldest
+  # release this configuration supports.
   required_version = ">= 1.5"
 
   required_providers {

@@ -188,6 +188,7 @@ def test_controller_environment_selects_the_production_adapters(parsed):
     assert not [k for k in agent if k.startswith("CUTOVER_")]
     # Values that settings validate are validated the same way here.
     Settings(
+        _env_file=None,
         flag_source=env["CUTOVER_FLAG_SOURCE"],
         agent_url=agent_url,
         backend=env["CUTOVER_BACKEND"],
