@@ -14,8 +14,9 @@ variable "name" {
   default     = "cutover"
 
   validation {
-    condition     = can(regex("^[a-z][a-z0-9-]{1,30}$", var.name))
-    error_message = "name must be 2-31 lowercase letters, digits or '-', starting with a letter."
+    # The manifest bucket is named <name>-manifests-<account>-<region>, at most 63 characters.
+    condition     = can(regex("^[a-z][a-z0-9-]{1,19}$", var.name))
+    error_message = "name must be 2-20 lowercase letters, digits or '-', starting with a letter."
   }
 }
 

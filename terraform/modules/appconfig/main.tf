@@ -190,7 +190,7 @@ resource "aws_lambda_function" "validator" {
   source_code_hash               = filebase64sha256(var.validator_zip_path)
   timeout                        = 10 # AppConfig gives a validator 15 s, cold start included
   memory_size                    = 256
-  reserved_concurrent_executions = 5
+  reserved_concurrent_executions = var.validator_reserved_concurrency
   kms_key_arn                    = var.kms_key_arn
 
   dynamic "environment" {

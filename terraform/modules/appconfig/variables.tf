@@ -100,6 +100,17 @@ variable "validator_runtime" {
   }
 }
 
+variable "validator_reserved_concurrency" {
+  description = "Concurrent executions reserved for (and capping) the validator; AppConfig runs it once per deployment. An account must keep 10 unreserved, so a new account with a limit of 10 needs -1 (no reservation)."
+  type        = number
+  default     = 5
+
+  validation {
+    condition     = var.validator_reserved_concurrency == -1 || (var.validator_reserved_concurrency >= 1 && floor(var.validator_reserved_concurrency) == var.validator_reserved_concurrency)
+    error_message = "validator_reserved_concurrency must be -1 or a whole number from 1."
+  }
+}
+
 variable "validator_environment" {
   description = "Environment variables of the validator function (encrypted with the KMS key)."
   type        = map(string)
