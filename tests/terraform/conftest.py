@@ -143,8 +143,11 @@ def terraform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Terraform]:
     )
     shutil.copytree(tf.TERRAFORM_DIR, work / "terraform", ignore=ignore)
     shutil.copytree(HERE / "moto_stack", work / "moto_stack", ignore=ignore)
+    runner = Terraform(work=work, data_dir=work / ".terraform-data")
     try:
-        yield Terraform(work=work, data_dir=work / ".terraform-data")
+        # Installs the provider (a copy of several hundred MB) once, for every configuration.
+        runner.init(work / "terraform")
+        yield runner
     finally:
         # The data directory holds a copy of the provider (hundreds of MB): never leave it behind.
         shutil.rmtree(work, ignore_errors=True)
@@ -152,8 +155,12 @@ def terraform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Terraform]:
 
 @pytest.fixture(scope="session")
 def moto_stack(terraform: Terraform, moto_endpoint: str) -> Iterator[MotoStack]:
+    data_dir = terraform.work / ".terraform-data-stack"
+    data_dir.mkdir()
+    # Its own modules, the same installed provider: no second copy to read from disk.
+    (data_dir / "providers").symlink_to(terraform.data_dir / "providers")
     stack = MotoStack(
-        terraform=Terraform(work=terraform.work, data_dir=terraform.work / ".terraform-data-stack"),
+        terraform=Terraform(work=terraform.work, data_dir=data_dir),
         directory=terraform.work / "moto_stack",
         endpoint=moto_endpoint,
     )
