@@ -229,8 +229,12 @@ class SQLiteLedger:
         return AcceptResult(accepted, duplicates)
 
     def unclaimed(self, limit: int) -> list[ConversionRecord]:
+        # A received request has no path yet (intake and requeue leave it NULL); saying so lets
+        # SQLite walk (state, path, seq) in order and stop at ``limit``, instead of sorting every
+        # waiting request on each cycle of a burst.
         rows = self._read(
-            f"SELECT {_COLUMNS} FROM conversions WHERE state = 'received' ORDER BY seq LIMIT ?",
+            f"SELECT {_COLUMNS} FROM conversions WHERE state = 'received' AND path IS NULL "
+            "ORDER BY seq LIMIT ?",
             (limit,),
         )
         return [_record(r) for r in rows]
