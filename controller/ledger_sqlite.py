@@ -13,6 +13,8 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import fields
+from functools import lru_cache
 from pathlib import Path as FsPath
 from typing import Any
 
@@ -121,24 +123,32 @@ _COLUMNS = (
 _FLAG_KEY = "flag:last_known_good"
 
 
+_STATES = {s.value: s for s in ConversionState}
+_PATHS = {p.value: p for p in Path}
+
+# ``_record`` passes the columns by position (a third cheaper than by keyword, and it runs for
+# every row a cycle reads), so the column list must stay in the record's field order.
+if tuple(f.name for f in fields(ConversionRecord)) != tuple(c.strip() for c in _COLUMNS.split(",")):
+    raise RuntimeError("_COLUMNS must list ConversionRecord's fields in their order")
+
+
+@lru_cache(maxsize=1024)
+def _decoded_params(text: str) -> dict[str, str]:
+    # Conversions of one batch mostly share their params: decode each text once. Never handed
+    # out as it is: every record gets its own copy.
+    decoded: dict[str, str] = json.loads(text)
+    return decoded
+
+
 def _record(row: tuple[Any, ...]) -> ConversionRecord:
+    path = row[4]
     return ConversionRecord(
-        conversion_id=row[0],
-        tenant_id=row[1],
-        params=json.loads(row[2]),
-        state=ConversionState(row[3]),
-        path=Path(row[4]) if row[4] else None,
-        flag_version=row[5],
-        reason=row[6],
-        job_ref=row[7],
-        intent=row[8],
-        fence=row[9],
-        attempts=row[10],
-        received_at=row[11],
-        claimed_at=row[12],
-        dispatched_at=row[13],
-        finished_at=row[14],
-        updated_at=row[15],
+        row[0],
+        row[1],
+        dict(_decoded_params(row[2])),
+        _STATES.get(row[3]) or ConversionState(row[3]),
+        (_PATHS.get(path) or Path(path)) if path else None,
+        *row[5:],
     )
 
 
