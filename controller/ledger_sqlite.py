@@ -156,6 +156,41 @@ def _params(params: dict[str, str]) -> str:
     return json.dumps(params, sort_keys=True, separators=(",", ":"))
 
 
+_PATH_VALUES = {p: p.value for p in Path}
+_CLAIMED = S.CLAIMED
+_CLAIM_RECEIVED = (
+    "UPDATE conversions SET state = 'claimed', path = ?, flag_version = ?, reason = ?, "
+    "claimed_at = ?, updated_at = ? WHERE conversion_id = ? AND state = 'received'"
+)
+
+
+class _Undo(Exception):
+    """Raised inside a write to roll it back on purpose."""
+
+
+def _claimed(c: Claim, now: float) -> ConversionRecord:
+    """The record a successful claim leaves, built without reading it back (fields in order)."""
+    req = c.request
+    return ConversionRecord(
+        req.conversion_id,
+        req.tenant_id,
+        dict(req.params),
+        _CLAIMED,
+        c.path,
+        c.flag_version,
+        c.reason,
+        None,  # job_ref
+        None,  # intent
+        0,  # fence
+        0,  # attempts
+        None,  # received_at
+        now,  # claimed_at
+        None,  # dispatched_at
+        None,  # finished_at
+        now,  # updated_at
+    )
+
+
 class SQLiteLedger:
     """The ledger port on one SQLite file in WAL mode; one connection per thread."""
 
@@ -250,16 +285,16 @@ class SQLiteLedger:
         return [_record(r) for r in rows]
 
     def claim(self, claims: Sequence[Claim], now: float) -> list[Ownership]:
+        if self._claim_all_received(claims, now):
+            return [Ownership(_claimed(c, now), True) for c in claims]
         out: list[Ownership] = []
         with self._write() as db:
             for c in claims:
                 req = c.request
                 created = (
                     db.execute(
-                        "UPDATE conversions SET state = 'claimed', path = ?, flag_version = ?, "
-                        "reason = ?, claimed_at = ?, updated_at = ? "
-                        "WHERE conversion_id = ? AND state = 'received'",
-                        (c.path.value, c.flag_version, c.reason, now, now, req.conversion_id),
+                        _CLAIM_RECEIVED,
+                        (_PATH_VALUES[c.path], c.flag_version, c.reason, now, now, req.conversion_id),
                     ).rowcount
                     == 1
                 )
@@ -284,17 +319,7 @@ class SQLiteLedger:
                         == 1
                     )
                 if created:
-                    record = ConversionRecord(
-                        conversion_id=req.conversion_id,
-                        tenant_id=req.tenant_id,
-                        params=dict(req.params),
-                        state=S.CLAIMED,
-                        path=c.path,
-                        flag_version=c.flag_version,
-                        reason=c.reason,
-                        claimed_at=now,
-                        updated_at=now,
-                    )
+                    record = _claimed(c, now)
                 else:
                     row = db.execute(
                         f"SELECT {_COLUMNS} FROM conversions WHERE conversion_id = ?",
@@ -303,6 +328,27 @@ class SQLiteLedger:
                     record = _record(row)
                 out.append(Ownership(record, created))
         return out
+
+    def _claim_all_received(self, claims: Sequence[Claim], now: float) -> bool:
+        """Claim the whole batch in one statement when every request is still in the intake.
+
+        The usual case in a cycle: it saves a statement round trip per conversion. The summed row
+        count tells whether each claim took its row; if any did not (someone else owns it, it was
+        never accepted, or it appears twice), the transaction is rolled back and ``claim`` goes
+        one by one. A whole transaction rather than a savepoint: a savepoint journals every page
+        it touches, which costs a third of the claim.
+        """
+        rows = [
+            (_PATH_VALUES[c.path], c.flag_version, c.reason, now, now, c.request.conversion_id)
+            for c in claims
+        ]
+        try:
+            with self._write() as db:
+                if db.executemany(_CLAIM_RECEIVED, rows).rowcount != len(rows):
+                    raise _Undo
+        except _Undo:
+            return False
+        return True
 
     # -- dispatch ----------------------------------------------------------------------------
 
