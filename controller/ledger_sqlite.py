@@ -158,6 +158,7 @@ def _params(params: dict[str, str]) -> str:
 
 _PATH_VALUES = {p: p.value for p in Path}
 _CLAIMED = S.CLAIMED
+_DISPATCHING = S.DISPATCHING
 _CLAIM_RECEIVED = (
     "UPDATE conversions SET state = 'claimed', path = ?, flag_version = ?, reason = ?, "
     "claimed_at = ?, updated_at = ? WHERE conversion_id = ? AND state = 'received'"
@@ -188,6 +189,28 @@ def _claimed(c: Claim, now: float) -> ConversionRecord:
         None,  # dispatched_at
         None,  # finished_at
         now,  # updated_at
+    )
+
+
+def _dispatching(r: ConversionRecord, intent: str, now: float) -> ConversionRecord:
+    """``r`` as ``mark_dispatching`` leaves it (fields in order; ``dataclasses.replace`` is slow)."""
+    return ConversionRecord(
+        r.conversion_id,
+        r.tenant_id,
+        r.params,
+        _DISPATCHING,
+        r.path,
+        r.flag_version,
+        r.reason,
+        r.job_ref,
+        intent,
+        r.fence + 1,
+        r.attempts + 1,
+        r.received_at,
+        r.claimed_at,
+        r.dispatched_at,
+        r.finished_at,
+        now,
     )
 
 
@@ -372,16 +395,7 @@ class SQLiteLedger:
                     (intent, now, r.conversion_id, r.fence),
                 )
                 if cur.rowcount == 1:
-                    taken.append(
-                        _replace(
-                            r,
-                            state=S.DISPATCHING,
-                            intent=intent,
-                            fence=r.fence + 1,
-                            attempts=r.attempts + 1,
-                            updated_at=now,
-                        )
-                    )
+                    taken.append(_dispatching(r, intent, now))
         return taken
 
     def mark_dispatched(self, items: Sequence[Dispatched], now: float) -> list[str]:
