@@ -353,25 +353,39 @@ class SQLiteLedger:
         return out
 
     def _claim_all_received(self, claims: Sequence[Claim], now: float) -> bool:
-        """Claim the whole batch in one statement when every request is still in the intake.
-
-        The usual case in a cycle: it saves a statement round trip per conversion. The summed row
-        count tells whether each claim took its row; if any did not (someone else owns it, it was
-        never accepted, or it appears twice), the transaction is rolled back and ``claim`` goes
-        one by one. A whole transaction rather than a savepoint: a savepoint journals every page
-        it touches, which costs a third of the claim.
-        """
+        """Claim the whole batch in one statement when every request is still in the intake."""
         rows = [
             (_PATH_VALUES[c.path], c.flag_version, c.reason, now, now, c.request.conversion_id)
             for c in claims
         ]
+        return self._all_apply(_CLAIM_RECEIVED, rows)
+
+    def _all_apply(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> bool:
+        """Run ``sql`` for every row in one executemany, and keep it only if every run changed a row.
+
+        Each write here is a compare-and-set on one conversion: it changes that row or none. In a
+        cycle they almost always all apply, and one statement for the batch saves a round trip
+        per conversion; the summed row count proves it. If any did not apply (another writer got
+        there first, or a conversion is in the batch twice), the transaction is rolled back and
+        the caller goes one by one. A whole transaction rather than a savepoint: a savepoint
+        journals every page it touches, which costs a third of the statement.
+        """
         try:
             with self._write() as db:
-                if db.executemany(_CLAIM_RECEIVED, rows).rowcount != len(rows):
+                if db.executemany(sql, rows).rowcount != len(rows):
                     raise _Undo
         except _Undo:
             return False
         return True
+
+    def _each(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> list[bool]:
+        """Run ``sql`` once per row in one transaction; whether each run changed its row."""
+        if not rows:
+            return []
+        if self._all_apply(sql, rows):
+            return [True] * len(rows)
+        with self._write() as db:
+            return [db.execute(sql, row).rowcount == 1 for row in rows]
 
     # -- dispatch ----------------------------------------------------------------------------
 
@@ -385,42 +399,29 @@ class SQLiteLedger:
     def mark_dispatching(
         self, records: Sequence[ConversionRecord], intent: str, now: float
     ) -> list[ConversionRecord]:
-        taken: list[ConversionRecord] = []
-        with self._write() as db:
-            for r in records:
-                cur = db.execute(
-                    "UPDATE conversions SET state = 'dispatching', intent = ?, fence = fence + 1, "
-                    "attempts = attempts + 1, updated_at = ? "
-                    "WHERE conversion_id = ? AND state = 'claimed' AND fence = ?",
-                    (intent, now, r.conversion_id, r.fence),
-                )
-                if cur.rowcount == 1:
-                    taken.append(_dispatching(r, intent, now))
-        return taken
+        applied = self._each(
+            "UPDATE conversions SET state = 'dispatching', intent = ?, fence = fence + 1, "
+            "attempts = attempts + 1, updated_at = ? "
+            "WHERE conversion_id = ? AND state = 'claimed' AND fence = ?",
+            [(intent, now, r.conversion_id, r.fence) for r in records],
+        )
+        return [_dispatching(r, intent, now) for r, ok in zip(records, applied, strict=True) if ok]
 
     def mark_dispatched(self, items: Sequence[Dispatched], now: float) -> list[str]:
-        done: list[str] = []
-        with self._write() as db:
-            for d in items:
-                cur = db.execute(
-                    "UPDATE conversions SET state = 'dispatched', job_ref = ?, dispatched_at = ?, "
-                    "updated_at = ? WHERE conversion_id = ? AND state = 'dispatching' AND fence = ?",
-                    (d.job_ref, now, now, d.conversion_id, d.fence),
-                )
-                if cur.rowcount == 1:
-                    done.append(d.conversion_id)
-        return done
+        applied = self._each(
+            "UPDATE conversions SET state = 'dispatched', job_ref = ?, dispatched_at = ?, "
+            "updated_at = ? WHERE conversion_id = ? AND state = 'dispatching' AND fence = ?",
+            [(d.job_ref, now, now, d.conversion_id, d.fence) for d in items],
+        )
+        return [d.conversion_id for d, ok in zip(items, applied, strict=True) if ok]
 
     def release(self, conversion_ids: Sequence[tuple[str, int]], now: float, reason: str) -> int:
-        n = 0
-        with self._write() as db:
-            for cid, fence in conversion_ids:
-                n += db.execute(
-                    "UPDATE conversions SET state = 'claimed', intent = NULL, reason = ?, "
-                    "updated_at = ? WHERE conversion_id = ? AND state = 'dispatching' AND fence = ?",
-                    (reason, now, cid, fence),
-                ).rowcount
-        return n
+        applied = self._each(
+            "UPDATE conversions SET state = 'claimed', intent = NULL, reason = ?, "
+            "updated_at = ? WHERE conversion_id = ? AND state = 'dispatching' AND fence = ?",
+            [(reason, now, cid, fence) for cid, fence in conversion_ids],
+        )
+        return sum(applied)
 
     def intents(self, older_than: float, limit: int) -> list[ConversionRecord]:
         rows = self._read(
@@ -441,19 +442,15 @@ class SQLiteLedger:
     # -- outcomes ----------------------------------------------------------------------------
 
     def mark_finished(self, finishes: Sequence[Finish], now: float) -> list[str]:
-        done: list[str] = []
-        with self._write() as db:
-            for f in finishes:
-                if not f.state.terminal:
-                    raise ValueError(f"{f.state} is not a terminal state")
-                cur = db.execute(
-                    "UPDATE conversions SET state = ?, reason = ?, finished_at = ?, updated_at = ? "
-                    "WHERE conversion_id = ? AND state = 'dispatched' AND fence = ?",
-                    (f.state.value, f.reason, now, now, f.conversion_id, f.fence),
-                )
-                if cur.rowcount == 1:
-                    done.append(f.conversion_id)
-        return done
+        for f in finishes:
+            if not f.state.terminal:
+                raise ValueError(f"{f.state} is not a terminal state")
+        applied = self._each(
+            "UPDATE conversions SET state = ?, reason = ?, finished_at = ?, updated_at = ? "
+            "WHERE conversion_id = ? AND state = 'dispatched' AND fence = ?",
+            [(f.state.value, f.reason, now, now, f.conversion_id, f.fence) for f in finishes],
+        )
+        return [f.conversion_id for f, ok in zip(finishes, applied, strict=True) if ok]
 
     def resubmit(self, conversion_id: str, fence: int, reason: str, now: float) -> bool:
         with self._write() as db:
