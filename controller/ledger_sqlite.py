@@ -152,8 +152,13 @@ def _record(row: tuple[Any, ...]) -> ConversionRecord:
     )
 
 
+# One encoder for every request: json.dumps with options builds a new one per call, which cost
+# as much as the INSERT itself.
+_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
+
+
 def _params(params: dict[str, str]) -> str:
-    return json.dumps(params, sort_keys=True, separators=(",", ":"))
+    return _encode(params)
 
 
 _PATH_VALUES = {p: p.value for p in Path}
@@ -283,17 +288,16 @@ class SQLiteLedger:
     # -- intake and claims -------------------------------------------------------------------
 
     def accept(self, requests: Sequence[ConversionRequest], now: float) -> AcceptResult:
+        applied = self._each(
+            "INSERT OR IGNORE INTO conversions "
+            "(conversion_id, tenant_id, params, state, received_at, updated_at) "
+            "VALUES (?, ?, ?, 'received', ?, ?)",
+            [(req.conversion_id, req.tenant_id, _params(req.params), now, now) for req in requests],
+        )
         accepted: list[str] = []
         duplicates: list[str] = []
-        with self._write() as db:
-            for req in requests:
-                cur = db.execute(
-                    "INSERT OR IGNORE INTO conversions "
-                    "(conversion_id, tenant_id, params, state, received_at, updated_at) "
-                    "VALUES (?, ?, ?, 'received', ?, ?)",
-                    (req.conversion_id, req.tenant_id, _params(req.params), now, now),
-                )
-                (accepted if cur.rowcount == 1 else duplicates).append(req.conversion_id)
+        for req, new in zip(requests, applied, strict=True):
+            (accepted if new else duplicates).append(req.conversion_id)
         return AcceptResult(accepted, duplicates)
 
     def unclaimed(self, limit: int) -> list[ConversionRecord]:
