@@ -36,6 +36,32 @@ def make_flag_source(settings: Settings, clock: Callable[[], float]) -> Source:
         from flags.file_source import FileFlagSource
 
         return FileFlagSource(settings.flag_file, settings.flag_key, clock)
+    if settings.flag_source == "agent":
+        from flags.agent import AgentFlagSource
+
+        return AgentFlagSource(
+            settings.agent_url,
+            settings.appconfig_application,
+            settings.appconfig_environment,
+            settings.appconfig_profile,
+            settings.flag_key,
+            clock,
+            token=settings.agent_token.get_secret_value() if settings.agent_token else None,
+            connect_timeout=settings.agent_connect_timeout,
+            read_timeout=settings.agent_read_timeout,
+            startup_seconds=settings.agent_startup_seconds,
+        )
+    if settings.flag_source == "appconfigdata":
+        from flags.appconfigdata import AppConfigDataSource, make_client
+
+        return AppConfigDataSource(
+            make_client(settings.agent_connect_timeout, settings.agent_read_timeout),
+            settings.appconfig_application,
+            settings.appconfig_environment,
+            settings.appconfig_profile,
+            settings.flag_key,
+            clock,
+        )
     raise ConfigError(f"CUTOVER_FLAG_SOURCE: {settings.flag_source!r} is not supported by this build")
 
 

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from controller.errors import CutoverError, InputError
 from controller.settings import Settings, load_settings
+from flags.cli import flag_app
 
 app = typer.Typer(
     name="cutover",
@@ -23,6 +24,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.add_typer(flag_app, name="flag")
 out = Console()
 err = Console(stderr=True)
 

@@ -1,9 +1,11 @@
 """``cutover demo``: a whole month of cutover on one machine, in about a minute.
 
 ~200 tenants in five rollout groups (least active first). The run starts with no flag (all on
-the old path), publishes flag versions that add groups 1-3, rolls back once, then advances
-through group 5. Each stage submits a wave of conversions through the intake and runs cycles
-until they are drained. The verdict comes from the worker outputs and the ledger, not from
+the old path), advances through groups 1-3 with the operation behind ``cutover flag advance``,
+rolls back to the previous flag version with the one behind ``cutover flag rollback``, then
+advances through group 5. Flag versions are numbered files beside the flag file, as AppConfig
+numbers its versions. Each stage submits a wave of conversions through the intake and runs
+cycles until they are drained. The verdict comes from the worker outputs and the ledger, not from
 the controller's own counters.
 """
 
@@ -17,13 +19,15 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
-from typing import Any
+from typing import Any, Literal
 
 from controller.domain import ConversionRequest, ConversionState, Path
 from controller.service import Service
 from controller.settings import Settings
-from flags.document import values_document
-from flags.file_source import write_json_atomically
+from flags import ops
+from flags.atomic import write_json_atomically
+from flags.file_store import FileVersionStore, history_dir
+from flags.rollout import load_plan
 
 TENANTS = 200
 GROUP_SIZES = (20, 30, 40, 50, 60)
@@ -32,20 +36,21 @@ FIRST_TENANT = 1001
 
 @dataclass(frozen=True, slots=True)
 class Stage:
-    """One step of the rollout: which groups the flag lists (None = no flag published yet)."""
+    """One step of the rollout: advance through a group, roll back one version, or publish nothing."""
 
     name: str
-    groups: tuple[int, ...] | None
+    action: Literal["none", "advance", "rollback"]
+    group: str | None = None
 
 
 STAGES = (
-    Stage("no flag", None),
-    Stage("group-1", (1,)),
-    Stage("group-2", (1, 2)),
-    Stage("group-3", (1, 2, 3)),
-    Stage("rollback", (1, 2)),
-    Stage("group-4", (1, 2, 3, 4)),
-    Stage("group-5", (1, 2, 3, 4, 5)),
+    Stage("no flag", "none"),
+    Stage("group-1", "advance", "group-1"),
+    Stage("group-2", "advance", "group-2"),
+    Stage("group-3", "advance", "group-3"),
+    Stage("rollback", "rollback"),
+    Stage("group-4", "advance", "group-4"),
+    Stage("group-5", "advance", "group-5"),
 )
 
 
@@ -137,6 +142,7 @@ def demo_settings(base: Settings, workdir: FsPath) -> Settings:
             "backend": "local",
             "local_state_dir": workdir / "state",
             "output_dir": workdir / "output",
+            "rollout_file": workdir / "rollout.json",
             "cycle_seconds": 0.1,
             "intent_grace_seconds": 10.0,
         }
@@ -150,6 +156,7 @@ def prepare(workdir: FsPath) -> None:
         shutil.rmtree(workdir / name, ignore_errors=True)
     for name in ("ledger.db", "ledger.db-wal", "ledger.db-shm", "flags.json", "rollout.json"):
         (workdir / name).unlink(missing_ok=True)
+    shutil.rmtree(history_dir(workdir / "flags.json"), ignore_errors=True)
 
 
 def wave(stage_index: int, tenants: list[int], previous: list[str]) -> list[ConversionRequest]:
@@ -196,10 +203,14 @@ def run_stages(
     """Play the rollout and judge it from the outputs."""
     started = time.monotonic()
     groups = rollout_groups()
+    plan_file = service.settings.rollout_file or workdir / "rollout.json"
     write_json_atomically(
-        workdir / "rollout.json",
+        plan_file,
         {"groups": [{"name": name, "tenant_ids": ids} for name, ids in groups.items()]},
     )
+    plan = load_plan(plan_file)
+    store = FileVersionStore(service.settings.flag_file, service.settings.flag_key)
+    operator = ops.Operator(by="cutover demo", clock=service.clock)
     tenants = sorted(t for ids in groups.values() for t in ids)
     result = DemoResult(budget=service.settings.budget)
     accepted: list[str] = []
@@ -207,12 +218,13 @@ def run_stages(
     migrated_before: set[int] = set()
     for index, stage in enumerate(STAGES):
         stage_started = time.monotonic()
-        migrated: set[int] = set()
         version = None
-        if stage.groups is not None:
-            migrated = {t for g in stage.groups for t in groups[f"group-{g}"]}
-            doc = values_document(service.settings.flag_key, True, sorted(migrated))
-            write_json_atomically(service.settings.flag_file, doc)
+        if stage.action == "advance":
+            ops.advance(store, plan, to_group=stage.group, max_add=service.settings.max_add, op=operator)
+        elif stage.action == "rollback":
+            ops.rollback(store, op=operator)
+        current = store.in_force()
+        migrated = set(current.content.migrated) if current else set()
         requests = wave(index, tenants, previous)
         answer = service.ledger.accept(requests, service.clock())
         result.resubmitted_ids_folded += len(answer.duplicates)

@@ -11,7 +11,9 @@ CutoverError
  │    └── BackendUnavailableError the outcome is unknown (timeout, 5xx): something may have started
  └── FlagError               the feature flag could not be used
       ├── FlagUnavailableError   the flag source did not answer (transient)
-      └── FlagInvalidError       the flag source answered with a document that is rejected whole
+      │    └── FlagNotDeployedError the source answered, but no flag version is deployed there yet
+      ├── FlagInvalidError       the flag source answered with a document that is rejected whole
+      └── FlagDeploymentError    a flag deployment ended without completing (rolled back, reverted)
 
 ``transient`` tells the one place that retries whether trying again can help.
 """
@@ -71,8 +73,16 @@ class FlagUnavailableError(FlagError):
     transient = True
 
 
+class FlagNotDeployedError(FlagUnavailableError):
+    """Raised when the flag source answers but has no flag version deployed yet (agent 404)."""
+
+
 class FlagInvalidError(FlagError):
     """Raised when the flag document is malformed; the message names the first bad value."""
+
+
+class FlagDeploymentError(FlagError):
+    """Raised when a flag deployment ends without completing: AppConfig rolled it back or reverted it."""
 
 
 # The names DESIGN.md gives the flag port's errors.

@@ -559,6 +559,13 @@ class SQLiteLedger:
         )
         return [(m, Path(p), v, n) for m, p, v, n in rows]
 
+    def tenant_activity(self, since: float) -> dict[int, int]:
+        """Conversions received per tenant since ``since`` (epoch seconds): the load each tenant brings."""
+        rows = self._read(
+            "SELECT tenant_id, count(*) FROM conversions WHERE received_at >= ? GROUP BY tenant_id", (since,)
+        )
+        return {int(t): int(n) for t, n in rows}
+
     def by_tenant(self, tenant_id: int, limit: int = 1000) -> list[ConversionRecord]:
         """A tenant's conversions, newest first."""
         rows = self._read(
@@ -605,6 +612,18 @@ class SQLiteLedger:
             duplicates_folded=data["duplicates_folded"],
             version_from_content=data["version_from_content"],
         )
+
+    def get_value(self, key: str) -> str | None:
+        rows = self._read("SELECT value FROM kv WHERE key = ?", ("value:" + key,))
+        return str(rows[0][0]) if rows else None
+
+    def put_value(self, key: str, value: str, now: float) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO kv (key, value, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                ("value:" + key, value, now),
+            )
 
     def try_lease(self, name: str, holder: str, now: float, ttl: float) -> bool:
         with self._write() as db:

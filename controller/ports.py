@@ -179,6 +179,14 @@ class Ledger(Protocol):
         """The persisted last-known-good flag, if any."""
         ...
 
+    def get_value(self, key: str) -> str | None:
+        """A small value kept by name (an intake's watermark and last run), or None."""
+        ...
+
+    def put_value(self, key: str, value: str, now: float) -> None:
+        """Keep a small value by name, replacing what was there."""
+        ...
+
     def try_lease(self, name: str, holder: str, now: float, ttl: float) -> bool:
         """Take or renew the named lease for ``holder``; False while another holder has it."""
         ...

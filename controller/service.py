@@ -31,4 +31,8 @@ class Service:
     def close(self) -> None:
         for backend in self.backends.values():
             backend.close()
+        # The agent source holds a pooled HTTP connection to the sidecar.
+        close_source = getattr(self.flags.source, "close", None)
+        if callable(close_source):
+            close_source()
         self.ledger.close()

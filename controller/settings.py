@@ -10,7 +10,7 @@ import shlex
 from pathlib import Path as FsPath
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from controller.errors import ConfigError
@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     on_flag_unavailable: Literal["legacy", "pause"] = "legacy"
     max_flag_age: Annotated[float, Field(gt=0)] | None = None
     on_stale_flag: Literal["serve", "pause"] = "serve"
+    agent_connect_timeout: Annotated[float, Field(gt=0, le=30)] = 1.0
+    agent_read_timeout: Annotated[float, Field(gt=0, le=60)] = 2.0
+    agent_startup_seconds: Annotated[float, Field(ge=0, le=600)] = 15.0
+    rollout_file: FsPath | None = None
+    max_add: PositiveInt = 500
+    deployment_strategy: str = "AppConfig.AllAtOnce"
 
     ledger: str = "sqlite:///./cutover.db"
     backend: Literal["local", "aws"] = "local"
@@ -98,6 +104,27 @@ class Settings(BaseSettings):
             raise ValueError("must be a command line")
         return value
 
+    @field_validator("deployment_strategy")
+    @classmethod
+    def _strategy(cls, value: str) -> str:
+        if not re.match(r"^[^\x00-\x1f]{1,64}$", value):
+            raise ValueError("must be a deployment strategy id or name (e.g. AppConfig.AllAtOnce)")
+        return value
+
+    @model_validator(mode="after")
+    def _agent_within_cycle(self) -> Settings:
+        # One agent request must never hold a cycle up: the whole answer has to fit well inside it.
+        if self.flag_source == "agent" and self.agent_connect_timeout + self.agent_read_timeout >= (
+            self.cycle_seconds
+        ):
+            raise ValueError(
+                f"{ENV_PREFIX}AGENT_CONNECT_TIMEOUT + {ENV_PREFIX}AGENT_READ_TIMEOUT must stay under "
+                f"{ENV_PREFIX}CYCLE_SECONDS "
+                f"({self.agent_connect_timeout:g}s + {self.agent_read_timeout:g}s >= "
+                f"{self.cycle_seconds:g}s)"
+            )
+        return self
+
     @property
     def sqlite_path(self) -> FsPath | None:
         """The SQLite file of a ``sqlite:///`` ledger, else None."""
@@ -140,7 +167,9 @@ def load_settings(env_file: FsPath | None = None, **overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = str(first["loc"][0]) if first["loc"] else "?"
+        if not first["loc"]:
+            raise ConfigError(f"settings: {str(first['msg']).removeprefix('Value error, ')}") from exc
+        field = str(first["loc"][0])
         got = first.get("input")
         shown = "" if isinstance(got, dict) else f" (got {str(got)[:80]!r})"
         raise ConfigError(f"{ENV_PREFIX}{field.upper()}: {first['msg']}{shown}") from exc

@@ -8,8 +8,10 @@ the flag's), and the single flag object the agent answers for ``?flag=<key>``. P
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -64,15 +66,25 @@ def _locate(loc: tuple[int | str, ...]) -> str:
     return out
 
 
+def _is_definition(doc: dict[str, Any]) -> bool:
+    """True for the full definition document: only ``version``/``flags``/``values`` at the top."""
+    keys = set(doc)
+    return (
+        "values" in keys and keys <= {"version", "flags", "values"} and ("flags" in keys or "version" in keys)
+    )
+
+
 def _flag_object(doc: Any, flag_key: str, shape: Shape, where: str) -> tuple[Any, str]:
     if not isinstance(doc, dict):
         raise FlagInvalidError(f"{where}: expected a JSON object, got {type(doc).__name__}")
     if shape == "flag":
         return doc, flag_key
-    if "flags" in doc and "values" in doc:
+    if _is_definition(doc):
+        if "version" in doc and doc["version"] != "1":
+            raise FlagInvalidError(f'{where}: version: must be "1" (got {json.dumps(doc["version"])[:60]})')
         values = doc["values"]
         if not isinstance(values, dict):
-            raise FlagInvalidError(f"{where}: 'values' must be an object")
+            raise FlagInvalidError(f"{where}: values: must be an object")
         if flag_key not in values:
             raise FlagInvalidError(f"{where}: flag '{flag_key}' is missing from 'values'")
         return values[flag_key], f"values.{flag_key}"
@@ -80,6 +92,40 @@ def _flag_object(doc: Any, flag_key: str, shape: Shape, where: str) -> tuple[Any
         keys = ", ".join(sorted(map(str, doc))[:5]) or "none"
         raise FlagInvalidError(f"{where}: flag '{flag_key}' is missing (keys found: {keys})")
     return doc[flag_key], flag_key
+
+
+def _problem(error: Any) -> str:
+    """Pydantic's message, said in the flag's terms where a tenant id is at fault."""
+    loc = tuple(error["loc"])
+    got = error.get("input")
+    if loc[:1] == ("tenant_ids",) and len(loc) == 2:
+        if isinstance(got, bool):
+            return "a boolean is not a tenant id; tenant ids are whole numbers >= 1"
+        if isinstance(got, float):
+            return "a tenant id must be a whole number written without a fraction or exponent"
+    return str(error["msg"]).lower()
+
+
+def _validate(value: Any, path: str, where: str) -> FlagValue:
+    try:
+        flag = FlagValue.model_validate(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        got = first.get("input")
+        shown = json.dumps(got)[:60] if not isinstance(got, dict | list) else type(got).__name__
+        raise FlagInvalidError(
+            f"{where}: {path}{_locate(tuple(first['loc']))}: {_problem(first)} (got {shown})"
+        ) from exc
+    if flag.enabled and flag.tenant_ids is None:
+        raise FlagInvalidError(f"{where}: {path}.tenant_ids: required while the flag is enabled")
+    return flag
+
+
+def read_values(doc: Any, *, flag_key: str, where: str = "flag document") -> tuple[bool, list[int]]:
+    """``enabled`` and the listed tenant ids (even while disabled) of a decoded document, validated whole."""
+    value, path = _flag_object(doc, flag_key, "auto", where)
+    flag = _validate(value, path, where)
+    return flag.enabled, list(flag.tenant_ids or [])
 
 
 def parse_flag(
@@ -95,17 +141,7 @@ def parse_flag(
     """Validate ``raw`` whole and build its snapshot; ``FlagInvalidError`` names the first bad value."""
     doc = load_json(raw, where)
     value, path = _flag_object(doc, flag_key, shape, where)
-    try:
-        flag = FlagValue.model_validate(value)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        got = first.get("input")
-        shown = json.dumps(got)[:60] if not isinstance(got, dict | list) else type(got).__name__
-        raise FlagInvalidError(
-            f"{where}: {path}{_locate(tuple(first['loc']))}: {first['msg'].lower()} (got {shown})"
-        ) from exc
-    if flag.enabled and flag.tenant_ids is None:
-        raise FlagInvalidError(f"{where}: {path}.tenant_ids: required while the flag is enabled")
+    flag = _validate(value, path, where)
     ids = flag.tenant_ids or []
     tenant_ids = frozenset(ids) if flag.enabled else frozenset()
     data = raw.encode() if isinstance(raw, str) else raw
@@ -121,9 +157,70 @@ def parse_flag(
     )
 
 
-def values_document(flag_key: str, enabled: bool, tenant_ids: list[int]) -> dict[str, Any]:
+def values_document(flag_key: str, enabled: bool, tenant_ids: Iterable[int]) -> dict[str, Any]:
     """The retrieval (values) form of the flag, as the agent's local development mode reads it."""
     body: dict[str, Any] = {"enabled": enabled}
     if enabled:
         body["tenant_ids"] = sorted(set(tenant_ids))
     return {flag_key: body}
+
+
+def flag_definition() -> dict[str, Any]:
+    """The migration flag's definition: one required number-array attribute of ids >= 1."""
+    return {
+        "name": "Migrated tenants",
+        "description": "Tenants whose conversions run on the new path.",
+        "attributes": {
+            "tenant_ids": {
+                "constraints": {
+                    "type": "array",
+                    "required": True,
+                    "elements": {"type": "number", "minimum": 1},
+                }
+            }
+        },
+    }
+
+
+def definition_document(flag_key: str, enabled: bool, tenant_ids: Iterable[int]) -> dict[str, Any]:
+    """The full feature-flag document AppConfig stores: ``{"version": "1", "flags", "values"}``."""
+    return {
+        "version": "1",
+        "flags": {flag_key: flag_definition()},
+        "values": {flag_key: {"enabled": enabled, "tenant_ids": sorted(set(tenant_ids))}},
+    }
+
+
+def with_values(
+    doc: Any,
+    flag_key: str,
+    enabled: bool,
+    tenant_ids: Iterable[int],
+    *,
+    new_form: Literal["values", "definition"] = "definition",
+) -> dict[str, Any]:
+    """``doc`` with the migration flag's values replaced and everything else (other flags) kept.
+
+    A definition document stays one (and keeps its tenant list while disabled, as AppConfig
+    allows); a values document stays one; without a document, ``new_form`` says which to start.
+    """
+    ids = sorted(set(tenant_ids))
+    if not isinstance(doc, dict):
+        if new_form == "values":
+            return values_document(flag_key, enabled, ids)
+        return definition_document(flag_key, enabled, ids)
+    if _is_definition(doc):
+        out = copy.deepcopy(doc)
+        out["version"] = "1"
+        flags = out.setdefault("flags", {})
+        flags.setdefault(flag_key, flag_definition())
+        values = out["values"] if isinstance(out["values"], dict) else {}
+        entry = dict(values.get(flag_key) or {})
+        entry.pop("_updatedAt", None)
+        entry.update({"enabled": enabled, "tenant_ids": ids})
+        values[flag_key] = entry
+        out["values"] = values
+        return out
+    out = copy.deepcopy(doc)
+    out.update(values_document(flag_key, enabled, ids))
+    return out

@@ -1,20 +1,23 @@
 """The file flag source: the flag document on local disk, for the embedded default and local runs.
 
-Reads the same formats AppConfig produces (see ``flags.document``); the version is a short hash of
-the content.
+Reads the same formats AppConfig produces (see ``flags.document``), so one file serves the agent's
+local development mode, this source and ``cutover flag advance``. The version is the number of the
+matching version ``cutover flag`` recorded beside the file (``flags.file_store``); a file edited
+by hand has a content hash instead, and the snapshot says so.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from controller.errors import FlagUnavailableError
+from flags.atomic import write_atomically, write_json_atomically
 from flags.document import MAX_DOCUMENT_BYTES, parse_flag
+from flags.file_store import FileVersionStore
 from flags.snapshot import FlagSnapshot
+
+__all__ = ["FileFlagSource", "write_atomically", "write_json_atomically"]
 
 
 class FileFlagSource:
@@ -26,8 +29,11 @@ class FileFlagSource:
         self.path = path
         self.flag_key = flag_key
         self._clock = clock
+        self._versions = FileVersionStore(path, flag_key)
 
     def fetch(self) -> FlagSnapshot:
+        """The flag in the file now; ``FlagUnavailableError`` without a file, ``FlagInvalidError``
+        for a bad one."""
         try:
             with self.path.open("rb") as fh:
                 raw = fh.read(MAX_DOCUMENT_BYTES + 1)
@@ -35,32 +41,12 @@ class FileFlagSource:
             raise FlagUnavailableError(f"flag file {self.path} does not exist") from exc
         except OSError as exc:
             raise FlagUnavailableError(f"flag file {self.path}: {exc.strerror}") from exc
+        number = self._versions.version_of(raw)
         return parse_flag(
             raw,
             flag_key=self.flag_key,
             source=self.name,
             fetched_at=self._clock(),
+            version=str(number) if number is not None else None,
             where=str(self.path),
         )
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a reader sees the old or the new file, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomically(path: Path, doc: Any) -> None:
-    """``write_atomically`` for a JSON document."""
-    import json
-
-    write_atomically(path, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())

@@ -157,6 +157,7 @@ class LocalParallelRunner:
     def _start(self, job_id: str) -> None:
         spec_path = self.running / f"{job_id}.json"
         os.replace(self.queue / f"{job_id}.json", spec_path)
+        os.utime(spec_path)  # its time is now the start, which orphan checks measure from
         spec = read_json(spec_path) or {}
         now = self._clock()
         env = {
@@ -199,7 +200,10 @@ class LocalParallelRunner:
         """A worker started by a controller process that is gone (or by another one)."""
         info = read_json(self.running / f"{job_id}.pid")
         if info is None:
-            if now - since > self.timeout + 5:
+            # the starter died between starting the worker and recording it: the result decides
+            if (self.results / f"{job_id}.json").exists():
+                self._close_run(job_id, None)
+            elif now - since > self.timeout + 5:
                 self._close_run(job_id, "worker vanished before its process was recorded")
             return
         pid = int(info["pid"])

@@ -220,5 +220,14 @@ def test_lease_has_one_holder_until_it_expires(ledger):
     assert ledger.try_lease("other", "a", 152.0, 30.0)
 
 
+def test_values_are_kept_by_name_apart_from_the_flag(ledger):
+    assert ledger.get_value("finder:sql") is None
+    ledger.put_value("finder:sql", '{"watermark": "a"}', 1.0)
+    ledger.put_value("finder:sql", '{"watermark": "b"}', 2.0)
+    ledger.put_value("last_known_good", "not the flag", 3.0)
+    assert ledger.get_value("finder:sql") == '{"watermark": "b"}'
+    assert ledger.load_flag() is None
+
+
 def test_ping_answers(ledger):
     ledger.ping()

@@ -131,7 +131,7 @@ runner = LocalParallelRunner(root / "state", worker_command(None), root / "out",
 runner.set_capacity(1)
 item = DispatchItem("c0", 100, {"work_seconds": "1"}, "v1", 1)
 refs = runner.submit(DispatchBatch("N6", Route.NEW, (item,), 0))
-while runner.poll(refs)[refs[0]].status is not JobStatus.RUNNING:
+while not (runner.running / "N6.c0.pid").exists():  # the worker is started and recorded
     time.sleep(0.02)
 os._exit(9)
 """

@@ -1,0 +1,192 @@
+"""Last-known-good: a source failure never un-migrates a tenant, not even across a restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path as FsPath
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from controller.bootstrap import cycle_config, make_flag_source
+from controller.domain import Path
+from controller.ledger_sqlite import SQLiteLedger
+from controller.routing import basis, decide
+from controller.settings import Settings
+from flags import ops
+from flags.file_source import FileFlagSource
+from flags.file_store import FileVersionStore
+from flags.lkg import LastKnownGood
+from flags.snapshot import FlagSnapshot, FlagState
+from tests.fakes import FakeClock
+
+from .agent_fake import FakeAgent
+
+REPO = FsPath(__file__).resolve().parents[2]
+
+
+class MemoryStore:
+    """The ledger's flag store, in memory."""
+
+    def __init__(self) -> None:
+        self.saved: FlagSnapshot | None = None
+
+    def save_flag(self, snapshot: FlagSnapshot) -> None:
+        self.saved = snapshot
+
+    def load_flag(self) -> FlagSnapshot | None:
+        return self.saved
+
+
+step = st.one_of(
+    st.tuples(st.just("valid"), st.lists(st.integers(1, 10_000), max_size=20)),
+    st.tuples(
+        st.just("invalid"),
+        st.sampled_from(
+            [
+                '{"migrated_tenants": {"enabled": true, "tenant_ids": [1, true]}}',
+                "not json",
+                '{"other": {}}',
+                '{"migrated_tenants": {"enabled": 1}}',
+            ]
+        ),
+    ),
+    st.tuples(st.just("missing"), st.none()),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(steps=st.lists(step, min_size=1, max_size=12))
+def test_a_bad_or_missing_document_never_replaces_the_last_good_one(steps: list[tuple[str, object]]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = FsPath(tmp) / "flags.json"
+        clock = FakeClock()
+        store = MemoryStore()
+        lkg = LastKnownGood(FileFlagSource(path, "migrated_tenants", clock), store, clock)
+        good: frozenset[int] | None = None
+        for kind, payload in steps:
+            clock.advance(1)
+            if kind == "valid":
+                ids = payload if isinstance(payload, list) else []
+                path.write_text(json.dumps({"migrated_tenants": {"enabled": True, "tenant_ids": ids}}))
+                good = frozenset(ids)
+            elif kind == "invalid":
+                path.write_text(str(payload))
+            else:
+                path.unlink(missing_ok=True)
+            status = lkg.read()
+            seen = status.snapshot.tenant_ids if status.snapshot else None
+            assert seen == good
+            assert (store.saved.tenant_ids if store.saved else None) == good
+            expected = {"valid": FlagState.OK, "invalid": FlagState.INVALID, "missing": FlagState.UNAVAILABLE}
+            assert status.state is expected[kind]
+
+
+def test_after_a_restart_with_the_flag_file_gone_migrated_tenants_still_route_new(tmp_path: FsPath) -> None:
+    flag_file, ledger_db = tmp_path / "flags.json", tmp_path / "ledger.db"
+    store = FileVersionStore(flag_file, "migrated_tenants")
+    ops.advance(store, None, to_group=None, add={1001, 1002}, max_add=10, op=ops.Operator(by="test"))
+    ledger = SQLiteLedger(ledger_db)
+    first = LastKnownGood(
+        FileFlagSource(flag_file, "migrated_tenants", FakeClock()), ledger, FakeClock()
+    ).read()
+    ledger.close()
+    assert first.state is FlagState.OK
+    flag_file.unlink()
+
+    def route(tenant: int) -> dict[str, object]:
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "CUTOVER_FLAG_FILE": str(flag_file),
+            "CUTOVER_LEDGER": f"sqlite:///{ledger_db}",
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "controller.cli", "route", str(tenant), "--json"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return dict(json.loads(done.stdout))
+
+    migrated, other = route(1001), route(1003)
+    assert (migrated["path"], migrated["flag_version"], migrated["flag_state"]) == ("new", "1", "unavailable")
+    assert other["path"] == "legacy"
+
+
+def test_a_restarted_controller_whose_agent_is_gone_keeps_routing_by_the_persisted_flag(
+    agent: FakeAgent, tmp_path: FsPath
+) -> None:
+    cfg = Settings(
+        flag_source="agent",
+        agent_url=agent.url,
+        agent_startup_seconds=0,
+        ledger=f"sqlite:///{tmp_path / 'l.db'}",
+    )
+    agent.deploy(True, [7, 8])
+    clock = FakeClock()
+    ledger = SQLiteLedger(tmp_path / "l.db")
+    first_source = make_flag_source(cfg, clock)
+    before = LastKnownGood(first_source, ledger, clock).read()
+    first_source.close()  # type: ignore[attr-defined]
+    ledger.close()
+    agent.stop()
+
+    clock.advance(600)
+    ledger = SQLiteLedger(tmp_path / "l.db")
+    source = make_flag_source(cfg, clock)
+    try:
+        status = LastKnownGood(source, ledger, clock).read()
+        policy = cycle_config(cfg).routing
+        routing = basis(status, policy)
+        assert before.state is FlagState.OK
+        assert status.state is FlagState.UNAVAILABLE
+        assert not routing.hold
+        assert decide(7, routing.snapshot, policy).path is Path.NEW
+        assert decide(9, routing.snapshot, policy).path is Path.LEGACY
+    finally:
+        source.close()  # type: ignore[attr-defined]
+        ledger.close()
+
+
+def _stale_status(on_stale: str, clock: FakeClock, tmp_path: FsPath) -> tuple[FlagState, bool, Path | None]:
+    cfg = Settings(max_flag_age=60, on_stale_flag=on_stale, flag_file=tmp_path / "flags.json")  # type: ignore[arg-type]
+    (tmp_path / "flags.json").write_text('{"migrated_tenants": {"enabled": true, "tenant_ids": [3]}}')
+    lkg = LastKnownGood(make_flag_source(cfg, clock), MemoryStore(), clock, max_age_seconds=cfg.max_flag_age)
+    lkg.read()
+    (tmp_path / "flags.json").unlink()
+    clock.advance(120)
+    status = lkg.read()
+    policy = cycle_config(cfg).routing
+    routing = basis(status, policy)
+    return status.state, routing.hold, decide(3, routing.snapshot, policy).path
+
+
+def test_a_flag_older_than_the_max_age_is_stale_and_still_served_by_default(
+    clock: FakeClock, tmp_path: FsPath
+) -> None:
+    assert _stale_status("serve", clock, tmp_path) == (FlagState.STALE, False, Path.NEW)
+
+
+def test_a_stale_flag_holds_the_work_when_told_to_pause(clock: FakeClock, tmp_path: FsPath) -> None:
+    state, hold, _ = _stale_status("pause", clock, tmp_path)
+    assert (state, hold) == (FlagState.STALE, True)
+
+
+@pytest.mark.parametrize(("policy", "path", "hold"), [("legacy", Path.LEGACY, False), ("pause", None, True)])
+def test_without_any_valid_flag_the_fallback_policy_decides(
+    policy: str, path: Path | None, hold: bool, clock: FakeClock, tmp_path: FsPath
+) -> None:
+    cfg = Settings(on_flag_unavailable=policy, flag_file=tmp_path / "absent.json")  # type: ignore[arg-type]
+    status = LastKnownGood(make_flag_source(cfg, clock), MemoryStore(), clock).read()
+    routing = basis(status, cycle_config(cfg).routing)
+    assert routing.hold is hold
+    assert decide(1, routing.snapshot, cycle_config(cfg).routing).path is path
