@@ -2,8 +2,8 @@
 
 Also a loopback server that answers like the AppConfig Agent (``GET /applications/{app}/
 environments/{env}/configurations/{profile}?flag=KEY`` → ``{"enabled", "tenant_ids"}`` with a
-``Configuration-Version`` header), a flag source that reads it once per call, and a backend port
-implementation in memory whose cost does not grow with the work it has already finished.
+``Configuration-Version`` header), and a backend port implementation in memory whose cost does not
+grow with the work it has already finished.
 
 Importing this module puts the repository first on ``sys.path``, so a benchmark measures the code
 beside it (and can use ``tests``), whatever is installed.
@@ -33,8 +33,6 @@ if str(REPO) not in sys.path:
 
 from controller.domain import DispatchBatch, JobRef, JobState, JobStatus, Path  # noqa: E402
 from controller.errors import FlagUnavailableError  # noqa: E402
-from flags.document import parse_flag  # noqa: E402
-from flags.snapshot import FlagSnapshot  # noqa: E402
 
 APP, ENV, PROFILE, FLAG_KEY = "cutover", "bench", "migration-flags", "migrated_tenants"
 AGENT_PATH = f"/applications/{APP}/environments/{ENV}/configurations/{PROFILE}?flag={FLAG_KEY}"
@@ -166,28 +164,6 @@ def get_flag(conn: http.client.HTTPConnection) -> tuple[bytes, str | None]:
     if response.status != 200:
         raise FlagUnavailableError(f"agent answered {response.status}")
     return body, response.getheader("Configuration-Version")
-
-
-class AgentSource:
-    """The flag source port over the loopback agent: one GET and one full validation per fetch."""
-
-    name = "agent"
-
-    def __init__(self, agent: Agent, clock: Callable[[], float] = time.time) -> None:
-        self._conn = agent.connect()
-        self._clock = clock
-
-    def fetch(self) -> FlagSnapshot:
-        try:
-            body, version = get_flag(self._conn)
-        except (OSError, http.client.HTTPException) as exc:
-            raise FlagUnavailableError(f"agent: {exc}") from exc
-        return parse_flag(
-            body, flag_key=FLAG_KEY, source=self.name, fetched_at=self._clock(), version=version, shape="flag"
-        )
-
-    def close(self) -> None:
-        self._conn.close()
 
 
 # -- a backend in memory ---------------------------------------------------------------------------

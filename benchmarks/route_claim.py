@@ -5,9 +5,10 @@ listing 10,000 of them, served by a loopback HTTP server that answers as the App
 
 Ours: the requests are taken in with ``SQLiteLedger.accept`` in batches of 1,000 (timed apart, as
 "intake"), then ``Controller.run_cycle`` runs until every one is claimed. Each cycle reads the flag
-once from the agent (through last-known-good), decides each tenant by set membership and claims
-up to 20,000 conversions in one transaction; no backends are attached, so a cycle is the flag
-read, the intake read, the decisions and the claim. The rate is conversions over cycle time.
+once from the agent (``flags.agent.AgentFlagSource``, through last-known-good), decides each
+tenant by set membership and claims up to 20,000 conversions in one transaction; no backends are
+attached, so a cycle is the flag read, the intake read, the decisions and the claim. The rate is
+conversions over cycle time.
 
 Naive, as a system without cutover does it: every conversion asks the agent for the flag (on a
 kept-alive connection), decodes it, looks its tenant up by scanning the id list, and commits its
@@ -29,11 +30,25 @@ import time
 from pathlib import Path as FsPath
 from typing import Any
 
-from harness import Agent, AgentSource, Timer, arguments, emit, get_flag, goal, machine, median
+from harness import (
+    APP,
+    ENV,
+    FLAG_KEY,
+    PROFILE,
+    Agent,
+    Timer,
+    arguments,
+    emit,
+    get_flag,
+    goal,
+    machine,
+    median,
+)
 
 from controller.cycle import Controller, CycleConfig
 from controller.domain import ConversionRequest, ConversionState, Path
 from controller.ledger_sqlite import SQLiteLedger
+from flags.agent import AgentFlagSource
 from flags.lkg import LastKnownGood
 
 GOAL_RATE = 100_000
@@ -52,7 +67,7 @@ def _options(parser: Any) -> None:
 
 def ours(workdir: FsPath, agent: Agent, requests: list[ConversionRequest], args: Any) -> dict[str, Any]:
     ledger = SQLiteLedger(workdir / "ledger.db")
-    source = AgentSource(agent)
+    source = AgentFlagSource(f"http://127.0.0.1:{agent.port}", APP, ENV, PROFILE, FLAG_KEY, time.time)
     try:
         with Timer() as intake:
             for i in range(0, len(requests), args.intake_batch):

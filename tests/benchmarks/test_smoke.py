@@ -76,6 +76,9 @@ def test_flag_parse_times_each_size_on_both_sides():
         assert row["bytes"] > row["ids"]
         assert row["same_result"] is True
     assert "naive_is" in doc
+    forms = doc["forms_at_100000_ids"]
+    assert set(forms) == {"agent answer (?flag=)", "values form (file)", "definition document"}
+    assert all(positive(f["ms"]) and f["bytes"] > 100_000 for f in forms.values())
 
 
 def test_scale_runs_conversions_to_the_end_and_plots(tmp_path):
