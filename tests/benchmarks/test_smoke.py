@@ -62,6 +62,7 @@ def test_route_claim_measures_both_sides_and_they_agree():
     assert positive(naive["per_s"])
     assert 0 < naive["measured_conversions"] <= doc["inputs"]["conversions"]
     assert doc["ratio"] == pytest.approx(ours["route_claim_per_s"] / naive["per_s"], rel=0.05)
+    assert positive(doc["ratio_cpu"])
     assert set(doc["goals"]) == {"route_claim_per_s", "ratio_to_naive"}
     assert doc["checks"] == {"all_claimed": True, "new_path_matches_flag": True, "naive_agrees": True}
 
