@@ -202,10 +202,14 @@ def plot_svg(path: FsPath, samples: list[tuple[int, float, float]], table: list[
         x = px(10**e)
         parts.append(f'<line x1="{x}" y1="{h - bottom}" x2="{x}" y2="{h - bottom + 5}" stroke="black"/>')
         parts.append(f'<text x="{x}" y="{h - bottom + 18}" text-anchor="middle">10^{e}</text>')
-    for i in range(5):
-        ms = ymax * i / 4
-        parts.append(f'<text x="{left - 6}" y="{py(ms) + 4}" text-anchor="end">{ms:.0f}</text>')
-        parts.append(f'<line x1="{left}" y1="{py(ms)}" x2="{w - right}" y2="{py(ms)}" stroke="#eee"/>')
+    magnitude = 10 ** math.floor(math.log10(ymax / 4))
+    step = next(m * magnitude for m in (1, 2, 5, 10) if ymax / (m * magnitude) <= 6)
+    for i in range(int(ymax // step) + 1):
+        ms = i * step
+        parts.append(f'<text x="{left - 6}" y="{py(ms) + 4:.1f}" text-anchor="end">{ms:g}</text>')
+        parts.append(
+            f'<line x1="{left}" y1="{py(ms):.1f}" x2="{w - right}" y2="{py(ms):.1f}" stroke="#eee"/>'
+        )
     for name, column, colour in (("wall", 1, "#5a84b0"), ("cpu", 2, "#c0703a")):
         ms = [s[column] * 1000 for s in steady]
         running = [median(ms[max(0, i - 4) : i + 5]) for i in range(len(ms))]
