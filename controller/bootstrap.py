@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 
 from controller.cycle import Controller, CycleConfig
-from controller.domain import Path
+from controller.domain import ConversionRecord, ConversionState, Path
 from controller.errors import ConfigError
 from controller.ports import Backend, Ledger
 from controller.routing import FallbackPolicy, RoutingPolicy, StalePolicy
@@ -107,8 +107,14 @@ def build(
     *,
     clock: Callable[[], float] = time.time,
     on_flag_change: Callable[[FlagChange], None] | None = None,
+    on_finished: Callable[[ConversionRecord, ConversionState, str], None] | None = None,
+    wrap_backend: Callable[[Backend], Backend] | None = None,
 ) -> Service:
-    """Wire one controller process from its settings."""
+    """Wire one controller process from its settings.
+
+    ``on_finished`` hears every outcome the cycle records; ``wrap_backend`` may decorate each
+    backend (the service's metrics time the calls that way).
+    """
     ledger = make_ledger(settings)
     try:
         flags = LastKnownGood(
@@ -119,6 +125,8 @@ def build(
             on_change=on_flag_change,
         )
         backends = make_backends(settings, clock)
+        if wrap_backend is not None:
+            backends = {path: wrap_backend(backend) for path, backend in backends.items()}
     except BaseException:
         ledger.close()
         raise
@@ -129,5 +137,6 @@ def build(
         config=cycle_config(settings),
         clock=clock,
         holder=f"{socket.gethostname()}:{os.getpid()}",
+        on_finished=on_finished,
     )
     return Service(settings, ledger, flags, backends, controller, clock)

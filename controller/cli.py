@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 import time
 from pathlib import Path as FsPath
@@ -75,18 +76,40 @@ def run_cmd(
 
     from controller.api import create_app
     from controller.bootstrap import build
+    from controller.logs import configure_logging
     from controller.loop import CycleLoop
+    from controller.metrics import ServiceMetrics
 
     cfg = settings()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    service = build(cfg)
+    configure_logging(cfg)
+    metrics = ServiceMetrics()
+    service = build(cfg, on_finished=metrics.finished, wrap_backend=metrics.instrument)
     loop = CycleLoop(service.controller, cfg.cycle_seconds)
     loop.start()
+    logging.getLogger("cutover.service").info(
+        "service.started", extra={"host": host, "port": port, "settings": cfg.masked()}
+    )
+    # uvicorn drains requests on SIGTERM/SIGINT, then re-raises the signal to the handler found
+    # before it started: make that an orderly exit so the loop stops and the ledger closes.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_in_order)
     try:
-        uvicorn.run(create_app(service, loop), host=host, port=port, log_level="warning")
+        uvicorn.run(
+            create_app(service, loop, metrics=metrics),
+            host=host,
+            port=port,
+            log_level="warning",
+            log_config=None,
+            access_log=False,
+        )
     finally:
         loop.stop()
         service.close()
+        logging.getLogger("cutover.service").info("service.stopped")
+
+
+def _exit_in_order(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 @app.command("demo")
@@ -186,20 +209,22 @@ def status_cmd(
     """Show a running controller's status."""
     import httpx
 
+    from controller.errors import LedgerError
+    from controller.status import status_lines
+
     try:
-        doc = httpx.get(url.rstrip("/") + "/status", timeout=5).json()
-    except httpx.HTTPError as exc:
-        raise InputError(f"cannot reach {url}: {exc}") from exc
+        answer = httpx.get(url.rstrip("/") + "/status", timeout=5)
+        doc = answer.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise InputError(f"cannot read the status of {url}: {exc}") from exc
+    if answer.status_code != 200:
+        problem = doc.get("error", {}).get("message", answer.reason_phrase) if isinstance(doc, dict) else ""
+        raise LedgerError(f"{url} answered {answer.status_code}: {problem}")
     if as_json:
         emit_json(doc)
         return
-    flag = doc["flag"]
-    out.print(
-        f"flag {flag['version']} ({flag['state']}, {flag['tenant_count']} tenants, "
-        f"age {flag['age_seconds']}s)  budget {doc['budget']}  in flight legacy "
-        f"{doc['in_flight']['legacy']} / new {doc['in_flight']['new']}"
-    )
-    out.print("  ".join(f"{k} {v}" for k, v in doc["conversions"].items()))
+    for line in status_lines(doc):
+        out.print(line, markup=False, highlight=False)
 
 
 @app.command("route")

@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 # Safe in file names, S3 keys, Batch job names and URLs: no separators, no dots first.
-CONVERSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+CONVERSION_ID_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 
 
 class Path(StrEnum):

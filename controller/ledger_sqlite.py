@@ -574,6 +574,30 @@ class SQLiteLedger:
         )
         return [_record(r) for r in rows]
 
+    def in_flight_by_tenant(self) -> dict[int, dict[Path, int]]:
+        """Conversions owned and not finished, per tenant and path (walks the state index only)."""
+        rows = self._read(
+            "SELECT tenant_id, path, count(*) FROM conversions "
+            "WHERE state IN ('claimed', 'dispatching', 'dispatched') GROUP BY tenant_id, path"
+        )
+        out: dict[int, dict[Path, int]] = {}
+        for tenant_id, path, n in rows:
+            if path:
+                out.setdefault(tenant_id, {})[Path(path)] = n
+        return out
+
+    def recent(self, state: ConversionState, limit: int) -> list[ConversionRecord]:
+        """The latest conversions in ``state``, newest first (one index walk per path)."""
+        per_path = (
+            f"SELECT * FROM (SELECT seq, {_COLUMNS} FROM conversions WHERE state = ? AND path = ? "
+            "ORDER BY seq DESC LIMIT ?)"
+        )
+        rows = self._read(
+            f"{per_path} UNION ALL {per_path} ORDER BY seq DESC LIMIT ?",
+            (state.value, Path.LEGACY.value, limit, state.value, Path.NEW.value, limit, limit),
+        )
+        return [_record(r[1:]) for r in rows]
+
     # -- flag, leases ------------------------------------------------------------------------
 
     def save_flag(self, snapshot: FlagSnapshot) -> None:

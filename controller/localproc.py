@@ -75,8 +75,16 @@ _DETACHED: list[subprocess.Popen[bytes]] = []
 
 
 def detach(procs: list[subprocess.Popen[bytes]]) -> None:
-    """Let go of workers that are still running; whoever polls their files next sees them finish."""
-    _DETACHED.extend(p for p in procs if p.poll() is None)
+    """Let go of workers that are still running; whoever polls their files next sees them finish.
+
+    Each is still reaped when it ends, so it neither lingers as a zombie nor is reported as running.
+    """
+    import threading
+
+    for proc in procs:
+        if proc.poll() is None:
+            _DETACHED.append(proc)
+            threading.Thread(target=proc.wait, name="cutover-reaper", daemon=True).start()
 
 
 def spawn(cmd: list[str], env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:

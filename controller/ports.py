@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from controller.domain import (
     ConversionRecord,
@@ -197,6 +197,29 @@ class Ledger(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+        ...
+
+
+@runtime_checkable
+class LedgerInsights(Protocol):
+    """Optional reads a ledger may offer the service pages; without them the service pages through
+    ``Ledger.query`` instead."""
+
+    def in_flight_by_tenant(self) -> dict[int, dict[Path, int]]:
+        """Conversions owned and not finished (claimed, dispatching, dispatched), per tenant and path."""
+        ...
+
+    def recent(self, state: ConversionState, limit: int) -> list[ConversionRecord]:
+        """The latest conversions in ``state``, newest first."""
+        ...
+
+
+@runtime_checkable
+class ReconcileCounts(Protocol):
+    """Optional: a backend that counts what its reconciliation found, for ``/metrics``."""
+
+    def reconcile_counts(self) -> Mapping[str, int]:
+        """Totals since start: ``duplicates`` (jobs submitted twice), ``orphans`` (jobs no record owns)."""
         ...
 
 

@@ -73,8 +73,35 @@ class Settings(BaseSettings):
     intent_grace_seconds: Annotated[float, Field(gt=0)] = 60.0
     max_batch_items: PositiveInt = 1000
 
+    target_finder: str | None = None
+    find_every: str = "300"
+    finder_timeout: Annotated[float, Field(gt=0, le=3600)] = 120.0
+    finder_sql_url: SecretStr | None = None
+    finder_sql_query: str | None = None
+    finder_s3_uri: str | None = None
+    finder_s3_pattern: str = "exports/{tenant_id}/{report}/{date}.json"
+    sqs_queue_url: str | None = None
+    sqs_wait_seconds: Annotated[int, Field(ge=0, le=20)] = 20
+    sqs_max_messages: Annotated[int, Field(ge=1, le=10)] = 10
+
     api_token: SecretStr | None = None
     sns_topic_arn: str | None = None
+    max_request_items: PositiveInt = 1000
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_decisions: bool = True
+
+    @field_validator("find_every")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        from controller.errors import InputError
+        from controller.schedule import parse_schedule
+
+        try:
+            parse_schedule(value)
+        except InputError as exc:
+            raise ValueError(str(exc)) from exc
+        return value
 
     @field_validator("ledger")
     @classmethod

@@ -1,0 +1,229 @@
+"""How fast the service's read endpoints answer on a large SQLite ledger.
+
+Seeds a ledger with N conversions (default 1,000,000: mostly finished, some failed, a backlog of
+owned and in-flight work across 5,000 tenants, an hour of per-minute decisions), then times
+``/status``, ``/healthz``, ``/readyz``, ``/metrics``, ``/tenants``, ``/tenants/{id}/route``,
+``/conversions?state=failed`` and the dashboard in process, and prints the figures.
+
+    python benchmarks/service_reads.py [--records 1000000] [--rounds 30] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path as FsPath
+
+import httpx
+
+sys.path.insert(0, str(FsPath(__file__).resolve().parents[1]))
+
+from controller.api import create_app
+from controller.bootstrap import cycle_config
+from controller.cycle import Controller
+from controller.domain import ConversionRequest, Path
+from controller.ledger_sqlite import SQLiteLedger
+from controller.ports import Claim
+from controller.service import Service
+from controller.settings import Settings
+from flags.document import values_document
+from flags.file_source import FileFlagSource, write_json_atomically
+from flags.lkg import LastKnownGood
+
+TENANTS = 5000
+ENDPOINTS = (
+    "/healthz",
+    "/readyz",
+    "/status",
+    "/metrics",
+    "/tenants",
+    "/tenants/1234/route",
+    "/conversions?state=failed&limit=100",
+    "/",
+)
+
+
+class Idle:
+    """A backend with nothing to do: the benchmark measures reads, not work."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def submit(self, batch: object) -> list[object]:
+        return []
+
+    def poll(self, refs: object) -> dict[object, object]:
+        return {}
+
+    def find(self, intents: object) -> dict[str, object]:
+        return {}
+
+    def cancel(self, ref: object) -> None:
+        return None
+
+    def set_capacity(self, slots: int) -> int:
+        return slots
+
+    def in_use(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        return None
+
+
+def seed(db: FsPath, records: int) -> None:
+    """Bulk rows written straight into the table; the ledger's triggers keep its counters exact."""
+    ledger = SQLiteLedger(db)
+    now = time.time()
+    rng = random.Random(1)
+    conn = ledger._connection()  # bulk seeding goes under the port, on purpose
+    conn.execute("BEGIN IMMEDIATE")
+    rows = []
+    for n in range(records):
+        tenant = 1 + n % TENANTS
+        path = "new" if tenant <= 2000 else "legacy"
+        roll = rng.random()
+        state = (
+            "succeeded"
+            if roll < 0.97
+            else "failed"
+            if roll < 0.99
+            else "dispatched"
+            if roll < 0.995
+            else "claimed"
+        )
+        at = now - rng.uniform(0, 30 * 86400)
+        rows.append(
+            (
+                f"b{n}",
+                tenant,
+                "{}",
+                state,
+                path,
+                "v7",
+                "bench",
+                f"job-{n}",
+                1,
+                at,
+                at,
+                at + 1,
+                at + 60,
+                at + 60,
+            )
+        )
+        if len(rows) == 50_000:
+            _insert(conn, rows)
+            rows.clear()
+    _insert(conn, rows)
+    conn.execute("COMMIT")
+    claims = [
+        Claim(
+            ConversionRequest(f"recent-{m}-{i}", 1 + (m * 37 + i) % TENANTS, {}),
+            Path.NEW if i % 3 else Path.LEGACY,
+            f"v{6 + (m < 5)}",
+            "",
+        )
+        for m in range(60)
+        for i in range(40)
+    ]
+    for m in range(60):
+        ledger.claim(claims[m * 40 : (m + 1) * 40], now - m * 60)
+    ledger.close()
+
+
+def _insert(conn: object, rows: list[tuple[object, ...]]) -> None:
+    conn.executemany(  # type: ignore[attr-defined]
+        "INSERT INTO conversions (conversion_id, tenant_id, params, state, path, flag_version, reason, "
+        "job_ref, attempts, received_at, claimed_at, dispatched_at, finished_at, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+
+
+def service_on(workdir: FsPath) -> Service:
+    groups = {f"group-{g}": list(range(g * 1000 + 1, g * 1000 + 1001)) for g in range(5)}
+    write_json_atomically(
+        workdir / "rollout.json", {"groups": [{"name": k, "tenant_ids": v} for k, v in groups.items()]}
+    )
+    write_json_atomically(
+        workdir / "flags.json", values_document("migrated_tenants", True, list(range(1, 2001)))
+    )
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        flag_file=workdir / "flags.json",
+        ledger=f"sqlite:///{workdir / 'ledger.db'}",
+        rollout_file=workdir / "rollout.json",
+    )
+    ledger = SQLiteLedger(workdir / "ledger.db")
+    flags = LastKnownGood(FileFlagSource(settings.flag_file, settings.flag_key, time.time), ledger, time.time)
+    backends = {Path.LEGACY: Idle(Path.LEGACY), Path.NEW: Idle(Path.NEW)}
+    controller = Controller(
+        ledger=ledger,
+        flags=flags,
+        backends=backends,
+        config=cycle_config(settings),
+        holder="bench",  # type: ignore[arg-type]
+    )
+    flags.read()
+    return Service(settings, ledger, flags, backends, controller, time.time)  # type: ignore[arg-type]
+
+
+async def measure(service: Service, rounds: int) -> dict[str, dict[str, float]]:
+    app = create_app(service, None)
+    out: dict[str, dict[str, float]] = {}
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://bench") as c:
+        for url in ENDPOINTS:
+            times = []
+            for _ in range(rounds):
+                started = time.perf_counter()
+                r = await c.get(url)
+                times.append((time.perf_counter() - started) * 1000)
+                assert r.status_code == 200, (url, r.status_code, r.text[:200])
+            times.sort()
+            out[url] = {
+                "p50_ms": round(statistics.median(times), 2),
+                "p95_ms": round(times[int(0.95 * (len(times) - 1))], 2),
+                "max_ms": round(times[-1], 2),
+            }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--keep", type=FsPath, default=None, help="reuse or keep the seeded ledger here")
+    args = parser.parse_args()
+    workdir = args.keep or FsPath(tempfile.mkdtemp(prefix="cutover-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    seeded_in = 0.0
+    if not (workdir / "ledger.db").exists():
+        started = time.monotonic()
+        seed(workdir / "ledger.db", args.records)
+        seeded_in = time.monotonic() - started
+    service = service_on(workdir)
+    counts = service.ledger.counts()
+    figures = asyncio.run(measure(service, args.rounds))
+    service.close()
+    print(
+        json.dumps(
+            {
+                "records": sum(counts.by_state.values()),
+                "seeded_seconds": round(seeded_in, 1),
+                "rounds": args.rounds,
+                "endpoints": figures,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,257 @@
+"""The dashboard in a real headless Chromium, served by ``cutover run`` on 127.0.0.1 after an hour
+of history and a live wave of demo conversions worked by the local runners.
+
+The page must render, its SVG chart must have data points, its group bars must show the flag's
+tenants, its nonce-bound style and script must run under the CSP, and it must refresh itself. A
+screenshot is written to the test's temporary directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path as FsPath
+from typing import Any
+
+import httpx
+import pytest
+
+from controller.demo import rollout_groups
+from controller.domain import ConversionRequest, ConversionState, Path
+from controller.ledger_sqlite import SQLiteLedger
+from controller.ports import Claim, Dispatched, Finish
+
+from .support import write_flag, write_rollout
+
+pytestmark = pytest.mark.slow
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-quic",
+    "--window-size=1280,900",
+)
+REPO = FsPath(__file__).resolve().parents[2]
+
+
+def find_browser() -> str | None:
+    """A Chromium binary: ``CUTOVER_CHROMIUM`` if set, else the first one on PATH."""
+    configured = os.environ.get("CUTOVER_CHROMIUM")
+    if configured:
+        return configured if shutil.which(configured) else None
+    return next((found for name in BROWSERS if (found := shutil.which(name))), None)
+
+
+BROWSER = find_browser()
+needs_browser = pytest.mark.skipif(
+    BROWSER is None,
+    reason="no Chromium binary found (looked for CUTOVER_CHROMIUM, " + ", ".join(BROWSERS) + " on PATH)",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def seed_history(workdir: FsPath, groups: dict[str, list[int]]) -> None:
+    """The last hour as a rollout left it: finished conversions, decided minute by minute under two
+    flag versions with a rising share on the new path, and a few failures."""
+    ledger = SQLiteLedger(workdir / "ledger.db")
+    rng = random.Random(5)
+    tenants = [t for ids in groups.values() for t in ids]
+    early = set(groups["group-1"])
+    later = early | set(groups["group-2"])
+    now = time.time()
+    n = 0
+    for minutes_ago in range(55, 1, -1):
+        at = now - minutes_ago * 60
+        version, migrated = ("v-history-1", early) if minutes_ago > 20 else ("v-history-2", later)
+        claims = []
+        for _ in range(rng.randint(6, 14)):
+            tenant = rng.choice(tenants)
+            path = Path.NEW if tenant in migrated else Path.LEGACY
+            claims.append(Claim(ConversionRequest(f"h{n}", tenant, {}), path, version, "history"))
+            n += 1
+        ledger.claim(claims, at)
+        for path in Path:
+            taken = ledger.mark_dispatching(
+                ledger.pending_dispatch(path, 100), f"H{minutes_ago}{path.value}", at
+            )
+            ledger.mark_dispatched(
+                [Dispatched(r.conversion_id, r.fence, f"job-{r.conversion_id}") for r in taken], at
+            )
+            ledger.mark_finished(
+                [
+                    Finish(
+                        r.conversion_id,
+                        r.fence,
+                        ConversionState.FAILED
+                        if i == 0 and minutes_ago % 17 == 0
+                        else ConversionState.SUCCEEDED,
+                        "worker exited with status 2: form 'Expenses' has no columns",
+                    )
+                    for i, r in enumerate(taken)
+                ],
+                at + 30,
+            )
+    ledger.close()
+
+
+@pytest.fixture
+def running(tmp_path: FsPath) -> Iterator[tuple[str, FsPath, dict[str, list[int]]]]:
+    """``cutover run`` on a free loopback port, over a demo workdir with history; stopped afterwards."""
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    groups = rollout_groups()
+    write_rollout(workdir / "rollout.json", groups)
+    write_flag(workdir / "flags.json", groups["group-1"] + groups["group-2"])
+    seed_history(workdir, groups)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CUTOVER_")}
+    env.update(
+        {
+            "CUTOVER_FLAG_FILE": str(workdir / "flags.json"),
+            "CUTOVER_LEDGER": f"sqlite:///{workdir / 'ledger.db'}",
+            "CUTOVER_LOCAL_STATE_DIR": str(workdir / "state"),
+            "CUTOVER_OUTPUT_DIR": str(workdir / "output"),
+            "CUTOVER_ROLLOUT_FILE": str(workdir / "rollout.json"),
+            "CUTOVER_CYCLE_SECONDS": "0.25",
+            "CUTOVER_BUDGET": "6",
+            "PYTHONPATH": str(REPO),
+        }
+    )
+    log = (tmp_path / "server.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "controller.cli", "run", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=workdir,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if server.poll() is not None:
+                raise AssertionError("cutover run exited:\n" + (tmp_path / "server.log").read_text())
+            try:
+                if httpx.get(base + "/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("cutover run did not come up:\n" + (tmp_path / "server.log").read_text())
+            time.sleep(0.2)
+        yield base, workdir, groups
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()
+    # Stopped in order, and every line it logged is one JSON event.
+    events = [json.loads(line) for line in (tmp_path / "server.log").read_text().splitlines()]
+    assert server.returncode == 0
+    assert events[-1]["event"] == "service.stopped"
+    assert {"service.started", "conversion.received", "route.decided", "conversion.outcome"} <= {
+        e["event"] for e in events
+    }
+
+
+def live_wave(base: str, groups: dict[str, list[int]]) -> list[str]:
+    """Four conversions per group through the intake, one of them failing; wait until all finish."""
+    items: list[dict[str, Any]] = []
+    for name, ids in groups.items():
+        for tenant in ids[:4]:
+            params = {"report": "monthly"}
+            if name == "group-3" and tenant == ids[0]:
+                params["simulate"] = "fail"
+            items.append({"conversion_id": f"live-{tenant}", "tenant_id": tenant, "params": params})
+    r = httpx.post(base + "/conversions", json={"conversions": items}, timeout=10)
+    assert r.status_code == 202, r.text
+    ids = [i["conversion_id"] for i in items]
+    deadline = time.monotonic() + 120
+    while True:
+        states = [httpx.get(f"{base}/conversions/{cid}", timeout=10).json()["state"] for cid in ids]
+        if all(s in ("succeeded", "failed") for s in states):
+            return ids
+        if time.monotonic() > deadline:
+            raise AssertionError(f"live wave did not finish: {states}")
+        time.sleep(0.5)
+
+
+def chromium(args: list[str], profile: FsPath) -> subprocess.CompletedProcess[str]:
+    assert BROWSER is not None
+    return subprocess.run(
+        [BROWSER, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--enable-logging=stderr", *args],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+
+
+def png_size(path: FsPath) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+@needs_browser
+def test_the_dashboard_renders_in_chromium(
+    running: tuple[str, FsPath, dict[str, list[int]]], tmp_path: FsPath
+) -> None:
+    base, _, groups = running
+    live = live_wave(base, groups)
+    status = httpx.get(base + "/status", timeout=10).json()
+    assert status["cycle"]["count"] >= 3
+    flag_tenants = set(groups["group-1"] + groups["group-2"])
+
+    dom = chromium(["--virtual-time-budget=7000", "--dump-dom", base + "/"], tmp_path / "profile-dom")
+    html = dom.stdout
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert "<main>" in html, "the page rendered"
+    assert 'id="flag-version"' in html
+    assert re.search(r'id="flag-version">([^<]+)<', html).group(1) == status["flag"]["version"]  # type: ignore[union-attr]
+    assert len(re.findall(r'<circle class="point"', html)) >= 30, "the chart has a point per busy minute"
+    assert len(re.findall(r'<g class="minute"', html)) >= 30
+    bars = re.findall(r'data-group="([^"]+)" data-tenants="(\d+)" data-migrated="(\d+)"', html)
+    assert [(g, int(t), int(m)) for g, t, m in bars] == [
+        (name, len(ids), len(flag_tenants & set(ids))) for name, ids in groups.items()
+    ]
+    assert sum(int(m) for _, _, m in bars) == status["flag"]["tenant_count"] == len(flag_tenants)
+    assert "unavailable:" not in html
+    assert int(re.search(r'data-refreshes="(\d+)"', html).group(1)) >= 1, "the page refreshed itself"  # type: ignore[union-attr]
+    failed = [cid for cid in live if httpx.get(f"{base}/conversions/{cid}").json()["state"] == "failed"]
+    assert failed
+    assert f'<a href="/conversions/{failed[0]}">' in html
+    assert "Content Security Policy" not in dom.stderr, "style and script run under the CSP"
+
+    shot = tmp_path / "dashboard.png"
+    taken = chromium([f"--screenshot={shot}", base + "/"], tmp_path / "profile-shot")
+    assert taken.returncode == 0, taken.stderr[-2000:]
+    assert png_size(shot) == (1280, 900)
+    assert shot.stat().st_size > 20_000, "a blank page compresses to almost nothing"
+    print(f"dashboard screenshot: {shot}")
