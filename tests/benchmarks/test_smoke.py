@@ -50,7 +50,7 @@ def positive(x: Any) -> bool:
 def test_every_benchmark_has_a_smoke_test():
     """A new script under benchmarks/ must be added here, or it could rot unnoticed."""
     scripts = {p.name for p in BENCHMARKS.glob("*.py") if p.name != "harness.py"}
-    assert scripts == {"route_claim.py", "flag_parse.py", "scale.py"}
+    assert scripts == {"route_claim.py", "flag_parse.py", "scale.py", "service_reads.py"}
 
 
 def test_route_claim_measures_both_sides_and_they_agree():
@@ -100,3 +100,13 @@ def test_scale_runs_conversions_to_the_end_and_plots(tmp_path):
     assert checks["submitted_once_each"] is True
     assert checks["query_plans"]["full_scans"] == []
     assert plot.read_text().startswith("<svg")
+
+
+def test_service_reads_times_every_read_endpoint():
+    doc = run("service_reads.py")
+    assert doc["benchmark"] == "service_reads"
+    assert doc["records"] >= 20_000
+    assert {"/healthz", "/readyz", "/status", "/metrics", "/"} <= set(doc["endpoints"])
+    for url, figures in doc["endpoints"].items():
+        assert positive(figures["p50_ms"]), url
+        assert figures["p50_ms"] <= figures["max_ms"], url
