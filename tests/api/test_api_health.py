@@ -156,7 +156,14 @@ async def test_status_reports_the_ledger_and_the_last_cycle(service: Service) ->
         run_until_settled(service)
         doc = (await c.get("/status")).json()
     assert waiting["conversions"]["received"] == 12
-    assert waiting["intake"] == {"waiting": 12, "requests": 3, "rejected": 1, "accepted": 12, "duplicates": 1, "sources": []}
+    assert waiting["intake"] == {
+        "waiting": 12,
+        "requests": 3,
+        "rejected": 1,
+        "accepted": 12,
+        "duplicates": 1,
+        "sources": [],
+    }
     assert doc["flag"]["version"].startswith("sha-")
     assert doc["flag"]["enabled"] is True
     assert doc["flag"]["tenant_count"] == len(GROUPS["group-1"])

@@ -38,9 +38,7 @@ def terraform_unavailable() -> str | None:
     if shutil.which("terraform") is None:
         return "terraform is not installed on this machine"
     if not (PLUGIN_DIR / "registry.terraform.io" / "hashicorp" / "aws").is_dir():
-        return (
-            f"no filesystem mirror of the AWS provider at {PLUGIN_DIR} (set CUTOVER_TF_PLUGIN_DIR)"
-        )
+        return f"no filesystem mirror of the AWS provider at {PLUGIN_DIR} (set CUTOVER_TF_PLUGIN_DIR)"
     return None
 
 
@@ -173,9 +171,7 @@ def moto_stack(terraform: Terraform, moto_endpoint: str) -> Iterator[MotoStack]:
 @pytest.fixture(scope="session", autouse=True)
 def _apply_moto_stack_early(request: pytest.FixtureRequest) -> None:
     """Start the moto stack's apply with the session when a selected test will use it."""
-    wanted = any(
-        "moto_stack" in getattr(item, "fixturenames", ()) for item in request.session.items
-    )
+    wanted = any("moto_stack" in getattr(item, "fixturenames", ()) for item in request.session.items)
     if wanted and terraform_unavailable() is None:
         request.getfixturevalue("moto_stack")
 

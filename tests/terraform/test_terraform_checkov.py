@@ -31,12 +31,8 @@ def test_checkov_finds_no_failed_check():
         cwd=tf.REPO,
     )
     if result.returncode == INSTALL_FAILED:
-        pytest.skip(
-            f"checkov could not be installed from the package index: {result.stderr[-300:]}"
-        )
-    summary = re.search(
-        r"Passed checks: (\d+), Failed checks: (\d+), Skipped checks: (\d+)", result.stdout
-    )
+        pytest.skip(f"checkov could not be installed from the package index: {result.stderr[-300:]}")
+    summary = re.search(r"Passed checks: (\d+), Failed checks: (\d+), Skipped checks: (\d+)", result.stdout)
     assert summary, result.stdout[-3000:] + result.stderr[-3000:]
     passed, failed, skipped = map(int, summary.groups())
     assert (failed, result.returncode) == (0, 0), result.stdout[-6000:]

@@ -41,9 +41,7 @@ def test_formatting_is_canonical():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("configuration", CONFIGURATIONS)
-def test_configuration_validates_against_the_provider_schema(
-    terraform: Terraform, configuration: str
-):
+def test_configuration_validates_against_the_provider_schema(terraform: Terraform, configuration: str):
     directory = terraform.work / configuration
     terraform.init(directory)
     result = terraform.run(directory, "validate", "-json", check=False)
@@ -97,9 +95,7 @@ def _plan_root(
 
 def _changes(plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Planned changes of managed resources (data sources read at apply are left out)."""
-    return {
-        rc["address"]: rc["change"] for rc in plan["resource_changes"] if rc["mode"] == "managed"
-    }
+    return {rc["address"]: rc["change"] for rc in plan["resource_changes"] if rc["mode"] == "managed"}
 
 
 def _known_keys(output: dict[str, Any]) -> dict[str, Any]:
@@ -158,9 +154,7 @@ def test_root_plan_wires_the_modules_together(terraform, moto_endpoint, tmp_path
     # The first flag version is one the controller accepts, with nobody migrated.
     content = changes["module.appconfig.aws_appconfig_hosted_configuration_version.initial"]
     flag_key = env["CUTOVER_FLAG_KEY"]
-    snapshot = parse_flag(
-        content["after"]["content"], flag_key=flag_key, source="plan", fetched_at=0.0
-    )
+    snapshot = parse_flag(content["after"]["content"], flag_key=flag_key, source="plan", fetched_at=0.0)
     assert snapshot.enabled
     assert snapshot.tenant_ids == frozenset()
     assert profile["type"] == "AWS.AppConfig.FeatureFlags"
@@ -173,9 +167,7 @@ def test_root_plan_wires_the_modules_together(terraform, moto_endpoint, tmp_path
 
 
 @pytest.mark.slow
-def test_root_plan_with_terraform_owned_capacity_and_an_existing_project(
-    terraform, moto_endpoint, tmp_path
-):
+def test_root_plan_with_terraform_owned_capacity_and_an_existing_project(terraform, moto_endpoint, tmp_path):
     variables = _root_variables(
         tmp_path,
         controller_manages_max_vcpus=False,
@@ -211,8 +203,6 @@ def test_root_plan_with_terraform_owned_capacity_and_an_existing_project(
 def test_root_plan_refuses_unsafe_or_impossible_settings(
     terraform, moto_endpoint, tmp_path, override, message
 ):
-    plan, output = _plan_root(
-        terraform, moto_endpoint, _root_variables(tmp_path, **override), check=False
-    )
+    plan, output = _plan_root(terraform, moto_endpoint, _root_variables(tmp_path, **override), check=False)
     assert plan is None
     assert message in " ".join(output.split())

@@ -137,8 +137,7 @@ def _check_bucket(endpoint: str, bucket: str, kms_key_arn: str) -> None:
     assert manifests["NoncurrentVersionExpiration"]["NoncurrentDays"] == 7
     policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
     assert any(
-        s["Effect"] == "Deny"
-        and s["Condition"].get("Bool", {}).get("aws:SecureTransport") == "false"
+        s["Effect"] == "Deny" and s["Condition"].get("Bool", {}).get("aws:SecureTransport") == "false"
         for s in policy["Statement"]
     )
 
@@ -149,14 +148,12 @@ def _check_signals(endpoint: str, outputs: dict[str, Any], kms_key_arn: str) -> 
     assert attributes["KmsMasterKeyId"] == kms_key_arn
     policy = json.loads(attributes["Policy"])
     assert any(
-        s.get("Principal", {}).get("Service") == "cloudwatch.amazonaws.com"
-        for s in policy["Statement"]
+        s.get("Principal", {}).get("Service") == "cloudwatch.amazonaws.com" for s in policy["Statement"]
     )
     cloudwatch = _client("cloudwatch", endpoint)
     names = outputs["alarm_names"]
     alarms = {
-        a["AlarmName"]: a
-        for a in cloudwatch.describe_alarms(AlarmNames=list(names.values()))["MetricAlarms"]
+        a["AlarmName"]: a for a in cloudwatch.describe_alarms(AlarmNames=list(names.values()))["MetricAlarms"]
     }
     assert set(alarms) == set(names.values())
     for alarm in alarms.values():
@@ -195,13 +192,9 @@ def _check_new_path(endpoint: str, outputs: dict[str, Any]) -> None:
         jobDefinitionName=outputs["job_definition_name"], status="ACTIVE"
     )["jobDefinitions"][0]
     assert definition["platformCapabilities"] == ["FARGATE"]
-    requirements = {
-        r["type"]: r["value"] for r in definition["containerProperties"]["resourceRequirements"]
-    }
+    requirements = {r["type"]: r["value"] for r in definition["containerProperties"]["resourceRequirements"]}
     assert requirements == {"VCPU": str(VCPUS_PER_JOB), "MEMORY": "4096"}
-    assert definition["containerProperties"]["executionRoleArn"].endswith(
-        ":role/test-batch-execution"
-    )
+    assert definition["containerProperties"]["executionRoleArn"].endswith(":role/test-batch-execution")
     assert definition["containerProperties"]["jobRoleArn"].endswith(":role/test-batch-job")
     strategy = definition["retryStrategy"]
     assert strategy["attempts"] == 3
@@ -235,9 +228,7 @@ def _check_old_path(endpoint: str, outputs: dict[str, Any]) -> None:
     assert project["source"]["location"] == "test-source/legacy.zip"
     assert project["serviceRole"].endswith(":role/test-legacy-export-codebuild")
     iam = _client("iam", endpoint)
-    grant = iam.get_role_policy(
-        RoleName="test-legacy-export-codebuild", PolicyName="cutover-manifests"
-    )
+    grant = iam.get_role_policy(RoleName="test-legacy-export-codebuild", PolicyName="cutover-manifests")
     statements = grant["PolicyDocument"]["Statement"]
     objects = next(s for s in statements if s["Sid"] == "ReadManifestsWriteResults")
     assert objects["Resource"] == f"arn:aws:s3:::{outputs['bucket_name']}/manifests/*"

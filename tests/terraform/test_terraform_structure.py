@@ -210,10 +210,7 @@ def test_controller_container_uses_those_variables(parsed):
     assert controller["dependsOn"] == [{"containerName": "appconfig-agent", "condition": "START"}]
     assert all(c["readonlyRootFilesystem"] is True for c in containers.values())
     task = tf.one_block(parsed, "resource", "aws_ecs_task_definition")
-    assert (
-        tf.expression(task.body["container_definitions"])
-        == "jsonencode(local.container_definitions)"
-    )
+    assert tf.expression(task.body["container_definitions"]) == "jsonencode(local.container_definitions)"
 
 
 def test_controller_health_check_asks_healthz(parsed):
@@ -231,14 +228,8 @@ def test_controller_health_check_asks_healthz(parsed):
 
 def test_terraform_defaults_match_the_controllers_defaults(parsed):
     fields = Settings.model_fields
-    assert (
-        _root_default(parsed, "appconfig_application_name")
-        == fields["appconfig_application"].default
-    )
-    assert (
-        _root_default(parsed, "appconfig_environment_name")
-        == fields["appconfig_environment"].default
-    )
+    assert _root_default(parsed, "appconfig_application_name") == fields["appconfig_application"].default
+    assert _root_default(parsed, "appconfig_environment_name") == fields["appconfig_environment"].default
     assert _root_default(parsed, "appconfig_profile_name") == fields["appconfig_profile"].default
     assert _root_default(parsed, "flag_key") == fields["flag_key"].default
     assert _root_default(parsed, "budget") == fields["budget"].default
@@ -252,9 +243,7 @@ def test_controller_is_internal_and_not_autoscaled(parsed):
     assert service.body["launch_type"] == "FARGATE"
     for kind in ("aws_lb", "aws_alb", "aws_appautoscaling_target", "aws_appautoscaling_policy"):
         assert not tf.blocks(parsed, "resource", kind), kind
-    group = next(
-        b for b in tf.blocks(parsed, "resource", "aws_security_group") if b.name == "controller"
-    )
+    group = next(b for b in tf.blocks(parsed, "resource", "aws_security_group") if b.name == "controller")
     ingress = tf.nested(group.body, "ingress")
     assert [rule["cidr_blocks"] for rule in ingress] == ["${var.allowed_cidr_blocks}"]
 
@@ -275,8 +264,7 @@ def test_ledger_table_matches_the_ledgers_key_schema(parsed):
         ledger_schema.TENANT_INDEX_RANGE_KEY: ledger_schema.TENANT_INDEX_RANGE_KEY_TYPE,
     }
     indexes = {
-        g["name"]: (g["hash_key"], g.get("range_key"))
-        for g in tf.nested(table, "global_secondary_index")
+        g["name"]: (g["hash_key"], g.get("range_key")) for g in tf.nested(table, "global_secondary_index")
     }
     assert indexes == {
         ledger_schema.STATE_INDEX: (
@@ -303,9 +291,7 @@ def test_manifest_bucket_is_private_versioned_encrypted_expiring_and_tls_only(pa
     def one(type_: str) -> dict[str, Any]:
         return tf.one_block(parsed, "resource", type_).body
 
-    assert tf.single(one("aws_s3_bucket_versioning"), "versioning_configuration") == {
-        "status": "Enabled"
-    }
+    assert tf.single(one("aws_s3_bucket_versioning"), "versioning_configuration") == {"status": "Enabled"}
     rule = tf.single(one("aws_s3_bucket_server_side_encryption_configuration"), "rule")
     default = tf.single(rule, "apply_server_side_encryption_by_default")
     assert default["sse_algorithm"] == "aws:kms"
@@ -319,15 +305,11 @@ def test_manifest_bucket_is_private_versioned_encrypted_expiring_and_tls_only(pa
     ):
         assert block[flag] is True, flag
     rules = tf.nested(one("aws_s3_bucket_lifecycle_configuration"), "rule")
-    manifests = next(
-        r for r in rules if tf.single(r, "filter").get("prefix") == "${var.manifest_prefix}"
-    )
+    manifests = next(r for r in rules if tf.single(r, "filter").get("prefix") == "${var.manifest_prefix}")
     assert tf.single(manifests, "expiration")["days"] == "${var.manifest_expiration_days}"
     assert tf.single(manifests, "noncurrent_version_expiration")
     policy = next(
-        b
-        for b in tf.blocks(parsed, "data", "aws_iam_policy_document")
-        if b.path.parent.name == "ledger"
+        b for b in tf.blocks(parsed, "data", "aws_iam_policy_document") if b.path.parent.name == "ledger"
     )
     denies = [s for s in tf.policy_statements(policy) if s.effect == "Deny"]
     assert any(
@@ -376,9 +358,7 @@ def test_compute_environment_is_fargate_sized_by_the_budget_and_unnamed(parsed):
         assert resources["type"] == "FARGATE"
         assert resources["max_vcpus"] == "${local.max_vcpus}"
     managed = next(b for b in environments if b.name == "controller_managed")
-    assert tf.single(managed.body, "lifecycle")["ignore_changes"] == [
-        "${compute_resources[0].max_vcpus}"
-    ]
+    assert tf.single(managed.body, "lifecycle")["ignore_changes"] == ["${compute_resources[0].max_vcpus}"]
     queue = tf.one_block(parsed, "resource", "aws_batch_job_queue").body
     assert "compute_environments" not in queue  # deprecated in 5.x
     assert tf.single(queue, "compute_environment_order")
@@ -507,9 +487,7 @@ def test_data_at_rest_uses_the_customer_managed_key(parsed):
     assert key["enable_key_rotation"] is True
     for group in tf.blocks(parsed, "resource", "aws_cloudwatch_log_group"):
         assert tf.expression(group.body["kms_key_id"]) == "var.kms_key_arn", group.address
-        assert tf.expression(group.body["retention_in_days"]) == "var.log_retention_days", (
-            group.address
-        )
+        assert tf.expression(group.body["retention_in_days"]) == "var.log_retention_days", group.address
     topic = tf.one_block(parsed, "resource", "aws_sns_topic").body
     assert tf.expression(topic["kms_master_key_id"]) == "var.kms_key_arn"
     project = tf.one_block(parsed, "resource", "aws_codebuild_project").body
@@ -566,9 +544,7 @@ def test_root_variables_that_can_be_wrong_are_validated(parsed):
 
 def test_tfvars_example_sets_every_required_variable_and_nothing_unknown(parsed):
     example = tf.load(tf.TERRAFORM_DIR / "terraform.tfvars.example")
-    root = {
-        name: body for path, name, body in tf.variables(parsed) if path.parent == tf.TERRAFORM_DIR
-    }
+    root = {name: body for path, name, body in tf.variables(parsed) if path.parent == tf.TERRAFORM_DIR}
     assert set(example) <= set(root), set(example) - set(root)
     required = {name for name, body in root.items() if "default" not in body}
     assert required <= set(example), required - set(example)
@@ -603,7 +579,5 @@ def test_no_argument_or_attribute_that_provider_6_renamed_or_deprecated():
         text = path.read_text(encoding="utf-8")
         code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
         assert "compute_environment_name" not in code, path
-        assert "data.aws_region" not in code, (
-            path
-        )  # .name is deprecated in 6.x, .region absent in 5.x
+        assert "data.aws_region" not in code, path  # .name is deprecated in 6.x, .region absent in 5.x
         assert not re.search(r"^\s*compute_environments\s*=", code, re.M), path
