@@ -5,6 +5,7 @@ and a controller. Nothing else in ``controller`` names an adapter.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import time
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from typing import Any
 
 from controller.cycle import Controller, CycleConfig
 from controller.domain import ConversionRecord, ConversionState, Path
-from controller.errors import ConfigError
+from controller.errors import ConfigError, LedgerError
 from controller.housekeeping import Housekeeping
 from controller.notify import LogMetrics, LogNotifier, MetricSink, Notifier, Signals
 from controller.ports import Backend, Ledger
@@ -30,7 +31,10 @@ def make_ledger(settings: Settings) -> Ledger:
     if sqlite_path is not None:
         from controller.ledger_sqlite import SQLiteLedger
 
-        return SQLiteLedger(sqlite_path)
+        try:
+            return SQLiteLedger(sqlite_path)
+        except LedgerError as exc:
+            raise ConfigError(f"CUTOVER_LEDGER: {exc}") from exc
     table = settings.dynamodb_table
     if table is not None:
         from controller.ledger_dynamodb import DynamoDBLedger
@@ -98,14 +102,26 @@ def make_backends(
         from new_adapter.local import LocalParallelRunner
 
         command = worker_command(settings.local_worker)
+        if shutil.which(command[0]) is None:
+            raise ConfigError(f"CUTOVER_LOCAL_WORKER: {command[0]!r} is not an executable command")
         state = settings.local_state_dir.resolve()
         output = settings.output_dir.resolve()
-        return {
-            Path.LEGACY: LocalBuildRunner(
-                state, command, output, build_timeout=settings.job_timeout * 32, clock=clock
-            ),
-            Path.NEW: LocalParallelRunner(state, command, output, timeout=settings.job_timeout, clock=clock),
-        }
+        # Found now rather than by every conversion failing later.
+        try:
+            output.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"CUTOVER_OUTPUT_DIR: cannot create {output} ({exc.strerror})") from exc
+        try:
+            return {
+                Path.LEGACY: LocalBuildRunner(
+                    state, command, output, build_timeout=settings.job_timeout * 32, clock=clock
+                ),
+                Path.NEW: LocalParallelRunner(
+                    state, command, output, timeout=settings.job_timeout, clock=clock
+                ),
+            }
+        except OSError as exc:
+            raise ConfigError(f"CUTOVER_LOCAL_STATE_DIR: cannot use {state} ({exc.strerror})") from exc
     if settings.backend == "aws":
         return _aws_backends(settings, clock, tally)
     raise ConfigError(f"CUTOVER_BACKEND: {settings.backend!r} is not supported by this build")

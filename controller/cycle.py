@@ -104,6 +104,8 @@ class Controller:
         self.last_report: CycleReport | None = None
         self.cycles = 0
         self._lock = threading.Lock()
+        # Whether the new path's backend caps itself; unknown (so assumed not) until it has answered.
+        self._new_caps = False
 
     # -- the cycle ---------------------------------------------------------------------------
 
@@ -122,10 +124,13 @@ class Controller:
         reconciled, released = self.reconcile_intents(started - self.config.intent_grace_seconds)
         held, hold_reason, claimed = self._route(status, started)
         polled = self._poll(started, errors)
-        dispatcher = self.ledger.try_lease("dispatch", self.holder, started, self.config.lease_seconds)
+        # Taken at the time of taking, not the cycle's start: the lease must cover the dispatch ahead.
+        lease_at = self.clock()
+        dispatcher = self.ledger.try_lease("dispatch", self.holder, lease_at, self.config.lease_seconds)
         split: tuple[dict[Path, int], int, int, dict[Path, int]] = ({}, 0, 0, {})
         if dispatcher:
-            split = self._dispatch(self.clock(), polled.queued, errors)
+            lease_until = lease_at + self.config.lease_seconds
+            split = self._dispatch(self.clock(), lease_until, polled.queued, errors)
         dispatched, new_capacity, legacy_threads, in_use = split
         return CycleReport(
             started_at=started,
@@ -263,7 +268,7 @@ class Controller:
     # -- dispatch: split the budget, then submit each path's work ------------------------------
 
     def _dispatch(
-        self, now: float, queued: Mapping[Path, int], errors: list[str]
+        self, now: float, lease_until: float, queued: Mapping[Path, int], errors: list[str]
     ) -> tuple[dict[Path, int], int, int, dict[Path, int]]:
         cfg = self.config
         legacy, new = self.backends.get(Path.LEGACY), self.backends.get(Path.NEW)
@@ -271,23 +276,33 @@ class Controller:
         new_todo = self.ledger.pending_dispatch(Path.NEW, cfg.max_claims) if new else []
         legacy_in_use = legacy.in_use() if legacy else 0
         new_running = new.in_use() if new else 0
-        load = Load(legacy_in_use, new_running, len(legacy_todo), len(new_todo) + queued.get(Path.NEW, 0))
+        admitted_new = new_running
+        if new is not None and not self._new_caps:
+            # A backend that cannot cap runs whatever it was handed, queued or not, so all of it
+            # counts: what the ledger says was handed over, not what this cycle's poll happened to
+            # see (a poll can fail; an intent with an unknown outcome is not polled at all).
+            counts = self.ledger.counts()
+            handed = counts.path_state(Path.NEW, ConversionState.DISPATCHING) + counts.path_state(
+                Path.NEW, ConversionState.DISPATCHED
+            )
+            admitted_new = max(new_running, handed)
+        load = Load(legacy_in_use, admitted_new, len(legacy_todo), len(new_todo) + queued.get(Path.NEW, 0))
         split = split_budget(cfg.budget, load, cfg.legacy_max_threads)
         dispatched: dict[Path, int] = {}
         cap_in_force = split.new_capacity
         if new is not None:
             cap = new.set_capacity(split.new_capacity)
+            self._new_caps = cap is not None
             if cap is None:
                 # The backend cannot cap itself: hold back so that dispatched, unfinished work fits.
-                unfinished = new_running + queued.get(Path.NEW, 0)
-                new_todo = new_todo[: max(0, split.new_capacity - unfinished)]
+                new_todo = new_todo[: max(0, split.new_capacity - admitted_new)]
             else:
                 cap_in_force = cap
             if new_todo:
-                dispatched[Path.NEW] = self._submit(new, new_todo, 0, now, errors)
+                dispatched[Path.NEW] = self._submit(new, new_todo, 0, now, lease_until, errors)
         threads = clamp_threads(split.legacy_threads, cfg.budget, legacy_in_use, cap_in_force)
         if legacy is not None and legacy_todo and threads >= 1:
-            dispatched[Path.LEGACY] = self._submit(legacy, legacy_todo, threads, now, errors)
+            dispatched[Path.LEGACY] = self._submit(legacy, legacy_todo, threads, now, lease_until, errors)
         else:
             threads = 0
         in_use = {Path.LEGACY: legacy_in_use + threads, Path.NEW: new_running}
@@ -299,11 +314,20 @@ class Controller:
         records: Sequence[ConversionRecord],
         concurrency: int,
         now: float,
+        lease_until: float,
         errors: list[str],
     ) -> int:
         key = batch_key(backend.path, records)
         taken = self.ledger.mark_dispatching(records, key, now)
         if not taken:
+            return 0
+        if self.clock() > lease_until - self.config.lease_seconds / 2:
+            # The admission holds only while no other replica can take the lease and dispatch on
+            # its own view; a submit must have half the lease left to come back in (a slow step
+            # or a paused process got here late). Nothing was started: the intents go back.
+            self.ledger.release([(r.conversion_id, r.fence) for r in taken], self.clock(), "lease ran short")
+            errors.append(f"submit {backend.path.value}: dispatch lease ran short; left for the next cycle")
+            log.warning("dispatch.lease_short", extra={"path": backend.path.value})
             return 0
         batch = DispatchBatch(
             key=key,
@@ -322,9 +346,21 @@ class Controller:
             log.warning("dispatch.rejected", extra={"path": backend.path.value, "error": str(exc)})
             return 0
         except BackendError as exc:
-            # Outcome unknown: the intents stay, and reconciliation asks the backend later.
+            # Outcome unknown: the intents stay, and reconciliation asks the backend later - unless
+            # reconciliation already settled some while the call was out. Their intent is gone, so
+            # nothing would ever find what this call may have started: look now, and stop it.
             errors.append(f"submit {backend.path.value}: {exc}")
             log.warning("dispatch.unknown", extra={"path": backend.path.value, "error": str(exc)})
+            settled = [r for r in taken if not self._intended(r)]
+            if settled:
+                try:
+                    found = backend.find([(r.conversion_id, key) for r in settled])
+                except BackendError as find_exc:
+                    log.warning(
+                        "dispatch.orphans_unknown", extra={"path": backend.path.value, "error": str(find_exc)}
+                    )
+                else:
+                    self._cancel_orphans(backend, list(found.values()))
             return 0
         fences = {r.conversion_id: r.fence for r in taken}
         recorded = set(
@@ -333,11 +369,8 @@ class Controller:
                 self.clock(),
             )
         )
-        for ref in refs:
-            if ref.conversion_id not in recorded:
-                # Someone else settled this intent meanwhile: the job we just made must not run.
-                backend.cancel(ref)
-                log.warning("dispatch.cancelled_late", extra={"conversion_id": ref.conversion_id})
+        # Someone else settled these intents meanwhile.
+        self._cancel_orphans(backend, [ref for ref in refs if ref.conversion_id not in recorded])
         log.info(
             "dispatch.submitted",
             extra={
@@ -348,6 +381,25 @@ class Controller:
             },
         )
         return len(recorded)
+
+    def _intended(self, record: ConversionRecord) -> bool:
+        """True while ``record``'s dispatch intent is still the conversion's current one."""
+        current = self.ledger.get(record.conversion_id)
+        return (
+            current is not None
+            and current.state is ConversionState.DISPATCHING
+            and (current.fence == record.fence)
+        )
+
+    def _cancel_orphans(self, backend: Backend, refs: Sequence[JobRef]) -> None:
+        """Stop jobs made for intents settled meanwhile, unless reconciliation recorded that very job
+        (then it is the conversion's job); any other must not run."""
+        for ref in refs:
+            current = self.ledger.get(ref.conversion_id)
+            if current is not None and current.job_ref == ref.job_id:
+                continue
+            backend.cancel(ref)
+            log.warning("dispatch.cancelled_late", extra={"conversion_id": ref.conversion_id})
 
     # -- reconcile intents left by a crash -------------------------------------------------------
 

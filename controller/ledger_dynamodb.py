@@ -133,6 +133,7 @@ class _Move:
     sets: dict[str, AttributeValue] = field(default_factory=dict)
     removes: tuple[str, ...] = ()
     increments: tuple[str, ...] = ()
+    decrements: tuple[str, ...] = ()
     new_path: Path | None = None  # the path the move puts the record on (a claim), else unchanged
     to_path_none: bool = False  # the move drops the path (an operator's requeue)
     decision: tuple[int, str, str] | None = None  # (minute, path, flag version) of a new claim
@@ -330,6 +331,10 @@ class DynamoDBLedger:
             names[f"#i{i}"] = attr
             values[":one"] = _n(1)
             parts.append(f"#i{i} = #i{i} + :one")
+        for i, attr in enumerate(move.decrements):
+            names[f"#d{i}"] = attr
+            values[":one"] = _n(1)
+            parts.append(f"#d{i} = #d{i} - :one")
         expression = "SET " + ", ".join(parts)
         if move.removes:
             for i, attr in enumerate(move.removes):
@@ -698,6 +703,7 @@ class DynamoDBLedger:
                 None,
                 sets={"reason": _s(reason), "updated_at": _n(now)},
                 removes=("intent",),
+                decrements=("attempts",),  # nothing was started: the attempt does not count
             )
             for cid, fence in conversion_ids
         ]

@@ -228,7 +228,10 @@ class SQLiteLedger:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LedgerError(f"ledger {path}: cannot create its directory ({exc.strerror})") from exc
         try:
             self._connection().executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
         except sqlite3.Error as exc:
@@ -420,9 +423,11 @@ class SQLiteLedger:
         return [d.conversion_id for d, ok in zip(items, applied, strict=True) if ok]
 
     def release(self, conversion_ids: Sequence[tuple[str, int]], now: float, reason: str) -> int:
+        # Nothing was started, so the attempt does not count against the resubmits.
         applied = self._each(
             "UPDATE conversions SET state = 'claimed', intent = NULL, reason = ?, "
-            "updated_at = ? WHERE conversion_id = ? AND state = 'dispatching' AND fence = ?",
+            "attempts = attempts - 1, updated_at = ? "
+            "WHERE conversion_id = ? AND state = 'dispatching' AND fence = ?",
             [(reason, now, cid, fence) for cid, fence in conversion_ids],
         )
         return sum(applied)
@@ -481,7 +486,7 @@ class SQLiteLedger:
                 )
             db.execute(
                 "UPDATE conversions SET state = 'received', path = NULL, flag_version = NULL, "
-                "job_ref = NULL, intent = NULL, reason = 'requeued by operator', "
+                "job_ref = NULL, intent = NULL, reason = 'requeued by operator', attempts = 0, "
                 "claimed_at = NULL, dispatched_at = NULL, finished_at = NULL, updated_at = ? "
                 "WHERE conversion_id = ? AND state = 'failed'",
                 (now, conversion_id),
@@ -494,6 +499,7 @@ class SQLiteLedger:
             job_ref=None,
             intent=None,
             reason="requeued by operator",
+            attempts=0,
             claimed_at=None,
             dispatched_at=None,
             finished_at=None,

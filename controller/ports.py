@@ -121,7 +121,7 @@ class Ledger(Protocol):
         ...
 
     def release(self, conversion_ids: Sequence[tuple[str, int]], now: float, reason: str) -> int:
-        """Return intents to CLAIMED when the backend confirmed nothing was started."""
+        """Return intents to CLAIMED when the backend confirmed nothing was started ; undo the attempt."""
         ...
 
     def intents(self, older_than: float, limit: int) -> list[ConversionRecord]:
@@ -141,7 +141,7 @@ class Ledger(Protocol):
         ...
 
     def requeue(self, conversion_id: str, now: float) -> ConversionRecord:
-        """Free a FAILED conversion so the next cycle routes it afresh (an operator's act)."""
+        """Free a FAILED conversion so the next cycle routes it afresh, retries and all (an operator)."""
         ...
 
     def get(self, conversion_id: str) -> ConversionRecord | None:

@@ -18,6 +18,17 @@ from controller.errors import ConfigError
 ENV_PREFIX = "CUTOVER_"
 _LEDGER_URL = re.compile(r"^(sqlite:///.+|dynamodb://[A-Za-z0-9_.-]{3,255})$")
 _APPCONFIG_NAME = re.compile(r"^[^\x00-\x1f]{1,128}$")
+# Names (or ARNs) of a CodeBuild project, Batch queue, job definition (name:revision), compute environment.
+_AWS_NAME = re.compile(
+    r"^(arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:\d{12}:\S{1,1024}|[A-Za-z0-9][A-Za-z0-9_.:-]{0,254})$"
+)
+_S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_FINDER_SPEC = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+_S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
+_KEY_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SQS_QUEUE_URL = re.compile(r"^https?://[^\s/]+/\d{12}/[A-Za-z0-9_-]{1,80}(\.fifo)?$")
+_SQLALCHEMY_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+]*://\S*$")
+_SNS_TOPIC_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$")
 
 PositiveInt = Annotated[int, Field(ge=1)]
 
@@ -31,6 +42,8 @@ class Settings(BaseSettings):
         extra="ignore",
         frozen=True,
         validate_default=True,
+        # An infinite grace or timeout would silently switch reconciliation or a limit off.
+        allow_inf_nan=False,
     )
 
     flag_source: Literal["file", "agent", "appconfigdata"] = "file"
@@ -123,7 +136,7 @@ class Settings(BaseSettings):
     @field_validator("manifest_prefix")
     @classmethod
     def _manifest_prefix(cls, value: str) -> str:
-        if not re.match(r"^([A-Za-z0-9_.-]+/)*$", value):
+        if not re.match(r"^([A-Za-z0-9_.-]+/)*$", value) or any(p in (".", "..") for p in value.split("/")):
             raise ValueError('must be a relative key prefix ending in "/", such as "manifests/"')
         return value
 
@@ -132,15 +145,6 @@ class Settings(BaseSettings):
     def _namespace(cls, value: str) -> str:
         if not re.match(r"^[A-Za-z0-9._/#:-]{1,255}$", value) or value.startswith("AWS/"):
             raise ValueError("must be a custom CloudWatch namespace (not AWS/...)")
-        return value
-
-    @field_validator("sns_topic_arn")
-    @classmethod
-    def _topic(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(
-            r"^arn:[a-z-]+:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$", value
-        ):
-            raise ValueError("must be an SNS topic ARN")
         return value
 
     @field_validator("agent_url")
@@ -155,6 +159,72 @@ class Settings(BaseSettings):
     def _name(cls, value: str) -> str:
         if not _APPCONFIG_NAME.match(value):
             raise ValueError("must be 1-128 printable characters")
+        return value
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _not_blank(cls, value: Any) -> Any:
+        # Set but empty is a secret or template that did not expand, not a wish to leave it out
+        # (an empty path would even mean the working directory).
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("is set but empty; unset it to leave it out")
+        return value
+
+    @field_validator("legacy_project", "batch_job_queue", "batch_job_definition", "batch_compute_environment")
+    @classmethod
+    def _aws_name(cls, value: str | None) -> str | None:
+        if value is not None and not _AWS_NAME.match(value):
+            raise ValueError("must be a resource name (letters, digits, - and _) or its ARN")
+        return value
+
+    @field_validator("manifest_bucket")
+    @classmethod
+    def _bucket(cls, value: str | None) -> str | None:
+        if value is not None and not _S3_BUCKET.match(value):
+            raise ValueError("must be an S3 bucket name: 3-63 lower-case letters, digits, dots and hyphens")
+        return value
+
+    @field_validator("sns_topic_arn")
+    @classmethod
+    def _topic(cls, value: str | None) -> str | None:
+        if value is not None and not _SNS_TOPIC_ARN.match(value):
+            raise ValueError("must be an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)")
+        return value
+
+    @field_validator("target_finder")
+    @classmethod
+    def _finder(cls, value: str | None) -> str | None:
+        if value is not None and not _FINDER_SPEC.match(value):
+            raise ValueError("must name a callable as package.module:function")
+        return value
+
+    @field_validator("finder_s3_uri")
+    @classmethod
+    def _s3_uri(cls, value: str | None) -> str | None:
+        if value is not None and not _S3_URI.match(value):
+            raise ValueError("must be s3://bucket/prefix")
+        return value
+
+    @field_validator("finder_s3_pattern")
+    @classmethod
+    def _key_pattern(cls, value: str) -> str:
+        names = _KEY_FIELD.findall(value)
+        if "tenant_id" not in names or len(names) != len(set(names)):
+            raise ValueError("must have one {tenant_id} field and no field twice")
+        return value
+
+    @field_validator("sqs_queue_url")
+    @classmethod
+    def _queue_url(cls, value: str | None) -> str | None:
+        if value is not None and not _SQS_QUEUE_URL.match(value):
+            raise ValueError("must be an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)")
+        return value
+
+    @field_validator("finder_sql_url")
+    @classmethod
+    def _sql_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not _SQLALCHEMY_URL.match(value.get_secret_value()):
+            raise ValueError("must be a database URL such as postgresql+psycopg://user@host/db")
         return value
 
     @field_validator("local_worker")

@@ -8,6 +8,7 @@ the flag's), and the single flag object the agent answers for ``?flag=<key>``. P
 
 from __future__ import annotations
 
+import codecs
 import copy
 import hashlib
 import json
@@ -46,16 +47,44 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Parsers disagree on which of two equal keys wins; a flag must not depend on which one reads it.
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
 def load_json(raw: bytes | str, where: str) -> Any:
-    """Decode JSON strictly (no NaN/Infinity), naming ``where`` in the error."""
-    size = len(raw.encode() if isinstance(raw, str) else raw)
-    if size > MAX_DOCUMENT_BYTES:
+    """Decode UTF-8 JSON strictly (no BOM, NaN/Infinity or duplicate keys), naming ``where`` in the error.
+
+    Every malformed input raises ``FlagInvalidError``, whatever broke in the decoder.
+    """
+    if isinstance(raw, str):
+        try:
+            data = raw.encode()
+        except UnicodeEncodeError as exc:
+            raise FlagInvalidError(f"{where}: not valid text at char {exc.start} ({exc.reason})") from exc
+    else:
+        data = raw
+    if len(data) > MAX_DOCUMENT_BYTES:
         raise FlagInvalidError(
-            f"{where}: document is {size} bytes, over AppConfig's limit of {MAX_DOCUMENT_BYTES}"
+            f"{where}: document is {len(data)} bytes, over AppConfig's limit of {MAX_DOCUMENT_BYTES}"
         )
+    if data.startswith(codecs.BOM_UTF8):
+        raise FlagInvalidError(f"{where}: starts with a byte order mark at byte 0; JSON must be plain UTF-8")
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
+        # Decoded here rather than by json.loads, which would guess UTF-16/32 from the first bytes.
+        text = data.decode()
+    except UnicodeDecodeError as exc:
+        raise FlagInvalidError(f"{where}: not UTF-8 at byte {exc.start} ({exc.reason})") from exc
+    try:
+        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+    except RecursionError as exc:
+        raise FlagInvalidError(f"{where}: nested too deeply to be a flag document") from exc
+    except ValueError as exc:
         raise FlagInvalidError(f"{where}: not valid JSON ({exc})") from exc
 
 

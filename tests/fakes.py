@@ -6,11 +6,17 @@ against what really ran, not against what the controller believed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from controller.domain import DispatchBatch, JobRef, JobState, JobStatus, Path
-from controller.errors import BackendUnavailableError, SubmitRejectedError
+from controller.errors import (
+    BackendUnavailableError,
+    FlagUnavailableError,
+    SubmitRejectedError,
+)
+from flags.document import parse_flag
 from flags.snapshot import FlagSnapshot, FlagState, FlagStatus
 
 
@@ -48,22 +54,43 @@ class FakeFlags:
 
 
 @dataclass
+class Run:
+    """One execution that really started: a job that left the queue and worked (``World.runs``)."""
+
+    conversion_id: str
+    path: Path
+    job_id: str
+    fence: int
+    started: int  # World event number
+    ended: int | None = None
+    outcome: JobStatus | None = None
+
+
+@dataclass
 class _Job:
     conversion_id: str
     batch: str
     ticks_left: int
     status: JobStatus = JobStatus.QUEUED
     fail: bool = False
+    fence: int = 0
+    run: Run | None = None
 
 
 @dataclass
 class World:
-    """Both paths' work; ``tick`` advances it and records the peak of work being done."""
+    """Both paths' work; ``tick`` advances it and records the peak of work being done.
+
+    ``executions`` lists the paths a conversion was submitted to; ``runs`` lists the executions
+    that really started (a job cancelled while queued never runs), in the order they started.
+    """
 
     budget: int
     peak: int = 0
     executions: dict[str, list[Path]] = field(default_factory=dict)
     backends: list[FakeBackend] = field(default_factory=list)
+    runs: list[Run] = field(default_factory=list)
+    events: int = 0
 
     def load(self) -> int:
         """Conversions being worked on right now, on both paths together."""
@@ -73,6 +100,14 @@ class World:
         for b in self.backends:
             b.tick()
         self.peak = max(self.peak, self.load())
+
+    def event(self) -> int:
+        self.events += 1
+        return self.events
+
+    def busy(self) -> bool:
+        """True while any backend holds a job that is queued or running."""
+        return any(not j.status.terminal for b in self.backends for j in b.jobs.values())
 
 
 class FakeBackend:
@@ -92,7 +127,15 @@ class FakeBackend:
         self.crash_after_submit = False
         self.reject_next = False
         self.unavailable_after_submit = False
+        # Further faults, each one-shot like the ones above.
+        self.unavailable_before_submit = False  # a timeout before the backend got the request
+        self.poll_unavailable = False  # a throttled or timed-out status call
+        self.find_unavailable = False  # a throttled or timed-out lookup during reconciliation
+        self.fail_once: set[str] = set()  # the next execution of these conversions fails
         self.cancelled: list[JobRef] = []
+        # Like TerminateJob / StopBuild, cancel may stop a job that already runs (off by default).
+        self.cancel_stops_running = False
+        self.on_cancel: Callable[[JobRef], None] | None = None  # sees every cancel as it is asked
         world.backends.append(self)
 
     # -- the port ----------------------------------------------------------------------------
@@ -104,13 +147,16 @@ class FakeBackend:
         if self.reject_next:
             self.reject_next = False
             raise SubmitRejectedError("refused")
+        if self.unavailable_before_submit:
+            self.unavailable_before_submit = False
+            raise BackendUnavailableError("timed out before the request was sent")
         self.submits.append(batch)
         refs = []
         for item in batch.items:
             job_id = f"{batch.key}/{item.conversion_id}"
-            self.jobs[job_id] = _Job(
-                item.conversion_id, batch.key, self.ticks, fail=item.conversion_id in self.fail_ids
-            )
+            fail = item.conversion_id in self.fail_ids or item.conversion_id in self.fail_once
+            self.fail_once.discard(item.conversion_id)
+            self.jobs[job_id] = _Job(item.conversion_id, batch.key, self.ticks, fail=fail, fence=item.fence)
             self.world.executions.setdefault(item.conversion_id, []).append(self.path)
             refs.append(JobRef(job_id, item.conversion_id))
         if self.path is Path.LEGACY:
@@ -127,6 +173,9 @@ class FakeBackend:
         return refs
 
     def poll(self, refs: Sequence[JobRef]) -> dict[JobRef, JobState]:
+        if self.poll_unavailable:
+            self.poll_unavailable = False
+            raise BackendUnavailableError("status call throttled")
         out = {}
         for ref in refs:
             job = self.jobs.get(ref.job_id)
@@ -139,6 +188,9 @@ class FakeBackend:
         return out
 
     def find(self, intents: Sequence[tuple[str, str]]) -> dict[str, JobRef]:
+        if self.find_unavailable:
+            self.find_unavailable = False
+            raise BackendUnavailableError("lookup throttled")
         found = {}
         for cid, key in intents:
             job_id = f"{key}/{cid}"
@@ -148,9 +200,16 @@ class FakeBackend:
 
     def cancel(self, ref: JobRef) -> None:
         self.cancelled.append(ref)
+        if self.on_cancel is not None:
+            self.on_cancel(ref)
         job = self.jobs.get(ref.job_id)
         if job is not None and job.status is JobStatus.QUEUED:
             job.status = JobStatus.FAILED
+        elif job is not None and job.status is JobStatus.RUNNING and self.cancel_stops_running:
+            job.status = JobStatus.FAILED
+            if job.run is not None:
+                job.run.ended = self.world.event()
+                job.run.outcome = job.status
 
     def set_capacity(self, slots: int) -> int | None:
         if not self.can_cap:
@@ -181,6 +240,9 @@ class FakeBackend:
                 job.ticks_left -= 1
                 if job.ticks_left <= 0:
                     job.status = JobStatus.FAILED if job.fail else JobStatus.SUCCEEDED
+                    if job.run is not None:
+                        job.run.ended = self.world.event()
+                        job.run.outcome = job.status
         if self.path is Path.LEGACY:
             for threads, ids in self.builds.values():
                 running = sum(1 for j in ids if self.jobs[j].status is JobStatus.RUNNING)
@@ -188,14 +250,102 @@ class FakeBackend:
                     if running >= threads:
                         break
                     if self.jobs[j].status is JobStatus.QUEUED:
-                        self.jobs[j].status = JobStatus.RUNNING
+                        self._start(j)
                         running += 1
         else:
             cap = self.capacity if self.can_cap else 10**9
             running = self.running()
-            for job in self.jobs.values():
+            for job_id, job in self.jobs.items():
                 if running >= cap:
                     break
                 if job.status is JobStatus.QUEUED:
-                    job.status = JobStatus.RUNNING
+                    self._start(job_id)
                     running += 1
+
+    def _start(self, job_id: str) -> None:
+        job = self.jobs[job_id]
+        job.status = JobStatus.RUNNING
+        job.run = Run(job.conversion_id, self.path, job_id, job.fence, self.world.event())
+        self.world.runs.append(job.run)
+
+
+class FakeFlagSource:
+    """A flag source (the agent, a file) whose answer the test sets: a document, an outage, garbage.
+
+    Documents go through the real ``parse_flag``, so a bad one fails the way a real source fails.
+    ``last`` says what the latest fetch did: ``"ok"``, ``"unavailable"`` or ``"invalid"``.
+    """
+
+    name = "fake"
+
+    def __init__(self, clock: Callable[[], float], flag_key: str = "migrated_tenants") -> None:
+        self.clock = clock
+        self.flag_key = flag_key
+        self.document: str | bytes | None = None  # None: nothing deployed yet
+        self.version: str | None = None
+        self.down = False
+        self.garbage: str | bytes | None = None
+        self.last = ""
+
+    def serve(self, document: str | bytes, version: str | None) -> None:
+        self.document, self.version = document, version
+
+    def fetch(self) -> FlagSnapshot:
+        self.last = "unavailable"
+        if self.down:
+            raise FlagUnavailableError("agent did not answer")
+        if self.garbage is None and self.document is None:
+            raise FlagUnavailableError("nothing deployed yet")
+        self.last = "invalid"
+        if self.garbage is not None:
+            return parse_flag(self.garbage, flag_key=self.flag_key, source=self.name, fetched_at=self.clock())
+        assert self.document is not None
+        snap = parse_flag(
+            self.document,
+            flag_key=self.flag_key,
+            source=self.name,
+            fetched_at=self.clock(),
+            version=self.version,
+        )
+        self.last = "ok"
+        return snap
+
+
+class Tripwire:
+    """Wraps a port; an armed method runs an action just before or just after the real call.
+
+    The action may raise ``Crash`` (a process death at that step boundary) or do other work first
+    (a pause in which the rest of the world moves on). Each arming fires once.
+    """
+
+    def __init__(self, target: Any) -> None:
+        self._target = target
+        self._armed: dict[str, tuple[str, Callable[[], None]]] = {}
+
+    def arm(self, method: str, when: str, action: Callable[[], None]) -> None:
+        if when not in ("before", "after"):
+            raise ValueError(when)
+        self._armed[method] = (when, action)
+
+    def disarm(self) -> None:
+        self._armed.clear()
+
+    @property
+    def armed(self) -> bool:
+        return bool(self._armed)
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._target, name)
+        if name not in self._armed:
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            armed = self._armed.pop(name, None)
+            if armed is not None and armed[0] == "before":
+                armed[1]()
+            result = attr(*args, **kwargs)
+            if armed is not None and armed[0] == "after":
+                armed[1]()
+            return result
+
+        return call
