@@ -144,6 +144,7 @@ class StatusOut(_Out):
     conversions: StateCounts
     by_path: ByPath
     last_cycle_at: float | None
+    warnings: list[str]
     cycle: CycleOut
     skew: SkewOut
     intake: IntakeOut
