@@ -3,9 +3,10 @@
 Seeds a ledger with N conversions (default 1,000,000: mostly finished, some failed, a backlog of
 owned and in-flight work across 5,000 tenants, an hour of per-minute decisions), then times
 ``/status``, ``/healthz``, ``/readyz``, ``/metrics``, ``/tenants``, ``/tenants/{id}/route``,
-``/conversions?state=failed`` and the dashboard in process, and prints the figures.
+``/conversions?state=failed`` and the dashboard in process, and prints the figures as one JSON
+object. ``--smoke`` runs the same code on 20,000 records for 3 rounds.
 
-    python benchmarks/service_reads.py [--records 1000000] [--rounds 30] [--keep DIR]
+    python benchmarks/service_reads.py [--records 1000000] [--rounds 30] [--keep DIR] [--smoke]
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import asyncio
 import json
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -23,6 +25,8 @@ from pathlib import Path as FsPath
 import httpx
 
 sys.path.insert(0, str(FsPath(__file__).resolve().parents[1]))
+
+from harness import machine
 
 from controller.api import create_app
 from controller.bootstrap import cycle_config
@@ -200,7 +204,10 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--keep", type=FsPath, default=None, help="reuse or keep the seeded ledger here")
+    parser.add_argument("--smoke", action="store_true", help="a seconds-long run of the same code")
     args = parser.parse_args()
+    if args.smoke:
+        args.records, args.rounds = 20_000, 3
     workdir = args.keep or FsPath(tempfile.mkdtemp(prefix="cutover-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     seeded_in = 0.0
@@ -208,19 +215,26 @@ def main() -> None:
         started = time.monotonic()
         seed(workdir / "ledger.db", args.records)
         seeded_in = time.monotonic() - started
-    service = service_on(workdir)
-    counts = service.ledger.counts()
-    figures = asyncio.run(measure(service, args.rounds))
-    service.close()
+    try:
+        service = service_on(workdir)
+        counts = service.ledger.counts()
+        figures = asyncio.run(measure(service, args.rounds))
+        service.close()
+    finally:
+        if args.keep is None:
+            shutil.rmtree(workdir, ignore_errors=True)
     print(
         json.dumps(
             {
+                "benchmark": "service_reads",
+                "smoke": args.smoke,
+                "machine": machine(),
                 "records": sum(counts.by_state.values()),
                 "seeded_seconds": round(seeded_in, 1),
                 "rounds": args.rounds,
                 "endpoints": figures,
-            },
-            indent=2,
+                "goals": {},
+            }
         )
     )
 

@@ -9,13 +9,17 @@ import shutil
 import socket
 import time
 from collections.abc import Callable
+from typing import Any
 
 from controller.cycle import Controller, CycleConfig
 from controller.domain import ConversionRecord, ConversionState, Path
 from controller.errors import ConfigError, LedgerError
+from controller.housekeeping import Housekeeping
+from controller.notify import LogMetrics, LogNotifier, MetricSink, Notifier, Signals
 from controller.ports import Backend, Ledger
+from controller.reconcile import Reconciler, ReconcileTally
 from controller.routing import FallbackPolicy, RoutingPolicy, StalePolicy
-from controller.service import Service
+from controller.service import Intake, Service
 from controller.settings import Settings
 from controller.transitions import RetryPolicy
 from flags.lkg import FlagChange, LastKnownGood, Source
@@ -31,7 +35,25 @@ def make_ledger(settings: Settings) -> Ledger:
             return SQLiteLedger(sqlite_path)
         except LedgerError as exc:
             raise ConfigError(f"CUTOVER_LEDGER: {exc}") from exc
+    table = settings.dynamodb_table
+    if table is not None:
+        from controller.ledger_dynamodb import DynamoDBLedger
+
+        client = _aws_client(settings, "dynamodb")
+        return DynamoDBLedger(client, table, retention_seconds=settings.ledger_retention_days * 86400)
     raise ConfigError(f"CUTOVER_LEDGER: {settings.ledger!r} is not supported by this build")
+
+
+def _aws_client(settings: Settings, service: str) -> Any:
+    """A boto3 client configured for the one retry policy; ``ConfigError`` when AWS is not set up."""
+    from botocore.exceptions import BotoCoreError
+
+    from controller.aws import CLIENT_CONFIG, session
+
+    try:
+        return session().client(service, config=CLIENT_CONFIG)  # type: ignore[call-overload]
+    except BotoCoreError as exc:
+        raise ConfigError(f"AWS_REGION / credentials: cannot make a {service} client ({exc})") from exc
 
 
 def make_flag_source(settings: Settings, clock: Callable[[], float]) -> Source:
@@ -69,8 +91,11 @@ def make_flag_source(settings: Settings, clock: Callable[[], float]) -> Source:
     raise ConfigError(f"CUTOVER_FLAG_SOURCE: {settings.flag_source!r} is not supported by this build")
 
 
-def make_backends(settings: Settings, clock: Callable[[], float]) -> dict[Path, Backend]:
-    """One backend per path, as ``CUTOVER_BACKEND`` says."""
+def make_backends(
+    settings: Settings, clock: Callable[[], float], tally: ReconcileTally | None = None
+) -> dict[Path, Backend]:
+    """One backend per path, as ``CUTOVER_BACKEND`` says (``tally`` is what reconciliation found,
+    for backends that report it)."""
     if settings.backend == "local":
         from controller.localproc import worker_command
         from legacy_adapter.local import LocalBuildRunner
@@ -97,7 +122,84 @@ def make_backends(settings: Settings, clock: Callable[[], float]) -> dict[Path, 
             }
         except OSError as exc:
             raise ConfigError(f"CUTOVER_LOCAL_STATE_DIR: cannot use {state} ({exc.strerror})") from exc
+    if settings.backend == "aws":
+        return _aws_backends(settings, clock, tally)
     raise ConfigError(f"CUTOVER_BACKEND: {settings.backend!r} is not supported by this build")
+
+
+def _aws_backends(
+    settings: Settings, clock: Callable[[], float], tally: ReconcileTally | None
+) -> dict[Path, Backend]:
+    from controller.aws import ManifestStore, Retrier
+    from legacy_adapter.codebuild import CodeBuildBackend
+    from new_adapter.batch import BatchBackend, fargate_quota_reader
+
+    project, queue = settings.legacy_project, settings.batch_job_queue
+    definition, bucket = settings.batch_job_definition, settings.manifest_bucket
+    if not (project and queue and definition and bucket):
+        required = {
+            "CUTOVER_LEGACY_PROJECT": project,
+            "CUTOVER_BATCH_JOB_QUEUE": queue,
+            "CUTOVER_BATCH_JOB_DEFINITION": definition,
+            "CUTOVER_MANIFEST_BUCKET": bucket,
+        }
+        missing = ", ".join(name for name, value in required.items() if not value)
+        raise ConfigError(f"{missing}: required with CUTOVER_BACKEND=aws")
+    retrier = Retrier()
+    manifests = ManifestStore(_aws_client(settings, "s3"), bucket, settings.manifest_prefix, retrier)
+    return {
+        Path.LEGACY: CodeBuildBackend(
+            _aws_client(settings, "codebuild"),
+            manifests,
+            project=project,
+            retrier=retrier,
+            clock=clock,
+            lookback_seconds=settings.reconcile_hours * 3600,
+            tally=tally,
+        ),
+        Path.NEW: BatchBackend(
+            _aws_client(settings, "batch"),
+            manifests,
+            job_queue=queue,
+            job_definition=definition,
+            compute_environment=settings.batch_compute_environment,
+            manage_max_vcpus=settings.manage_max_vcpus,
+            vcpus_per_job=settings.batch_vcpus_per_job,
+            budget=settings.budget,
+            fargate_quota=settings.fargate_vcpu_quota,
+            quota_reader=fargate_quota_reader(_aws_client(settings, "service-quotas"), retrier),
+            retrier=retrier,
+            clock=clock,
+            tally=tally,
+        ),
+    }
+
+
+def make_signals(settings: Settings, clock: Callable[[], float]) -> Signals | None:
+    """Messages (SNS when ``CUTOVER_SNS_TOPIC_ARN`` is set, else the log) and metrics (CloudWatch
+    with ``CUTOVER_METRICS=cloudwatch``, or ``auto`` on AWS); None when there is nothing to send."""
+    metrics_kind = settings.metrics
+    if metrics_kind == "auto":
+        metrics_kind = "cloudwatch" if settings.backend == "aws" else "off"
+    if settings.sns_topic_arn is None and metrics_kind == "off":
+        return None
+    notifier: Notifier = LogNotifier()
+    if settings.sns_topic_arn is not None:
+        from controller.notify_aws import SNSNotifier
+
+        notifier = SNSNotifier(_aws_client(settings, "sns"), settings.sns_topic_arn)
+    sink: MetricSink = LogMetrics()
+    if metrics_kind == "cloudwatch":
+        from controller.notify_aws import CloudWatchMetrics
+
+        sink = CloudWatchMetrics(_aws_client(settings, "cloudwatch"), settings.metric_namespace)
+    return Signals(
+        notifier,
+        sink,
+        clock,
+        burst=settings.notify_burst,
+        window_seconds=settings.notify_window_seconds,
+    )
 
 
 def cycle_config(settings: Settings) -> CycleConfig:
@@ -129,30 +231,105 @@ def build(
     """Wire one controller process from its settings.
 
     ``on_finished`` hears every outcome the cycle records; ``wrap_backend`` may decorate each
-    backend (the service's metrics time the calls that way).
+    backend (the service's metrics time the calls that way). With signals or an AWS backend, a
+    housekeeping thread starts too (sending signals, reconciling); ``Service.close`` stops it.
     """
     ledger = make_ledger(settings)
+    holder = f"{socket.gethostname()}:{os.getpid()}"
+    tally = ReconcileTally()
     try:
+        signals = make_signals(settings, clock)
+        changed = on_flag_change
+        if signals is not None:
+            changed = _both(on_flag_change, signals.flag_changed)
         flags = LastKnownGood(
             make_flag_source(settings, clock),
             ledger,
             clock,
             max_age_seconds=settings.max_flag_age,
-            on_change=on_flag_change,
+            on_change=changed,
         )
-        backends = make_backends(settings, clock)
+        backends = make_backends(settings, clock, tally)
         if wrap_backend is not None:
             backends = {path: wrap_backend(backend) for path, backend in backends.items()}
     except BaseException:
         ledger.close()
         raise
+    holder = f"{socket.gethostname()}:{os.getpid()}"
     controller = Controller(
         ledger=ledger,
         flags=flags,
         backends=backends,
         config=cycle_config(settings),
         clock=clock,
-        holder=f"{socket.gethostname()}:{os.getpid()}",
-        on_finished=on_finished,
+        holder=holder,
+        on_finished=_all(on_finished, signals.conversion_finished if signals is not None else None),
     )
-    return Service(settings, ledger, flags, backends, controller, clock)
+    service = Service(settings, ledger, flags, backends, controller, clock)
+    try:
+        service.intakes = make_intakes(settings, ledger, clock, holder)
+    except BaseException:
+        service.close()
+        raise
+    reconciler = Reconciler(
+        ledger,
+        backends,
+        window_seconds=settings.reconcile_hours * 3600,
+        interval_seconds=settings.reconcile_seconds,
+        grace_seconds=settings.intent_grace_seconds,
+        holder=holder,
+        clock=clock,
+        tally=tally,
+        on_findings=(lambda f: signals.reconciled(len(f.duplicates), len(f.orphans))) if signals else None,
+    )
+    tasks: list[Callable[[float], None]] = []
+    if signals is not None:
+        signals.view = controller
+        service.signals = signals
+        tasks.append(signals.tick)
+    if reconciler.enabled:
+        service.reconciler = reconciler
+        tasks.append(reconciler.tick)
+    if tasks:
+        service.housekeeping = Housekeeping(
+            tasks, interval=min(15.0, max(1.0, settings.cycle_seconds * 3)), clock=clock
+        )
+        service.housekeeping.start()
+    return service
+
+
+def _all(
+    *hooks: Callable[[ConversionRecord, ConversionState, str], None] | None,
+) -> Callable[[ConversionRecord, ConversionState, str], None] | None:
+    present = [h for h in hooks if h is not None]
+    if len(present) <= 1:
+        return present[0] if present else None
+
+    def call(record: ConversionRecord, state: ConversionState, reason: str) -> None:
+        for hook in present:
+            hook(record, state, reason)
+
+    return call
+
+
+def _both(
+    first: Callable[[FlagChange], None] | None, second: Callable[[FlagChange], None]
+) -> Callable[[FlagChange], None]:
+    def call(change: FlagChange) -> None:
+        if first is not None:
+            first(change)
+        second(change)
+
+    return call
+
+
+def make_intakes(settings: Settings, ledger: Ledger, clock: Callable[[], float], holder: str) -> list[Intake]:
+    """The scheduled finder and the SQS queue, where configured."""
+    from controller.finder import finder_from_settings
+    from controller.intake_sqs import sqs_from_settings
+
+    found: list[Intake | None] = [
+        finder_from_settings(settings, ledger, clock, holder),
+        sqs_from_settings(settings, ledger, clock),
+    ]
+    return [intake for intake in found if intake is not None]

@@ -77,7 +77,7 @@ def run_cmd(
     from controller.api import create_app
     from controller.bootstrap import build
     from controller.logs import configure_logging
-    from controller.loop import CycleLoop
+    from controller.loop import CycleLoop, IntakeThreads
     from controller.metrics import ServiceMetrics
 
     cfg = settings()
@@ -86,6 +86,8 @@ def run_cmd(
     service = build(cfg, on_finished=metrics.finished, wrap_backend=metrics.instrument)
     loop = CycleLoop(service.controller, cfg.cycle_seconds)
     loop.start()
+    intakes = IntakeThreads(service.intakes)
+    intakes.start()
     logging.getLogger("cutover.service").info(
         "service.started", extra={"host": host, "port": port, "settings": cfg.masked()}
     )
@@ -103,6 +105,7 @@ def run_cmd(
             access_log=False,
         )
     finally:
+        intakes.stop()
         loop.stop()
         service.close()
         logging.getLogger("cutover.service").info("service.stopped")

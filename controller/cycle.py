@@ -28,7 +28,7 @@ from controller.domain import (
 )
 from controller.errors import BackendError, SubmitRejectedError
 from controller.ports import Backend, Claim, Dispatched, Finish, Ledger
-from controller.routing import Decision, RoutingPolicy, basis, decide
+from controller.routing import RoutingPolicy, basis, decide
 from controller.transitions import RetryPolicy, Verdict, after_poll
 from flags.snapshot import FlagState, FlagStatus
 
@@ -163,23 +163,26 @@ class Controller:
         waiting = self.ledger.unclaimed(self.config.max_claims)
         if not waiting:
             return False, "", {}
-        cache: dict[int, Decision] = {}
+        # One decision per tenant per cycle; what a claim needs from it is kept ready to use.
+        suffix = f"; {routing.reason}" if routing.reason else ""
+        cache: dict[int, tuple[Path, str | None, str]] = {}
         claims: list[Claim] = []
         for record in waiting:
-            decision = cache.get(record.tenant_id)
-            if decision is None:
+            ready = cache.get(record.tenant_id)
+            if ready is None:
                 decision = decide(record.tenant_id, routing.snapshot, self.config.routing)
-                cache[record.tenant_id] = decision
-            if decision.path is None:
-                return True, decision.reason, {}
-            reason = decision.reason + (f"; {routing.reason}" if routing.reason else "")
-            claims.append(Claim(record.request, decision.path, decision.flag_version, reason))
+                if decision.path is None:
+                    return True, decision.reason, {}
+                ready = (decision.path, decision.flag_version, decision.reason + suffix)
+                cache[record.tenant_id] = ready
+            claims.append(Claim(record.request, *ready))
         owned = self.ledger.claim(claims, now)
-        counts: Counter[Path] = Counter()
-        for o in owned:
-            if o.created and o.record.path is not None:
-                counts[o.record.path] += 1
-                if log.isEnabledFor(logging.DEBUG):
+        counts: Counter[Path] = Counter(
+            o.record.path for o in owned if o.created and o.record.path is not None
+        )
+        if log.isEnabledFor(logging.DEBUG):
+            for o in owned:
+                if o.created and o.record.path is not None:
                     log.debug(
                         "route.decided",
                         extra={

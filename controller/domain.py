@@ -9,6 +9,7 @@ from enum import StrEnum
 from flags.snapshot import FlagSnapshot, FlagState, FlagStatus
 
 __all__ = [
+    "CONVERSION_ID_CHARS",
     "CONVERSION_ID_PATTERN",
     "ConversionRecord",
     "ConversionRequest",
@@ -26,7 +27,8 @@ __all__ = [
 ]
 
 # Safe in file names, S3 keys, Batch job names and URLs: no separators, no dots first.
-CONVERSION_ID_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+CONVERSION_ID_CHARS = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+CONVERSION_ID_PATTERN = re.compile(rf"\A{CONVERSION_ID_CHARS}\Z")
 
 
 class Path(StrEnum):

@@ -50,8 +50,8 @@ Finder = Callable[[FinderContext], "Found | Sequence[ConversionRequest | Mapping
 
 
 @dataclass
-class IntakeStats:
-    """What an intake did lately; shown on ``/status`` and ``/metrics``."""
+class SourceStats:
+    """What a scheduled or queue intake did lately; shown on ``/status`` and ``/metrics``."""
 
     name: str
     kind: str
@@ -115,6 +115,8 @@ def to_requests(answer: object) -> tuple[list[ConversionRequest], str | None, bo
 class FinderRunner:
     """Runs one finder once per due slot, on whichever replica takes the lease first."""
 
+    interval: float
+
     def __init__(
         self,
         name: str,
@@ -135,9 +137,14 @@ class FinderRunner:
         self.clock = clock
         self.holder = holder
         self.timeout = timeout
-        self.stats = IntakeStats(name=name, kind="finder")
+        self.stats = SourceStats(name=name, kind="finder")
         self._key = f"intake:finder:{name}"
         self._hung: threading.Thread | None = None
+        self.interval = 1.0
+
+    def tick(self) -> bool:
+        """Run the finder if its slot is due (the intake thread calls this every second)."""
+        return self.run_due()
 
     def _state(self) -> dict[str, Any]:
         raw = self.ledger.get_value(self._key)
@@ -216,3 +223,24 @@ class FinderRunner:
         self.stats.errors += 1
         self.stats.last_error = why
         log.warning("intake.finder_failed", extra={"finder": self.name, "error": why})
+
+
+def finder_from_settings(
+    settings: Settings, ledger: Ledger, clock: Callable[[], float], holder: str
+) -> FinderRunner | None:
+    """The finder ``CUTOVER_TARGET_FINDER`` names, on ``CUTOVER_FIND_EVERY``, or None."""
+    if not settings.target_finder:
+        return None
+    from controller.schedule import parse_schedule
+
+    name = settings.target_finder.rpartition(":")[0].rsplit(".", 1)[-1] or "finder"
+    return FinderRunner(
+        name,
+        load_finder(settings.target_finder),
+        parse_schedule(settings.find_every),
+        ledger=ledger,
+        settings=settings,
+        clock=clock,
+        holder=holder,
+        timeout=settings.finder_timeout,
+    )

@@ -15,15 +15,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from controller.domain import ConversionRequest
+from controller.domain import CONVERSION_ID_CHARS, CONVERSION_ID_PATTERN, ConversionRequest
 from controller.errors import InputError
 from controller.ports import AcceptResult, Ledger
 from flags.document import MAX_TENANT_ID
 
-# The same set as ``domain.CONVERSION_ID_PATTERN``, matched whole: ``$`` would let a trailing
-# newline through.
-CONVERSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-CONVERSION_ID_SCHEMA_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+CONVERSION_ID_SCHEMA_PATTERN = f"^{CONVERSION_ID_CHARS}$"
 PARAM_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 PARAM_KEY_SCHEMA_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
 MAX_PARAMS = 32
@@ -133,7 +130,7 @@ def validate_conversion_id(value: object) -> str:
     dot, underscore or dash); raises ``InputError`` otherwise."""
     if not isinstance(value, str):
         raise InputError(f"must be a string, got {_kind(value)}")
-    if not CONVERSION_ID.fullmatch(value):
+    if not CONVERSION_ID_PATTERN.match(value):
         raise InputError(
             "must be 1-128 characters of A-Z a-z 0-9 . _ - starting with a letter or digit "
             f"(got {_shown(value)})"

@@ -19,9 +19,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from controller.domain import ConversionRequest
 from controller.errors import CutoverError, InputError
-from controller.finder import IntakeStats
+from controller.finder import SourceStats
 from controller.intake import IntakeLimits, accept, parse_intake
 from controller.ports import Ledger
+from controller.settings import Settings
 
 log = logging.getLogger("cutover.intake")
 
@@ -67,7 +68,12 @@ class SQSIntake:
         self.limits = limits
         self.wait_seconds = wait_seconds
         self.max_messages = max_messages
-        self.stats = IntakeStats(name=queue_url.rsplit("/", 1)[-1], kind="sqs")
+        self.stats = SourceStats(name=queue_url.rsplit("/", 1)[-1], kind="sqs")
+        self.interval = 0.0 if wait_seconds else 1.0  # a long poll paces itself
+
+    def tick(self) -> int:
+        """One long poll (the intake thread calls this back to back)."""
+        return self.poll_once()
 
     def receive(self) -> list[Message]:
         """One long poll."""
@@ -131,3 +137,20 @@ class SQSIntake:
             return 0
         self.stats.last_error = ""
         return len(done)
+
+
+def sqs_from_settings(settings: Settings, ledger: Ledger, clock: Callable[[], float]) -> SQSIntake | None:
+    """The queue ``CUTOVER_SQS_QUEUE_URL`` names, or None."""
+    if not settings.sqs_queue_url:
+        return None
+    import boto3
+
+    return SQSIntake(
+        boto3.client("sqs"),
+        settings.sqs_queue_url,
+        ledger=ledger,
+        clock=clock,
+        limits=IntakeLimits(settings.max_request_items, settings.max_body_bytes),
+        wait_seconds=settings.sqs_wait_seconds,
+        max_messages=settings.sqs_max_messages,
+    )

@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from controller.cycle import Controller
+from controller.service import Intake
 
 log = logging.getLogger("cutover.loop")
 
@@ -56,3 +58,49 @@ class CycleLoop:
                 log.exception("cycle.failed")
             self.heartbeat = time.time()
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+
+
+class Ticker:
+    """Calls ``tick`` every ``interval`` seconds on a daemon thread until ``stop``."""
+
+    def __init__(self, name: str, tick: Callable[[], object], interval: float) -> None:
+        self._tick = tick
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._started = False
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._started:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._tick()
+            except Exception as exc:  # keep supervising; the error is reported, not swallowed
+                self.error = exc
+
+
+class IntakeThreads:
+    """One ticker thread per intake of a service (finders, queues)."""
+
+    def __init__(self, intakes: list[Intake]) -> None:
+        self._tickers = [
+            Ticker(f"cutover-intake-{i.stats.kind}-{i.stats.name}", i.tick, i.interval) for i in intakes
+        ]
+
+    def start(self) -> None:
+        for ticker in self._tickers:
+            ticker.start()
+
+    def stop(self) -> None:
+        for ticker in self._tickers:
+            ticker.stop()

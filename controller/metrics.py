@@ -352,6 +352,23 @@ class StateCollector(Collector):
         items.add_metric(["accepted"], totals["accepted"])
         items.add_metric(["duplicate"], totals["duplicates"])
         yield from (requests, items)
+        sources = CounterMetricFamily(
+            "cutover_intake_source",
+            "What scheduled finders and queues did: runs, found, accepted, duplicates, malformed, errors.",
+            labels=["kind", "name", "what"],
+        )
+        last_run = GaugeMetricFamily(
+            "cutover_intake_source_last_run_timestamp",
+            "When each finder or queue last ran.",
+            labels=["kind", "name"],
+        )
+        for intake in self.service.intakes:
+            st = intake.stats
+            for what in ("runs", "found", "accepted", "duplicates", "malformed", "errors"):
+                sources.add_metric([st.kind, st.name, what], getattr(st, what))
+            if st.last_run_at is not None:
+                last_run.add_metric([st.kind, st.name], st.last_run_at)
+        yield from (sources, last_run)
 
     def _reconcile(self) -> Iterator[Metric]:
         found = reconcile_totals(self.service.backends)

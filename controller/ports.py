@@ -17,6 +17,7 @@ from controller.domain import (
     DispatchBatch,
     JobRef,
     JobState,
+    JobStatus,
     Ownership,
     Path,
 )
@@ -259,4 +260,39 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Release clients and processes the adapter owns."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One conversion in one job or build, as a backend lists it for reconciliation.
+
+    ``status`` is UNKNOWN when the listing cannot tell this conversion's outcome cheaply (a
+    conversion inside an array job or a build); ``Inventory.outcomes`` tells it exactly.
+    """
+
+    ref: JobRef
+    status: JobStatus
+    created_at: float
+
+
+@runtime_checkable
+class Inventory(Protocol):
+    """Optional: a backend that can list the conversions it ran, for reconciliation."""
+
+    def inventory(self, since: float) -> list[Run]:
+        """Every conversion in jobs or builds created since ``since`` (epoch seconds)."""
+        ...
+
+    def outcomes(self, refs: Sequence[JobRef]) -> dict[JobRef, JobState]:
+        """What ``Backend.poll`` would say of these references, leaving the cycle's view alone."""
+        ...
+
+
+@runtime_checkable
+class Advisories(Protocol):
+    """Optional: a backend that has something an operator should know (``/status`` shows it)."""
+
+    def warnings(self) -> list[str]:
+        """Readable warnings, already worked out (no backend call happens here)."""
         ...

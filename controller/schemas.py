@@ -108,12 +108,30 @@ class SkewOut(_Out):
     versions: list[VersionUseOut]
 
 
+class SourceOut(_Out):
+    """A scheduled finder or a queue: what it did lately."""
+
+    name: str
+    kind: str
+    last_run_at: float | None
+    last_slot: float | None
+    runs: int
+    found: int
+    accepted: int
+    duplicates: int
+    malformed: int
+    errors: int
+    last_error: str
+    watermark: str | None
+
+
 class IntakeOut(_Out):
     waiting: int
     requests: int
     rejected: int
     accepted: int
     duplicates: int
+    sources: list[SourceOut]
 
 
 class StatusOut(_Out):
@@ -126,6 +144,7 @@ class StatusOut(_Out):
     conversions: StateCounts
     by_path: ByPath
     last_cycle_at: float | None
+    warnings: list[str]
     cycle: CycleOut
     skew: SkewOut
     intake: IntakeOut

@@ -8,12 +8,28 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from controller.cycle import Controller
 from controller.domain import Path
-from controller.ports import Backend, Ledger
+from controller.finder import SourceStats
+from controller.housekeeping import Housekeeping
+from controller.notify import Signals
+from controller.ports import Advisories, Backend, Ledger
+from controller.reconcile import Reconciler
 from controller.settings import Settings
 from flags.lkg import LastKnownGood
+
+
+class Intake(Protocol):
+    """A source of conversions besides HTTP (a scheduled finder, a queue), run on its own thread."""
+
+    stats: SourceStats
+    interval: float
+
+    def tick(self) -> object:
+        """Do what is due now (run a due finder slot, take one batch from a queue)."""
+        ...
 
 
 @dataclass
@@ -27,8 +43,22 @@ class Service:
     controller: Controller
     clock: Callable[[], float]
     started_at: float = field(default_factory=time.time)
+    intakes: list[Intake] = field(default_factory=list)
+    signals: Signals | None = None  # SNS messages and CloudWatch metrics, when configured
+    reconciler: Reconciler | None = None  # periodic reconciliation, when the backends can list runs
+    housekeeping: Housekeeping | None = None  # the thread that sends signals and reconciles
+
+    def warnings(self) -> list[str]:
+        """What the backends want an operator to know (e.g. a Fargate quota below the budget's needs)."""
+        out: list[str] = []
+        for backend in self.backends.values():
+            if isinstance(backend, Advisories):
+                out.extend(backend.warnings())
+        return out
 
     def close(self) -> None:
+        if self.housekeeping is not None:
+            self.housekeeping.stop()
         for backend in self.backends.values():
             backend.close()
         # The agent source holds a pooled HTTP connection to the sidecar.

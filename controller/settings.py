@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     batch_compute_environment: str | None = None
     manage_max_vcpus: bool = True
     manifest_bucket: str | None = None
+    manifest_prefix: str = "manifests/"
+    batch_vcpus_per_job: Annotated[float, Field(gt=0)] | None = None  # else read from the job definition
+    fargate_vcpu_quota: Annotated[float, Field(gt=0)] | None = None  # else read from Service Quotas
 
     budget: PositiveInt = 20
     cycle_seconds: Annotated[float, Field(gt=0, le=3600)] = 5.0
@@ -99,6 +102,13 @@ class Settings(BaseSettings):
 
     api_token: SecretStr | None = None
     sns_topic_arn: str | None = None
+    notify_burst: PositiveInt = 5
+    notify_window_seconds: Annotated[float, Field(gt=0)] = 300.0
+    metrics: Literal["auto", "cloudwatch", "log", "off"] = "auto"
+    metric_namespace: str = "Cutover"
+    reconcile_hours: Annotated[float, Field(gt=0, le=14 * 24)] = 24.0
+    reconcile_seconds: Annotated[float, Field(ge=10)] = 300.0
+    ledger_retention_days: Annotated[float, Field(gt=0)] = 30.0
     max_request_items: PositiveInt = 1000
     max_body_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -121,6 +131,20 @@ class Settings(BaseSettings):
     def _ledger_url(cls, value: str) -> str:
         if not _LEDGER_URL.match(value):
             raise ValueError("must be sqlite:///PATH or dynamodb://TABLE")
+        return value
+
+    @field_validator("manifest_prefix")
+    @classmethod
+    def _manifest_prefix(cls, value: str) -> str:
+        if not re.match(r"^([A-Za-z0-9_.-]+/)*$", value) or any(p in (".", "..") for p in value.split("/")):
+            raise ValueError('must be a relative key prefix ending in "/", such as "manifests/"')
+        return value
+
+    @field_validator("metric_namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z0-9._/#:-]{1,255}$", value) or value.startswith("AWS/"):
+            raise ValueError("must be a custom CloudWatch namespace (not AWS/...)")
         return value
 
     @field_validator("agent_url")

@@ -133,9 +133,11 @@ def status_document(
             "last_error": loop.last_error if loop else None,
         },
         "skew": skew_document(skew),
+        "warnings": service.warnings(),
         "intake": {
             "waiting": counts.state(ConversionState.RECEIVED),
             **(intake or {"requests": 0, "rejected": 0, "accepted": 0, "duplicates": 0}),
+            "sources": [i.stats.as_json() for i in service.intakes],
         },
     }
 

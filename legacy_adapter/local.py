@@ -16,7 +16,8 @@ from pathlib import Path as FsPath
 
 from controller.domain import DispatchBatch, JobRef, JobState, JobStatus, Path
 from controller.errors import SubmitRejectedError
-from controller.localproc import Ticker, detach, kill, pid_alive, read_json, result_state, spawn, write_json
+from controller.localproc import detach, kill, pid_alive, read_json, result_state, spawn, write_json
+from controller.loop import Ticker
 
 
 class LocalBuildRunner:

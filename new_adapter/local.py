@@ -21,7 +21,6 @@ from pathlib import Path as FsPath
 from controller.domain import DispatchBatch, JobRef, JobState, JobStatus, Path
 from controller.errors import SubmitRejectedError
 from controller.localproc import (
-    Ticker,
     detach,
     kill,
     pid_alive,
@@ -30,6 +29,7 @@ from controller.localproc import (
     spawn,
     write_json,
 )
+from controller.loop import Ticker
 
 
 @dataclass(slots=True)

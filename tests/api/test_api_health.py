@@ -156,7 +156,14 @@ async def test_status_reports_the_ledger_and_the_last_cycle(service: Service) ->
         run_until_settled(service)
         doc = (await c.get("/status")).json()
     assert waiting["conversions"]["received"] == 12
-    assert waiting["intake"] == {"waiting": 12, "requests": 3, "rejected": 1, "accepted": 12, "duplicates": 1}
+    assert waiting["intake"] == {
+        "waiting": 12,
+        "requests": 3,
+        "rejected": 1,
+        "accepted": 12,
+        "duplicates": 1,
+        "sources": [],
+    }
     assert doc["flag"]["version"].startswith("sha-")
     assert doc["flag"]["enabled"] is True
     assert doc["flag"]["tenant_count"] == len(GROUPS["group-1"])
@@ -249,3 +256,22 @@ async def test_before_the_first_cycle_the_persisted_flag_is_the_basis(tmp_path: 
     assert source.reads == 0
     assert restarted.flags.last is None, "the service face leaves the cycle's flag reader alone"
     restarted.close()
+
+
+class _AdvisingBackend(FakeBackend):
+    """A new-path backend that has something to tell an operator (as Batch does about its quota)."""
+
+    def warnings(self) -> list[str]:
+        return ["Fargate On-Demand vCPU quota is 6, below the 40 vCPUs a budget of 20 needs"]
+
+
+async def test_status_lists_what_the_backends_warn_about(tmp_path: FsPath) -> None:
+    svc, _ = make_service(
+        tmp_path, backends={Path.LEGACY: FakeBackend(Path.LEGACY), Path.NEW: _AdvisingBackend(Path.NEW)}
+    )
+    try:
+        async with client(create_app(svc, None)) as c:
+            doc = (await c.get("/status")).json()
+    finally:
+        svc.close()
+    assert doc["warnings"] == ["Fargate On-Demand vCPU quota is 6, below the 40 vCPUs a budget of 20 needs"]

@@ -61,6 +61,8 @@ SPECIFIC: dict[str, list[str]] = {
     "local_worker": ["   ", 'python "unterminated'],
     "manifest_bucket": ["Upper_Case", "ab", "bucket with spaces", "-leading-dash"],
     "sns_topic_arn": ["not-an-arn", "arn:aws:sqs:eu-west-1:123456789012:queue", "arn:aws:sns:eu-west-1:1:t"],
+    "manifest_prefix": ["/absolute/", "../escape/", "no-trailing-slash"],
+    "metric_namespace": ["AWS/Batch", "has space"],
     "legacy_project": ["has space", "x" * 300],
     "batch_job_queue": ["has space", "x" * 300],
     "batch_job_definition": ["has space", "x" * 300],

@@ -5,6 +5,7 @@ Each factory takes pytest's ``tmp_path`` and returns a fresh, empty ledger.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,23 @@ import pytest
 
 from controller.ledger_sqlite import SQLiteLedger
 
+
+def _dynamodb(tmp_path: Path, request: pytest.FixtureRequest) -> Any:
+    """A DynamoDB ledger on a fresh table of the suite's moto server (127.0.0.1), deleted afterwards."""
+    from controller.aws import Retrier
+    from controller.ledger_dynamodb import DynamoDBLedger, create_table
+    from tests.aws.moto_world import World, shared_server
+
+    client = World(shared_server()).client("dynamodb", hooked=False)
+    table = f"contract-{uuid.uuid4().hex[:12]}"
+    create_table(client, table)
+    request.addfinalizer(lambda: client.delete_table(TableName=table))
+    return DynamoDBLedger(client, table, retrier=Retrier(sleep=lambda _: None))
+
+
 LEDGER_FACTORIES: dict[str, Callable[[Path, pytest.FixtureRequest], Any]] = {
     "sqlite": lambda tmp_path, request: SQLiteLedger(tmp_path / "contract.db"),
+    "dynamodb": _dynamodb,
 }
 
 

@@ -1,0 +1,112 @@
+"""Every benchmark runs in its ``--smoke`` setting and prints one sane JSON object, so none can rot.
+
+No timing is asserted here: the figures depend on the machine. What is asserted is the shape of
+the output, that the rates and times are positive numbers, and the benchmarks' own correctness
+checks (every conversion claimed once, both sides agreeing, nothing left over).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCHMARKS = ROOT / "benchmarks"
+
+
+def run(script: str, *args: str) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), "--smoke", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, proc.stdout
+    doc = json.loads(lines[0])
+    assert isinstance(doc, dict)
+    assert doc["smoke"] is True
+    assert doc["machine"]["cpus"] >= 1
+    for name, g in doc["goals"].items():
+        assert set(g) == {"rule", "target", "value", "met"}, name
+        assert isinstance(g["met"], bool), name
+        assert positive(g["value"]), name
+    return doc
+
+
+def positive(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+def test_every_benchmark_has_a_smoke_test():
+    """A new script under benchmarks/ must be added here, or it could rot unnoticed."""
+    scripts = {p.name for p in BENCHMARKS.glob("*.py") if p.name != "harness.py"}
+    assert scripts == {"route_claim.py", "flag_parse.py", "scale.py", "service_reads.py"}
+
+
+def test_route_claim_measures_both_sides_and_they_agree():
+    doc = run("route_claim.py")
+    assert doc["benchmark"] == "route_claim"
+    ours, naive = doc["ours"], doc["naive"]
+    for key in ("route_claim_per_s", "route_claim_cpu_per_s", "intake_per_s", "cycle_ms", "cycles"):
+        assert positive(ours[key]), key
+    assert positive(naive["per_s"])
+    assert 0 < naive["measured_conversions"] <= doc["inputs"]["conversions"]
+    assert doc["ratio"] == pytest.approx(ours["route_claim_per_s"] / naive["per_s"], rel=0.05)
+    assert positive(doc["ratio_cpu"])
+    assert set(doc["goals"]) == {"route_claim_per_s", "ratio_to_naive"}
+    assert doc["checks"] == {"all_claimed": True, "new_path_matches_flag": True, "naive_agrees": True}
+
+
+def test_flag_parse_times_each_size_on_both_sides():
+    doc = run("flag_parse.py")
+    assert doc["benchmark"] == "flag_parse"
+    assert [row["ids"] for row in doc["sizes"]] == [1_000, 10_000, 100_000]
+    for row in doc["sizes"]:
+        assert positive(row["ours_ms"])
+        assert positive(row["naive_ms"])
+        assert row["bytes"] > row["ids"]
+        assert row["same_result"] is True
+    assert "naive_is" in doc
+    forms = doc["forms_at_100000_ids"]
+    assert set(forms) == {"agent answer (?flag=)", "values form (file)", "definition document"}
+    assert all(positive(f["ms"]) and f["bytes"] > 100_000 for f in forms.values())
+
+
+def test_scale_runs_conversions_to_the_end_and_plots(tmp_path):
+    plot = tmp_path / "scale.svg"
+    doc = run("scale.py", "--plot", str(plot))
+    assert doc["benchmark"] == "scale"
+    assert positive(doc["peak_rss_mb"])
+    assert len(doc["cycle_ms"]) >= 2
+    sizes = [row["records"] for row in doc["cycle_ms"]]
+    assert sizes == sorted(sizes)
+    assert sizes[-1] == doc["inputs"]["conversions"]
+    for row in doc["cycle_ms"]:
+        assert positive(row["wall_ms"])
+        assert positive(row["cpu_ms"])
+    checks = doc["checks"]
+    assert checks["all_succeeded"] is True
+    assert checks["nothing_left_over"] is True
+    assert checks["submitted_once_each"] is True
+    assert checks["query_plans"]["full_scans"] == []
+    assert plot.read_text().startswith("<svg")
+
+
+def test_service_reads_times_every_read_endpoint():
+    doc = run("service_reads.py")
+    assert doc["benchmark"] == "service_reads"
+    assert doc["records"] >= 20_000
+    assert {"/healthz", "/readyz", "/status", "/metrics", "/"} <= set(doc["endpoints"])
+    for url, figures in doc["endpoints"].items():
+        assert positive(figures["p50_ms"]), url
+        assert figures["p50_ms"] <= figures["max_ms"], url
