@@ -793,7 +793,8 @@ class DynamoDBLedger:
                 S.RECEIVED,
                 None,
                 record.path,
-                sets={"reason": _s("requeued by operator"), "updated_at": _n(now)},
+                # Routed afresh, retries and all: the attempt count starts again.
+                sets={"reason": _s("requeued by operator"), "attempts": _n(0), "updated_at": _n(now)},
                 removes=(
                     "path",
                     "flag_version",
@@ -817,6 +818,7 @@ class DynamoDBLedger:
             job_ref=None,
             intent=None,
             reason="requeued by operator",
+            attempts=0,
             claimed_at=None,
             dispatched_at=None,
             finished_at=None,

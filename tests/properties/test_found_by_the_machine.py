@@ -5,9 +5,13 @@ Each test is the shortest story of one failure the machine shrank to, told with 
 
 from __future__ import annotations
 
+import pytest
+
 from controller.cycle import Controller, CycleConfig
 from controller.domain import ConversionRequest, ConversionState, Path
+from controller.ports import Claim, Dispatched, Finish
 from controller.transitions import RetryPolicy
+from tests.contract.conftest import LEDGER_FACTORIES
 from tests.fakes import FakeBackend, FakeClock, FakeFlags, Tripwire, World
 
 S = ConversionState
@@ -174,3 +178,39 @@ def test_a_submit_that_lands_after_its_intent_was_released_and_times_out_runs_no
     settle([a, b], world, clock, sqlite_ledger)
     assert sqlite_ledger.get("x").state is S.SUCCEEDED
     assert [(r.fence, r.outcome.value) for r in world.runs] == [(2, "succeeded")]
+
+
+@pytest.fixture(params=sorted(LEDGER_FACTORIES))
+def any_ledger(request: pytest.FixtureRequest, tmp_path):
+    """Each ledger implementation the contract suite knows, fresh and empty."""
+    instance = LEDGER_FACTORIES[request.param](tmp_path, request)
+    yield instance
+    instance.close()
+
+
+def _dispatched_once(ledger, cid: str):
+    ledger.accept([ConversionRequest(cid, 1, {})], 1.0)
+    ledger.claim([Claim(ConversionRequest(cid, 1, {}), Path.LEGACY, None, "test")], 2.0)
+    (taken,) = ledger.mark_dispatching([ledger.get(cid)], "batch-1", 3.0)
+    return taken
+
+
+def test_every_ledger_undoes_the_attempt_of_a_released_intent(any_ledger):
+    """Promise 1 (retries), for every ledger: an intent released because nothing started leaves
+    the attempt count where it was, while the fence still moves on."""
+    taken = _dispatched_once(any_ledger, "x")
+    assert taken.attempts == 1
+    assert any_ledger.release([("x", taken.fence)], 4.0, "refused") == 1
+    record = any_ledger.get("x")
+    assert (record.state, record.attempts, record.fence) == (S.CLAIMED, 0, taken.fence)
+
+
+def test_every_ledger_gives_a_requeued_conversion_its_attempts_back(any_ledger):
+    """Promise 1 (retries), for every ledger: an operator's requeue starts the attempt count afresh."""
+    taken = _dispatched_once(any_ledger, "x")
+    any_ledger.mark_dispatched([Dispatched("x", taken.fence, "job-1")], 4.0)
+    any_ledger.mark_finished([Finish("x", taken.fence, S.FAILED, "boom")], 5.0)
+    assert any_ledger.get("x").attempts == 1
+    requeued = any_ledger.requeue("x", 6.0)
+    assert requeued.attempts == 0
+    assert any_ledger.get("x").attempts == 0
