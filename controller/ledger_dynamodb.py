@@ -1070,18 +1070,7 @@ class DynamoDBLedger:
 
     def save_flag(self, snapshot: FlagSnapshot) -> None:
         """Persist the last-known-good flag as its own item."""
-        value = json.dumps(
-            {
-                "version": snapshot.version,
-                "enabled": snapshot.enabled,
-                "tenant_ids": sorted(snapshot.tenant_ids),
-                "source": snapshot.source,
-                "fetched_at": snapshot.fetched_at,
-                "flag_key": snapshot.flag_key,
-                "duplicates_folded": snapshot.duplicates_folded,
-                "version_from_content": snapshot.version_from_content,
-            }
-        )
+        value = snapshot.to_json()
         with self._errors("save_flag"):
             self._call(
                 lambda: self.client.put_item(
@@ -1105,17 +1094,7 @@ class DynamoDBLedger:
         item = answer.get("Item")
         if not item:
             return None
-        data = json.loads(item["value"]["S"])
-        return FlagSnapshot(
-            version=data["version"],
-            enabled=data["enabled"],
-            tenant_ids=frozenset(data["tenant_ids"]),
-            source=data["source"],
-            fetched_at=data["fetched_at"],
-            flag_key=data["flag_key"],
-            duplicates_folded=data["duplicates_folded"],
-            version_from_content=data["version_from_content"],
-        )
+        return FlagSnapshot.from_json(item["value"]["S"])
 
     def get_value(self, key: str) -> str | None:
         """A small value kept by name (``pk = "kv#<key>"``), or None."""

@@ -607,18 +607,7 @@ class SQLiteLedger:
     # -- flag, leases ------------------------------------------------------------------------
 
     def save_flag(self, snapshot: FlagSnapshot) -> None:
-        value = json.dumps(
-            {
-                "version": snapshot.version,
-                "enabled": snapshot.enabled,
-                "tenant_ids": sorted(snapshot.tenant_ids),
-                "source": snapshot.source,
-                "fetched_at": snapshot.fetched_at,
-                "flag_key": snapshot.flag_key,
-                "duplicates_folded": snapshot.duplicates_folded,
-                "version_from_content": snapshot.version_from_content,
-            }
-        )
+        value = snapshot.to_json()
         with self._write() as db:
             db.execute(
                 "INSERT INTO kv (key, value, updated_at) VALUES (?, ?, ?) "
@@ -631,17 +620,7 @@ class SQLiteLedger:
         rows = self._read("SELECT value FROM kv WHERE key = ?", (_FLAG_KEY,))
         if not rows:
             return None
-        data = json.loads(rows[0][0])
-        return FlagSnapshot(
-            version=data["version"],
-            enabled=data["enabled"],
-            tenant_ids=frozenset(data["tenant_ids"]),
-            source=data["source"],
-            fetched_at=data["fetched_at"],
-            flag_key=data["flag_key"],
-            duplicates_folded=data["duplicates_folded"],
-            version_from_content=data["version_from_content"],
-        )
+        return FlagSnapshot.from_json(rows[0][0])
 
     def get_value(self, key: str) -> str | None:
         rows = self._read("SELECT value FROM kv WHERE key = ?", ("value:" + key,))

@@ -5,6 +5,7 @@ Values only: no I/O, no clock.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -39,6 +40,36 @@ class FlagSnapshot:
     def migrated(self, tenant_id: int) -> bool:
         """True when the flag is on and lists the tenant."""
         return self.enabled and tenant_id in self.tenant_ids
+
+    def to_json(self) -> str:
+        """The snapshot as the ledgers persist it (last-known-good)."""
+        return json.dumps(
+            {
+                "version": self.version,
+                "enabled": self.enabled,
+                "tenant_ids": sorted(self.tenant_ids),
+                "source": self.source,
+                "fetched_at": self.fetched_at,
+                "flag_key": self.flag_key,
+                "duplicates_folded": self.duplicates_folded,
+                "version_from_content": self.version_from_content,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> FlagSnapshot:
+        """A snapshot ``to_json`` wrote."""
+        data = json.loads(text)
+        return cls(
+            version=data["version"],
+            enabled=data["enabled"],
+            tenant_ids=frozenset(data["tenant_ids"]),
+            source=data["source"],
+            fetched_at=data["fetched_at"],
+            flag_key=data["flag_key"],
+            duplicates_folded=data["duplicates_folded"],
+            version_from_content=data["version_from_content"],
+        )
 
 
 @dataclass(frozen=True, slots=True)
