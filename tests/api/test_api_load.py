@@ -87,15 +87,20 @@ def test_status_and_health_answer_while_fifty_thousand_conversions_are_routed(tm
     backends = {Path.LEGACY: FakeBackend(Path.LEGACY), Path.NEW: FakeBackend(Path.NEW)}
     service, _ = make_service(tmp_path, settings=settings, backends=backends)
     loop = CycleLoop(service.controller, settings.cycle_seconds)
-    with serve(create_app(service, loop)) as base, Watcher(base) as watcher:
-        loop.start()
-        started = time.monotonic()
-        try:
+    loop.start()
+    try:
+        # Healthy means the loop has ticked: watch from its first heartbeat until before it stops.
+        deadline = time.monotonic() + 30
+        while loop.heartbeat is None:
+            assert time.monotonic() < deadline, "the loop never ticked"
+            time.sleep(0.02)
+        with serve(create_app(service, loop)) as base, Watcher(base) as watcher:
+            started = time.monotonic()
             feed(base)
             wait_until_finished(service, loop)
-        finally:
-            loop.stop()
-        took = time.monotonic() - started
+            took = time.monotonic() - started
+    finally:
+        loop.stop()
 
     counts = service.ledger.counts()
     assert counts.path_state(Path.NEW, ConversionState.SUCCEEDED) == TOTAL // 2
