@@ -72,8 +72,6 @@ def run_cmd(
     port: Annotated[int, typer.Option(help="Port the API listens on.", min=1, max=65535)] = 8080,
 ) -> None:
     """Run the controller: the cycle loop and the HTTP API."""
-    import uvicorn
-
     from controller.api import create_app
     from controller.bootstrap import build
     from controller.logs import configure_logging
@@ -91,24 +89,24 @@ def run_cmd(
     logging.getLogger("cutover.service").info(
         "service.started", extra={"host": host, "port": port, "settings": cfg.masked()}
     )
-    # uvicorn drains requests on SIGTERM/SIGINT, then re-raises the signal to the handler found
-    # before it started: make that an orderly exit so the loop stops and the ledger closes.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _exit_in_order)
     try:
-        uvicorn.run(
-            create_app(service, loop, metrics=metrics),
-            host=host,
-            port=port,
-            log_level="warning",
-            log_config=None,
-            access_log=False,
-        )
+        _serve_app(create_app(service, loop, metrics=metrics), host, port)
     finally:
         intakes.stop()
         loop.stop()
         service.close()
         logging.getLogger("cutover.service").info("service.stopped")
+
+
+def _serve_app(asgi_app: Any, host: str, port: int) -> None:
+    """Serve until SIGTERM or SIGINT. uvicorn drains requests on those, then re-raises the signal to
+    the handler found before it started: make that an orderly exit, so the caller's ``finally``
+    stops the loop and closes the ledger."""
+    import uvicorn
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_in_order)
+    uvicorn.run(asgi_app, host=host, port=port, log_level="warning", log_config=None, access_log=False)
 
 
 def _exit_in_order(signum: int, frame: object) -> None:
@@ -189,8 +187,6 @@ def _print_verdict(result: Any) -> None:
 
 
 def _serve(service: Any, port: int) -> None:
-    import uvicorn
-
     from controller.api import create_app
     from controller.loop import CycleLoop
 
@@ -198,7 +194,7 @@ def _serve(service: Any, port: int) -> None:
     loop.start()
     out.print(f"serving the demo's API on http://127.0.0.1:{port}/ (Ctrl-C to stop)")
     try:
-        uvicorn.run(create_app(service, loop), host="127.0.0.1", port=port, log_level="warning")
+        _serve_app(create_app(service, loop), "127.0.0.1", port)
     finally:
         loop.stop()
         service.close()
