@@ -84,10 +84,6 @@ def guarded(tmp_path: FsPath) -> Iterator[Service]:
     service.close()
 
 
-def total(service: Service) -> int:
-    return sum(service.ledger.counts().by_state.values())
-
-
 def test_the_mutating_routes_are_found(guarded: Service) -> None:
     """The enumeration below sees the endpoints the design names (and any added since)."""
     found = {(method, path) for method, path, _ in mutating_routes(create_app(guarded, None))}
