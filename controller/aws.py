@@ -224,12 +224,12 @@ class ManifestStore:
                 return out
 
 
-_BATCH_KEY = re.compile(r"^[A-Za-z0-9]{1,64}$")
+_BATCH_KEY = re.compile(r"[A-Za-z0-9]{1,64}")  # whole string: fullmatch, so no trailing newline
 
 
 def checked_key(key: str) -> str:
     """A batch key safe in S3 keys, build variables and job names, or ``SubmitRejectedError``."""
-    if not _BATCH_KEY.match(key):
+    if not _BATCH_KEY.fullmatch(key):
         raise SubmitRejectedError(f"batch key {key!r} is not a plain alphanumeric name")
     return key
 

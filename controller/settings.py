@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import typing
 from pathlib import Path as FsPath
 from typing import Annotated, Any, Literal
 
@@ -282,6 +283,12 @@ class Settings(BaseSettings):
         return out
 
 
+def is_secret(field: str) -> bool:
+    """Whether a setting holds a secret: its value is never shown, not even when it is wrong."""
+    info = Settings.model_fields.get(field)
+    return info is not None and SecretStr in (info.annotation, *typing.get_args(info.annotation))
+
+
 def env_names() -> list[str]:
     """The environment variables the settings read, as a deployment must spell them."""
     return [ENV_PREFIX + name.upper() for name in Settings.model_fields]
@@ -301,5 +308,5 @@ def load_settings(env_file: FsPath | None = None, **overrides: Any) -> Settings:
             raise ConfigError(f"settings: {str(first['msg']).removeprefix('Value error, ')}") from exc
         field = str(first["loc"][0])
         got = first.get("input")
-        shown = "" if isinstance(got, dict) else f" (got {str(got)[:80]!r})"
+        shown = "" if isinstance(got, dict) or is_secret(field) else f" (got {str(got)[:80]!r})"
         raise ConfigError(f"{ENV_PREFIX}{field.upper()}: {first['msg']}{shown}") from exc

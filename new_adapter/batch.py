@@ -66,9 +66,9 @@ INLINE_PARAMS_MAX = 8 * 1024  # SubmitJob's whole payload must stay under 30 KiB
 JOB_NAME_MAX = 128
 FARGATE_DEFAULT_QUOTA = 6.0  # vCPUs, the documented default Fargate On-Demand quota
 
-_KEY = re.compile(r"^[A-Za-z0-9]{1,64}$")
+_KEY = re.compile(r"[A-Za-z0-9]{1,64}")
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]")
-_TAG_VALUE = re.compile(r"^[\w .:/=+\-@]{0,256}$")
+_TAG_VALUE = re.compile(r"[\w .:/=+\-@]{0,256}")
 _QUEUED = frozenset({"SUBMITTED", "PENDING", "RUNNABLE"})
 _RUNNING = frozenset({"STARTING", "RUNNING"})
 
@@ -442,7 +442,7 @@ class BatchBackend:
         prefix, matched against the names the batch's manifest implies."""
         by_key: dict[str, set[str]] = {}
         for conversion_id, key in intents:
-            if _KEY.match(key):
+            if _KEY.fullmatch(key):
                 by_key.setdefault(key, set()).add(conversion_id)
         found: dict[str, JobRef] = {}
         with self._unknown("ListJobs"):
@@ -501,7 +501,7 @@ class BatchBackend:
             by_key: dict[str, list[dict[str, Any]]] = {}
             for job in jobs:
                 key = str(job.get("jobName", "")).split("-", 1)[0]
-                if _KEY.match(key):
+                if _KEY.fullmatch(key):
                     by_key.setdefault(key, []).append(job)
             out: list[Run] = []
             for key, listed in by_key.items():
@@ -686,7 +686,7 @@ def _pairs(env: dict[str, str]) -> list[KeyValuePairTypeDef]:
 
 def _tags(tags: dict[str, str]) -> dict[str, str]:
     """Tags whose values Batch accepts (small, plain characters); others are left out."""
-    return {k: v for k, v in tags.items() if v and _TAG_VALUE.match(v)}
+    return {k: v for k, v in tags.items() if v and _TAG_VALUE.fullmatch(v)}
 
 
 def _vcpus_of(definition: dict[str, Any]) -> float | None:

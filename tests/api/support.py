@@ -4,10 +4,15 @@ switched off, and a ``Service`` wired around a real SQLite ledger in a temporary
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path as FsPath
 from typing import Any
 
@@ -36,6 +41,7 @@ from flags.lkg import LastKnownGood
 from flags.snapshot import FlagSnapshot
 
 TOKEN = "s3cret-token-for-tests"
+REPO = FsPath(__file__).resolve().parents[2]
 
 
 class FakeBackend:
@@ -226,3 +232,80 @@ def serve(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@dataclass(frozen=True)
+class RunningController:
+    """A ``cutover run`` process on loopback: its base URL, process id and combined log file."""
+
+    base: str
+    pid: int
+    log: FsPath
+
+    def log_text(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+    def peak_rss_bytes(self) -> int:
+        """The process's high-water mark of resident memory (``VmHWM``) so far."""
+        return _proc_status_kib(self.pid, "VmHWM") * 1024
+
+
+def _proc_status_kib(pid: int, field: str) -> int:
+    for line in FsPath(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"/proc/{pid}/status has no {field}")
+
+
+@contextlib.contextmanager
+def run_controller(workdir: FsPath, env: Mapping[str, str] | None = None) -> Iterator[RunningController]:
+    """``cutover run`` as an operator starts it, files under ``workdir``, settings from ``env`` on
+    top of the environment without any ``CUTOVER_`` variable; stopped with SIGTERM afterwards."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    full = {k: v for k, v in os.environ.items() if not k.startswith("CUTOVER_")}
+    full.update(
+        {
+            "PYTHONPATH": str(REPO),
+            "CUTOVER_FLAG_FILE": str(workdir / "flags.json"),
+            "CUTOVER_LEDGER": f"sqlite:///{workdir / 'ledger.db'}",
+            "CUTOVER_LOCAL_STATE_DIR": str(workdir / "state"),
+            "CUTOVER_OUTPUT_DIR": str(workdir / "output"),
+            "CUTOVER_CYCLE_SECONDS": "0.25",
+            **(env or {}),
+        }
+    )
+    log_path = workdir / "controller.log"
+    base = f"http://127.0.0.1:{port}"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "controller.cli", "run", "--port", str(port)],
+            cwd=workdir,
+            env=full,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                if proc.poll() is not None:
+                    raise AssertionError("cutover run exited:\n" + log_path.read_text())
+                try:
+                    if httpx.get(base + "/healthz", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise AssertionError("cutover run did not come up:\n" + log_path.read_text())
+                time.sleep(0.1)
+            yield RunningController(base, proc.pid, log_path)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()

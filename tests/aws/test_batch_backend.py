@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from botocore.awsrequest import AWSResponse
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from controller.aws import Backoff, ManifestStore, Retrier
@@ -195,21 +195,46 @@ def test_a_single_conversion_is_one_named_and_tagged_job(
 
 @settings(max_examples=100, deadline=None)
 @given(
-    key=st.from_regex(r"\A[NL][0-9a-f]{20}\Z"),
-    ids=st.lists(
-        st.from_regex(CONVERSION_ID_PATTERN.pattern.replace("^", r"\A").replace("$", r"\Z")),
-        min_size=2,
-        max_size=8,
-        unique=True,
-    ),
+    key=st.from_regex(r"\A[A-Za-z0-9]{1,64}\Z"),  # every key checked_key lets through
+    ids=st.lists(st.from_regex(CONVERSION_ID_PATTERN, fullmatch=True), min_size=2, max_size=8, unique=True),
+    offset=st.integers(0, 10**12),
 )
-def test_job_names_are_valid_batch_names_and_never_collide(key: str, ids: list[str]) -> None:
+@example(key="N" * 64, ids=["x" * 128, "x" * 127 + "y"], offset=10**12)
+def test_job_names_are_valid_batch_names_and_never_collide(key: str, ids: list[str], offset: int) -> None:
     """Every conversion id the intake accepts gives a valid Batch job name of at most 128
     characters, and different ids in one batch never share a name (even 'a.b' and 'a_b')."""
     names = [single_job_name(key, c) for c in ids]
-    assert all(BATCH_JOB_NAME.match(n) for n in names)
+    assert all(BATCH_JOB_NAME.fullmatch(n) for n in names)
     assert len(set(names)) == len(ids)
+    assert all(n.startswith(key + "-") for n in names)  # found again by the JOB_NAME filter "{key}-*"
     assert single_job_name(key, "a.b") != single_job_name(key, "a_b")
+    assert BATCH_JOB_NAME.fullmatch(array_job_name(key, offset))
+
+
+HOSTILE_KEYS = [
+    "",
+    "../N1",
+    "N1/../../x",
+    "N1/x",
+    "N1\\x",
+    "N1\n",
+    "N1\x00",
+    "N1-x",
+    "N1.x",
+    "\uff2e1",
+    "N" * 65,
+]
+
+
+@pytest.mark.parametrize("key", HOSTILE_KEYS, ids=ascii)
+def test_a_hostile_batch_key_is_refused_before_anything_is_written_or_submitted(
+    aws: World, make_backend: Callable[..., BatchBackend], key: str
+) -> None:
+    with pytest.raises(SubmitRejectedError, match="plain alphanumeric"):
+        make_backend().submit(DispatchBatch(key, Path.NEW, items(2), 0))
+    assert aws.calls.count("PutObject") == 0
+    assert aws.calls.count("SubmitJob") == 0
+    assert aws.client("s3", hooked=False).list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0
 
 
 # -- throttling ------------------------------------------------------------------------------------

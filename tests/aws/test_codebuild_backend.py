@@ -91,6 +91,19 @@ def write_result(aws: World, key: str, conversion_id: str, status: str, **extra:
 # -- starting ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "key", ["", "../L1", "L1/../../x", "L1/x", "L1\\x", "L1\n", "L1\x00", "L1.x", "L" * 65], ids=ascii
+)
+def test_a_hostile_batch_key_is_refused_before_anything_is_written_or_started(
+    aws: World, make_backend: Callable[..., CodeBuildBackend], key: str
+) -> None:
+    with pytest.raises(SubmitRejectedError, match="plain alphanumeric"):
+        make_backend().submit(DispatchBatch(key, Path.LEGACY, items(2), 1))
+    assert aws.calls.count("PutObject") == 0
+    assert aws.calls.count("StartBuild") == 0
+    assert aws.client("s3", hooked=False).list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0
+
+
 def test_a_dispatch_is_one_build_with_its_manifest_in_s3(
     aws: World, make_backend: Callable[..., CodeBuildBackend]
 ) -> None:

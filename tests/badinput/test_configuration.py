@@ -26,7 +26,7 @@ import pytest
 from pydantic.fields import FieldInfo
 
 from controller.errors import ConfigError
-from controller.settings import ENV_PREFIX, Settings, load_settings
+from controller.settings import ENV_PREFIX, Settings, is_secret, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 BLOCKER = "blocker"  # a regular file the run-level cases put in the way of a directory
@@ -73,7 +73,7 @@ SPECIFIC: dict[str, list[str]] = {
     "finder_s3_uri": ["bucket/prefix", "s3://", "https://bucket.s3.amazonaws.com/prefix"],
     "finder_s3_pattern": ["exports/{report}.json", "{tenant_id}/{tenant_id}.json"],
     "sqs_queue_url": ["my-queue", "https://sqs.eu-west-1.amazonaws.com/my-queue"],
-    "finder_sql_url": ["host=db user=app", "not a url"],
+    "finder_sql_url": ["host=db user=app", "not a url", "postgresql://app:hunter2 @db/cutover"],
 }
 
 # Well-formed values the process cannot use, found only when it starts (``{blocker}`` is a file).
@@ -169,6 +169,30 @@ def clean_env(monkeypatch, tmp_path):
             monkeypatch.delenv(key)
     monkeypatch.chdir(tmp_path)
     return monkeypatch
+
+
+SECRET_CASES = [c for c in CASES if is_secret(c.field) and c.value.strip()]
+
+
+def test_the_secret_settings_are_the_ones_typed_as_secrets():
+    assert {f for f in Settings.model_fields if is_secret(f)} == {
+        "agent_token",
+        "api_token",
+        "finder_sql_url",
+    }
+    assert SECRET_CASES
+
+
+@pytest.mark.parametrize("case", SECRET_CASES, ids=lambda c: c.id)
+def test_a_wrong_secret_is_named_but_never_shown(case: Case, clean_env):
+    """A secret that fails validation (a database URL with its password, say) is reported by its
+    variable's name alone: the error line ends up in terminals and CI logs."""
+    clean_env.setenv(case.variable, case.value)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert str(err.value).startswith(case.variable + ":")
+    assert case.value not in str(err.value)
+    assert "hunter2" not in str(err.value)
 
 
 def test_every_setting_has_bad_values():

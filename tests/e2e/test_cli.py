@@ -25,15 +25,32 @@ def cutover(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subproc
     )
 
 
+SECRETS = {
+    "CUTOVER_API_TOKEN": "api-s3cret",
+    "CUTOVER_AGENT_TOKEN": "agent-s3cret",
+    "CUTOVER_FINDER_SQL_URL": "postgresql+pg8000://app:db-s3cret@db/cutover",
+}
+
+
 def test_config_prints_the_settings_in_force_with_secrets_masked(tmp_path):
-    proc = cutover(
-        "config", "--json", cwd=tmp_path, env={"CUTOVER_BUDGET": "7", "CUTOVER_API_TOKEN": "s3cret"}
-    )
+    proc = cutover("config", "--json", cwd=tmp_path, env={"CUTOVER_BUDGET": "7", **SECRETS})
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["CUTOVER_BUDGET"] == 7
-    assert doc["CUTOVER_API_TOKEN"] == "********"
-    assert "s3cret" not in proc.stdout
+    for name in SECRETS:
+        assert doc[name] == "********"
+    assert "s3cret" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["table", "json"])
+def test_config_never_prints_a_secret_from_the_environment_or_a_config_file(tmp_path, as_json):
+    (tmp_path / "prod.env").write_text("".join(f"{k}={v}\n" for k, v in SECRETS.items()))
+    from_file = cutover("--config", "prod.env", "config", *(["--json"] if as_json else []), cwd=tmp_path)
+    from_env = cutover("config", *(["--json"] if as_json else []), cwd=tmp_path, env=SECRETS)
+    for proc in (from_file, from_env):
+        assert proc.returncode == 0, proc.stderr
+        assert "CUTOVER_API_TOKEN" in proc.stdout
+        assert "s3cret" not in proc.stdout + proc.stderr
 
 
 def test_config_file_adds_to_the_environment(tmp_path):

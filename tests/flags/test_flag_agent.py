@@ -128,7 +128,7 @@ def test_an_agent_that_does_not_answer_in_time_is_unavailable_within_the_bound(
     started = time.monotonic()
     with pytest.raises(FlagUnavailableError, match="did not answer"):
         src.fetch()
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 0.8 * 3 + 2  # timeout x 3 + 2 s: generous on a loaded machine
 
 
 def test_a_body_that_trickles_in_is_cut_off_at_the_deadline(agent: FakeAgent, src: AgentFlagSource) -> None:
@@ -137,8 +137,9 @@ def test_a_body_that_trickles_in_is_cut_off_at_the_deadline(agent: FakeAgent, sr
     started = time.monotonic()
     with pytest.raises(FlagUnavailableError, match="did not answer"):
         src.fetch()
-    # Each byte comes well within the read timeout; only the overall deadline (0.8 s) stops it.
-    assert time.monotonic() - started < 1.6
+    # Each byte comes well within the read timeout; only the overall deadline (0.8 s) stops it,
+    # long before the whole body (about 7 s) would have arrived.
+    assert time.monotonic() - started < 0.8 * 3 + 2
 
 
 def test_a_truncated_body_is_unavailable_and_never_parsed(agent: FakeAgent, src: AgentFlagSource) -> None:

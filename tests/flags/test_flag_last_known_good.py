@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path as FsPath
 
 import pytest
@@ -19,6 +20,7 @@ from controller.ledger_sqlite import SQLiteLedger
 from controller.routing import basis, decide
 from controller.settings import Settings
 from flags import ops
+from flags.agent import AgentFlagSource
 from flags.file_source import FileFlagSource
 from flags.file_store import FileVersionStore
 from flags.lkg import LastKnownGood
@@ -190,3 +192,54 @@ def test_without_any_valid_flag_the_fallback_policy_decides(
     routing = basis(status, cycle_config(cfg).routing)
     assert routing.hold is hold
     assert decide(1, routing.snapshot, cycle_config(cfg).routing).path is path
+
+
+AGENT_CONNECT_TIMEOUT, AGENT_READ_TIMEOUT = 0.3, 0.5
+
+
+@pytest.mark.parametrize(
+    ("misbehave", "state", "problem"),
+    [
+        # Each byte comes well within the read timeout; the whole body would take about 10 s.
+        ({"drip": 0.05}, FlagState.UNAVAILABLE, "did not answer"),
+        ({"slow_headers": 8.0}, FlagState.UNAVAILABLE, "did not answer"),
+        ({"truncate": True}, FlagState.UNAVAILABLE, "broke off"),
+        ({"content_type": "text/html"}, FlagState.INVALID, "text/html"),
+        ({"content_type": "application/xml", "body": b"<flag/>"}, FlagState.INVALID, "application/xml"),
+    ],
+    ids=["slow drip", "no headers", "truncated", "html", "xml"],
+)
+def test_a_misbehaving_agent_is_a_typed_failure_within_the_timeout_and_the_last_good_flag_stays(
+    agent: FakeAgent, clock: FakeClock, misbehave: dict[str, object], state: FlagState, problem: str
+) -> None:
+    agent.deploy(True, list(range(1, 40)))
+    source = AgentFlagSource(
+        agent.url,
+        "cutover",
+        "prod",
+        "migration-flags",
+        "migrated_tenants",
+        clock,
+        connect_timeout=AGENT_CONNECT_TIMEOUT,
+        read_timeout=AGENT_READ_TIMEOUT,
+        startup_seconds=0,
+    )
+    store = MemoryStore()
+    lkg = LastKnownGood(source, store, clock)
+    try:
+        good = lkg.read()
+        agent.deploy(True, [999])
+        agent.misbehave = misbehave
+        clock.advance(1)
+        started = time.monotonic()
+        status = lkg.read()
+        took = time.monotonic() - started
+    finally:
+        source.close()
+    assert good.state is FlagState.OK
+    assert status.state is state
+    assert problem in status.problem
+    assert status.snapshot == good.snapshot
+    assert store.saved == good.snapshot
+    # A generous bound for a loaded machine, far below what waiting for the answer would take.
+    assert took < (AGENT_CONNECT_TIMEOUT + AGENT_READ_TIMEOUT) * 3 + 2
