@@ -130,35 +130,35 @@ class Settings(BaseSettings):
     @field_validator("ledger")
     @classmethod
     def _ledger_url(cls, value: str) -> str:
-        if not _LEDGER_URL.match(value):
+        if not _LEDGER_URL.fullmatch(value):
             raise ValueError("must be sqlite:///PATH or dynamodb://TABLE")
         return value
 
     @field_validator("manifest_prefix")
     @classmethod
     def _manifest_prefix(cls, value: str) -> str:
-        if not re.match(r"^([A-Za-z0-9_.-]+/)*$", value) or any(p in (".", "..") for p in value.split("/")):
+        if not re.fullmatch(r"([A-Za-z0-9_.-]+/)*", value) or any(p in (".", "..") for p in value.split("/")):
             raise ValueError('must be a relative key prefix ending in "/", such as "manifests/"')
         return value
 
     @field_validator("metric_namespace")
     @classmethod
     def _namespace(cls, value: str) -> str:
-        if not re.match(r"^[A-Za-z0-9._/#:-]{1,255}$", value) or value.startswith("AWS/"):
+        if not re.fullmatch(r"[A-Za-z0-9._/#:-]{1,255}", value) or value.startswith("AWS/"):
             raise ValueError("must be a custom CloudWatch namespace (not AWS/...)")
         return value
 
     @field_validator("agent_url")
     @classmethod
     def _agent_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^\s/]+(:\d+)?/?$", value):
+        if not re.fullmatch(r"https?://[^\s/]+(:\d+)?/?", value):
             raise ValueError("must be an http(s) base URL such as http://localhost:2772")
         return value.rstrip("/")
 
     @field_validator("appconfig_application", "appconfig_environment", "appconfig_profile", "flag_key")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _APPCONFIG_NAME.match(value):
+        if not _APPCONFIG_NAME.fullmatch(value):
             raise ValueError("must be 1-128 printable characters")
         return value
 
@@ -174,35 +174,35 @@ class Settings(BaseSettings):
     @field_validator("legacy_project", "batch_job_queue", "batch_job_definition", "batch_compute_environment")
     @classmethod
     def _aws_name(cls, value: str | None) -> str | None:
-        if value is not None and not _AWS_NAME.match(value):
+        if value is not None and not _AWS_NAME.fullmatch(value):
             raise ValueError("must be a resource name (letters, digits, - and _) or its ARN")
         return value
 
     @field_validator("manifest_bucket")
     @classmethod
     def _bucket(cls, value: str | None) -> str | None:
-        if value is not None and not _S3_BUCKET.match(value):
+        if value is not None and not _S3_BUCKET.fullmatch(value):
             raise ValueError("must be an S3 bucket name: 3-63 lower-case letters, digits, dots and hyphens")
         return value
 
     @field_validator("sns_topic_arn")
     @classmethod
     def _topic(cls, value: str | None) -> str | None:
-        if value is not None and not _SNS_TOPIC_ARN.match(value):
+        if value is not None and not _SNS_TOPIC_ARN.fullmatch(value):
             raise ValueError("must be an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)")
         return value
 
     @field_validator("target_finder")
     @classmethod
     def _finder(cls, value: str | None) -> str | None:
-        if value is not None and not _FINDER_SPEC.match(value):
+        if value is not None and not _FINDER_SPEC.fullmatch(value):
             raise ValueError("must name a callable as package.module:function")
         return value
 
     @field_validator("finder_s3_uri")
     @classmethod
     def _s3_uri(cls, value: str | None) -> str | None:
-        if value is not None and not _S3_URI.match(value):
+        if value is not None and not _S3_URI.fullmatch(value):
             raise ValueError("must be s3://bucket/prefix")
         return value
 
@@ -217,14 +217,14 @@ class Settings(BaseSettings):
     @field_validator("sqs_queue_url")
     @classmethod
     def _queue_url(cls, value: str | None) -> str | None:
-        if value is not None and not _SQS_QUEUE_URL.match(value):
+        if value is not None and not _SQS_QUEUE_URL.fullmatch(value):
             raise ValueError("must be an SQS queue URL (https://sqs.REGION.amazonaws.com/ACCOUNT/NAME)")
         return value
 
     @field_validator("finder_sql_url")
     @classmethod
     def _sql_url(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not _SQLALCHEMY_URL.match(value.get_secret_value()):
+        if value is not None and not _SQLALCHEMY_URL.fullmatch(value.get_secret_value()):
             raise ValueError("must be a database URL such as postgresql+psycopg://user@host/db")
         return value
 
@@ -238,7 +238,7 @@ class Settings(BaseSettings):
     @field_validator("deployment_strategy")
     @classmethod
     def _strategy(cls, value: str) -> str:
-        if not re.match(r"^[^\x00-\x1f]{1,64}$", value):
+        if not re.fullmatch(r"[^\x00-\x1f]{1,64}", value):
             raise ValueError("must be a deployment strategy id or name (e.g. AppConfig.AllAtOnce)")
         return value
 
