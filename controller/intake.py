@@ -9,6 +9,7 @@ from the same limits as the checks.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -140,6 +141,8 @@ def validate_conversion_id(value: object) -> str:
 
 def validate_tenant_id(value: object) -> int:
     """The tenant id if it is a whole number from 1 to 2^53-1 (not a bool, float or string)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InputError("must be a whole number ≥ 1, got a number too large to represent")
     if isinstance(value, bool) or not isinstance(value, int):
         raise InputError(f"must be a whole number ≥ 1, got {_kind(value)} {_shown(value)}")
     if not 1 <= value <= MAX_TENANT_ID:

@@ -183,7 +183,7 @@ BAD_BODIES = [
         b'{"conversions": [{"conversion_id": "ok", "tenant_id": 1}, {"conversion_id": "a", "tenant_id": 1e999}]}',
         422,
         "invalid_item",
-        "conversions[1].tenant_id",
+        "conversions[1].tenant_id: must be a whole number ≥ 1, got a number too large to represent",
         index=1,
         field="tenant_id",
     ),
