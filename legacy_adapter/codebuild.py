@@ -45,6 +45,7 @@ from controller.errors import BackendUnavailableError, SubmitRejectedError
 from controller.localproc import result_state
 from controller.ports import Run
 from controller.reconcile import ReconcileTally
+from cutover_job.contract import CONTRACT_VERSION
 
 if TYPE_CHECKING:
     from mypy_boto3_codebuild import CodeBuildClient
@@ -142,6 +143,7 @@ class CodeBuildBackend:
         if not batch.items:
             return []
         doc = {
+            "contract": CONTRACT_VERSION,
             "batch": key,
             "path": Path.LEGACY.value,
             "threads": batch.concurrency,

@@ -51,6 +51,7 @@ from controller.domain import DispatchBatch, DispatchItem, JobRef, JobState, Job
 from controller.errors import BackendUnavailableError, SubmitRejectedError
 from controller.ports import Run
 from controller.reconcile import ReconcileTally
+from cutover_job.contract import CONTRACT_VERSION
 
 if TYPE_CHECKING:
     from mypy_boto3_batch import BatchClient
@@ -228,6 +229,7 @@ class BatchBackend:
         if not batch.items:
             return []
         doc = {
+            "contract": CONTRACT_VERSION,
             "batch": key,
             "path": Path.NEW.value,
             "conversions": [
