@@ -368,3 +368,94 @@ def test_a_failed_job_without_a_result_keeps_the_reason_batch_gives(aws: World, 
     state = backend.poll([ref])[ref]
     assert state.status is JobStatus.FAILED
     assert state.reason.startswith("Essential container in task exited")
+
+
+# -- the wiring examples -------------------------------------------------------------------------------
+
+EXAMPLES = FsPath(__file__).resolve().parents[2] / "examples"
+
+
+def python3_on_path(tmp_path: FsPath) -> str:
+    """A PATH whose ``python3`` is this interpreter (the examples call ``python3``)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shim = bin_dir / "python3"
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    shim.chmod(0o755)
+    return f"{bin_dir}:{os.environ.get('PATH', '')}"
+
+
+def test_the_example_buildspec_works_the_manifest_the_codebuild_adapter_sends(
+    aws: World, retrier: Retrier, tmp_path: FsPath
+) -> None:
+    import yaml
+
+    spec = yaml.safe_load((EXAMPLES / "buildspec.yml").read_text())
+    assert spec["version"] == 0.2
+    backend = codebuild(aws, retrier)
+    refs = backend.submit(DispatchBatch("Lspec", Path.LEGACY, (item("s-1"), item("s-2", simulate="fail")), 2))
+    env = {
+        **{k: str(v) for k, v in spec["env"]["variables"].items()},
+        **build_env(aws),
+        "CUTOVER_OUTPUT_DIR": str(tmp_path / "out"),
+        "PATH": python3_on_path(tmp_path),
+    }
+    root = EXAMPLES.parent
+    for command in spec["phases"]["build"]["commands"]:
+        done = run_worker_shell(aws, command, env, root)
+        assert done.returncode == 0, done.stderr
+    aws.set_build(refs[0].job_id, "SUCCEEDED")
+    states = backend.poll(refs)
+    assert [states[r].status for r in refs] == [JobStatus.SUCCEEDED, JobStatus.FAILED]
+
+
+def run_worker_shell(
+    aws: World, command: str, env: dict[str, str], cwd: FsPath
+) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("CUTOVER_", "AWS_"))}
+    return subprocess.run(
+        ["/bin/bash", "-c", command],
+        env={**base, **aws.env(), **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_example_job_definition_is_one_the_batch_adapter_accepts_and_runs(
+    aws: World, retrier: Retrier, tmp_path: FsPath
+) -> None:
+    """Registered as it is, the example leaves the adapter no capacity or retry complaint, and its
+    command works the conversion the adapter submits."""
+    definition = json.loads((EXAMPLES / "batch-job-definition.json").read_text())
+    aws.batch()
+    aws.client("batch", hooked=False).register_job_definition(**definition)
+    backend = BatchBackend(
+        aws.client("batch"),
+        store(aws, retrier),
+        job_queue=QUEUE,
+        job_definition=definition["jobDefinitionName"],
+        fargate_quota=1000.0,
+        retrier=retrier,
+    )
+    assert backend.set_capacity(3) == 3
+    assert backend.capacity.vcpus_per_job == 2.0
+    assert backend.warnings() == []
+
+    (ref,) = backend.submit(DispatchBatch("Ndef", Path.NEW, (item("d-1", 9),), 0))
+    container = definition["containerProperties"]
+    env = {
+        **{p["name"]: p["value"] for p in container["environment"]},
+        **job_envs(aws)[0],
+        "CUTOVER_OUTPUT_DIR": str(tmp_path / "out"),
+        "PATH": python3_on_path(tmp_path),
+        "AWS_BATCH_JOB_ID": ref.job_id,
+    }
+    done = run_worker_shell(aws, " ".join(container["command"]), env, EXAMPLES.parent)
+    assert done.returncode == 0, done.stderr
+    aws.set_job(ref.job_id, "SUCCEEDED")
+    state = backend.poll([ref])[ref]
+    assert state.status is JobStatus.SUCCEEDED
+    assert s3_json(aws, "manifests/new/Ndef/results/d-1.json")["status"] == "succeeded"
