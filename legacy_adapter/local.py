@@ -56,6 +56,7 @@ class LocalBuildRunner:
         manifest = {
             "contract": CONTRACT_VERSION,
             "build_id": batch.key,
+            "batch": batch.key,
             "path": Path.LEGACY.value,
             "threads": batch.concurrency,
             "conversions": [
