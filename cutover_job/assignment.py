@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from cutover_job.contract import (
@@ -90,12 +89,19 @@ class Assignment:
     deadline: float | None = None  # epoch seconds, when the runner set one
     contract: int = CONTRACT_VERSION
     storage: Storage = field(default_factory=lambda: Storage(os.environ), repr=False, compare=False)
+    _by_id: dict[str, Conversion] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_id", {c.conversion_id: c for c in self.conversions})
+        missing = [c for c in self._by_id if c not in self.result_locations]
+        if missing:
+            raise AssignmentError(f"no result location for {', '.join(missing[:5])}")
 
     def conversion(self, conversion_id: str) -> Conversion:
         """The owned conversion with this id; NotAssignedError for any other."""
-        for c in self.conversions:
-            if c.conversion_id == conversion_id:
-                return c
+        found = self._by_id.get(conversion_id)
+        if found is not None:
+            return found
         owned = ", ".join(c.conversion_id for c in self.conversions[:5])
         more = f" and {len(self.conversions) - 5} more" if len(self.conversions) > 5 else ""
         raise NotAssignedError(
@@ -109,7 +115,7 @@ class Assignment:
         status: Status | str,
         *,
         reason: str = "",
-        output: str | None = None,
+        output: str | os.PathLike[str] | None = None,
         started_at: float | None = None,
         finished_at: float | None = None,
     ) -> Result:
@@ -128,7 +134,7 @@ class Assignment:
             conversion_id=conversion_id,
             status=state,
             reason=reason or ("failed" if state is Status.FAILED else ""),
-            output=output,
+            output=os.fspath(output) if output is not None else None,
             started_at=started_at,
             finished_at=finished_at,
             fence=conversion.fence,
@@ -402,7 +408,7 @@ def _result_locations(
     directory = _get(env, Env.RESULTS_DIR)
     if directory is not None:
         return {
-            c.conversion_id: str(Path(directory) / f"{c.conversion_id}{RESULT_SUFFIX}") for c in conversions
+            c.conversion_id: os.path.join(directory, f"{c.conversion_id}{RESULT_SUFFIX}") for c in conversions
         }
     names = [Env.RESULT_URI, Env.RESULT_FILE] if single else []
     raise AssignmentError(
