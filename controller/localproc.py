@@ -1,5 +1,6 @@
 """Process and file plumbing shared by the local runners (the embedded stand-ins for CodeBuild and
-Batch): worker command lines, atomic JSON files, pid checks, and the result-file contract.
+Batch): worker command lines, atomic JSON files, pid checks, and reading results written under the
+job contract (``cutover_job``).
 
 No decisions here; the runners translate what these report into ``JobState`` values.
 """
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.domain import JobState, JobStatus
+from cutover_job.contract import Result, Status, parse_result
 
 SAMPLE_WORKER = Path(__file__).resolve().parent.parent / "examples" / "sample_worker.py"
 
@@ -113,12 +115,16 @@ def kill(pid: int) -> None:
 
 
 def result_state(doc: Mapping[str, Any] | None, conversion_id: str) -> JobState | None:
-    """Translate a worker's result file into a ``JobState``; None when it says nothing usable."""
-    if doc is None or doc.get("conversion_id") != conversion_id:
+    """Translate a result a job wrote (the job contract's result document, read from a file or an
+    S3 object) into a ``JobState``; None when it says nothing usable about ``conversion_id``."""
+    result = parse_result(doc, conversion_id)
+    if result is None:
         return None
-    status = doc.get("status")
-    if status == "succeeded":
-        return JobState(JobStatus.SUCCEEDED, str(doc.get("reason", "")), doc.get("output"))
-    if status == "failed":
-        return JobState(JobStatus.FAILED, str(doc.get("reason", "failed")), doc.get("output"))
-    return None
+    if result.status is Status.SUCCEEDED:
+        return JobState(JobStatus.SUCCEEDED, result.reason, result.output)
+    return JobState(JobStatus.FAILED, result.reason, result.output)
+
+
+def failed_result(conversion_id: str, reason: str, **fields: Any) -> dict[str, Any]:
+    """The result document a runner writes for a job that ended without writing its own."""
+    return Result(conversion_id, Status.FAILED, reason, **fields).document()

@@ -1,12 +1,11 @@
 #!/usr/bin/env python3
 """Sample conversion worker: a tenant's form records → a real .xlsx file, on either path.
 
-New path (one process per conversion, as an AWS Batch job): the conversion comes in
-``CUTOVER_CONVERSION_ID``, ``CUTOVER_TENANT_ID``, ``CUTOVER_PARAMS`` (JSON object of strings),
-``CUTOVER_FLAG_VERSION``; the result goes to ``CUTOVER_RESULT_FILE``.
-Old path (one process per build, as the CodeBuild batch): ``CUTOVER_MANIFEST`` names
-a JSON manifest of conversions, worked through by ``CUTOVER_THREADS`` threads; one result per
-conversion goes to ``CUTOVER_RESULTS_DIR/<conversion_id>.json``.
+It takes its assignment and writes its results through ``cutover_job`` (the job contract), so the
+same program runs as a new-path job (one conversion, or one child of an array job) and as an
+old-path build (a whole manifest, ``CUTOVER_THREADS`` conversions at once), with manifests and
+results in local files (the local runners) or in S3 (AWS Batch, CodeBuild). A single conversion
+exits 1 when it failed; a build exits 0 once every conversion has its result.
 
 Every output records the path that produced it in the workbook's properties and in one line of
 ``CUTOVER_OUTPUT_DIR/produced.jsonl``, so exclusivity can be checked from the outputs alone.
@@ -18,14 +17,21 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import random
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+try:
+    import cutover_job
+except ImportError:  # run from a checkout without installing it: the helper sits next to examples/
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    import cutover_job
+from cutover_job import Conversion, Outcome
 
 HEADER = ("Record ID", "Submitted at", "Customer", "Amount", "Approved")
 NAMES = ("Aiko", "Bruno", "Chen", "Dalia", "Emeka", "Fatima", "Goran", "Hana", "Ines", "Jonas")
@@ -52,29 +58,19 @@ def records(tenant_id: int, conversion_id: str) -> dict[str, list[tuple[Any, ...
     return forms
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def write_workbook(target: Path, conversion: dict[str, Any], path: str, job_id: str) -> None:
+def write_workbook(target: Path, conversion: Conversion, path: str, job_id: str) -> None:
     """Write the .xlsx for one conversion, stamped with the path and job that produced it."""
     from openpyxl import Workbook
 
     wb = Workbook(write_only=True)
     wb.properties.creator = "cutover sample worker"
-    wb.properties.title = f"Conversion {conversion['conversion_id']}"
-    wb.properties.subject = f"tenant {conversion['tenant_id']}"
+    wb.properties.title = f"Conversion {conversion.conversion_id}"
+    wb.properties.subject = f"tenant {conversion.tenant_id}"
     wb.properties.keywords = f"path={path}"
     wb.properties.description = json.dumps(
-        {"path": path, "job_id": job_id, "flag_version": conversion.get("flag_version", "")}
+        {"path": path, "job_id": job_id, "flag_version": conversion.flag_version}
     )
-    for title, rows in records(int(conversion["tenant_id"]), conversion["conversion_id"]).items():
+    for title, rows in records(conversion.tenant_id, conversion.conversion_id).items():
         ws = wb.create_sheet(title)
         ws.append(HEADER)
         for row in rows:
@@ -86,13 +82,11 @@ def write_workbook(target: Path, conversion: dict[str, Any], path: str, job_id: 
     os.replace(tmp, target)
 
 
-def convert(
-    conversion: dict[str, Any], path: str, job_id: str, out_dir: Path, deadline: float
-) -> dict[str, Any]:
-    """Do one conversion; returns its result document. Raises SystemExit only for ``crash``."""
+def convert(conversion: Conversion, path: str, job_id: str, out_dir: Path, deadline: float) -> Outcome:
+    """Do one conversion. Exits the whole process only for ``crash``."""
     started = time.time()
-    cid = conversion["conversion_id"]
-    params = conversion.get("params") or {}
+    cid = conversion.conversion_id
+    params = conversion.params
     simulate = params.get("simulate", "")
     if simulate == "crash":
         os._exit(3)
@@ -100,26 +94,25 @@ def convert(
         time.sleep(3600)
     time.sleep(float(params.get("work_seconds", "0") or 0))
     if simulate == "fail":
-        return {"conversion_id": cid, "status": "failed", "reason": "simulated failure"}
+        return Outcome.failed("simulated failure")
     if simulate == "fail_first":
         marker = out_dir / ".attempted" / cid
         if not marker.exists():
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.touch()
-            return {"conversion_id": cid, "status": "failed", "reason": "simulated first-attempt failure"}
-    target = out_dir / str(conversion["tenant_id"]) / f"{cid}.xlsx"
+            return Outcome.failed("simulated first-attempt failure")
+    target = out_dir / str(conversion.tenant_id) / f"{cid}.xlsx"
     write_workbook(target, conversion, path, job_id)
     if time.time() > deadline:
-        return {"conversion_id": cid, "status": "failed", "reason": "past the deadline"}
-    finished = time.time()
+        return Outcome.failed("past the deadline")
     line = {
         "conversion_id": cid,
-        "tenant_id": conversion["tenant_id"],
+        "tenant_id": conversion.tenant_id,
         "path": path,
         "job_id": job_id,
-        "flag_version": conversion.get("flag_version", ""),
+        "flag_version": conversion.flag_version,
         "started_at": started,
-        "finished_at": finished,
+        "finished_at": time.time(),
         "output": str(target),
     }
     fd = os.open(out_dir / "produced.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -127,55 +120,22 @@ def convert(
         os.write(fd, (json.dumps(line, separators=(",", ":")) + "\n").encode())
     finally:
         os.close(fd)
-    return {
-        "conversion_id": cid,
-        "status": "succeeded",
-        "output": str(target),
-        "started_at": started,
-        "finished_at": finished,
-    }
-
-
-def _result_bytes(result: dict[str, Any]) -> bytes:
-    return json.dumps(result, separators=(",", ":")).encode()
+    return Outcome.succeeded(str(target))
 
 
 def main() -> int:
-    env = os.environ
-    path = env.get("CUTOVER_PATH", "new")
-    job_id = env.get("CUTOVER_JOB_ID", "")
-    out_dir = Path(env.get("CUTOVER_OUTPUT_DIR", "./cutover-output"))
+    try:
+        assignment = cutover_job.from_env()
+    except cutover_job.AssignmentError as exc:
+        print(f"sample worker: {exc}", file=sys.stderr)
+        return 2
+    out_dir = Path(os.environ.get("CUTOVER_OUTPUT_DIR", "./cutover-output"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    deadline = float(env.get("CUTOVER_DEADLINE", "inf"))
-    manifest = env.get("CUTOVER_MANIFEST")
-    if manifest:
-        doc = json.loads(Path(manifest).read_text())
-        results = Path(env["CUTOVER_RESULTS_DIR"])
-        threads = max(1, int(env.get("CUTOVER_THREADS", doc.get("threads", 1))))
-
-        def one(conversion: dict[str, Any]) -> None:
-            try:
-                result = convert(conversion, path, job_id, out_dir, deadline)
-            except Exception as exc:
-                result = {
-                    "conversion_id": conversion["conversion_id"],
-                    "status": "failed",
-                    "reason": str(exc),
-                }
-            _write_atomically(results / f"{conversion['conversion_id']}.json", _result_bytes(result))
-
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            list(pool.map(one, doc["conversions"]))
-        return 0
-    conversion = {
-        "conversion_id": env["CUTOVER_CONVERSION_ID"],
-        "tenant_id": int(env["CUTOVER_TENANT_ID"]),
-        "params": json.loads(env.get("CUTOVER_PARAMS", "{}")),
-        "flag_version": env.get("CUTOVER_FLAG_VERSION", ""),
-    }
-    result = convert(conversion, path, job_id, out_dir, deadline)
-    _write_atomically(Path(env["CUTOVER_RESULT_FILE"]), _result_bytes(result))
-    return 0 if result["status"] == "succeeded" else 1
+    deadline = assignment.deadline if assignment.deadline is not None else math.inf
+    results = assignment.work(lambda c: convert(c, assignment.path, assignment.job_id, out_dir, deadline))
+    if assignment.shape is cutover_job.Shape.MANIFEST:
+        return 0  # a build reports each conversion in its result; its own status says it ran
+    return 0 if all(r.status is cutover_job.Status.SUCCEEDED for r in results) else 1
 
 
 if __name__ == "__main__":

@@ -8,12 +8,14 @@ environment is how reconciliation finds the build after a crash.
 
 What a build receives (environment variable overrides): ``CUTOVER_PATH=legacy``,
 ``CUTOVER_BATCH`` (the batch key), ``CUTOVER_MANIFEST_URI`` (``s3://`` JSON manifest
-``{"threads", "conversions": [{conversion_id, tenant_id, params, flag_version, fence}, ...]}``),
-``CUTOVER_MANIFEST_JSON`` (the same manifest inline, only when it is small),
-``CUTOVER_RESULTS_URI`` (prefix; the result of a conversion goes to ``<prefix><id>.json`` as
-``{"conversion_id", "status": "succeeded"|"failed", "reason", "output"}``),
+``{"contract": 1, "threads", "conversions": [{conversion_id, tenant_id, params, flag_version,
+fence}, ...]}``), ``CUTOVER_MANIFEST_JSON`` (the same manifest inline, only when it is small),
+``CUTOVER_RESULTS_URI`` (prefix; the result of a conversion goes to ``<prefix><id>.json`` as the
+job contract's result document ``{"contract", "conversion_id", "status": "succeeded"|"failed",
+"reason", "output", "started_at", "finished_at", "fence", "job_id"}``),
 ``CUTOVER_THREADS`` (worker threads it may use: its share of the budget) and
-``CUTOVER_FLAG_VERSION`` (the flag versions its conversions were routed under).
+``CUTOVER_FLAG_VERSION`` (the flag versions its conversions were routed under). A build takes
+this up and writes its results with ``cutover_job`` (the job contract, see the README).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from controller.errors import BackendUnavailableError, SubmitRejectedError
 from controller.localproc import result_state
 from controller.ports import Run
 from controller.reconcile import ReconcileTally
+from cutover_job.contract import CONTRACT_VERSION
 
 if TYPE_CHECKING:
     from mypy_boto3_codebuild import CodeBuildClient
@@ -142,6 +145,7 @@ class CodeBuildBackend:
         if not batch.items:
             return []
         doc = {
+            "contract": CONTRACT_VERSION,
             "batch": key,
             "path": Path.LEGACY.value,
             "threads": batch.concurrency,

@@ -18,6 +18,7 @@ from controller.domain import DispatchBatch, JobRef, JobState, JobStatus, Path
 from controller.errors import SubmitRejectedError
 from controller.localproc import detach, kill, pid_alive, read_json, result_state, spawn, write_json
 from controller.loop import Ticker
+from cutover_job.contract import CONTRACT_VERSION
 
 
 class LocalBuildRunner:
@@ -53,7 +54,9 @@ class LocalBuildRunner:
             return refs
         now = self._clock()
         manifest = {
+            "contract": CONTRACT_VERSION,
             "build_id": batch.key,
+            "batch": batch.key,
             "path": Path.LEGACY.value,
             "threads": batch.concurrency,
             "conversions": [
@@ -73,6 +76,7 @@ class LocalBuildRunner:
             env = {
                 "CUTOVER_JOB_ID": batch.key,
                 "CUTOVER_PATH": Path.LEGACY.value,
+                "CUTOVER_BATCH": batch.key,
                 "CUTOVER_MANIFEST": str(build / "manifest.json"),
                 "CUTOVER_RESULTS_DIR": str(build / "results"),
                 "CUTOVER_THREADS": str(batch.concurrency),

@@ -8,16 +8,20 @@ and the conversion id, so reconciliation can find what a crashed controller subm
 What a job receives (container environment overrides):
 
 - every job: ``CUTOVER_PATH=new``, ``CUTOVER_BATCH`` (the batch key), ``CUTOVER_MANIFEST_URI``
-  (``s3://`` JSON manifest of the whole batch: ``{"conversions": [{conversion_id, tenant_id,
-  params, flag_version, fence}, ...]}``), ``CUTOVER_MANIFEST_OFFSET`` and ``CUTOVER_RESULTS_URI``
-  (prefix; the result of a conversion goes to ``<prefix><conversion_id>.json`` as
-  ``{"conversion_id", "status": "succeeded"|"failed", "reason", "output"}``);
+  (``s3://`` JSON manifest of the whole batch: ``{"contract": 1, "conversions": [{conversion_id,
+  tenant_id, params, flag_version, fence}, ...]}``), ``CUTOVER_MANIFEST_OFFSET`` and
+  ``CUTOVER_RESULTS_URI`` (prefix; the result of a conversion goes to
+  ``<prefix><conversion_id>.json`` as the job contract's result document ``{"contract",
+  "conversion_id", "status": "succeeded"|"failed", "reason", "output", "started_at",
+  "finished_at", "fence", "job_id"}``, see ``cutover_job``);
 - an array job's child works on manifest entry ``offset + AWS_BATCH_JOB_ARRAY_INDEX``;
 - a single job also gets ``CUTOVER_CONVERSION_ID``, ``CUTOVER_TENANT_ID``,
   ``CUTOVER_FLAG_VERSION``, ``CUTOVER_FENCE``, ``CUTOVER_RESULT_URI`` and, when small enough,
   ``CUTOVER_PARAMS`` (JSON); otherwise it reads entry ``offset`` of the manifest.
 
-The job's exit status is the outcome Batch reports; the result object says where the output went.
+Jobs take this up and write their results with ``cutover_job`` (the job contract, see the README).
+The job's exit status is the outcome Batch reports; the result object says where the output went,
+and a failed job's result object gives the first part of its failure reason.
 Statuses: SUBMITTED, PENDING and RUNNABLE are QUEUED (waiting, no load on the database);
 STARTING and RUNNING are RUNNING (they hold compute environment capacity).
 """
@@ -49,8 +53,10 @@ from controller.aws import (
 )
 from controller.domain import DispatchBatch, DispatchItem, JobRef, JobState, JobStatus, Path
 from controller.errors import BackendUnavailableError, SubmitRejectedError
+from controller.localproc import result_state
 from controller.ports import Run
 from controller.reconcile import ReconcileTally
+from cutover_job.contract import CONTRACT_VERSION
 
 if TYPE_CHECKING:
     from mypy_boto3_batch import BatchClient
@@ -228,6 +234,7 @@ class BatchBackend:
         if not batch.items:
             return []
         doc = {
+            "contract": CONTRACT_VERSION,
             "batch": key,
             "path": Path.NEW.value,
             "conversions": [
@@ -354,9 +361,10 @@ class BatchBackend:
                     out[r] = JobState(JobStatus.UNKNOWN, "no such job")
                     continue
                 running += detail.get("status") in _RUNNING
-                out[r] = _status(
-                    detail.get("status"), _failure_reason(detail), _env(detail, "CUTOVER_RESULT_URI")
-                )
+                result_uri = _env(detail, "CUTOVER_RESULT_URI")
+                out[r] = _status(detail.get("status"), _failure_reason(detail), result_uri)
+                if out[r].status is JobStatus.FAILED and result_uri:
+                    out[r] = self._failure_from_result(r, out[r], result_uri)
             polled: dict[str, _Children] = {}
             for parent, crefs in children.items():
                 detail = details.get(parent)
@@ -383,6 +391,8 @@ class BatchBackend:
                             state = JobState(JobStatus.QUEUED)
                     if state.status is JobStatus.SUCCEEDED and results:
                         state = JobState(JobStatus.SUCCEEDED, "", f"{results}{r.conversion_id}.json")
+                    elif state.status is JobStatus.FAILED and results:
+                        state = self._failure_from_result(r, state, f"{results}{r.conversion_id}.json")
                     out[r] = state
         if track:
             self._children = polled
@@ -390,6 +400,21 @@ class BatchBackend:
             self.capacity.running = running
             self._refresh_capacity_view()
         return out
+
+    def _failure_from_result(self, ref: JobRef, state: JobState, result_uri: str) -> JobState:
+        """A failed job's state with the reason its result object gives first (the job's own
+        account of the failure), then Batch's; Batch's alone when there is no readable result."""
+        key = self.manifests.key_of(result_uri)
+        if key is None:
+            return state
+        try:
+            reported = result_state(self.manifests.get(key, cached=False), ref.conversion_id)
+        except (ClientError, BotoCoreError) as exc:
+            log.info("batch.result_unread", extra={"result": result_uri, "problem": describe(exc)})
+            return state
+        if reported is None or reported.status is not JobStatus.FAILED:
+            return state  # the exit status has the last word on how the job ended
+        return JobState(JobStatus.FAILED, f"{reported.reason} ({state.reason})", reported.output)
 
     def _describe(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}

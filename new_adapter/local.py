@@ -22,6 +22,7 @@ from controller.domain import DispatchBatch, JobRef, JobState, JobStatus, Path
 from controller.errors import SubmitRejectedError
 from controller.localproc import (
     detach,
+    failed_result,
     kill,
     pid_alive,
     read_json,
@@ -112,7 +113,7 @@ class LocalParallelRunner:
         with self._locked():
             queued = self.queue / f"{ref.job_id}.json"
             if queued.exists():
-                self._finish(ref.job_id, ref.conversion_id, "failed", "cancelled before it started")
+                self._finish(ref.job_id, ref.conversion_id, "cancelled before it started")
                 queued.unlink(missing_ok=True)
                 return
             proc = self._procs.get(ref.job_id)
@@ -167,6 +168,7 @@ class LocalParallelRunner:
             "CUTOVER_TENANT_ID": str(spec.get("tenant_id", "")),
             "CUTOVER_PARAMS": _json(spec.get("params", {})),
             "CUTOVER_FLAG_VERSION": str(spec.get("flag_version", "")),
+            "CUTOVER_FENCE": str(spec.get("fence", "")),
             "CUTOVER_OUTPUT_DIR": str(self.output_dir),
             "CUTOVER_RESULT_FILE": str(self.results / f"{job_id}.json"),
             "CUTOVER_DEADLINE": str(now + self.timeout),
@@ -219,18 +221,15 @@ class LocalParallelRunner:
         conversion_id = str(spec.get("conversion_id", ""))
         reported = result_state(read_json(self.results / f"{job_id}.json"), conversion_id)
         if reported is None:
-            self._finish(job_id, conversion_id, "failed", failure or "worker ended without writing a result")
+            self._finish(job_id, conversion_id, failure or "worker ended without writing a result")
         elif failure is not None and reported.status is JobStatus.SUCCEEDED:
             # the exit status has the last word: a worker that failed after writing success failed
-            self._finish(job_id, conversion_id, "failed", failure)
+            self._finish(job_id, conversion_id, failure)
         (self.running / f"{job_id}.pid").unlink(missing_ok=True)
         (self.running / f"{job_id}.json").unlink(missing_ok=True)
 
-    def _finish(self, job_id: str, conversion_id: str, status: str, reason: str) -> None:
-        write_json(
-            self.results / f"{job_id}.json",
-            {"conversion_id": conversion_id, "status": status, "reason": reason},
-        )
+    def _finish(self, job_id: str, conversion_id: str, reason: str) -> None:
+        write_json(self.results / f"{job_id}.json", failed_result(conversion_id, reason, job_id=job_id))
 
     # -- reading state -----------------------------------------------------------------------
 
