@@ -239,8 +239,17 @@ class RunningController:
     """A ``cutover run`` process on loopback: its base URL, process id and combined log file."""
 
     base: str
-    pid: int
+    proc: subprocess.Popen[bytes]
     log: FsPath
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status once the process has stopped (after the ``with`` block)."""
+        return self.proc.returncode
 
     def log_text(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace")
@@ -301,7 +310,7 @@ def run_controller(workdir: FsPath, env: Mapping[str, str] | None = None) -> Ite
                 if time.monotonic() > deadline:
                     raise AssertionError("cutover run did not come up:\n" + log_path.read_text())
                 time.sleep(0.1)
-            yield RunningController(base, proc.pid, log_path)
+            yield RunningController(base, proc, log_path)
         finally:
             proc.send_signal(signal.SIGTERM)
             try:

@@ -13,11 +13,8 @@ import os
 import random
 import re
 import shutil
-import signal
-import socket
 import struct
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path as FsPath
@@ -31,7 +28,7 @@ from controller.domain import ConversionRequest, ConversionState, Path
 from controller.ledger_sqlite import SQLiteLedger
 from controller.ports import Claim, Dispatched, Finish
 
-from .support import write_flag, write_rollout
+from .support import run_controller, write_flag, write_rollout
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +44,6 @@ CHROMIUM_FLAGS = (
     "--disable-quic",
     "--window-size=1280,900",
 )
-REPO = FsPath(__file__).resolve().parents[2]
 
 
 def find_browser() -> str | None:
@@ -63,12 +59,6 @@ needs_browser = pytest.mark.skipif(
     BROWSER is None,
     reason="no Chromium binary found (looked for CUTOVER_CHROMIUM, " + ", ".join(BROWSERS) + " on PATH)",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def seed_history(workdir: FsPath, groups: dict[str, list[int]]) -> None:
@@ -124,54 +114,15 @@ def running(tmp_path: FsPath) -> Iterator[tuple[str, FsPath, dict[str, list[int]
     write_rollout(workdir / "rollout.json", groups)
     write_flag(workdir / "flags.json", groups["group-1"] + groups["group-2"])
     seed_history(workdir, groups)
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CUTOVER_")}
-    env.update(
-        {
-            "CUTOVER_FLAG_FILE": str(workdir / "flags.json"),
-            "CUTOVER_LEDGER": f"sqlite:///{workdir / 'ledger.db'}",
-            "CUTOVER_LOCAL_STATE_DIR": str(workdir / "state"),
-            "CUTOVER_OUTPUT_DIR": str(workdir / "output"),
-            "CUTOVER_ROLLOUT_FILE": str(workdir / "rollout.json"),
-            "CUTOVER_CYCLE_SECONDS": "0.25",
-            "CUTOVER_BUDGET": "6",
-            "PYTHONPATH": str(REPO),
-        }
-    )
-    log = (tmp_path / "server.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "controller.cli", "run", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=workdir,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if server.poll() is not None:
-                raise AssertionError("cutover run exited:\n" + (tmp_path / "server.log").read_text())
-            try:
-                if httpx.get(base + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("cutover run did not come up:\n" + (tmp_path / "server.log").read_text())
-            time.sleep(0.2)
-        yield base, workdir, groups
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-        log.close()
+    env = {
+        "CUTOVER_ROLLOUT_FILE": str(workdir / "rollout.json"),
+        "CUTOVER_CYCLE_SECONDS": "0.25",
+        "CUTOVER_BUDGET": "6",
+    }
+    with run_controller(workdir, env) as server:
+        yield server.base, workdir, groups
     # Stopped in order, and every line it logged is one JSON event.
-    events = [json.loads(line) for line in (tmp_path / "server.log").read_text().splitlines()]
+    events = [json.loads(line) for line in server.log_text().splitlines()]
     assert server.returncode == 0
     assert events[-1]["event"] == "service.stopped"
     assert {"service.started", "conversion.received", "route.decided", "conversion.outcome"} <= {

@@ -2,50 +2,23 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.api.support import run_controller
 
 
 def test_run_takes_conversions_from_its_finder(tmp_path: Path):
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CUTOVER_")}
-    env.update(
-        {
-            "PYTHONPATH": str(ROOT),
-            "CUTOVER_TARGET_FINDER": "tests.intake.sample_finder:find",
-            "CUTOVER_FIND_EVERY": "3600",
-            "CUTOVER_LEDGER": f"sqlite:///{tmp_path / 'ledger.db'}",
-            "CUTOVER_FLAG_FILE": str(tmp_path / "flags.json"),
-            "CUTOVER_LOCAL_STATE_DIR": str(tmp_path / "state"),
-            "CUTOVER_OUTPUT_DIR": str(tmp_path / "out"),
-            "CUTOVER_CYCLE_SECONDS": "0.2",
-        }
-    )
     (tmp_path / "flags.json").write_text('{"migrated_tenants": {"enabled": true, "tenant_ids": [2]}}')
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "controller.cli", "run", "--port", str(port)],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
+    env = {
+        "CUTOVER_TARGET_FINDER": "tests.intake.sample_finder:find",
+        "CUTOVER_FIND_EVERY": "3600",
+        "CUTOVER_CYCLE_SECONDS": "0.2",
+    }
+    with run_controller(tmp_path, env) as running:
+        base = running.base
         deadline = time.monotonic() + 60
         status = {}
         while time.monotonic() < deadline:
@@ -71,7 +44,4 @@ def test_run_takes_conversions_from_its_finder(tmp_path: Path):
         )
         record = httpx.get(f"{base}/conversions/slot{source['watermark']}-1", timeout=5).json()
         assert (record["tenant_id"], record["path"], record["state"]) == (2, "new", "succeeded")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err.decode()[-2000:]
+    assert running.returncode == 0, running.log_text()[-2000:]
