@@ -50,7 +50,13 @@ def positive(x: Any) -> bool:
 def test_every_benchmark_has_a_smoke_test():
     """A new script under benchmarks/ must be added here, or it could rot unnoticed."""
     scripts = {p.name for p in BENCHMARKS.glob("*.py") if p.name != "harness.py"}
-    assert scripts == {"route_claim.py", "flag_parse.py", "scale.py", "service_reads.py"}
+    assert scripts == {
+        "route_claim.py",
+        "flag_parse.py",
+        "scale.py",
+        "service_reads.py",
+        "api_calls.py",
+    }
 
 
 def test_route_claim_measures_both_sides_and_they_agree():
@@ -110,3 +116,37 @@ def test_service_reads_times_every_read_endpoint():
     for url, figures in doc["endpoints"].items():
         assert positive(figures["p50_ms"]), url
         assert figures["p50_ms"] <= figures["max_ms"], url
+
+
+def test_api_calls_counts_every_call_of_both_sides_on_both_paths():
+    doc = run("api_calls.py")
+    assert doc["benchmark"] == "api_calls"
+    n = doc["inputs"]["conversions"]
+    for path, submit, track in (
+        ("new_path", "batch:SubmitJob", "batch:DescribeJobs"),
+        ("legacy_path", "codebuild:StartBuild", "codebuild:BatchGetBuilds"),
+    ):
+        sides = doc[path]
+        for name in ("ours_burst", "ours_stream", "naive"):
+            side = sides[name]
+            assert side["succeeded"] == n, (path, name)
+            assert side["total_calls"] == sum(side["calls"].values()), (path, name)
+            assert side["total_calls"] == (
+                side["submission_calls"] + side["tracking_calls"] + side["capacity_calls"]
+            ), (path, name)
+            assert side["per_1000"]["total"] == pytest.approx(side["total_calls"] * 1000 / n, abs=0.001)
+        # the naive side: one submission and one look per conversion, nothing else
+        assert sides["naive"]["calls"] == {submit: n, track: n}
+        # ours: one job or build per cycle that had new work
+        assert sides["ours_burst"]["calls"][submit] == 1
+        cycles_with_arrivals = -(-n // doc["inputs"]["stream_per_cycle"])
+        assert sides["ours_stream"]["calls"][submit] == cycles_with_arrivals
+        assert sides["ratio_burst"]["submission"] == pytest.approx(
+            sides["naive"]["submission_calls"] / sides["ours_burst"]["submission_calls"], rel=0.01
+        )
+    assert set(doc["goals"]) == {
+        "new_path_submission_calls_per_1000_burst",
+        f"new_path_submission_calls_per_1000_stream_of_{doc['inputs']['stream_per_cycle']}",
+    }
+    assert doc["checks"] == {"all_succeeded": True, "no_cycle_errors": True}
+
