@@ -56,6 +56,7 @@ def test_every_benchmark_has_a_smoke_test():
         "scale.py",
         "service_reads.py",
         "api_calls.py",
+        "status_load.py",
     }
 
 
@@ -150,3 +151,24 @@ def test_api_calls_counts_every_call_of_both_sides_on_both_paths():
     }
     assert doc["checks"] == {"all_succeeded": True, "no_cycle_errors": True}
 
+
+def test_status_load_measures_both_endpoints_before_and_during_the_burst():
+    doc = run("status_load.py")
+    assert doc["benchmark"] == "status_load"
+    assert doc["inputs"]["generator"] in ("wrk", "httpx")
+    for name in ("before", "during"):
+        window = doc[name]
+        assert set(window["endpoints"]) == {"/status", "/healthz"}
+        for url, figures in window["endpoints"].items():
+            assert figures["requests"] > 0, (name, url)
+            assert positive(figures["requests_per_s"]), (name, url)
+            assert 0 < figures["p50_ms"] <= figures["p99_ms"] <= figures["max_ms"], (name, url)
+        assert positive(window["cpu_seconds"]["controller"]), name
+    burst = doc["during"]["burst"]
+    assert burst["accepted"] == doc["inputs"]["conversions"]
+    assert 0 <= burst["routed_by_window_end"] <= burst["accepted"]
+    assert set(doc["goals"]) == {"status_p99_ms_during_burst"}
+    checks = doc["checks"]
+    assert checks["all_accepted"] is True
+    assert checks["all_succeeded"] is True
+    assert checks["only_ok_answers"] is True
