@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +92,8 @@ def test_flag_parse_times_each_size_on_both_sides():
 
 
 def test_scale_runs_conversions_to_the_end_and_plots(tmp_path):
-    plot = tmp_path / "scale.svg"
-    doc = run("scale.py", "--plot", str(plot))
+    svg, png = tmp_path / "scale.svg", tmp_path / "scale.png"
+    doc = run("scale.py", "--plot", str(svg), "--plot", str(png))
     assert doc["benchmark"] == "scale"
     assert positive(doc["peak_rss_mb"])
     assert len(doc["cycle_ms"]) >= 2
@@ -106,7 +108,23 @@ def test_scale_runs_conversions_to_the_end_and_plots(tmp_path):
     assert checks["nothing_left_over"] is True
     assert checks["submitted_once_each"] is True
     assert checks["query_plans"]["full_scans"] == []
-    assert plot.read_text().startswith("<svg")
+    assert svg.read_text().startswith("<svg")
+    assert doc["plots"] == [str(svg), str(png)]
+    width, height = png_size(png.read_bytes())
+    assert 400 <= width <= 2000
+    assert 300 <= height <= 1500
+    assert 10_000 < png.stat().st_size < 1_000_000
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """Width and height of a PNG, after checking its signature, its header chunk and its end chunk."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    length, kind = struct.unpack(">I4s", data[8:16])
+    assert (length, kind) == (13, b"IHDR")
+    assert zlib.crc32(data[12:29]) == struct.unpack(">I", data[29:33])[0]
+    assert data[-12:] == b"\x00\x00\x00\x00IEND\xaeB`\x82"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
 
 
 def test_service_reads_times_every_read_endpoint():
