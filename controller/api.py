@@ -129,8 +129,9 @@ def create_app(
     # -- health -------------------------------------------------------------------------------
 
     @app.get("/healthz", response_model=Health, responses={503: {"model": Health}}, tags=["health"])
-    def healthz() -> JSONResponse:
-        """200 while the process and its cycle loop are alive."""
+    async def healthz() -> JSONResponse:
+        """200 while the process and its cycle loop are alive (answered on the event loop: it reads
+        only memory, so it needs no worker thread)."""
         ok = loop is None or loop.healthy(clock())
         body = {"status": "ok" if ok else "cycle loop stalled", "cycles": service.controller.cycles}
         return JSONResponse(body, status_code=200 if ok else 503)
