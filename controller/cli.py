@@ -76,6 +76,7 @@ def run_cmd(
 
     from controller.api import create_app
     from controller.bootstrap import build
+    from controller.heap import settle_after_start_up
     from controller.logs import configure_logging
     from controller.loop import CycleLoop, IntakeThreads
     from controller.metrics import ServiceMetrics
@@ -85,6 +86,12 @@ def run_cmd(
     metrics = ServiceMetrics()
     service = build(cfg, on_finished=metrics.finished, wrap_backend=metrics.instrument)
     loop = CycleLoop(service.controller, cfg.cycle_seconds)
+    try:
+        app = create_app(service, loop, metrics=metrics)
+    except BaseException:
+        service.close()
+        raise
+    settle_after_start_up()
     loop.start()
     intakes = IntakeThreads(service.intakes)
     intakes.start()
@@ -97,7 +104,7 @@ def run_cmd(
         signal.signal(sig, _exit_in_order)
     try:
         uvicorn.run(
-            create_app(service, loop, metrics=metrics),
+            app,
             host=host,
             port=port,
             log_level="warning",
