@@ -55,6 +55,12 @@ def _options(parser: Any) -> None:
     parser.add_argument("--conversions", type=int, default=100_000)
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each measured window")
     parser.add_argument("--generator", choices=("auto", "wrk", "httpx"), default="auto")
+    parser.add_argument(
+        "--profile",
+        type=FsPath,
+        default=None,
+        help="directory for py-spy profiles of the controller during each window (needs py-spy)",
+    )
 
 
 def free_port() -> int:
@@ -107,7 +113,11 @@ class MotoProcess:
 
     def stop(self) -> None:
         self.proc.terminate()
-        self.proc.wait(timeout=30)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
 
 
 # -- the load generator ----------------------------------------------------------------------------
@@ -122,7 +132,7 @@ def _wrk_ms(text: str) -> float:
 
 def parse_wrk(output: str) -> dict[str, Any]:
     """p50, p99 and max latency, requests/s and non-2xx answers from ``wrk --latency`` output."""
-    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", output, re.M))
+    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", output, re.M))
     latency_max = re.search(r"^\s+Latency\s+\S+\s+\S+\s+(\S+)", output, re.M)
     rate = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.M)
     total = re.search(r"^\s+(\d+) requests in", output, re.M)
@@ -227,10 +237,27 @@ def _post_burst(base: str, n: int, done: Any) -> None:
     done.put((accepted, time.perf_counter() - t0, problem))
 
 
-def window(base: str, seconds: float, generator: str, pids: dict[str, int]) -> dict[str, Any]:
+def profilers(pid: int, seconds: float, out: FsPath) -> list[subprocess.Popen[bytes]]:
+    """py-spy on the controller for ``seconds``: every thread's stacks, and the GIL holder's alone
+    (``--gil``), as collapsed stacks ``<out>.txt`` and ``<out>.gil.txt``."""
+    spy = shutil.which("py-spy") or str(FsPath(sys.executable).with_name("py-spy"))
+    common = ["record", "--pid", str(pid), "--duration", str(max(1, round(seconds))), "--rate", "250"]
+    common += ["--threads", "--format", "raw", "--nonblocking"]
+    return [
+        subprocess.Popen([spy, *common, *extra, "-o", str(out) + suffix], stdout=subprocess.DEVNULL)
+        for extra, suffix in (([], ".txt"), (["--gil"], ".gil.txt"))
+    ]
+
+
+def window(
+    base: str, seconds: float, generator: str, pids: dict[str, int], profile: FsPath | None
+) -> dict[str, Any]:
+    spies = profilers(pids["controller"], seconds, profile) if profile is not None else []
     cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
     figures, client_cpu = (wrk_load if generator == "wrk" else httpx_load)(base, seconds)
     cpu = {name: round(cpu_seconds(pid) - cpu0[name], 2) for name, pid in pids.items()}
+    for spy in spies:
+        spy.wait(timeout=seconds + 60)
     return {"endpoints": figures, "cpu_seconds": {**cpu, "load_generator": client_cpu}}
 
 
@@ -281,13 +308,19 @@ def main() -> None:
             wait_until(lambda: status(base)["cycle"]["count"] >= 1, 60, "cutover run")
             pids = {"controller": server.pid, "moto_server": moto.proc.pid}
 
-            before = window(base, args.seconds, generator, pids)
+            if args.profile is not None:
+                args.profile.mkdir(parents=True, exist_ok=True)
+            profile = {
+                name: args.profile / name if args.profile is not None else None
+                for name in ("before", "during")
+            }
+            before = window(base, args.seconds, generator, pids, profile["before"])
 
             done: Any = multiprocessing.Queue()
             poster = multiprocessing.Process(target=_post_burst, args=(base, args.conversions, done))
             t0 = time.perf_counter()
             poster.start()
-            during = window(base, args.seconds, generator, pids)
+            during = window(base, args.seconds, generator, pids, profile["during"])
             in_window = status(base)
             accepted, post_seconds, problem = done.get(timeout=600)
             poster.join()
