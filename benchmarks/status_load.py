@@ -155,7 +155,16 @@ def wrk_load(base: str, seconds: float) -> tuple[dict[str, Any], float]:
     before = os.times()
     procs = {
         url: subprocess.Popen(
-            ["wrk", "-t1", "-c1", f"-d{max(1, round(seconds))}s", "--latency", base + url],
+            [
+                "wrk",
+                "-t1",
+                "-c1",
+                f"-d{max(1, round(seconds))}s",
+                "--timeout",
+                "60s",
+                "--latency",
+                base + url,
+            ],
             stdout=subprocess.PIPE,
             text=True,
         )

@@ -76,10 +76,10 @@ def run_cmd(
 
     from controller.api import create_app
     from controller.bootstrap import build
-    from controller.heap import settle_after_start_up
     from controller.logs import configure_logging
     from controller.loop import CycleLoop, IntakeThreads
     from controller.metrics import ServiceMetrics
+    from controller.runtime import settle_after_start_up, share_the_interpreter_lock
 
     cfg = settings()
     configure_logging(cfg)
@@ -92,6 +92,7 @@ def run_cmd(
         service.close()
         raise
     settle_after_start_up()
+    share_the_interpreter_lock()
     loop.start()
     intakes = IntakeThreads(service.intakes)
     intakes.start()

@@ -1,4 +1,5 @@
-"""After start-up, the collector keeps what start-up made out of its passes and still frees the rest.
+"""After start-up, the collector keeps what start-up made out of its passes and still frees the
+rest, and a thread holding the interpreter lock hands it over sooner.
 
 Run in a child interpreter: freezing the test process's own heap would outlive the test.
 """
@@ -15,9 +16,10 @@ ROOT = Path(__file__).resolve().parents[2]
 CHILD = textwrap.dedent(
     """
     import gc
+    import sys
     import weakref
 
-    from controller.heap import settle_after_start_up
+    from controller.runtime import settle_after_start_up, share_the_interpreter_lock
 
     class Node:
         pass
@@ -36,12 +38,15 @@ CHILD = textwrap.dedent(
     later = cycle()
     gc.collect()
     assert later() is None, "garbage made after start-up is no longer collected"
+    assert sys.getswitchinterval() == 0.005
+    share_the_interpreter_lock()
+    assert sys.getswitchinterval() <= 0.001
     print("ok")
     """
 )
 
 
-def test_start_up_objects_leave_the_collector_and_later_garbage_is_still_freed() -> None:
+def test_start_up_objects_leave_the_collector_and_the_lock_is_shared_sooner() -> None:
     proc = subprocess.run(
         [sys.executable, "-c", CHILD], capture_output=True, text=True, cwd=ROOT, timeout=60, check=False
     )
