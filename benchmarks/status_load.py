@@ -177,10 +177,10 @@ def wrk_load(base: str, seconds: float) -> tuple[dict[str, Any], float]:
     )
 
 
-def _httpx_worker(url: str, seconds: float, results: Any) -> None:
+def _httpx_worker(base: str, url: str, seconds: float, results: Any) -> None:
     latencies: list[float] = []
     bad = 0
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client(base_url=base, timeout=60) as client:
         end = time.perf_counter() + seconds
         while (t0 := time.perf_counter()) < end:
             answer = client.get(url)
@@ -210,8 +210,7 @@ def httpx_load(base: str, seconds: float) -> tuple[dict[str, Any], float]:
     GIL); their figures and CPU seconds."""
     results: Any = multiprocessing.Queue()
     workers = [
-        multiprocessing.Process(target=_httpx_worker, args=(base + url, seconds, results))
-        for url in ENDPOINTS
+        multiprocessing.Process(target=_httpx_worker, args=(base, url, seconds, results)) for url in ENDPOINTS
     ]
     for w in workers:
         w.start()
