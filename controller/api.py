@@ -38,6 +38,7 @@ from controller.errors import (
 from controller.intake import IntakeError, IntakeLimits, IntakeProblem
 from controller.loop import CycleLoop
 from controller.metrics import ServiceMetrics
+from controller.ports import AcceptResult, Ledger
 from controller.schemas import (
     Accepted,
     ConversionOut,
@@ -128,8 +129,9 @@ def create_app(
     # -- health -------------------------------------------------------------------------------
 
     @app.get("/healthz", response_model=Health, responses={503: {"model": Health}}, tags=["health"])
-    def healthz() -> JSONResponse:
-        """200 while the process and its cycle loop are alive."""
+    async def healthz() -> JSONResponse:
+        """200 while the process and its cycle loop are alive (answered on the event loop: it reads
+        only memory, so it needs no worker thread)."""
         ok = loop is None or loop.healthy(clock())
         body = {"status": "ok" if ok else "cycle loop stalled", "cycles": service.controller.cycles}
         return JSONResponse(body, status_code=200 if ok else 503)
@@ -181,9 +183,8 @@ def create_app(
         except IntakeError:
             metrics.intake.record(rejected=True)
             raise
-        result = await run_in_threadpool(intake.accept, ledger, requests, clock())
+        result = await run_in_threadpool(_accept_and_log, ledger, requests, clock())
         metrics.intake.record(accepted=len(result.accepted), duplicates=len(result.duplicates))
-        _log_intake(requests, result.accepted, result.duplicates)
         return JSONResponse({"accepted": result.accepted, "duplicates": result.duplicates}, status_code=202)
 
     @app.get("/conversions", response_model=ConversionPage, responses=_errors(422, 503), tags=["conversions"])
@@ -320,6 +321,14 @@ async def _read_body(request: Request, limits: IntakeLimits) -> bytes:
             raise intake.body_too_large(limits)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _accept_and_log(ledger: Ledger, requests: Sequence[ConversionRequest], now: float) -> AcceptResult:
+    """Record the batch, then log a line per new conversion: both on a worker thread, as a batch of
+    a thousand lines would otherwise hold up the event loop, and every request with it."""
+    result = intake.accept(ledger, requests, now)
+    _log_intake(requests, result.accepted, result.duplicates)
+    return result
 
 
 def _log_intake(requests: Sequence[ConversionRequest], accepted: list[str], duplicates: list[str]) -> None:

@@ -77,12 +77,20 @@ def run_cmd(
     from controller.logs import configure_logging
     from controller.loop import CycleLoop, IntakeThreads
     from controller.metrics import ServiceMetrics
+    from controller.runtime import settle_after_start_up, share_the_interpreter_lock
 
     cfg = settings()
     configure_logging(cfg)
     metrics = ServiceMetrics()
     service = build(cfg, on_finished=metrics.finished, wrap_backend=metrics.instrument)
     loop = CycleLoop(service.controller, cfg.cycle_seconds)
+    try:
+        app = create_app(service, loop, metrics=metrics)
+    except BaseException:
+        service.close()
+        raise
+    settle_after_start_up()
+    share_the_interpreter_lock()
     loop.start()
     intakes = IntakeThreads(service.intakes)
     intakes.start()
@@ -90,7 +98,7 @@ def run_cmd(
         "service.started", extra={"host": host, "port": port, "settings": cfg.masked()}
     )
     try:
-        _serve_app(create_app(service, loop, metrics=metrics), host, port)
+        _serve_app(app, host, port)
     finally:
         intakes.stop()
         loop.stop()

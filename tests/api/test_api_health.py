@@ -7,6 +7,8 @@ import time
 from pathlib import Path as FsPath
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import pytest
 
 from controller.api import create_app
@@ -51,6 +53,28 @@ async def test_healthz_is_503_when_the_loop_is_not_running(service: Service) -> 
         r = await c.get("/healthz")
     assert r.status_code == 503
     assert r.json() == {"status": "cycle loop stalled", "cycles": 0}
+
+
+async def test_healthz_answers_while_every_worker_thread_is_taken(service: Service) -> None:
+    """Liveness does not wait for a worker thread: with all of them busy (slow ledger reads, a
+    burst of intake) /healthz still answers at once; /status, which reads the ledger, waits."""
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    total = limiter.total_tokens
+    limiter.total_tokens = 1
+    holder = object()
+    await limiter.acquire_on_behalf_of(holder)
+    try:
+        async with client(create_app(service, None)) as c:
+            with anyio.fail_after(10):
+                r = await c.get("/healthz")
+            with anyio.move_on_after(0.5) as waited:
+                await c.get("/status")
+    finally:
+        limiter.release_on_behalf_of(holder)
+        limiter.total_tokens = total
+    assert r.status_code == 200
+    assert r.json()["status"] == "ok"
+    assert waited.cancelled_caught
 
 
 async def test_readyz_is_ready_with_a_flag(service: Service) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path as FsPath
@@ -17,6 +18,7 @@ from controller.api import create_app
 from controller.domain import Path
 from controller.logs import JsonFormatter, configure_logging
 from controller.metrics import ServiceMetrics
+from controller.service import Service
 
 from .conftest import GROUPS
 from .support import TOKEN, FakeBackend, client, make_service, make_settings, run_until_settled, write_flag
@@ -121,3 +123,36 @@ def test_decision_events_follow_the_setting(tmp_path: FsPath, restore_logging: N
     service.controller.run_cycle()
     assert not any(e["event"] == "route.decided" for e in lines(stream))
     service.close()
+
+
+class Threads(logging.Handler):
+    """Keeps each record's event name and the thread that logged it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.seen: list[tuple[str, int, str | None]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.append((record.getMessage(), record.thread or 0, getattr(record, "conversion_id", None)))
+
+
+async def test_the_intake_logs_each_new_conversion_off_the_event_loop(
+    service: Service, restore_logging: None
+) -> None:
+    """A batch of a thousand leaves a line per new conversion and none for a duplicate, written
+    from a worker thread: on the event loop they would hold up every other request meanwhile."""
+    handler = Threads()
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.INFO)
+    loop_thread = threading.get_ident()  # the app runs on this test's event loop
+    batch = [{"conversion_id": f"c-{i:04d}", "tenant_id": 1 + i % 12} for i in range(1000)]
+    async with client(create_app(service, None)) as c:
+        first = await c.post("/conversions", json={"conversions": batch})
+        again = await c.post(
+            "/conversions", json={"conversions": [*batch[:10], {"conversion_id": "d-1", "tenant_id": 3}]}
+        )
+    assert first.status_code == again.status_code == 202
+    received = [(thread, cid) for event, thread, cid in handler.seen if event == "conversion.received"]
+    assert sorted(cid for _, cid in received) == sorted([*(b["conversion_id"] for b in batch), "d-1"])
+    assert loop_thread not in {thread for thread, _ in received}
+    assert [e for e, _, _ in handler.seen].count("intake.accepted") == 2

@@ -237,7 +237,11 @@ class World:
 
     def set_build(self, build_id: str, status: str, phase: str = "BUILD", message: str = "") -> None:
         """Put one build into ``status`` (and ``phase``) as CodeBuild would report it."""
-        build = self.build(build_id)
+        self.put_build(self.build(build_id), status, phase, message)
+
+    @staticmethod
+    def put_build(build: dict[str, Any], status: str, phase: str = "BUILD", message: str = "") -> None:
+        """Put a build found in ``builds()`` into ``status`` (and ``phase``), as ``set_build`` does."""
         build["buildStatus"] = status
         build["currentPhase"] = "COMPLETED" if status != "IN_PROGRESS" else phase
         build["buildComplete"] = status != "IN_PROGRESS"

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +52,14 @@ def positive(x: Any) -> bool:
 def test_every_benchmark_has_a_smoke_test():
     """A new script under benchmarks/ must be added here, or it could rot unnoticed."""
     scripts = {p.name for p in BENCHMARKS.glob("*.py") if p.name != "harness.py"}
-    assert scripts == {"route_claim.py", "flag_parse.py", "scale.py", "service_reads.py"}
+    assert scripts == {
+        "route_claim.py",
+        "flag_parse.py",
+        "scale.py",
+        "service_reads.py",
+        "api_calls.py",
+        "status_load.py",
+    }
 
 
 def test_route_claim_measures_both_sides_and_they_agree():
@@ -83,8 +92,8 @@ def test_flag_parse_times_each_size_on_both_sides():
 
 
 def test_scale_runs_conversions_to_the_end_and_plots(tmp_path):
-    plot = tmp_path / "scale.svg"
-    doc = run("scale.py", "--plot", str(plot))
+    svg, png = tmp_path / "scale.svg", tmp_path / "scale.png"
+    doc = run("scale.py", "--plot", str(svg), "--plot", str(png))
     assert doc["benchmark"] == "scale"
     assert positive(doc["peak_rss_mb"])
     assert len(doc["cycle_ms"]) >= 2
@@ -99,7 +108,23 @@ def test_scale_runs_conversions_to_the_end_and_plots(tmp_path):
     assert checks["nothing_left_over"] is True
     assert checks["submitted_once_each"] is True
     assert checks["query_plans"]["full_scans"] == []
-    assert plot.read_text().startswith("<svg")
+    assert svg.read_text().startswith("<svg")
+    assert doc["plots"] == [str(svg), str(png)]
+    width, height = png_size(png.read_bytes())
+    assert 400 <= width <= 2000
+    assert 300 <= height <= 1500
+    assert 10_000 < png.stat().st_size < 1_000_000
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """Width and height of a PNG, after checking its signature, its header chunk and its end chunk."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    length, kind = struct.unpack(">I4s", data[8:16])
+    assert (length, kind) == (13, b"IHDR")
+    assert zlib.crc32(data[12:29]) == struct.unpack(">I", data[29:33])[0]
+    assert data[-12:] == b"\x00\x00\x00\x00IEND\xaeB`\x82"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
 
 
 def test_service_reads_times_every_read_endpoint():
@@ -110,3 +135,58 @@ def test_service_reads_times_every_read_endpoint():
     for url, figures in doc["endpoints"].items():
         assert positive(figures["p50_ms"]), url
         assert figures["p50_ms"] <= figures["max_ms"], url
+
+
+def test_api_calls_counts_every_call_of_both_sides_on_both_paths():
+    doc = run("api_calls.py")
+    assert doc["benchmark"] == "api_calls"
+    n = doc["inputs"]["conversions"]
+    for path, submit, track in (
+        ("new_path", "batch:SubmitJob", "batch:DescribeJobs"),
+        ("legacy_path", "codebuild:StartBuild", "codebuild:BatchGetBuilds"),
+    ):
+        sides = doc[path]
+        for name in ("ours_burst", "ours_stream", "naive"):
+            side = sides[name]
+            assert side["succeeded"] == n, (path, name)
+            assert side["total_calls"] == sum(side["calls"].values()), (path, name)
+            assert side["total_calls"] == (
+                side["submission_calls"] + side["tracking_calls"] + side["capacity_calls"]
+            ), (path, name)
+            assert side["per_1000"]["total"] == pytest.approx(side["total_calls"] * 1000 / n, abs=0.001)
+        # the naive side: one submission and one look per conversion, nothing else
+        assert sides["naive"]["calls"] == {submit: n, track: n}
+        # ours: one job or build per cycle that had new work
+        assert sides["ours_burst"]["calls"][submit] == 1
+        cycles_with_arrivals = -(-n // doc["inputs"]["stream_per_cycle"])
+        assert sides["ours_stream"]["calls"][submit] == cycles_with_arrivals
+        assert sides["ratio_burst"]["submission"] == pytest.approx(
+            sides["naive"]["submission_calls"] / sides["ours_burst"]["submission_calls"], rel=0.01
+        )
+    assert set(doc["goals"]) == {
+        "new_path_submission_calls_per_1000_burst",
+        f"new_path_submission_calls_per_1000_stream_of_{doc['inputs']['stream_per_cycle']}",
+    }
+    assert doc["checks"] == {"all_succeeded": True, "no_cycle_errors": True}
+
+
+def test_status_load_measures_both_endpoints_before_and_during_the_burst():
+    doc = run("status_load.py")
+    assert doc["benchmark"] == "status_load"
+    assert doc["inputs"]["generator"] in ("wrk", "httpx")
+    for name in ("before", "during"):
+        window = doc[name]
+        assert set(window["endpoints"]) == {"/status", "/healthz"}
+        for url, figures in window["endpoints"].items():
+            assert figures["requests"] > 0, (name, url)
+            assert positive(figures["requests_per_s"]), (name, url)
+            assert 0 < figures["p50_ms"] <= figures["p99_ms"] <= figures["max_ms"], (name, url)
+        assert positive(window["cpu_seconds"]["controller"]), name
+    burst = doc["during"]["burst"]
+    assert burst["accepted"] == doc["inputs"]["conversions"]
+    assert 0 <= burst["routed_by_window_end"] <= burst["accepted"]
+    assert set(doc["goals"]) == {"status_p99_ms_during_burst"}
+    checks = doc["checks"]
+    assert checks["all_accepted"] is True
+    assert checks["all_succeeded"] is True
+    assert checks["only_ok_answers"] is True
