@@ -120,10 +120,15 @@ class DemoResult:
         }
 
 
+def tenant_activity(seed: int = 7) -> dict[int, float]:
+    """Each demo tenant's conversions per day: a few busy tenants, many quiet ones."""
+    rng = random.Random(seed)  # noqa: S311 - demo data, not secrets
+    return {FIRST_TENANT + i: rng.lognormvariate(3, 1) for i in range(TENANTS)}
+
+
 def rollout_groups(seed: int = 7) -> dict[str, list[int]]:
     """Tenants ordered by activity, least active first, cut into the five rollout groups."""
-    rng = random.Random(seed)  # noqa: S311 - demo data, not secrets
-    activity = {FIRST_TENANT + i: rng.lognormvariate(3, 1) for i in range(TENANTS)}
+    activity = tenant_activity(seed)
     ordered = sorted(activity, key=lambda t: activity[t])
     groups: dict[str, list[int]] = {}
     start = 0
