@@ -17,8 +17,10 @@ What runs, all real OS processes on this machine:
 - A flag changer: every ``--flag-every`` seconds it advances the flag one rollout group or rolls
   it back one version, with the operations behind ``cutover flag advance|rollback``; now and then
   (``--invalid-share``) it replaces the flag file with an invalid document instead, left in place
-  until the next change restores the version last in force. The controllers keep the last good
-  flag meanwhile.
+  until the next change restores the version last in force. The controllers must keep the last
+  good flag meanwhile: once per invalid document every replica up for a few seconds is asked
+  (``/status``) and must report the file invalid and the version last in force as the one it
+  routes by.
 - A killer: every ``--kill-every`` seconds (0.5-1.5 times that, from ``--seed``) one replica,
   chosen at random, gets SIGKILL and is restarted a moment later. Workers its runners started run
   in their own sessions and outlive it; the replicas adopt them.
@@ -40,8 +42,8 @@ counters (``controller.demo.outcome``, the demo's check):
   ``budget``.
 
 Prints one JSON object. Exit status 1 when duplicates, lost or wrong_path is not 0, when
-max_in_flight is over the budget, when an acknowledged id was accepted a second time, or when the
-drain did not finish.
+max_in_flight is over the budget, when an acknowledged id was accepted a second time, when a
+replica lost the last good flag, or when the drain did not finish.
 """
 
 from __future__ import annotations
@@ -127,6 +129,7 @@ class Replica:
         self.fault_rate = fault_rate
         self.seed = seed
         self.starts = 0
+        self.started_at = 0.0
         self.proc: subprocess.Popen[bytes] | None = None
         self.lock = threading.Lock()
 
@@ -137,6 +140,7 @@ class Replica:
     def start(self) -> None:
         with self.lock:
             self.starts += 1
+            self.started_at = time.monotonic()
             log = (self.workdir / f"replica-{self.index}.log").open("ab")
             with log:
                 self.proc = subprocess.Popen(
@@ -329,6 +333,8 @@ class FlagChanges:
     refused: int = 0
     last_good: int | None = None
     broken: bool = False
+    broken_at: float = 0.0
+    sampled: bool = True  # whether the replicas were asked about the current broken document
     kinds: dict[str, int] = field(default_factory=dict)
 
 
@@ -346,6 +352,8 @@ def change_flag(
         name, doc = rng.choice(INVALID_DOCUMENTS)
         write_atomically(store.path, doc)
         fc.broken = True
+        fc.broken_at = time.monotonic()
+        fc.sampled = False
         fc.invalid += 1
         fc.kinds[name] = fc.kinds.get(name, 0) + 1
         return
@@ -364,6 +372,38 @@ def change_flag(
         fc.refused += 1
     now = store.in_force()
     fc.last_good = now.version if now else fc.last_good
+
+
+@dataclass
+class HeldFlag:
+    """What the replicas reported in ``/status`` while an invalid document was in the flag file."""
+
+    samples: int = 0
+    kept: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def check_held_flag(replicas: list[Replica], token: str, fc: FlagChanges, held: HeldFlag) -> None:
+    """Ask each replica that has been up a while whether it still routes by the version last in
+    force (``flag.version``) while it reports the file as invalid (``flag.state``)."""
+    import httpx
+
+    fc.sampled = True
+    for r in replicas:
+        if not r.alive() or time.monotonic() - r.started_at < 5.0:
+            continue
+        try:
+            answer = httpx.get(r.url + "/status", headers={"Authorization": f"Bearer {token}"}, timeout=5)
+            flag = answer.json()["flag"]
+        except (httpx.HTTPError, ValueError, KeyError):
+            continue  # being killed: nothing to judge
+        if not fc.broken:
+            return  # restored meanwhile
+        held.samples += 1
+        if flag["version"] == str(fc.last_good) and flag["state"] == "invalid":
+            held.kept += 1
+        else:
+            held.problems.append(f"replica {r.index}: {flag} (last good {fc.last_good})")
 
 
 def restore_flag(store: FileVersionStore, fc: FlagChanges) -> None:
@@ -557,6 +597,7 @@ def run(args: Any, workdir: FsPath) -> dict[str, Any]:
         next_kill = load_started + chaos_rng.uniform(0.5, 1.5) * args.kill_every
         next_flag = load_started + args.flag_every
         restart_at: dict[int, float] = {}
+        held = HeldFlag()
         while time.monotonic() < end and not stop.is_set():
             now = time.monotonic()
             if now >= next_flag:
@@ -565,6 +606,8 @@ def run(args: Any, workdir: FsPath) -> dict[str, Any]:
                 except (CutoverError, OSError) as exc:
                     errors.append(f"flag change: {exc}")
                 next_flag = now + args.flag_every
+            if fc.broken and not fc.sampled and now - fc.broken_at > 2 * args.cycle_seconds + 0.5:
+                check_held_flag(replicas, token, fc, held)
             if now >= next_kill:
                 victim = chaos_rng.choice([r for r in replicas if r.index not in restart_at])
                 victim.kill()
@@ -605,6 +648,7 @@ def run(args: Any, workdir: FsPath) -> dict[str, Any]:
         and load.repeats_accepted_again == 0
         and not not_drained
         and not load.refused
+        and not held.problems
     )
     return {
         "benchmark": "chaos",
@@ -636,6 +680,9 @@ def run(args: Any, workdir: FsPath) -> dict[str, Any]:
             "restores": fc.restores,
             "refused": fc.refused,
             "invalid_kinds": fc.kinds,
+            "status_samples_while_invalid": held.samples,
+            "last_good_kept": held.kept,
+            "problems": held.problems[:5],
         },
         "intake": {
             "requests": load.requests,
