@@ -89,6 +89,9 @@ INVALID_DOCUMENTS: tuple[tuple[str, bytes], ...] = (
 
 def _options(parser: Any) -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="how long load, flags and kills go on")
+    parser.add_argument(
+        "--conversions", type=int, default=None, help="or until this many conversions were accepted"
+    )
     parser.add_argument("--replicas", type=int, default=3)
     parser.add_argument("--kill-every", type=float, default=10.0, help="mean seconds between kills")
     parser.add_argument("--flag-every", type=float, default=3.0, help="seconds between flag changes")
@@ -280,6 +283,8 @@ def generate(
             for item in items:
                 load.acknowledged[item["conversion_id"]] = item
                 sent_ids.append(item["conversion_id"])
+            if args.conversions is not None and len(load.acknowledged) >= args.conversions:
+                stop.set()
             again = {r["conversion_id"] for r in repeats}
             load.repeats_sent += len(repeats)
             load.repeats_folded += len(again & set(answer["duplicates"]))
@@ -699,6 +704,7 @@ def run(args: Any, workdir: FsPath) -> dict[str, Any]:
         "examples": {"duplicate_ids": list(found.duplicate_ids[:5]), "lost_ids": list(found.lost_ids[:5])},
         "inputs": {
             "seconds": args.seconds,
+            "conversions": args.conversions,
             "replicas": args.replicas,
             "kill_every": args.kill_every,
             "flag_every": args.flag_every,
