@@ -25,10 +25,10 @@ What runs, all real OS processes on this machine:
   chosen at random, gets SIGKILL and is restarted a moment later. Workers its runners started run
   in their own sessions and outlive it; the replicas adopt them.
 
-At the end the load, the flag changes and the kills stop, a valid flag is put back, and the
-replicas run until every accepted conversion is terminal (at most ``--drain-seconds``); then they
-are stopped. The verdict comes from the worker outputs and the ledger, not from the controllers'
-counters (``controller.demo.outcome``, the demo's check):
+After ``--seconds`` (or once ``--conversions`` were accepted) the load, the flag changes and the
+kills stop, a valid flag is put back, and the replicas run until every accepted conversion is
+terminal (at most ``--drain-seconds``); then they are stopped. The verdict comes from the worker
+outputs and the ledger, not from the controllers' counters (``controller.demo.outcome``, the demo's check):
 
 - ``duplicates``: successful worker outputs beyond the first for a conversion, on either path.
   A clone-and-resubmit after a failed run may legitimately run a conversion again, but the sample
@@ -594,6 +594,7 @@ def run(args: Any, workdir: FsPath) -> dict[str, Any]:
                 load,
             ),
             name="load",
+            daemon=True,  # an interrupted run ends with the replicas stopped, not 120 s of retries
         )
         generator.start()
         chaos_rng = random.Random(args.seed + 2)
