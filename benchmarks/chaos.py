@@ -19,8 +19,8 @@ What runs, all real OS processes on this machine:
   (``--invalid-share``) it replaces the flag file with an invalid document instead, left in place
   until the next change restores the version last in force. The controllers must keep the last
   good flag meanwhile: once per invalid document every replica up for a few seconds is asked
-  (``/status``) and must report the file invalid and the version last in force as the one it
-  routes by.
+  (``/status``); one that has read the file since it broke must report it invalid and the version
+  last in force as the one it routes by.
 - A killer: every ``--kill-every`` seconds (0.5-1.5 times that, from ``--seed``) one replica,
   chosen at random, gets SIGKILL and is restarted a moment later. Workers its runners started run
   in their own sessions and outlive it; the replicas adopt them.
@@ -385,12 +385,15 @@ class HeldFlag:
 
     samples: int = 0
     kept: int = 0
+    behind: int = 0  # not judged: the replica's last cycle read the file before it broke
     problems: list[str] = field(default_factory=list)
 
 
 def check_held_flag(replicas: list[Replica], token: str, fc: FlagChanges, held: HeldFlag) -> None:
-    """Ask each replica that has been up a while whether it still routes by the version last in
-    force (``flag.version``) while it reports the file as invalid (``flag.state``)."""
+    """Ask each replica that has been up a while which flag it routes by. One that has read the
+    invalid file (``flag.state`` is ``invalid``) must still route by the version last in force
+    (``flag.version``); one whose last cycle read the file before it broke (``ok``) is behind, not
+    judged; any other state is a problem."""
     import httpx
 
     fc.sampled = True
@@ -405,7 +408,9 @@ def check_held_flag(replicas: list[Replica], token: str, fc: FlagChanges, held: 
         if not fc.broken:
             return  # restored meanwhile
         held.samples += 1
-        if flag["version"] == str(fc.last_good) and flag["state"] == "invalid":
+        if flag["state"] == "ok":
+            held.behind += 1
+        elif flag["version"] == str(fc.last_good) and flag["state"] == "invalid":
             held.kept += 1
         else:
             held.problems.append(f"replica {r.index}: {flag} (last good {fc.last_good})")
@@ -688,6 +693,7 @@ def run(args: Any, workdir: FsPath) -> dict[str, Any]:
             "invalid_kinds": fc.kinds,
             "status_samples_while_invalid": held.samples,
             "last_good_kept": held.kept,
+            "not_yet_read": held.behind,
             "problems": held.problems[:5],
         },
         "intake": {
