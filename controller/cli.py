@@ -7,8 +7,9 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path as FsPath
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -17,6 +18,9 @@ from rich.table import Table
 from controller.errors import CutoverError, InputError
 from controller.settings import Settings, load_settings
 from flags.cli import flag_app
+
+if TYPE_CHECKING:
+    from controller.ports import Backend
 
 app = typer.Typer(
     name="cutover",
@@ -72,6 +76,15 @@ def run_cmd(
     port: Annotated[int, typer.Option(help="Port the API listens on.", min=1, max=65535)] = 8080,
 ) -> None:
     """Run the controller: the cycle loop and the HTTP API."""
+    serve(settings(), host, port)
+
+
+def serve(
+    cfg: Settings, host: str, port: int, *, wrap_backend: Callable[[Backend], Backend] | None = None
+) -> None:
+    """What ``cutover run`` does with ``cfg``: the cycle loop, the intakes and the HTTP API until a
+    signal. ``wrap_backend`` decorates each backend inside the metrics' timing (the chaos benchmark
+    injects submit faults that way)."""
     from controller.api import create_app
     from controller.bootstrap import build
     from controller.logs import configure_logging
@@ -79,10 +92,16 @@ def run_cmd(
     from controller.metrics import ServiceMetrics
     from controller.runtime import settle_after_start_up, share_the_interpreter_lock
 
-    cfg = settings()
     configure_logging(cfg)
     metrics = ServiceMetrics()
-    service = build(cfg, on_finished=metrics.finished, wrap_backend=metrics.instrument)
+    instrument = metrics.instrument
+    if wrap_backend is not None:
+        inner = wrap_backend
+
+        def instrument(backend: Backend) -> Backend:
+            return metrics.instrument(inner(backend))
+
+    service = build(cfg, on_finished=metrics.finished, wrap_backend=instrument)
     loop = CycleLoop(service.controller, cfg.cycle_seconds)
     try:
         app = create_app(service, loop, metrics=metrics)

@@ -16,12 +16,13 @@ import random
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any, Literal
 
 from controller.domain import ConversionRequest, ConversionState, Path
+from controller.ports import Ledger
 from controller.service import Service
 from controller.settings import Settings
 from flags import ops
@@ -119,10 +120,15 @@ class DemoResult:
         }
 
 
+def tenant_activity(seed: int = 7) -> dict[int, float]:
+    """Each demo tenant's conversions per day: a few busy tenants, many quiet ones."""
+    rng = random.Random(seed)  # noqa: S311 - demo data, not secrets
+    return {FIRST_TENANT + i: rng.lognormvariate(3, 1) for i in range(TENANTS)}
+
+
 def rollout_groups(seed: int = 7) -> dict[str, list[int]]:
     """Tenants ordered by activity, least active first, cut into the five rollout groups."""
-    rng = random.Random(seed)  # noqa: S311 - demo data, not secrets
-    activity = {FIRST_TENANT + i: rng.lognormvariate(3, 1) for i in range(TENANTS)}
+    activity = tenant_activity(seed)
     ordered = sorted(activity, key=lambda t: activity[t])
     groups: dict[str, list[int]] = {}
     start = 0
@@ -268,30 +274,81 @@ def run_stages(
 
 def judge(service: Service, workdir: FsPath, accepted: list[str], result: DemoResult) -> None:
     """Count duplicates, losses and wrong-path outputs from the worker outputs and the ledger."""
+    found = outcome(service.ledger, service.settings.output_dir, accepted)
+    result.conversions = found.conversions
+    result.outputs = found.outputs
+    result.duplicates = found.duplicates
+    result.lost = found.lost
+    result.succeeded = found.succeeded
+    result.failed = found.failed
+    result.wrong_path = found.wrong_path
+    result.max_in_flight = found.max_in_flight
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the worker outputs and the ledger say happened to a set of accepted conversions.
+
+    ``duplicates``: successful outputs beyond the first for one conversion (so a second run on
+    either path counts). ``lost``: accepted but not terminal in the ledger, or recorded SUCCEEDED
+    without an output file. ``wrong_path``: an output made on a path other than the one the ledger
+    records. ``max_in_flight``: the most conversions the workers were converting at one instant.
+    """
+
+    conversions: int
+    outputs: int
+    duplicates: int
+    lost: int
+    succeeded: int
+    failed: int
+    wrong_path: int
+    max_in_flight: int
+    duplicate_ids: tuple[str, ...] = ()
+    lost_ids: tuple[str, ...] = ()
+
+
+def produced_lines(output_dir: FsPath) -> dict[str, list[dict[str, Any]]]:
+    """The workers' ``produced.jsonl`` (one line per successful conversion run) by conversion id."""
     lines: dict[str, list[dict[str, Any]]] = {}
-    produced = service.settings.output_dir / "produced.jsonl"
+    produced = output_dir / "produced.jsonl"
     if produced.exists():
         for raw in produced.read_text().splitlines():
             line = json.loads(raw)
             lines.setdefault(line["conversion_id"], []).append(line)
-    result.conversions = len(accepted)
-    result.outputs = sum(len(v) for v in lines.values())
-    result.duplicates = sum(len(v) - 1 for v in lines.values() if len(v) > 1)
-    for cid in accepted:
-        record = service.ledger.get(cid)
+    return lines
+
+
+def outcome(ledger: Ledger, output_dir: FsPath, accepted: Iterable[str]) -> Outcome:
+    """Judge ``accepted`` from the worker outputs under ``output_dir`` and the ledger."""
+    lines = produced_lines(output_dir)
+    ids = list(accepted)
+    duplicate_ids = tuple(sorted(cid for cid, v in lines.items() if len(v) > 1))
+    lost_ids: list[str] = []
+    succeeded = failed = wrong_path = 0
+    for cid in ids:
+        record = ledger.get(cid)
         outputs = lines.get(cid, [])
         if record is None or not record.state.terminal:
-            result.lost += 1
+            lost_ids.append(cid)
         elif record.state is ConversionState.SUCCEEDED:
-            result.succeeded += 1
+            succeeded += 1
             if not outputs or not FsPath(outputs[0]["output"]).exists():
-                result.lost += 1
+                lost_ids.append(cid)
             elif any(o["path"] != (record.path.value if record.path else None) for o in outputs):
-                result.wrong_path += 1
+                wrong_path += 1
         else:
-            result.failed += 1
-    result.max_in_flight = max_overlap(
-        [(o["started_at"], o["finished_at"]) for v in lines.values() for o in v]
+            failed += 1
+    return Outcome(
+        conversions=len(ids),
+        outputs=sum(len(v) for v in lines.values()),
+        duplicates=sum(len(v) - 1 for v in lines.values() if len(v) > 1),
+        lost=len(lost_ids),
+        succeeded=succeeded,
+        failed=failed,
+        wrong_path=wrong_path,
+        max_in_flight=max_overlap([(o["started_at"], o["finished_at"]) for v in lines.values() for o in v]),
+        duplicate_ids=duplicate_ids,
+        lost_ids=tuple(lost_ids),
     )
 
 

@@ -217,7 +217,12 @@ class LocalParallelRunner:
         self._close_run(job_id, None)
 
     def _close_run(self, job_id: str, failure: str | None) -> None:
-        spec = read_json(self.running / f"{job_id}.json") or {}
+        spec = read_json(self.running / f"{job_id}.json")
+        if spec is None:
+            # Another process sharing this state closed the run first (it saw the worker, this
+            # process's exited child, as gone); its outcome stands and must not be overwritten.
+            (self.running / f"{job_id}.pid").unlink(missing_ok=True)
+            return
         conversion_id = str(spec.get("conversion_id", ""))
         reported = result_state(read_json(self.results / f"{job_id}.json"), conversion_id)
         if reported is None:

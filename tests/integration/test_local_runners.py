@@ -154,6 +154,39 @@ def test_a_restarted_runner_adopts_jobs_started_before_the_crash(tmp_path):
         second.close()
 
 
+def test_a_run_two_runners_close_keeps_the_result_the_worker_wrote(tmp_path):
+    """Two controller processes share the state: one closes a finished run as an orphan (its
+    worker is the other's exited child), then the one that started it reaps its child. The
+    worker's success must stand; it was once overwritten with a failure naming no conversion,
+    which read as "no such job" and had the conversion run a second time."""
+    from controller.localproc import pid_alive, read_json
+
+    def runner() -> LocalParallelRunner:
+        return LocalParallelRunner(
+            tmp_path / "state", worker_command(None), tmp_path / "out", timeout=30, tick_seconds=3600
+        )
+
+    starter, other = runner(), runner()
+    try:
+        starter.set_capacity(1)
+        refs = starter.submit(DispatchBatch("N7", Route.NEW, items(1), 0))
+        starter.pump()
+        pid = int((read_json(starter.running / "N7.c0.pid") or {})["pid"])
+        deadline = time.monotonic() + 60
+        while pid_alive(pid):  # exited, not yet reaped by the process that started it
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        other.pump()
+        starter.pump()
+        for r in (starter, other):
+            state = r.poll(refs)[refs[0]]
+            assert state.status is JobStatus.SUCCEEDED, state
+        assert [x["conversion_id"] for x in produced(tmp_path)] == ["c0"]
+    finally:
+        starter.close()
+        other.close()
+
+
 def test_legacy_build_works_a_manifest_with_fixed_threads_one_failure_does_not_fail_the_rest(
     legacy_runner, tmp_path
 ):

@@ -1,0 +1,120 @@
+"""One replica of the chaos run: ``cutover run`` as the CLI runs it, with faults injected into submits.
+
+Started by ``benchmarks/chaos.py`` as its own OS process, with its settings in ``CUTOVER_*``
+environment variables like any ``cutover run``. The service is built by the same code the CLI
+runs (``controller.cli.serve``); the only difference is that each backend is wrapped in
+``FaultyBackend``, which makes a share of submits fail the ways the backend port documents:
+
+- ``rejected``: ``SubmitRejectedError`` before anything is submitted;
+- ``unavailable``: ``BackendUnavailableError`` before anything is submitted (outcome unknown to
+  the caller, nothing started);
+- ``lost_response``: the submit goes through, then ``BackendUnavailableError`` is raised, as when
+  the answer of a call that worked is lost on the way back.
+
+Each fault is appended as one JSON line to ``--fault-log``, which the harness counts: it cannot
+see inside this process, and a killed replica's counters die with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path as FsPath
+
+REPO = FsPath(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from controller.domain import DispatchBatch, JobRef, JobState  # noqa: E402
+from controller.errors import BackendUnavailableError, SubmitRejectedError  # noqa: E402
+from controller.ports import Backend  # noqa: E402
+
+FAULT_KINDS = ("rejected", "unavailable", "lost_response")
+
+
+class FaultyBackend:
+    """A backend that fails ``rate`` of its submits (one of ``FAULT_KINDS`` each), logging each one."""
+
+    def __init__(self, inner: Backend, rate: float, rng: random.Random, log_path: FsPath) -> None:
+        self.inner = inner
+        self.path = inner.path
+        self.rate = rate
+        self._rng = rng
+        self._log_path = log_path
+
+    def submit(self, batch: DispatchBatch) -> list[JobRef]:
+        if self._rng.random() >= self.rate:
+            return self.inner.submit(batch)
+        kind = self._rng.choice(FAULT_KINDS)
+        self._log(kind, batch)
+        if kind == "rejected":
+            raise SubmitRejectedError(f"injected fault: {self.path.value} submit rejected")
+        if kind == "lost_response":
+            self.inner.submit(batch)
+        raise BackendUnavailableError(f"injected fault: {self.path.value} submit {kind}")
+
+    def _log(self, kind: str, batch: DispatchBatch) -> None:
+        line = {
+            "at": time.time(),
+            "pid": os.getpid(),
+            "path": self.path.value,
+            "kind": kind,
+            "batch": batch.key,
+            "items": len(batch.items),
+        }
+        fd = os.open(self._log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (json.dumps(line, separators=(",", ":")) + "\n").encode())
+        finally:
+            os.close(fd)
+
+    def poll(self, refs: Sequence[JobRef]) -> dict[JobRef, JobState]:
+        return self.inner.poll(refs)
+
+    def find(self, intents: Sequence[tuple[str, str]]) -> dict[str, JobRef]:
+        return self.inner.find(intents)
+
+    def cancel(self, ref: JobRef) -> None:
+        self.inner.cancel(ref)
+
+    def set_capacity(self, slots: int) -> int | None:
+        return self.inner.set_capacity(slots)
+
+    def in_use(self) -> int:
+        return self.inner.in_use()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="one chaos replica: cutover run with submit faults")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--fault-rate", type=float, default=0.0, help="share of submits that fail")
+    parser.add_argument("--fault-log", type=FsPath, required=True, help="one JSON line per fault")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    from controller.cli import serve
+    from controller.errors import CutoverError
+    from controller.settings import load_settings
+
+    rng = random.Random(args.seed)
+
+    def faulty(backend: Backend) -> Backend:
+        return FaultyBackend(backend, args.fault_rate, rng, args.fault_log)
+
+    try:
+        serve(load_settings(), "127.0.0.1", args.port, wrap_backend=faulty)
+    except CutoverError as exc:
+        sys.stderr.write(f"chaos replica: {exc}\n")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
