@@ -20,6 +20,8 @@ from controller.settings import Settings, load_settings
 from flags.cli import flag_app
 
 if TYPE_CHECKING:
+    from controller.cycle import Controller
+    from controller.loop import CycleLoop
     from controller.ports import Backend
 
 app = typer.Typer(
@@ -121,8 +123,23 @@ def serve(
     finally:
         intakes.stop()
         loop.stop()
+        _step_down(service.controller, loop)
         service.close()
         logging.getLogger("cutover.service").info("service.stopped")
+
+
+def _step_down(controller: Controller, loop: CycleLoop) -> None:
+    """Hand the dispatch lease over on an orderly stop (a deployment replacing this replica), so the
+    others do not wait for it to expire; never while a cycle may still be running."""
+    log = logging.getLogger("cutover.service")
+    if loop.alive:
+        log.warning("lease.kept", extra={"reason": "the cycle did not stop in time; the lease will expire"})
+        return
+    try:
+        if controller.step_down():
+            log.info("lease.released", extra={"lease": "dispatch"})
+    except CutoverError as exc:
+        log.warning("lease.kept", extra={"reason": str(exc)})
 
 
 def _serve_app(asgi_app: Any, host: str, port: int) -> None:

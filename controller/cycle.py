@@ -34,6 +34,8 @@ from flags.snapshot import FlagState, FlagStatus
 
 log = logging.getLogger("cutover.cycle")
 
+DISPATCH_LEASE = "dispatch"  # the lease whose holder dispatches for all replicas
+
 
 class FlagReader(Protocol):
     """What the cycle needs from the flag side: one status per call (``flags.lkg.LastKnownGood``)."""
@@ -126,7 +128,7 @@ class Controller:
         polled = self._poll(started, errors)
         # Taken at the time of taking, not the cycle's start: the lease must cover the dispatch ahead.
         lease_at = self.clock()
-        dispatcher = self.ledger.try_lease("dispatch", self.holder, lease_at, self.config.lease_seconds)
+        dispatcher = self.ledger.try_lease(DISPATCH_LEASE, self.holder, lease_at, self.config.lease_seconds)
         split: tuple[dict[Path, int], int, int, dict[Path, int]] = ({}, 0, 0, {})
         if dispatcher:
             lease_until = lease_at + self.config.lease_seconds
@@ -438,6 +440,12 @@ class Controller:
                 extra={"path": path.value, "found": len(recorded), "released": len(missing)},
             )
         return found_n, released_n
+
+    def step_down(self) -> bool:
+        """Give up the dispatch lease, so another replica dispatches from its next cycle instead of
+        after the lease expires. Only once no cycle of this controller runs any more (an orderly
+        stop): True when this controller was the dispatcher."""
+        return self.ledger.end_lease(DISPATCH_LEASE, self.holder)
 
     # -- the state the service shows -------------------------------------------------------------
 

@@ -1145,6 +1145,29 @@ class DynamoDBLedger:
             ) from exc
         return True
 
+    def end_lease(self, name: str, holder: str) -> bool:
+        """Delete the lease item on condition that ``holder`` has it."""
+        try:
+            self._call(
+                lambda: self.client.delete_item(
+                    TableName=self.table,
+                    Key={schema.HASH_KEY: _s(f"lease#{name}")},
+                    ConditionExpression="holder = :h",
+                    ExpressionAttributeValues={":h": _s(holder)},
+                )
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise LedgerError(
+                f"ledger dynamodb://{self.table}: ending lease {name} failed ({describe(exc)})"
+            ) from exc
+        except BotoCoreError as exc:
+            raise LedgerError(
+                f"ledger dynamodb://{self.table}: ending lease {name} failed ({describe(exc)})"
+            ) from exc
+        return True
+
 
 def _in_order(wanted: Sequence[str], done: Sequence[str]) -> list[str]:
     got = set(done)

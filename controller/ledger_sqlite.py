@@ -645,6 +645,11 @@ class SQLiteLedger:
             )
             return cur.rowcount == 1
 
+    def end_lease(self, name: str, holder: str) -> bool:
+        with self._write() as db:
+            cur = db.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
+            return cur.rowcount == 1
+
 
 def _replace(record: ConversionRecord, **changes: Any) -> ConversionRecord:
     from dataclasses import replace

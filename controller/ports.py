@@ -192,6 +192,11 @@ class Ledger(Protocol):
         """Take or renew the named lease for ``holder``; False while another holder has it."""
         ...
 
+    def end_lease(self, name: str, holder: str) -> bool:
+        """Give up the named lease if ``holder`` has it, so another holder can take it at once
+        instead of after it expires; False when ``holder`` did not have it."""
+        ...
+
     def ping(self) -> None:
         """Raise ``LedgerError`` unless the store answers."""
         ...

@@ -220,6 +220,17 @@ def test_lease_has_one_holder_until_it_expires(ledger):
     assert ledger.try_lease("other", "a", 152.0, 30.0)
 
 
+def test_a_lease_given_up_by_its_holder_is_free_at_once(ledger):
+    assert ledger.try_lease("dispatch", "a", 100.0, 30.0)
+    assert not ledger.end_lease("dispatch", "b")  # not b's to give up
+    assert not ledger.try_lease("dispatch", "b", 101.0, 30.0)
+    assert ledger.end_lease("dispatch", "a")
+    assert not ledger.end_lease("dispatch", "a")  # already given up
+    assert ledger.try_lease("dispatch", "b", 102.0, 30.0)  # long before a's would have expired
+    assert not ledger.try_lease("dispatch", "a", 103.0, 30.0)
+    assert not ledger.end_lease("never-taken", "a")
+
+
 def test_values_are_kept_by_name_apart_from_the_flag(ledger):
     assert ledger.get_value("finder:sql") is None
     ledger.put_value("finder:sql", '{"watermark": "a"}', 1.0)
