@@ -13,13 +13,13 @@ import shlex
 import signal
 import subprocess
 import sys
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from controller.domain import JobState, JobStatus
 from cutover_job.contract import Result, Status, parse_result
+from flags.atomic import write_atomically
 
 SAMPLE_WORKER = Path(__file__).resolve().parent.parent / "examples" / "sample_worker.py"
 
@@ -33,17 +33,7 @@ def worker_command(configured: str | None) -> list[str]:
 
 def write_json(path: Path, doc: Any) -> None:
     """Write ``doc`` to ``path`` atomically (write, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(doc, fh, separators=(",", ":"))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, json.dumps(doc, separators=(",", ":")).encode())
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

@@ -1,27 +1,18 @@
-"""Replacing a file so that a reader sees the old content or the new, never a part of either."""
+"""Replacing a file so that a reader sees the old content or the new, never a part of either.
+
+One implementation serves the whole project: the job contract's (temporary file beside the target,
+fsync, rename, then fsync of the directory), which has to stand alone in a job's image.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from cutover_job.storage import write_file_atomically as write_atomically
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``: write a temporary file beside it, flush it to disk, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+__all__ = ["write_atomically", "write_json_atomically"]
 
 
 def write_json_atomically(path: Path, doc: Any) -> None:
