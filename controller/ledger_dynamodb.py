@@ -1119,53 +1119,42 @@ class DynamoDBLedger:
 
     def try_lease(self, name: str, holder: str, now: float, ttl: float) -> bool:
         """Take or renew the named lease with a conditional put; False while another holder has it."""
-        try:
-            self._call(
-                lambda: self.client.put_item(
-                    TableName=self.table,
-                    Item={
-                        schema.HASH_KEY: _s(f"lease#{name}"),
-                        "holder": _s(holder),
-                        "lease_expires": _n(now + ttl),
-                    },
-                    ConditionExpression="attribute_not_exists(#pk) OR holder = :h OR lease_expires < :now",
-                    ExpressionAttributeNames={"#pk": schema.HASH_KEY},
-                    ExpressionAttributeValues={":h": _s(holder), ":now": _n(now)},
-                )
-            )
-        except ClientError as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                return False
-            raise LedgerError(
-                f"ledger dynamodb://{self.table}: lease {name} failed ({describe(exc)})"
-            ) from exc
-        except BotoCoreError as exc:
-            raise LedgerError(
-                f"ledger dynamodb://{self.table}: lease {name} failed ({describe(exc)})"
-            ) from exc
-        return True
+        return self._conditionally(
+            f"lease {name}",
+            lambda: self.client.put_item(
+                TableName=self.table,
+                Item={
+                    schema.HASH_KEY: _s(f"lease#{name}"),
+                    "holder": _s(holder),
+                    "lease_expires": _n(now + ttl),
+                },
+                ConditionExpression="attribute_not_exists(#pk) OR holder = :h OR lease_expires < :now",
+                ExpressionAttributeNames={"#pk": schema.HASH_KEY},
+                ExpressionAttributeValues={":h": _s(holder), ":now": _n(now)},
+            ),
+        )
 
     def end_lease(self, name: str, holder: str) -> bool:
         """Delete the lease item on condition that ``holder`` has it."""
-        try:
-            self._call(
-                lambda: self.client.delete_item(
-                    TableName=self.table,
-                    Key={schema.HASH_KEY: _s(f"lease#{name}")},
-                    ConditionExpression="holder = :h",
-                    ExpressionAttributeValues={":h": _s(holder)},
-                )
-            )
-        except ClientError as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                return False
-            raise LedgerError(
-                f"ledger dynamodb://{self.table}: ending lease {name} failed ({describe(exc)})"
-            ) from exc
-        except BotoCoreError as exc:
-            raise LedgerError(
-                f"ledger dynamodb://{self.table}: ending lease {name} failed ({describe(exc)})"
-            ) from exc
+        return self._conditionally(
+            f"ending lease {name}",
+            lambda: self.client.delete_item(
+                TableName=self.table,
+                Key={schema.HASH_KEY: _s(f"lease#{name}")},
+                ConditionExpression="holder = :h",
+                ExpressionAttributeValues={":h": _s(holder)},
+            ),
+        )
+
+    def _conditionally(self, what: str, write: Callable[[], Any]) -> bool:
+        """Make a conditional write: False when its condition did not hold."""
+        with self._errors(what):
+            try:
+                self._call(write)
+            except ClientError as exc:
+                if error_code(exc) == "ConditionalCheckFailedException":
+                    return False
+                raise
         return True
 
 
