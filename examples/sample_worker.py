@@ -8,7 +8,10 @@ results in local files (the local runners) or in S3 (AWS Batch, CodeBuild). A si
 exits 1 when it failed; a build exits 0 once every conversion has its result.
 
 Every output records the path that produced it in the workbook's properties and in one line of
-``CUTOVER_OUTPUT_DIR/produced.jsonl``, so exclusivity can be checked from the outputs alone.
+``CUTOVER_OUTPUT_DIR/produced.jsonl``, so exclusivity can be checked from the outputs alone. With
+``CUTOVER_OUTPUT_URI`` (``s3://bucket/prefix/``, as a container on AWS needs, since its disk goes
+with it) the workbook is also put at ``<prefix><tenant_id>/<conversion_id>.xlsx`` and that is the
+output its result names.
 The parameters ``simulate`` (``fail``, ``fail_first``, ``crash``, ``hang``) and ``work_seconds``
 exist for tests.
 """
@@ -23,6 +26,7 @@ import random
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +36,7 @@ except ImportError:  # run from a checkout without installing it: the helper sit
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import cutover_job
 from cutover_job import Conversion, Outcome
+from cutover_job.storage import Storage, is_s3
 
 HEADER = ("Record ID", "Submitted at", "Customer", "Amount", "Approved")
 NAMES = ("Aiko", "Bruno", "Chen", "Dalia", "Emeka", "Fatima", "Goran", "Hana", "Ines", "Jonas")
@@ -82,8 +87,26 @@ def write_workbook(target: Path, conversion: Conversion, path: str, job_id: str)
     os.replace(tmp, target)
 
 
-def convert(conversion: Conversion, path: str, job_id: str, out_dir: Path, deadline: float) -> Outcome:
+@dataclass(frozen=True)
+class Outputs:
+    """Where workbooks go: a local directory, and an S3 prefix to put them under when one is set."""
+
+    directory: Path
+    uri: str | None = None
+    storage: Storage | None = None
+
+    def publish(self, local: Path, conversion: Conversion) -> str:
+        """The workbook's output location: its S3 URI once it is put there, else its local path."""
+        if self.uri is None or self.storage is None:
+            return str(local)
+        target = f"{self.uri}{conversion.tenant_id}/{conversion.conversion_id}.xlsx"
+        self.storage.write(target, local.read_bytes())
+        return target
+
+
+def convert(conversion: Conversion, path: str, job_id: str, outputs: Outputs, deadline: float) -> Outcome:
     """Do one conversion. Exits the whole process only for ``crash``."""
+    out_dir = outputs.directory
     started = time.time()
     cid = conversion.conversion_id
     params = conversion.params
@@ -105,6 +128,10 @@ def convert(conversion: Conversion, path: str, job_id: str, out_dir: Path, deadl
     write_workbook(target, conversion, path, job_id)
     if time.time() > deadline:
         return Outcome.failed("past the deadline")
+    try:
+        output = outputs.publish(target, conversion)
+    except cutover_job.ResultWriteError as exc:
+        return Outcome.failed(f"could not put the workbook in place: {exc}")
     line = {
         "conversion_id": cid,
         "tenant_id": conversion.tenant_id,
@@ -113,14 +140,14 @@ def convert(conversion: Conversion, path: str, job_id: str, out_dir: Path, deadl
         "flag_version": conversion.flag_version,
         "started_at": started,
         "finished_at": time.time(),
-        "output": str(target),
+        "output": output,
     }
     fd = os.open(out_dir / "produced.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, (json.dumps(line, separators=(",", ":")) + "\n").encode())
     finally:
         os.close(fd)
-    return Outcome.succeeded(str(target))
+    return Outcome.succeeded(output)
 
 
 def main() -> int:
@@ -131,8 +158,17 @@ def main() -> int:
         return 2
     out_dir = Path(os.environ.get("CUTOVER_OUTPUT_DIR", "./cutover-output"))
     out_dir.mkdir(parents=True, exist_ok=True)
+    outputs = Outputs(out_dir)
+    uri = os.environ.get("CUTOVER_OUTPUT_URI")
+    if uri:
+        if not (is_s3(uri) and uri.endswith("/") and uri.count("/") >= 4):
+            print(f"sample worker: CUTOVER_OUTPUT_URI: {uri!r} is not s3://bucket/prefix/", file=sys.stderr)
+            return 2
+        storage = Storage(os.environ)
+        storage.prepare(uri)  # one client, made before the threads share it
+        outputs = Outputs(out_dir, uri, storage)
     deadline = assignment.deadline if assignment.deadline is not None else math.inf
-    results = assignment.work(lambda c: convert(c, assignment.path, assignment.job_id, out_dir, deadline))
+    results = assignment.work(lambda c: convert(c, assignment.path, assignment.job_id, outputs, deadline))
     if assignment.shape is cutover_job.Shape.MANIFEST:
         return 0  # a build reports each conversion in its result; its own status says it ran
     return 0 if all(r.status is cutover_job.Status.SUCCEEDED for r in results) else 1

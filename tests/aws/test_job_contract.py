@@ -25,6 +25,8 @@ from legacy_adapter.codebuild import CodeBuildBackend
 from new_adapter.batch import BatchBackend
 from tests.aws.moto_world import BUCKET, JOB_DEFINITION, PROJECT, QUEUE, World
 
+OUTPUT_URI = f"s3://{BUCKET}/outputs/"  # where the examples' workbooks go in these tests
+
 
 @pytest.fixture
 def aws(world: World) -> World:
@@ -398,8 +400,10 @@ def test_the_example_buildspec_works_the_manifest_the_codebuild_adapter_sends(
         **{k: str(v) for k, v in spec["env"]["variables"].items()},
         **build_env(aws),
         "CUTOVER_OUTPUT_DIR": str(tmp_path / "out"),
+        "CUTOVER_OUTPUT_URI": OUTPUT_URI,
         "PATH": python3_on_path(tmp_path),
     }
+    assert "CUTOVER_OUTPUT_URI" in spec["env"]["variables"]
     root = EXAMPLES.parent
     for command in spec["phases"]["build"]["commands"]:
         done = run_worker_shell(aws, command, env, root)
@@ -407,6 +411,17 @@ def test_the_example_buildspec_works_the_manifest_the_codebuild_adapter_sends(
     aws.set_build(refs[0].job_id, "SUCCEEDED")
     states = backend.poll(refs)
     assert [states[r].status for r in refs] == [JobStatus.SUCCEEDED, JobStatus.FAILED]
+    assert_workbook_put(aws, "Lspec", "s-1", 5)
+
+
+def assert_workbook_put(aws: World, batch: str, conversion_id: str, tenant: int) -> None:
+    """The conversion's result names its workbook under the output URI, and the workbook is there."""
+    path = "legacy" if batch.startswith("L") else "new"
+    result = s3_json(aws, f"manifests/{path}/{batch}/results/{conversion_id}.json")
+    key = f"outputs/{tenant}/{conversion_id}.xlsx"
+    assert result["output"] == f"s3://{BUCKET}/{key}"
+    body = aws.client("s3", hooked=False).get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    assert body[:2] == b"PK"  # an .xlsx is a zip archive
 
 
 def run_worker_shell(
@@ -450,12 +465,41 @@ def test_the_example_job_definition_is_one_the_batch_adapter_accepts_and_runs(
         **{p["name"]: p["value"] for p in container["environment"]},
         **job_envs(aws)[0],
         "CUTOVER_OUTPUT_DIR": str(tmp_path / "out"),
+        "CUTOVER_OUTPUT_URI": OUTPUT_URI,
         "PATH": python3_on_path(tmp_path),
         "AWS_BATCH_JOB_ID": ref.job_id,
     }
+    assert "CUTOVER_OUTPUT_URI" in env
     done = run_worker_shell(aws, " ".join(container["command"]), env, EXAMPLES.parent)
     assert done.returncode == 0, done.stderr
     aws.set_job(ref.job_id, "SUCCEEDED")
     state = backend.poll([ref])[ref]
     assert state.status is JobStatus.SUCCEEDED
     assert s3_json(aws, "manifests/new/Ndef/results/d-1.json")["status"] == "succeeded"
+    assert_workbook_put(aws, "Ndef", "d-1", 9)
+
+
+@pytest.mark.parametrize(
+    "uri", ["s3://cutover-manifests/", "https://example.com/out/", "s3://bucket/no-slash"]
+)
+def test_the_sample_worker_refuses_an_output_uri_that_is_not_an_s3_prefix(
+    aws: World, retrier: Retrier, tmp_path: FsPath, uri: str
+) -> None:
+    backend = batch(aws, retrier)
+    backend.submit(DispatchBatch("Nuri", Path.NEW, (item("u-1"),), 0))
+    done = run_worker(aws, job_envs(aws)[0], tmp_path / "out", CUTOVER_OUTPUT_URI=uri)
+    assert done.returncode == 2
+    assert f"CUTOVER_OUTPUT_URI: {uri!r} is not s3://bucket/prefix/" in done.stderr
+    assert s3_keys(aws, "manifests/new/Nuri/results/") == []
+
+
+def test_a_workbook_that_cannot_be_put_in_place_fails_its_conversion(
+    aws: World, retrier: Retrier, tmp_path: FsPath
+) -> None:
+    backend = batch(aws, retrier)
+    backend.submit(DispatchBatch("Nput", Path.NEW, (item("p-1"),), 0))
+    done = run_worker(aws, job_envs(aws)[0], tmp_path / "out", CUTOVER_OUTPUT_URI="s3://no-such-bucket/out/")
+    assert done.returncode == 1
+    result = s3_json(aws, "manifests/new/Nput/results/p-1.json")
+    assert result["status"] == "failed"
+    assert "could not put the workbook in place" in result["reason"]
