@@ -431,21 +431,13 @@ def restore_flag(store: FileVersionStore, fc: FlagChanges) -> None:
 def dynamodb_table(workdir: FsPath) -> Iterator[dict[str, str]]:
     """A moto server (its own process, on loopback) with the ledger's table; yields the environment
     that reaches it, which this process uses too while it lasts."""
-    import httpx
-
     from controller.aws import session
     from controller.ledger_dynamodb import create_table
+    from tests.aws.moto_world import MotoProcess
 
-    port = free_port()
-    with (workdir / "moto.log").open("ab") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    server = MotoProcess(workdir / "moto.log")
     env = {
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ENDPOINT_URL": server.url,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
@@ -454,15 +446,6 @@ def dynamodb_table(workdir: FsPath) -> Iterator[dict[str, str]]:
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(env["AWS_ENDPOINT_URL"] + "/moto-api/", timeout=2)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("the moto server did not start; see moto.log") from None
-                time.sleep(0.2)
         create_table(session().client("dynamodb"), "cutover-chaos")
         yield env
     finally:
@@ -471,12 +454,7 @@ def dynamodb_table(workdir: FsPath) -> Iterator[dict[str, str]]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        server.stop()
 
 
 def open_ledger(url: str) -> Ledger:

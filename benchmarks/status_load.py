@@ -23,7 +23,6 @@ non-200 answers; the burst's progress; the goal (p99 of ``/status`` during the b
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import re
@@ -34,7 +33,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path as FsPath
 from typing import Any
 
@@ -43,7 +41,7 @@ from harness import FLAG_KEY, REPO, arguments, emit, goal, machine
 
 from flags.document import values_document
 from flags.file_source import write_json_atomically
-from tests.aws.moto_world import BUCKET, JOB_DEFINITION, PROJECT, QUEUE, World
+from tests.aws.moto_world import BUCKET, JOB_DEFINITION, PROJECT, QUEUE, MotoProcess, World
 
 GOAL_STATUS_P99_MS = 25.0
 ENDPOINTS = ("/status", "/healthz")
@@ -85,39 +83,6 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process (all its threads) so far."""
     fields = FsPath(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class MotoProcess:
-    """``moto_server`` in its own process on a free loopback port, Batch without Docker."""
-
-    def __init__(self, log: FsPath) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        exe = FsPath(sys.executable).with_name("moto_server")
-        self.proc = subprocess.Popen(
-            [str(exe), "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=log.open("w"),
-        )
-        wait_until(lambda: urllib.request.urlopen(self.url + "/moto-api/", timeout=2), 30, "moto_server")
-        self.post("/moto-api/config", {"batch": {"use_docker": False}})
-
-    def post(self, path: str, body: dict[str, Any] | None = None) -> None:
-        data = json.dumps(body or {}).encode()
-        request = urllib.request.Request(self.url + path, data=data, method="POST")
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            answer.read()
-
-    def reset(self) -> None:
-        self.post("/moto-api/reset")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
 
 
 # -- the load generator ----------------------------------------------------------------------------
@@ -285,7 +250,7 @@ def main() -> None:
         moto = MotoProcess(work / "moto.log")
         server: subprocess.Popen[bytes] | None = None
         try:
-            world = World(moto)  # type: ignore[arg-type]
+            world = World(moto)
             world.bucket()
             world.batch()
             world.codebuild()

@@ -11,11 +11,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
+import subprocess
+import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -33,7 +38,60 @@ TABLE = "cutover-ledger"
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 
-class MotoServer:
+class MotoAdmin:
+    """moto's own API at ``url``: configuration and reset."""
+
+    url: str
+
+    def post(self, path: str, body: dict[str, Any] | None = None) -> None:
+        data = json.dumps(body or {}).encode()
+        request = urllib.request.Request(self.url + path, data=data, method="POST")
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            answer.read()
+
+    def reset(self) -> None:
+        self.post("/moto-api/reset")
+
+
+class MotoProcess(MotoAdmin):
+    """moto's server in a process of its own on a free loopback port, Batch without Docker.
+
+    For what runs beside other work for long: moto's state is global to a process, so a server in
+    this one would share it (and the interpreter lock) with every other moto server here."""
+
+    def __init__(self, log: Path, *, start_seconds: float = 60.0) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        self.url = f"http://127.0.0.1:{port}"
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + start_seconds
+        while True:
+            try:
+                self.post("/moto-api/config", {"batch": {"use_docker": False}})
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"the moto server did not start; see {log}") from None
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+class MotoServer(MotoAdmin):
     """moto's WSGI app on a werkzeug server that serves one request at a time."""
 
     def __init__(self) -> None:
@@ -51,15 +109,6 @@ class MotoServer:
         self._thread = threading.Thread(target=self._server.serve_forever, name="moto", daemon=True)
         self._thread.start()
         self.post("/moto-api/config", {"batch": {"use_docker": False}})
-
-    def post(self, path: str, body: dict[str, Any] | None = None) -> None:
-        data = json.dumps(body or {}).encode()
-        request = urllib.request.Request(self.url + path, data=data, method="POST")
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            answer.read()
-
-    def reset(self) -> None:
-        self.post("/moto-api/reset")
 
     def stop(self) -> None:
         self._server.shutdown()
@@ -103,7 +152,7 @@ class Calls:
 class World:
     """Clients on the moto server, and helpers that set up or inspect what is in it."""
 
-    server: MotoServer
+    server: MotoAdmin
     calls: Calls = field(default_factory=Calls)
 
     @property

@@ -10,12 +10,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import threading
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +19,8 @@ from typing import Any
 
 import pytest
 import terraform_hcl as tf
+
+from tests.aws.moto_world import MotoProcess
 
 HERE = Path(__file__).resolve().parent
 PLUGIN_DIR = Path(os.environ.get("CUTOVER_TF_PLUGIN_DIR", "/opt/tf-plugins"))
@@ -190,40 +188,8 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     It runs in a process of its own: the apply overlaps the rest of the session, and moto's state
     is global to a process, so a server inside pytest would share it (and the interpreter lock)
     with every other test's moto server and their resets."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    endpoint = f"http://127.0.0.1:{port}"
-    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log_path.open("wb") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    server = MotoProcess(tmp_path_factory.mktemp("moto") / "moto.log")
     try:
-        deadline = time.monotonic() + 60
-        request = urllib.request.Request(
-            f"{endpoint}/moto-api/config",
-            data=json.dumps({"batch": {"use_docker": False}}).encode(),
-            method="POST",
-            headers={"Content-Type": "application/json"},
-        )
-        while True:
-            try:
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    assert 200 <= response.status < 300
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("the moto server did not start:\n" + log_path.read_text()) from None
-                time.sleep(0.2)
-        yield endpoint
+        yield server.url
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        server.stop()
