@@ -41,11 +41,11 @@ from typing import Any
 
 from harness import FLAG_KEY, arguments, emit, goal, machine
 
-import controller.aws
+import controller.plumbing.aws
 from controller.bootstrap import cycle_config, make_backends, make_ledger
-from controller.cycle import Controller
-from controller.domain import ConversionRequest, ConversionState, Path
-from controller.reconcile import ReconcileTally
+from controller.core.domain import ConversionRequest, ConversionState, Path
+from controller.engine.cycle import Controller
+from controller.plumbing.tally import ReconcileTally
 from controller.settings import Settings
 from flags.document import values_document
 from flags.file_source import FileFlagSource, write_json_atomically
@@ -97,18 +97,18 @@ class CallCounter:
 @contextmanager
 def counted_sessions(counter: CallCounter) -> Iterator[None]:
     """Every client the composition root makes meanwhile reports its calls to ``counter``."""
-    real = controller.aws.session
+    real = controller.plumbing.aws.session
 
     def session(region: str | None = None) -> Any:
         made = real(region)
         made.events.register("before-call", counter.record)
         return made
 
-    controller.aws.session = session  # type: ignore[assignment]
+    controller.plumbing.aws.session = session  # type: ignore[assignment]
     try:
         yield
     finally:
-        controller.aws.session = real  # type: ignore[assignment]
+        controller.plumbing.aws.session = real  # type: ignore[assignment]
 
 
 def figures(calls: Counter[str], conversions: int, seconds: float, **extra: Any) -> dict[str, Any]:

@@ -28,7 +28,8 @@ What runs, all real OS processes on this machine:
 After ``--seconds`` (or once ``--conversions`` were accepted) the load, the flag changes and the
 kills stop, a valid flag is put back, and the replicas run until every accepted conversion is
 terminal (at most ``--drain-seconds``); then they are stopped. The verdict comes from the worker
-outputs and the ledger, not from the controllers' counters (``controller.demo.outcome``, the demo's check):
+outputs and the ledger, not from the controllers' counters (``controller.cli.demo.outcome``, the
+demo's check):
 
 - ``duplicates``: successful worker outputs beyond the first for a conversion, on either path.
   A clone-and-resubmit after a failed run may legitimately run a conversion again, but the sample
@@ -67,9 +68,9 @@ from typing import Any
 
 from harness import FLAG_KEY, arguments, emit, goal, machine
 
-from controller.demo import outcome, rollout_groups, tenant_activity
-from controller.errors import ConflictError, CutoverError, InputError
-from controller.ports import Ledger
+from controller.cli.demo import outcome, rollout_groups, tenant_activity
+from controller.core.errors import ConflictError, CutoverError, InputError
+from controller.core.ports import Ledger
 from flags import ops
 from flags.atomic import write_atomically, write_json_atomically
 from flags.file_store import FileVersionStore
@@ -431,8 +432,8 @@ def restore_flag(store: FileVersionStore, fc: FlagChanges) -> None:
 def dynamodb_table(workdir: FsPath) -> Iterator[dict[str, str]]:
     """A moto server (its own process, on loopback) with the ledger's table; yields the environment
     that reaches it, which this process uses too while it lasts."""
-    from controller.aws import session
-    from controller.ledger_dynamodb import create_table
+    from controller.ledger.dynamodb import create_table
+    from controller.plumbing.aws import session
     from tests.aws.moto_world import MotoProcess
 
     server = MotoProcess(workdir / "moto.log")
@@ -482,7 +483,7 @@ def drain(ledger: Ledger, ids: list[str], timeout: float) -> list[str]:
 
 def stray_workers(state: FsPath) -> int:
     """Kill and count workers still running after the drain (none should be)."""
-    from controller.localproc import kill, pid_alive, read_json
+    from controller.plumbing.localproc import kill, pid_alive, read_json
 
     found = 0
     pid_files = list((state / "new" / "running").glob("*.pid")) + list(

@@ -2,7 +2,7 @@
 
 Started by ``benchmarks/chaos.py`` as its own OS process, with its settings in ``CUTOVER_*``
 environment variables like any ``cutover run``. The service is built by the same code the CLI
-runs (``controller.cli.serve``); the only difference is that each backend is wrapped in
+runs (``controller.cli.main.serve``); the only difference is that each backend is wrapped in
 ``FaultyBackend``, which makes a share of submits fail the ways the backend port documents:
 
 - ``rejected``: ``SubmitRejectedError`` before anything is submitted;
@@ -30,9 +30,9 @@ REPO = FsPath(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from controller.domain import DispatchBatch, JobRef, JobState  # noqa: E402
-from controller.errors import BackendUnavailableError, SubmitRejectedError  # noqa: E402
-from controller.ports import Backend  # noqa: E402
+from controller.core.domain import DispatchBatch, JobRef, JobState  # noqa: E402
+from controller.core.errors import BackendUnavailableError, SubmitRejectedError  # noqa: E402
+from controller.core.ports import Backend  # noqa: E402
 
 FAULT_KINDS = ("rejected", "unavailable", "lost_response")
 
@@ -100,8 +100,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    from controller.cli import serve
-    from controller.errors import CutoverError
+    from controller.cli.main import serve
+    from controller.core.errors import CutoverError
     from controller.settings import load_settings
 
     rng = random.Random(args.seed)

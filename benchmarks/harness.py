@@ -31,8 +31,8 @@ REPO = FsPath(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from controller.domain import DispatchBatch, JobRef, JobState, JobStatus, Path  # noqa: E402
-from controller.errors import FlagUnavailableError  # noqa: E402
+from controller.core.domain import DispatchBatch, JobRef, JobState, JobStatus, Path  # noqa: E402
+from controller.core.errors import FlagUnavailableError  # noqa: E402
 
 APP, ENV, PROFILE, FLAG_KEY = "cutover", "bench", "migration-flags", "migrated_tenants"
 AGENT_PATH = f"/applications/{APP}/environments/{ENV}/configurations/{PROFILE}?flag={FLAG_KEY}"

@@ -53,9 +53,9 @@ from harness import (
     median,
 )
 
-from controller.cycle import Controller, CycleConfig
-from controller.domain import ConversionRequest, ConversionState, Path
-from controller.ledger_sqlite import SQLiteLedger
+from controller.core.domain import ConversionRequest, ConversionState, Path
+from controller.engine.cycle import Controller, CycleConfig
+from controller.ledger.sqlite import SQLiteLedger
 from flags.agent import AgentFlagSource
 from flags.lkg import LastKnownGood
 

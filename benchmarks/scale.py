@@ -44,9 +44,9 @@ from harness import (
     peak_rss_mb,
 )
 
-from controller.cycle import Controller, CycleConfig
-from controller.domain import ConversionRequest, ConversionState, Path
-from controller.ledger_sqlite import SQLiteLedger
+from controller.core.domain import ConversionRequest, ConversionState, Path
+from controller.engine.cycle import Controller, CycleConfig
+from controller.ledger.sqlite import SQLiteLedger
 from flags.document import values_document
 from flags.file_source import FileFlagSource
 from flags.lkg import LastKnownGood

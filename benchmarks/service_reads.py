@@ -28,12 +28,12 @@ sys.path.insert(0, str(FsPath(__file__).resolve().parents[1]))
 
 from harness import machine
 
-from controller.api import create_app
+from controller.api.app import create_app
 from controller.bootstrap import cycle_config
-from controller.cycle import Controller
-from controller.domain import ConversionRequest, Path
-from controller.ledger_sqlite import SQLiteLedger
-from controller.ports import Claim
+from controller.core.domain import ConversionRequest, Path
+from controller.core.ports import Claim
+from controller.engine.cycle import Controller
+from controller.ledger.sqlite import SQLiteLedger
 from controller.service import Service
 from controller.settings import Settings
 from flags.document import values_document

@@ -11,25 +11,26 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from controller.cycle import Controller, CycleConfig
-from controller.domain import ConversionRecord, ConversionState, Path
-from controller.errors import ConfigError, LedgerError
-from controller.housekeeping import Housekeeping
-from controller.notify import LogMetrics, LogNotifier, MetricSink, Notifier, Signals
-from controller.ports import Backend, Ledger
-from controller.reconcile import Reconciler, ReconcileTally
-from controller.routing import FallbackPolicy, RoutingPolicy, StalePolicy
-from controller.service import Intake, Service
+from controller.core.domain import ConversionRecord, ConversionState, Path
+from controller.core.errors import ConfigError, LedgerError
+from controller.core.ports import Backend, FlagSource, Intake, Ledger, MetricSink, Notifier
+from controller.core.routing import FallbackPolicy, RoutingPolicy, StalePolicy
+from controller.core.transitions import RetryPolicy
+from controller.engine.cycle import Controller, CycleConfig
+from controller.engine.housekeeping import Housekeeping
+from controller.engine.notify import LogMetrics, LogNotifier, Signals
+from controller.engine.reconcile import Reconciler
+from controller.plumbing.tally import ReconcileTally
+from controller.service import Service
 from controller.settings import Settings
-from controller.transitions import RetryPolicy
-from flags.lkg import FlagChange, LastKnownGood, Source
+from flags.lkg import FlagChange, LastKnownGood
 
 
 def make_ledger(settings: Settings) -> Ledger:
     """The ledger named by ``CUTOVER_LEDGER``."""
     sqlite_path = settings.sqlite_path
     if sqlite_path is not None:
-        from controller.ledger_sqlite import SQLiteLedger
+        from controller.ledger.sqlite import SQLiteLedger
 
         try:
             return SQLiteLedger(sqlite_path)
@@ -37,7 +38,7 @@ def make_ledger(settings: Settings) -> Ledger:
             raise ConfigError(f"CUTOVER_LEDGER: {exc}") from exc
     table = settings.dynamodb_table
     if table is not None:
-        from controller.ledger_dynamodb import DynamoDBLedger
+        from controller.ledger.dynamodb import DynamoDBLedger
 
         client = _aws_client(settings, "dynamodb")
         return DynamoDBLedger(client, table, retention_seconds=settings.ledger_retention_days * 86400)
@@ -48,7 +49,7 @@ def _aws_client(settings: Settings, service: str) -> Any:
     """A boto3 client configured for the one retry policy; ``ConfigError`` when AWS is not set up."""
     from botocore.exceptions import BotoCoreError
 
-    from controller.aws import CLIENT_CONFIG, session
+    from controller.plumbing.aws import CLIENT_CONFIG, session
 
     try:
         return session().client(service, config=CLIENT_CONFIG)  # type: ignore[call-overload]
@@ -56,7 +57,7 @@ def _aws_client(settings: Settings, service: str) -> Any:
         raise ConfigError(f"AWS_REGION / credentials: cannot make a {service} client ({exc})") from exc
 
 
-def make_flag_source(settings: Settings, clock: Callable[[], float]) -> Source:
+def make_flag_source(settings: Settings, clock: Callable[[], float]) -> FlagSource:
     """The flag source named by ``CUTOVER_FLAG_SOURCE``."""
     if settings.flag_source == "file":
         from flags.file_source import FileFlagSource
@@ -97,7 +98,7 @@ def make_backends(
     """One backend per path, as ``CUTOVER_BACKEND`` says (``tally`` is what reconciliation found,
     for backends that report it)."""
     if settings.backend == "local":
-        from controller.localproc import worker_command
+        from controller.plumbing.localproc import worker_command
         from legacy_adapter.local import LocalBuildRunner
         from new_adapter.local import LocalParallelRunner
 
@@ -130,7 +131,7 @@ def make_backends(
 def _aws_backends(
     settings: Settings, clock: Callable[[], float], tally: ReconcileTally | None
 ) -> dict[Path, Backend]:
-    from controller.aws import ManifestStore, Retrier
+    from controller.plumbing.aws import ManifestStore, Retrier
     from legacy_adapter.codebuild import CodeBuildBackend
     from new_adapter.batch import BatchBackend, fargate_quota_reader
 
@@ -185,12 +186,12 @@ def make_signals(settings: Settings, clock: Callable[[], float]) -> Signals | No
         return None
     notifier: Notifier = LogNotifier()
     if settings.sns_topic_arn is not None:
-        from controller.notify_aws import SNSNotifier
+        from controller.engine.notify_aws import SNSNotifier
 
         notifier = SNSNotifier(_aws_client(settings, "sns"), settings.sns_topic_arn)
     sink: MetricSink = LogMetrics()
     if metrics_kind == "cloudwatch":
-        from controller.notify_aws import CloudWatchMetrics
+        from controller.engine.notify_aws import CloudWatchMetrics
 
         sink = CloudWatchMetrics(_aws_client(settings, "cloudwatch"), settings.metric_namespace)
     return Signals(
@@ -325,8 +326,8 @@ def _both(
 
 def make_intakes(settings: Settings, ledger: Ledger, clock: Callable[[], float], holder: str) -> list[Intake]:
     """The scheduled finder and the SQS queue, where configured."""
-    from controller.finder import finder_from_settings
-    from controller.intake_sqs import sqs_from_settings
+    from controller.intake.finder import finder_from_settings
+    from controller.intake.sqs import sqs_from_settings
 
     found: list[Intake | None] = [
         finder_from_settings(settings, ledger, clock, holder),

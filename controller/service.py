@@ -8,28 +8,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
-from controller.cycle import Controller
-from controller.domain import Path
-from controller.finder import SourceStats
-from controller.housekeeping import Housekeeping
-from controller.notify import Signals
-from controller.ports import Advisories, Backend, Ledger
-from controller.reconcile import Reconciler
+from controller.core.domain import Path
+from controller.core.ports import Advisories, Backend, Intake, Ledger
+from controller.engine.cycle import Controller
+from controller.engine.housekeeping import Housekeeping
+from controller.engine.notify import Signals
+from controller.engine.reconcile import Reconciler
 from controller.settings import Settings
 from flags.lkg import LastKnownGood
-
-
-class Intake(Protocol):
-    """A source of conversions besides HTTP (a scheduled finder, a queue), run on its own thread."""
-
-    stats: SourceStats
-    interval: float
-
-    def tick(self) -> object:
-        """Do what is due now (run a due finder slot, take one batch from a queue)."""
-        ...
 
 
 @dataclass

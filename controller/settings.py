@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from controller.errors import ConfigError
+from controller.core.errors import ConfigError
 
 ENV_PREFIX = "CUTOVER_"
 _LEDGER_URL = re.compile(r"^(sqlite:///.+|dynamodb://[A-Za-z0-9_.-]{3,255})$")
@@ -118,8 +118,8 @@ class Settings(BaseSettings):
     @field_validator("find_every")
     @classmethod
     def _schedule(cls, value: str) -> str:
-        from controller.errors import InputError
-        from controller.schedule import parse_schedule
+        from controller.core.errors import InputError
+        from controller.core.schedule import parse_schedule
 
         try:
             parse_schedule(value)

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import httpx
 
-from controller.errors import FlagInvalidError, FlagNotDeployedError, FlagUnavailableError
+from controller.core.errors import FlagInvalidError, FlagNotDeployedError, FlagUnavailableError
 from flags.document import MAX_DOCUMENT_BYTES, parse_flag
 from flags.snapshot import FlagSnapshot
 

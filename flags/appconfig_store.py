@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
-from controller.errors import (
+from controller.core.errors import (
     ConfigError,
     ConflictError,
     CutoverError,

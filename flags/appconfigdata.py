@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError, NoRegionError
 
-from controller.errors import ConfigError, FlagInvalidError, FlagNotDeployedError, FlagUnavailableError
+from controller.core.errors import ConfigError, FlagInvalidError, FlagNotDeployedError, FlagUnavailableError
 from flags.document import parse_flag
 from flags.snapshot import FlagSnapshot
 

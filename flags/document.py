@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from controller.errors import FlagInvalidError
+from controller.core.errors import FlagInvalidError
 from flags.snapshot import FlagSnapshot
 
 # AppConfig's hosted configuration store takes at most 4 MB per version.

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from controller.errors import FlagUnavailableError
+from controller.core.errors import FlagUnavailableError
 from flags.atomic import write_atomically, write_json_atomically
 from flags.document import MAX_DOCUMENT_BYTES, parse_flag
 from flags.file_store import FileVersionStore

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from controller.errors import ConflictError, FlagInvalidError, NotFoundError
+from controller.core.errors import ConflictError, FlagInvalidError, NotFoundError
 from flags.atomic import write_atomically
 from flags.document import MAX_DOCUMENT_BYTES, load_json, read_values, with_values
 from flags.versions import Deployment, FlagContent, InForce, Note, Version

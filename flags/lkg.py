@@ -10,26 +10,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
-from typing import Protocol
 
-from controller.errors import FlagInvalidError, FlagUnavailableError
+from controller.core.errors import FlagInvalidError, FlagUnavailableError
+from controller.core.ports import FlagSource, FlagStore
 from flags.snapshot import FlagSnapshot, FlagState, FlagStatus
 
 log = logging.getLogger("cutover.flags")
-
-
-class FlagStore(Protocol):
-    """Where the last good snapshot is persisted (the ledger implements it)."""
-
-    def save_flag(self, snapshot: FlagSnapshot) -> None: ...
-
-    def load_flag(self) -> FlagSnapshot | None: ...
-
-
-class Source(Protocol):
-    name: str
-
-    def fetch(self) -> FlagSnapshot: ...
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -57,7 +43,7 @@ class LastKnownGood:
 
     def __init__(
         self,
-        source: Source,
+        source: FlagSource,
         store: FlagStore,
         clock: Callable[[], float],
         *,

@@ -15,16 +15,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.errors import (
+from controller.core.errors import (
     ConflictError,
     FlagDeploymentError,
     FlagInvalidError,
     InputError,
     NotFoundError,
 )
+from controller.core.ports import VersionStore
 from flags.guards import ChangeKind, check, diff
 from flags.rollout import RolloutPlan
-from flags.versions import Deployment, FlagContent, InForce, Note, VersionStore
+from flags.versions import Deployment, FlagContent, InForce, Note
 
 Progress = Callable[[Deployment], None]
 

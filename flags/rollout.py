@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from controller.errors import InputError
+from controller.core.errors import InputError
 from flags.document import MAX_TENANT_ID
 
 # A typo such as "1001-10020000" must not become ten million tenants.

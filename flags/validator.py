@@ -21,7 +21,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from controller.errors import FlagInvalidError, InputError
+from controller.core.errors import FlagInvalidError, InputError
 from flags.document import load_json, read_values
 from flags.guards import ChangeKind, check
 from flags.versions import FlagContent, InForce

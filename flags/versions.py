@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Protocol
 
 # AppConfig's deployment states; a deployment in one of these blocks any other in its environment.
 IN_PROGRESS_STATES = frozenset({"VALIDATING", "DEPLOYING", "BAKING", "ROLLING_BACK"})
@@ -120,50 +119,3 @@ class InForce:
 
     version: int | None
     content: FlagContent
-
-
-class VersionStore(Protocol):
-    """Where flag versions are written and deployed: a flag file with history, or AppConfig."""
-
-    name: str
-
-    def in_force(self) -> InForce | None:
-        """The version the environment serves now, or None before the first deployment."""
-        ...
-
-    def in_progress(self) -> Deployment | None:
-        """A deployment under way in the environment (any profile), or None."""
-        ...
-
-    def versions(self) -> list[Version]:
-        """Every stored version, oldest first."""
-        ...
-
-    def content(self, number: int) -> FlagContent:
-        """What version ``number`` says; ``NotFoundError`` if there is no such version."""
-        ...
-
-    def deployments(self, limit: int) -> list[Deployment]:
-        """This flag's most recent deployments, newest first."""
-        ...
-
-    def create_version(self, content: FlagContent, note: Note, latest: int | None) -> int:
-        """Store a new version built from the one in force; ``ConflictError`` unless ``latest`` is
-        still the newest version number (None: there is none yet)."""
-        ...
-
-    def deploy(self, number: int, note: Note) -> Deployment:
-        """Start putting version ``number`` in force; ``ConflictError`` while another deployment runs."""
-        ...
-
-    def stop(self, deployment: Deployment) -> Deployment:
-        """Stop an in-progress deployment; the version before it stays in force."""
-        ...
-
-    def refresh(self, deployment: Deployment) -> Deployment:
-        """The deployment's current state."""
-        ...
-
-    def strategy_warning(self) -> str | None:
-        """Why the configured deployment strategy is not all-at-once, or None when it is."""
-        ...

@@ -32,7 +32,10 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from controller.aws import (
+from controller.core.domain import DispatchBatch, JobRef, JobState, JobStatus, Path
+from controller.core.errors import BackendUnavailableError, SubmitRejectedError
+from controller.core.ports import Run
+from controller.plumbing.aws import (
     ManifestStore,
     Retrier,
     checked_key,
@@ -42,11 +45,8 @@ from controller.aws import (
     outcome_unknown,
     transient,
 )
-from controller.domain import DispatchBatch, JobRef, JobState, JobStatus, Path
-from controller.errors import BackendUnavailableError, SubmitRejectedError
-from controller.localproc import result_state
-from controller.ports import Run
-from controller.reconcile import ReconcileTally
+from controller.plumbing.localproc import result_state
+from controller.plumbing.tally import ReconcileTally
 from cutover_job.contract import CONTRACT_VERSION
 
 if TYPE_CHECKING:

@@ -14,10 +14,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path as FsPath
 
-from controller.domain import DispatchBatch, JobRef, JobState, JobStatus, Path
-from controller.errors import SubmitRejectedError
-from controller.localproc import detach, kill, pid_alive, read_json, result_state, spawn, write_json
-from controller.loop import Ticker
+from controller.core.domain import DispatchBatch, JobRef, JobState, JobStatus, Path
+from controller.core.errors import SubmitRejectedError
+from controller.plumbing.localproc import detach, kill, pid_alive, read_json, result_state, spawn, write_json
+from controller.plumbing.ticker import Ticker
 from cutover_job.contract import CONTRACT_VERSION
 
 

@@ -37,11 +37,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from controller.aws import (
+from controller.core.domain import DispatchBatch, DispatchItem, JobRef, JobState, JobStatus, Path
+from controller.core.errors import BackendUnavailableError, SubmitRejectedError
+from controller.core.ports import QuotaClient, Run
+from controller.plumbing.aws import (
     ManifestStore,
     Retrier,
     checked_key,
@@ -51,11 +54,8 @@ from controller.aws import (
     throttled,
     transient,
 )
-from controller.domain import DispatchBatch, DispatchItem, JobRef, JobState, JobStatus, Path
-from controller.errors import BackendUnavailableError, SubmitRejectedError
-from controller.localproc import result_state
-from controller.ports import Run
-from controller.reconcile import ReconcileTally
+from controller.plumbing.localproc import result_state
+from controller.plumbing.tally import ReconcileTally
 from cutover_job.contract import CONTRACT_VERSION
 
 if TYPE_CHECKING:
@@ -749,12 +749,6 @@ def _retry_problems(name: str, definition: dict[str, Any]) -> list[str]:
 
 
 FARGATE_VCPU_QUOTA_CODE = "L-3032A538"  # Service Quotas: "Fargate On-Demand vCPU resource count"
-
-
-class QuotaClient(Protocol):
-    """The one Service Quotas call the adapter makes."""
-
-    def get_service_quota(self, *, ServiceCode: str, QuotaCode: str) -> Mapping[str, Any]: ...
 
 
 def fargate_quota_reader(client: QuotaClient, retrier: Retrier | None = None) -> Callable[[], float | None]:

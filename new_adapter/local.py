@@ -18,9 +18,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path as FsPath
 
-from controller.domain import DispatchBatch, JobRef, JobState, JobStatus, Path
-from controller.errors import SubmitRejectedError
-from controller.localproc import (
+from controller.core.domain import DispatchBatch, JobRef, JobState, JobStatus, Path
+from controller.core.errors import SubmitRejectedError
+from controller.plumbing.localproc import (
     detach,
     failed_result,
     kill,
@@ -30,7 +30,7 @@ from controller.localproc import (
     spawn,
     write_json,
 )
-from controller.loop import Ticker
+from controller.plumbing.ticker import Ticker
 
 
 @dataclass(slots=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.ledger_sqlite import SQLiteLedger
+from controller.ledger.sqlite import SQLiteLedger
 from tests.fakes import FakeClock
 
 

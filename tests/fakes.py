@@ -10,8 +10,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.domain import DispatchBatch, JobRef, JobState, JobStatus, Path
-from controller.errors import (
+from controller.core.domain import DispatchBatch, JobRef, JobState, JobStatus, Path
+from controller.core.errors import (
     BackendUnavailableError,
     FlagUnavailableError,
     SubmitRejectedError,

@@ -20,8 +20,7 @@ import httpx
 import uvicorn
 
 from controller.bootstrap import cycle_config
-from controller.cycle import Controller
-from controller.domain import (
+from controller.core.domain import (
     ConversionRecord,
     ConversionState,
     DispatchBatch,
@@ -30,9 +29,10 @@ from controller.domain import (
     JobStatus,
     Path,
 )
-from controller.errors import FlagUnavailableError, LedgerError
-from controller.ledger_sqlite import SQLiteLedger
-from controller.ports import Backend, Ledger
+from controller.core.errors import FlagUnavailableError, LedgerError
+from controller.core.ports import Backend, Ledger
+from controller.engine.cycle import Controller
+from controller.ledger.sqlite import SQLiteLedger
 from controller.service import Service
 from controller.settings import Settings
 from flags.document import values_document

@@ -23,10 +23,10 @@ from typing import Any
 import httpx
 import pytest
 
-from controller.demo import rollout_groups
-from controller.domain import ConversionRequest, ConversionState, Path
-from controller.ledger_sqlite import SQLiteLedger
-from controller.ports import Claim, Dispatched, Finish
+from controller.cli.demo import rollout_groups
+from controller.core.domain import ConversionRequest, ConversionState, Path
+from controller.core.ports import Claim, Dispatched, Finish
+from controller.ledger.sqlite import SQLiteLedger
 
 from .support import run_controller, write_flag, write_rollout
 

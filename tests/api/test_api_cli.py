@@ -8,10 +8,10 @@ import subprocess
 import sys
 from pathlib import Path as FsPath
 
-from controller.api import create_app
-from controller.ledger_sqlite import SQLiteLedger
+from controller.api.app import create_app
+from controller.api.status import status_lines
+from controller.ledger.sqlite import SQLiteLedger
 from controller.service import Service
-from controller.status import status_lines
 
 from .support import SwitchableLedger, make_service, run_until_settled, serve, write_flag
 
@@ -30,7 +30,7 @@ def cutover(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_status_prints_a_summary_and_the_raw_document(service: Service) -> None:
-    from controller.domain import ConversionRequest
+    from controller.core.domain import ConversionRequest
 
     service.ledger.accept([ConversionRequest("a", 1, {}), ConversionRequest("b", 9, {})], 0.0)
     run_until_settled(service)

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from controller.api import create_app
-from controller.domain import ConversionRequest, ConversionState, Path
+from controller.api.app import create_app
+from controller.core.domain import ConversionRequest, ConversionState, Path
 from controller.service import Service
 
 from .conftest import GROUPS
@@ -187,7 +187,7 @@ async def test_requeue_of_a_conversion_that_has_not_failed_is_409(tmp_path: FsPa
     target = {"succeeded": "c00", "received": "fresh"}.get(state)
     if state == "claimed":
         service.controller.flags.read()
-        from controller.ports import Claim
+        from controller.core.ports import Claim
 
         service.ledger.claim([Claim(ConversionRequest("owned", 1, {}), Path.NEW, "v1", "test")], time.time())
         target = "owned"

@@ -9,11 +9,11 @@ from pathlib import Path as FsPath
 
 import pytest
 
-from controller.api import create_app
-from controller.domain import ConversionRequest, ConversionState, Path
-from controller.history import MinuteShare
-from controller.ledger_sqlite import SQLiteLedger
-from controller.ports import Claim, Dispatched, Finish
+from controller.api.app import create_app
+from controller.api.history import MinuteShare
+from controller.core.domain import ConversionRequest, ConversionState, Path
+from controller.core.ports import Claim, Dispatched, Finish
+from controller.ledger.sqlite import SQLiteLedger
 from controller.service import Service
 
 from .conftest import GROUPS
@@ -128,7 +128,7 @@ async def test_the_page_is_served_with_its_problems_when_the_ledger_is_down(tmp_
 
 
 def test_the_chart_draws_one_column_per_busy_minute() -> None:
-    from controller.charts import share_chart
+    from controller.api.charts import share_chart
 
     series = [MinuteShare(100 + i, legacy=i, new=10 - i) for i in range(10)] + [MinuteShare(110)]
     svg = share_chart(series)

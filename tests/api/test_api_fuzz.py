@@ -25,10 +25,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from controller.api import create_app
-from controller.domain import ConversionRequest, ConversionState, Path
-from controller.ledger_sqlite import SQLiteLedger
-from controller.ports import Claim, Dispatched, Finish
+from controller.api.app import create_app
+from controller.core.domain import ConversionRequest, ConversionState, Path
+from controller.core.ports import Claim, Dispatched, Finish
+from controller.ledger.sqlite import SQLiteLedger
 
 from .conftest import GROUPS
 from .support import TOKEN, make_service, make_settings, write_flag, write_rollout

@@ -11,10 +11,10 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from controller.api import create_app
-from controller.domain import ConversionRequest, Path
-from controller.ledger_sqlite import SQLiteLedger
-from controller.loop import CycleLoop
+from controller.api.app import create_app
+from controller.core.domain import ConversionRequest, Path
+from controller.engine.loop import CycleLoop
+from controller.ledger.sqlite import SQLiteLedger
 from controller.service import Service
 
 from .conftest import GROUPS
@@ -230,7 +230,7 @@ async def test_status_reports_queued_and_in_flight_per_path(tmp_path: FsPath) ->
 
     class Busy(FakeBackend):
         def poll(self, refs: Any) -> Any:
-            from controller.domain import JobState, JobStatus
+            from controller.core.domain import JobState, JobStatus
 
             return {r: JobState(JobStatus.QUEUED if i % 2 else JobStatus.RUNNING) for i, r in enumerate(refs)}
 

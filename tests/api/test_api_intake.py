@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from controller.api import create_app
-from controller.ledger_sqlite import SQLiteLedger
-from controller.ports import Ledger
+from controller.api.app import create_app
+from controller.core.ports import Ledger
+from controller.ledger.sqlite import SQLiteLedger
 from controller.service import Service
 
 from .conftest import GROUPS

@@ -14,9 +14,9 @@ from pathlib import Path as FsPath
 import httpx
 import pytest
 
-from controller.api import create_app
-from controller.domain import ConversionState, Path
-from controller.loop import CycleLoop
+from controller.api.app import create_app
+from controller.core.domain import ConversionState, Path
+from controller.engine.loop import CycleLoop
 from controller.service import Service
 
 from .support import FakeBackend, make_service, make_settings, serve, write_flag

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from controller.api import create_app
-from controller.domain import Path
-from controller.logs import JsonFormatter, configure_logging
-from controller.metrics import ServiceMetrics
+from controller.api.app import create_app
+from controller.api.metrics import ServiceMetrics
+from controller.core.domain import Path
+from controller.plumbing.logs import JsonFormatter, configure_logging
 from controller.service import Service
 
 from .conftest import GROUPS
@@ -117,7 +117,7 @@ def test_decision_events_follow_the_setting(tmp_path: FsPath, restore_logging: N
     configure_logging(make_settings(tmp_path, log_decisions=False), stream)
     write_flag(tmp_path / "flags.json", [1])
     service, _ = make_service(tmp_path)
-    from controller.domain import ConversionRequest
+    from controller.core.domain import ConversionRequest
 
     service.ledger.accept([ConversionRequest("q", 1, {})], time.time())
     service.controller.run_cycle()

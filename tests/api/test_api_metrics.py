@@ -11,10 +11,10 @@ from pathlib import Path as FsPath
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.api import create_app
-from controller.domain import ConversionRequest, Path
-from controller.ledger_sqlite import SQLiteLedger
-from controller.metrics import ServiceMetrics
+from controller.api.app import create_app
+from controller.api.metrics import ServiceMetrics
+from controller.core.domain import ConversionRequest, Path
+from controller.ledger.sqlite import SQLiteLedger
 
 from .conftest import GROUPS
 from .support import FakeBackend, SwitchableLedger, client, make_service, run_until_settled, write_flag
@@ -114,7 +114,7 @@ async def test_metrics_still_answer_when_the_ledger_does_not(tmp_path: FsPath) -
 
 
 def test_a_failing_backend_call_is_timed_and_counted(tmp_path: FsPath) -> None:
-    from controller.errors import BackendUnavailableError
+    from controller.core.errors import BackendUnavailableError
 
     class Down(FakeBackend):
         def poll(self, refs: object) -> dict:  # type: ignore[type-arg]

@@ -16,8 +16,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from controller.api import create_app
-from controller.domain import ConversionRequest, Path
+from controller.api.app import create_app
+from controller.core.domain import ConversionRequest, Path
 from controller.service import Service
 
 from .conftest import GROUPS

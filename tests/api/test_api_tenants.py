@@ -9,12 +9,8 @@ from typing import Any
 
 import pytest
 
-from controller.api import create_app
-from controller.domain import ConversionRecord, ConversionRequest, ConversionState, Path
-from controller.ledger_sqlite import SQLiteLedger
-from controller.ports import Claim
-from controller.service import Service
-from controller.tenants import (
+from controller.api.app import create_app
+from controller.api.tenants import (
     InFlight,
     PlanFile,
     TenantState,
@@ -22,6 +18,10 @@ from controller.tenants import (
     in_flight_by_tenant,
     overview,
 )
+from controller.core.domain import ConversionRecord, ConversionRequest, ConversionState, Path
+from controller.core.ports import Claim
+from controller.ledger.sqlite import SQLiteLedger
+from controller.service import Service
 from flags.rollout import Group
 from flags.snapshot import FlagSnapshot
 
@@ -226,7 +226,7 @@ def test_in_flight_counts_agree_with_or_without_the_ledgers_fast_read(tmp_path: 
         now,
     )
     taken = ledger.mark_dispatching(ledger.pending_dispatch(Path.NEW, 400), "N1", now)
-    from controller.ports import Dispatched, Finish
+    from controller.core.ports import Dispatched, Finish
 
     ledger.mark_dispatched([Dispatched(r.conversion_id, r.fence, "j") for r in taken], now)
     ledger.mark_finished(

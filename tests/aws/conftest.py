@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from controller.aws import Backoff, Retrier
-from controller.ledger_dynamodb import DynamoDBLedger, create_table
+from controller.ledger.dynamodb import DynamoDBLedger, create_table
+from controller.plumbing.aws import Backoff, Retrier
 from tests.aws.moto_world import TABLE, MotoServer, World, codebuild_as_documented, shared_server
 
 

@@ -17,9 +17,7 @@ from botocore.awsrequest import AWSResponse
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from controller.aws import Backoff, ManifestStore, Retrier
-from controller.cycle import Controller, CycleConfig
-from controller.domain import (
+from controller.core.domain import (
     CONVERSION_ID_PATTERN,
     ConversionRequest,
     ConversionState,
@@ -29,8 +27,10 @@ from controller.domain import (
     JobStatus,
     Path,
 )
-from controller.errors import SubmitRejectedError
-from controller.ledger_sqlite import SQLiteLedger
+from controller.core.errors import SubmitRejectedError
+from controller.engine.cycle import Controller, CycleConfig
+from controller.ledger.sqlite import SQLiteLedger
+from controller.plumbing.aws import Backoff, ManifestStore, Retrier
 from flags.snapshot import FlagSnapshot, FlagState, FlagStatus
 from new_adapter.batch import BatchBackend, array_job_name, single_job_name
 from tests.aws.moto_world import ACCOUNT, BUCKET, COMPUTE_ENVIRONMENT, JOB_DEFINITION, QUEUE, REGION, World

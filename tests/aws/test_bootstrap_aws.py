@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from controller.bootstrap import build
-from controller.domain import ConversionRequest, ConversionState, Path
-from controller.errors import ConfigError
-from controller.ledger_dynamodb import DynamoDBLedger, create_table
-from controller.notify_aws import CloudWatchMetrics, SNSNotifier
+from controller.core.domain import ConversionRequest, ConversionState, Path
+from controller.core.errors import ConfigError
+from controller.engine.notify_aws import CloudWatchMetrics, SNSNotifier
+from controller.ledger.dynamodb import DynamoDBLedger, create_table
 from controller.settings import Settings
 from flags.document import values_document
 from flags.file_source import write_json_atomically

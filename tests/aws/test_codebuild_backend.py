@@ -13,9 +13,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ReadTimeoutError
 
-from controller.aws import ManifestStore, Retrier
-from controller.cycle import Controller, CycleConfig
-from controller.domain import (
+from controller.core.domain import (
     ConversionRequest,
     ConversionState,
     DispatchBatch,
@@ -24,8 +22,10 @@ from controller.domain import (
     JobStatus,
     Path,
 )
-from controller.errors import SubmitRejectedError
-from controller.ledger_sqlite import SQLiteLedger
+from controller.core.errors import SubmitRejectedError
+from controller.engine.cycle import Controller, CycleConfig
+from controller.ledger.sqlite import SQLiteLedger
+from controller.plumbing.aws import ManifestStore, Retrier
 from flags.snapshot import FlagSnapshot, FlagState, FlagStatus
 from legacy_adapter.codebuild import CodeBuildBackend
 from tests.aws.moto_world import BUCKET, PROJECT, World

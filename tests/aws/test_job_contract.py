@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 import cutover_job
-from controller.aws import ManifestStore, Retrier
-from controller.domain import DispatchBatch, DispatchItem, JobRef, JobStatus, Path
-from controller.localproc import SAMPLE_WORKER, result_state
+from controller.core.domain import DispatchBatch, DispatchItem, JobRef, JobStatus, Path
+from controller.plumbing.aws import ManifestStore, Retrier
+from controller.plumbing.localproc import SAMPLE_WORKER, result_state
 from cutover_job import ArrayIndexError, ManifestError, NotAssignedError, Shape, Status
 from legacy_adapter.codebuild import CodeBuildBackend
 from new_adapter.batch import BatchBackend

@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from controller import ledger_schema as schema
-from controller.aws import Backoff, Retrier
-from controller.domain import ConversionRecord, ConversionRequest, ConversionState, Path
-from controller.errors import ConflictError, NotFoundError
-from controller.ledger_dynamodb import DynamoDBLedger, create_table
-from controller.ledger_sqlite import SQLiteLedger
-from controller.ports import Claim, Dispatched, Finish, Ledger
+from controller.core.domain import ConversionRecord, ConversionRequest, ConversionState, Path
+from controller.core.errors import ConflictError, NotFoundError
+from controller.core.ports import Claim, Dispatched, Finish, Ledger
+from controller.ledger import dynamodb_schema as schema
+from controller.ledger.dynamodb import DynamoDBLedger, create_table
+from controller.ledger.sqlite import SQLiteLedger
+from controller.plumbing.aws import Backoff, Retrier
 from flags.snapshot import FlagSnapshot
 from tests.aws.moto_world import TABLE, World
 
@@ -94,9 +94,9 @@ def test_threads_sharing_one_table_never_claim_a_conversion_twice(world: World) 
 CLAIMER = """
 import json, sys
 import boto3
-from controller.ledger_dynamodb import DynamoDBLedger
-from controller.domain import ConversionRequest, Path
-from controller.ports import Claim
+from controller.ledger.dynamodb import DynamoDBLedger
+from controller.core.domain import ConversionRequest, Path
+from controller.core.ports import Claim
 url, n, ids = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
 client = boto3.client("dynamodb", endpoint_url=url, region_name="us-east-1",
                       aws_access_key_id="testing", aws_secret_access_key="testing")

@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 
-from controller.aws import ManifestStore, Retrier
-from controller.domain import ConversionRequest, DispatchBatch, DispatchItem, Path
-from controller.ledger_sqlite import SQLiteLedger
-from controller.ports import Claim, Dispatched
-from controller.reconcile import Findings, Reconciler, ReconcileTally
+from controller.core.domain import ConversionRequest, DispatchBatch, DispatchItem, Path
+from controller.core.ports import Claim, Dispatched
+from controller.engine.reconcile import Findings, Reconciler
+from controller.ledger.sqlite import SQLiteLedger
+from controller.plumbing.aws import ManifestStore, Retrier
+from controller.plumbing.tally import ReconcileTally
 from legacy_adapter.codebuild import CodeBuildBackend
 from new_adapter.batch import BatchBackend
 from tests.aws.moto_world import BUCKET, JOB_DEFINITION, PROJECT, QUEUE, World

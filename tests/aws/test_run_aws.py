@@ -18,8 +18,8 @@ import urllib.request
 from pathlib import Path as FsPath
 from typing import Any
 
-from controller.domain import ConversionRequest, ConversionState
-from controller.ledger_sqlite import SQLiteLedger
+from controller.core.domain import ConversionRequest, ConversionState
+from controller.ledger.sqlite import SQLiteLedger
 from flags.document import values_document
 from flags.file_source import write_json_atomically
 from tests.aws.moto_world import BUCKET, JOB_DEFINITION, PROJECT, QUEUE, World

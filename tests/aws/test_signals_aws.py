@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from controller.aws import Retrier
-from controller.domain import ConversionRecord, ConversionState, Path
-from controller.notify import Signals
-from controller.notify_aws import METRICS_PER_CALL, CloudWatchMetrics, SNSNotifier
+from controller.core.domain import ConversionRecord, ConversionState, Path
+from controller.engine.notify import Signals
+from controller.engine.notify_aws import METRICS_PER_CALL, CloudWatchMetrics, SNSNotifier
+from controller.plumbing.aws import Retrier
 from flags.lkg import FlagChange
 from flags.snapshot import FlagSnapshot, FlagState
 from tests.aws.moto_world import World

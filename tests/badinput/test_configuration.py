@@ -25,7 +25,7 @@ import annotated_types
 import pytest
 from pydantic.fields import FieldInfo
 
-from controller.errors import ConfigError
+from controller.core.errors import ConfigError
 from controller.settings import ENV_PREFIX, Settings, is_secret, load_settings
 
 REPO = Path(__file__).resolve().parents[2]

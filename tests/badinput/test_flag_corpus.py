@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controller.errors import FlagInvalidError
-from controller.ledger_sqlite import SQLiteLedger
+from controller.core.errors import FlagInvalidError
+from controller.ledger.sqlite import SQLiteLedger
 from flags.document import MAX_TENANT_ID, parse_flag
 from flags.file_source import FileFlagSource, write_atomically
 from flags.lkg import LastKnownGood

@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from controller.ledger_sqlite import SQLiteLedger
+from controller.ledger.sqlite import SQLiteLedger
 
 
 def _dynamodb(tmp_path: Path, request: pytest.FixtureRequest) -> Any:
     """A DynamoDB ledger on a fresh table of the suite's moto server (127.0.0.1), deleted afterwards."""
-    from controller.aws import Retrier
-    from controller.ledger_dynamodb import DynamoDBLedger, create_table
+    from controller.ledger.dynamodb import DynamoDBLedger, create_table
+    from controller.plumbing.aws import Retrier
     from tests.aws.moto_world import World, shared_server
 
     client = World(shared_server()).client("dynamodb", hooked=False)

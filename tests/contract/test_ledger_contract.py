@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from controller.domain import ConversionRequest, ConversionState, Path
-from controller.errors import ConflictError, NotFoundError
-from controller.ports import Claim, Dispatched, Finish
+from controller.core.domain import ConversionRequest, ConversionState, Path
+from controller.core.errors import ConflictError, NotFoundError
+from controller.core.ports import Claim, Dispatched, Finish
 from flags.snapshot import FlagSnapshot
 
 S = ConversionState
@@ -198,6 +198,16 @@ def test_decisions_are_totalled_per_minute_path_and_version(ledger):
     claim(ledger, "m2", Path.LEGACY, "v2", now=200.0)
     totals = {(m, p, v): n for m, p, v, n in ledger.decisions_since(60.0)}
     assert totals == {(2, Path.NEW, "v1"): 1, (2, Path.NEW, "v2"): 1, (3, Path.LEGACY, "v2"): 1}
+
+
+def test_tenant_activity_counts_conversions_received_since_a_time(ledger):
+    ledger.accept([req("t1-old", 1)], 100.0)
+    ledger.accept([req("t1-a", 1), req("t1-b", 1), req("t2-a", 2)], 200.0)
+    claim(ledger, "t1-a", now=210.0)
+    ledger.accept([req("t3-a", 3)], 300.0)
+    assert ledger.tenant_activity(150.0) == {1: 2, 2: 1, 3: 1}
+    assert ledger.tenant_activity(250.0) == {3: 1}
+    assert ledger.tenant_activity(400.0) == {}
 
 
 def test_last_known_good_flag_round_trips(ledger):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from openpyxl import load_workbook
 
-from controller.demo import rollout_groups
+from controller.cli.demo import rollout_groups
 
 
 @pytest.fixture(scope="module")

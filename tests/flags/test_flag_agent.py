@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from controller.errors import FlagInvalidError, FlagNotDeployedError, FlagUnavailableError
+from controller.core.errors import FlagInvalidError, FlagNotDeployedError, FlagUnavailableError
 from flags.agent import AgentFlagSource
 from tests.fakes import FakeClock
 

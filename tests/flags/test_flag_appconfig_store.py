@@ -11,7 +11,7 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from controller.errors import ConfigError, ConflictError, FlagDeploymentError, InputError
+from controller.core.errors import ConfigError, ConflictError, FlagDeploymentError, InputError
 from flags import ops
 from flags.appconfig_store import AppConfigVersionStore
 from flags.rollout import parse_plan

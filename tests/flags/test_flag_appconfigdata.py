@@ -13,7 +13,7 @@ import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
-from controller.errors import FlagInvalidError, FlagNotDeployedError, FlagUnavailableError
+from controller.core.errors import FlagInvalidError, FlagNotDeployedError, FlagUnavailableError
 from flags.appconfigdata import AppConfigDataSource
 from tests.fakes import FakeClock
 

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from controller import cli
-from controller.domain import ConversionRequest
-from controller.ledger_sqlite import SQLiteLedger
+from controller.cli import main as cli
+from controller.core.domain import ConversionRequest
+from controller.ledger.sqlite import SQLiteLedger
 
 REPO = Path(__file__).resolve().parents[2]
 PLAN = """

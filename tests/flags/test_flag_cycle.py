@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from pathlib import Path as FsPath
 
 from controller.bootstrap import cycle_config
-from controller.cycle import Controller
-from controller.domain import ConversionRequest, DispatchBatch, JobRef, JobState, JobStatus, Path
-from controller.ledger_sqlite import SQLiteLedger
+from controller.core.domain import ConversionRequest, DispatchBatch, JobRef, JobState, JobStatus, Path
+from controller.engine.cycle import Controller
+from controller.ledger.sqlite import SQLiteLedger
 from controller.settings import Settings
 from flags.agent import AgentFlagSource
 from flags.lkg import LastKnownGood

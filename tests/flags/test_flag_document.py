@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from controller.errors import FlagInvalidError
+from controller.core.errors import FlagInvalidError
 from flags.document import (
     MAX_DOCUMENT_BYTES,
     MAX_TENANT_ID,

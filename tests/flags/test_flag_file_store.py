@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.errors import ConflictError, FlagInvalidError, InputError, NotFoundError
+from controller.core.errors import ConflictError, FlagInvalidError, InputError, NotFoundError
 from flags import ops
 from flags.file_source import FileFlagSource
 from flags.file_store import FileVersionStore, history_dir

@@ -15,9 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controller.bootstrap import cycle_config, make_flag_source
-from controller.domain import Path
-from controller.ledger_sqlite import SQLiteLedger
-from controller.routing import basis, decide
+from controller.core.domain import Path
+from controller.core.routing import basis, decide
+from controller.ledger.sqlite import SQLiteLedger
 from controller.settings import Settings
 from flags import ops
 from flags.agent import AgentFlagSource

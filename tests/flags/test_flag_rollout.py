@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.demo import rollout_groups
-from controller.errors import InputError
+from controller.cli.demo import rollout_groups
+from controller.core.errors import InputError
 from flags.rollout import load_plan, parse_plan, parse_tenants
 
 YAML_PLAN = """

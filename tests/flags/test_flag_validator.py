@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from controller.errors import FlagInvalidError, InputError
+from controller.core.errors import FlagInvalidError, InputError
 from flags.validator import handler
 
 from .appconfig_stubs import APP, PROFILE, AppConfigStubs, document

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from controller.bootstrap import make_flag_source
-from controller.errors import ConfigError
+from controller.core.errors import ConfigError
 from controller.settings import Settings, load_settings
 from flags.agent import AgentFlagSource
 from flags.appconfigdata import AppConfigDataSource

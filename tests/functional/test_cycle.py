@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from controller.cycle import Controller, CycleConfig
-from controller.domain import ConversionRequest, ConversionState, Path
-from controller.routing import FallbackPolicy, RoutingPolicy
-from controller.transitions import RetryPolicy
+from controller.core.domain import ConversionRequest, ConversionState, Path
+from controller.core.routing import FallbackPolicy, RoutingPolicy
+from controller.core.transitions import RetryPolicy
+from controller.engine.cycle import Controller, CycleConfig
 from tests.fakes import Crash, FakeBackend, FakeClock, FakeFlags, World
 
 

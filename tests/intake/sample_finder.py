@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controller.finder import FinderContext, Found
+from controller.intake.finder import FinderContext, Found
 
 
 def find(context: FinderContext) -> Found:

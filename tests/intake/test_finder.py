@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from controller.domain import ConversionRequest, ConversionState
-from controller.errors import LedgerError
-from controller.finder import FinderRunner, Found
-from controller.schedule import parse_schedule
+from controller.core.domain import ConversionRequest, ConversionState
+from controller.core.errors import LedgerError
+from controller.core.schedule import parse_schedule
+from controller.intake.finder import FinderRunner, Found
 from controller.settings import Settings
 
 

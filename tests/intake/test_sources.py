@@ -15,13 +15,13 @@ from pathlib import Path
 import boto3
 import pytest
 
-from controller.domain import ConversionState
-from controller.finder import FinderContext, FinderRunner
-from controller.finder_s3 import compile_pattern
-from controller.finder_sql import find_with
-from controller.intake import IntakeLimits
-from controller.intake_sqs import SQSIntake
-from controller.schedule import parse_schedule
+from controller.core.domain import ConversionState
+from controller.core.schedule import parse_schedule
+from controller.intake.finder import FinderContext, FinderRunner
+from controller.intake.finder_s3 import compile_pattern
+from controller.intake.finder_sql import find_with
+from controller.intake.sqs import SQSIntake
+from controller.intake.validation import IntakeLimits
 from controller.settings import Settings
 
 
@@ -35,7 +35,7 @@ def test_s3_finder_maps_new_keys_and_reads_only_what_is_new(aws, sqlite_ledger, 
     ):
         s3.put_object(Bucket="exports-bucket", Key=key, Body=b"{}")
     settings = Settings(finder_s3_uri="s3://exports-bucket/in/", target_finder="controller.finder_s3:find")
-    from controller.finder_s3 import find
+    from controller.intake.finder_s3 import find
 
     r = FinderRunner(
         "s3",
@@ -75,8 +75,8 @@ def test_s3_keys_map_to_stable_valid_ids_that_cannot_escape():
     assert pattern.fullmatch("exports/12/a/b.json")
     assert not pattern.fullmatch("exports/0/a/b.json")
     assert not pattern.fullmatch("exports/12/a/../b.json")
-    from controller.finder_s3 import conversion_id
-    from controller.intake import validate_conversion_id
+    from controller.intake.finder_s3 import conversion_id
+    from controller.intake.validation import validate_conversion_id
 
     hostile = "exports/1/..%2F..\n/\x00 weird key.json"
     assert validate_conversion_id(conversion_id(hostile)) == conversion_id(hostile)
@@ -163,7 +163,7 @@ def test_sql_finder_on_postgresql(postgres):
 def test_sql_finder_through_the_runner_with_settings(tmp_path, sqlite_ledger, clock):
     import sqlite3
 
-    from controller.finder_sql import find
+    from controller.intake.finder_sql import find
 
     db = tmp_path / "app.db"
     with sqlite3.connect(db) as conn:

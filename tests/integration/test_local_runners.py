@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from openpyxl import load_workbook
 
-from controller.domain import DispatchBatch, DispatchItem, JobRef, JobStatus
-from controller.domain import Path as Route
-from controller.localproc import worker_command
+from controller.core.domain import DispatchBatch, DispatchItem, JobRef, JobStatus
+from controller.core.domain import Path as Route
+from controller.plumbing.localproc import worker_command
 from legacy_adapter.local import LocalBuildRunner
 from new_adapter.local import LocalParallelRunner
 
@@ -123,8 +123,8 @@ def test_new_runner_submit_is_idempotent_and_find_sees_submitted_jobs(new_runner
 CRASHING_CONTROLLER = """
 import os, sys, time
 from pathlib import Path
-from controller.domain import DispatchBatch, DispatchItem, JobStatus, Path as Route
-from controller.localproc import worker_command
+from controller.core.domain import DispatchBatch, DispatchItem, JobStatus, Path as Route
+from controller.plumbing.localproc import worker_command
 from new_adapter.local import LocalParallelRunner
 root = Path(sys.argv[1])
 runner = LocalParallelRunner(root / "state", worker_command(None), root / "out", timeout=30)
@@ -159,7 +159,7 @@ def test_a_run_two_runners_close_keeps_the_result_the_worker_wrote(tmp_path):
     worker is the other's exited child), then the one that started it reaps its child. The
     worker's success must stand; it was once overwritten with a failure naming no conversion,
     which read as "no such job" and had the conversion run a second time."""
-    from controller.localproc import pid_alive, read_json
+    from controller.plumbing.localproc import pid_alive, read_json
 
     def runner() -> LocalParallelRunner:
         return LocalParallelRunner(

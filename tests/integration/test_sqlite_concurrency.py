@@ -6,10 +6,10 @@ import multiprocessing as mp
 import time
 from pathlib import Path
 
-from controller.domain import ConversionRequest, ConversionState
-from controller.domain import Path as Route
-from controller.ledger_sqlite import SQLiteLedger
-from controller.ports import Claim
+from controller.core.domain import ConversionRequest, ConversionState
+from controller.core.domain import Path as Route
+from controller.core.ports import Claim
+from controller.ledger.sqlite import SQLiteLedger
 
 N = 1000
 

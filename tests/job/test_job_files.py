@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 import cutover_job
-from controller.domain import CONVERSION_ID_PATTERN as CONTROLLER_ID_PATTERN
-from controller.domain import JobStatus
-from controller.localproc import read_json, result_state
+from controller.core.domain import CONVERSION_ID_PATTERN as CONTROLLER_ID_PATTERN
+from controller.core.domain import JobStatus
+from controller.plumbing.localproc import read_json, result_state
 from cutover_job import (
     ArrayIndexError,
     AssignmentError,

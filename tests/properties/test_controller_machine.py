@@ -57,12 +57,19 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from controller.cycle import Controller, CycleConfig
-from controller.domain import ConversionRecord, ConversionRequest, ConversionState, JobRef, JobStatus, Path
-from controller.ledger_sqlite import SQLiteLedger
-from controller.ports import Claim
-from controller.routing import FallbackPolicy, RoutingPolicy, StalePolicy
-from controller.transitions import RetryPolicy
+from controller.core.domain import (
+    ConversionRecord,
+    ConversionRequest,
+    ConversionState,
+    JobRef,
+    JobStatus,
+    Path,
+)
+from controller.core.ports import Claim
+from controller.core.routing import FallbackPolicy, RoutingPolicy, StalePolicy
+from controller.core.transitions import RetryPolicy
+from controller.engine.cycle import Controller, CycleConfig
+from controller.ledger.sqlite import SQLiteLedger
 from flags.lkg import LastKnownGood
 from flags.snapshot import FlagSnapshot, FlagState, FlagStatus
 from tests.badinput.flag_corpus import BAD_DOCUMENTS, KEY

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from controller.cycle import Controller, CycleConfig
-from controller.domain import ConversionRequest, ConversionState, Path
-from controller.ports import Claim, Dispatched, Finish
-from controller.transitions import RetryPolicy
+from controller.core.domain import ConversionRequest, ConversionState, Path
+from controller.core.ports import Claim, Dispatched, Finish
+from controller.core.transitions import RetryPolicy
+from controller.engine.cycle import Controller, CycleConfig
 from tests.contract.conftest import LEDGER_FACTORIES
 from tests.fakes import FakeBackend, FakeClock, FakeFlags, Tripwire, World
 

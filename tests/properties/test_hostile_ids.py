@@ -20,11 +20,11 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from controller.aws import ManifestStore, Retrier, checked_key
-from controller.cycle import batch_key
-from controller.domain import CONVERSION_ID_PATTERN, ConversionRecord, ConversionState, Path
-from controller.errors import InputError, SubmitRejectedError
-from controller.intake import validate_conversion_id
+from controller.core.domain import CONVERSION_ID_PATTERN, ConversionRecord, ConversionState, Path
+from controller.core.errors import InputError, SubmitRejectedError
+from controller.engine.cycle import batch_key
+from controller.intake.validation import validate_conversion_id
+from controller.plumbing.aws import ManifestStore, Retrier, checked_key
 
 PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 HOSTILE = [

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.admission import Load, Split, clamp_threads, split_budget
+from controller.core.admission import Load, Split, clamp_threads, split_budget
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from controller.domain import Path
-from controller.routing import FallbackPolicy, RoutingPolicy, StalePolicy, basis, decide
+from controller.core.domain import Path
+from controller.core.routing import FallbackPolicy, RoutingPolicy, StalePolicy, basis, decide
 from flags.snapshot import FlagSnapshot, FlagState, FlagStatus
 
 

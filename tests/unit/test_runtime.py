@@ -19,7 +19,7 @@ CHILD = textwrap.dedent(
     import sys
     import weakref
 
-    from controller.runtime import settle_after_start_up, share_the_interpreter_lock
+    from controller.plumbing.runtime import settle_after_start_up, share_the_interpreter_lock
 
     class Node:
         pass

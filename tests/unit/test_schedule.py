@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from controller.errors import InputError
-from controller.schedule import parse_schedule
+from controller.core.errors import InputError
+from controller.core.schedule import parse_schedule
 
 
 def ts(text: str) -> float:

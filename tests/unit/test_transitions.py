@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from controller.domain import ConversionState as S
-from controller.domain import JobState, JobStatus
-from controller.transitions import RetryPolicy, Verdict, after_poll, allowed
+from controller.core.domain import ConversionState as S
+from controller.core.domain import JobState, JobStatus
+from controller.core.transitions import RetryPolicy, Verdict, after_poll, allowed
 
 
 @pytest.mark.parametrize(

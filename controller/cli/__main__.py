@@ -1,0 +1,5 @@
+"""``python -m controller.cli``: the same as the ``cutover`` console script."""
+
+from controller.cli.main import main
+
+main()

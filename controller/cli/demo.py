@@ -1,0 +1,362 @@
+"""``cutover demo``: a whole month of cutover on one machine, in about a minute.
+
+~200 tenants in five rollout groups (least active first). The run starts with no flag (all on
+the old path), advances through groups 1-3 with the operation behind ``cutover flag advance``,
+rolls back to the previous flag version with the one behind ``cutover flag rollback``, then
+advances through group 5. Flag versions are numbered files beside the flag file, as AppConfig
+numbers its versions. Each stage submits a wave of conversions through the intake and runs
+cycles until they are drained. The verdict comes from the worker outputs and the ledger, not from
+the controller's own counters.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path as FsPath
+from typing import Any, Literal
+
+from controller.core.domain import ConversionRequest, ConversionState, Path
+from controller.core.ports import Ledger
+from controller.service import Service
+from controller.settings import Settings
+from flags import ops
+from flags.atomic import write_json_atomically
+from flags.file_store import FileVersionStore, history_dir
+from flags.rollout import load_plan
+
+TENANTS = 200
+GROUP_SIZES = (20, 30, 40, 50, 60)
+FIRST_TENANT = 1001
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """One step of the rollout: advance through a group, roll back one version, or publish nothing."""
+
+    name: str
+    action: Literal["none", "advance", "rollback"]
+    group: str | None = None
+
+
+STAGES = (
+    Stage("no flag", "none"),
+    Stage("group-1", "advance", "group-1"),
+    Stage("group-2", "advance", "group-2"),
+    Stage("group-3", "advance", "group-3"),
+    Stage("rollback", "rollback"),
+    Stage("group-4", "advance", "group-4"),
+    Stage("group-5", "advance", "group-5"),
+)
+
+
+@dataclass
+class StageResult:
+    name: str
+    flag_version: str | None
+    migrated_tenants: int
+    legacy: int
+    new: int
+    failed: int
+    removed_tenants: int = 0
+    removed_on_legacy: int = 0
+    removed_on_new: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class DemoResult:
+    stages: list[StageResult] = field(default_factory=list)
+    conversions: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    duplicates: int = 0
+    lost: int = 0
+    wrong_path: int = 0
+    resubmitted_ids_folded: int = 0
+    max_in_flight: int = 0
+    budget: int = 0
+    outputs: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.duplicates == 0 and self.lost == 0 and self.wrong_path == 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "stages": [
+                {
+                    "name": s.name,
+                    "flag_version": s.flag_version,
+                    "migrated_tenants": s.migrated_tenants,
+                    "legacy": s.legacy,
+                    "new": s.new,
+                    "failed": s.failed,
+                    "removed_tenants": s.removed_tenants,
+                    "removed_tenants_on_legacy": s.removed_on_legacy,
+                    "removed_tenants_on_new": s.removed_on_new,
+                    "seconds": round(s.seconds, 2),
+                }
+                for s in self.stages
+            ],
+            "conversions": self.conversions,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "duplicates": self.duplicates,
+            "lost": self.lost,
+            "wrong_path": self.wrong_path,
+            "resubmitted_ids_folded": self.resubmitted_ids_folded,
+            "max_in_flight": self.max_in_flight,
+            "budget": self.budget,
+            "outputs": self.outputs,
+            "seconds": round(self.seconds, 2),
+            "ok": self.ok,
+        }
+
+
+def tenant_activity(seed: int = 7) -> dict[int, float]:
+    """Each demo tenant's conversions per day: a few busy tenants, many quiet ones."""
+    rng = random.Random(seed)  # noqa: S311 - demo data, not secrets
+    return {FIRST_TENANT + i: rng.lognormvariate(3, 1) for i in range(TENANTS)}
+
+
+def rollout_groups(seed: int = 7) -> dict[str, list[int]]:
+    """Tenants ordered by activity, least active first, cut into the five rollout groups."""
+    activity = tenant_activity(seed)
+    ordered = sorted(activity, key=lambda t: activity[t])
+    groups: dict[str, list[int]] = {}
+    start = 0
+    for n, size in enumerate(GROUP_SIZES, 1):
+        groups[f"group-{n}"] = sorted(ordered[start : start + size])
+        start += size
+    return groups
+
+
+def demo_settings(base: Settings, workdir: FsPath) -> Settings:
+    """The embedded default, everything under ``workdir``."""
+    return base.model_copy(
+        update={
+            "flag_source": "file",
+            "flag_file": workdir / "flags.json",
+            "ledger": f"sqlite:///{workdir / 'ledger.db'}",
+            "backend": "local",
+            "local_state_dir": workdir / "state",
+            "output_dir": workdir / "output",
+            "rollout_file": workdir / "rollout.json",
+            "cycle_seconds": 0.1,
+            "intent_grace_seconds": 10.0,
+        }
+    )
+
+
+def prepare(workdir: FsPath) -> None:
+    """Start from a clean slate: remove what an earlier demo left in ``workdir``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    for name in ("state", "output"):
+        shutil.rmtree(workdir / name, ignore_errors=True)
+    for name in ("ledger.db", "ledger.db-wal", "ledger.db-shm", "flags.json", "rollout.json"):
+        (workdir / name).unlink(missing_ok=True)
+    shutil.rmtree(history_dir(workdir / "flags.json"), ignore_errors=True)
+
+
+def wave(stage_index: int, tenants: list[int], previous: list[str]) -> list[ConversionRequest]:
+    """One conversion per tenant, a few flaky ones, and some ids submitted again (to be folded)."""
+    out = []
+    for t in tenants:
+        params = {"report": "monthly", "stage": str(stage_index)}
+        if stage_index == 1 and t % 50 == 3:
+            params["simulate"] = "fail_first"
+        if stage_index == 5 and t % 97 == 0:
+            params["simulate"] = "fail"
+        out.append(ConversionRequest(f"s{stage_index}-t{t}", t, params))
+    out.extend(ConversionRequest(cid, int(cid.split("-t")[1]), {}) for cid in previous[:5])
+    return out
+
+
+def drain(service: Service, ids: list[str], tick: Callable[[int], None], timeout: float) -> None:
+    """Run cycles until every conversion in ``ids`` is terminal."""
+    deadline = time.monotonic() + timeout
+    pending = set(ids)
+    while pending:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(pending)} conversions did not finish within {timeout:.0f}s")
+        service.controller.run_cycle()
+        done = set()
+        for cid in pending:
+            record = service.ledger.get(cid)
+            if record is not None and record.state.terminal:
+                done.add(cid)
+        pending -= done
+        tick(len(done))
+        if pending:
+            time.sleep(service.settings.cycle_seconds)
+
+
+def run_stages(
+    service: Service,
+    workdir: FsPath,
+    *,
+    on_stage: Callable[[StageResult], None],
+    tick: Callable[[int], None],
+    stage_timeout: float = 120.0,
+) -> DemoResult:
+    """Play the rollout and judge it from the outputs."""
+    started = time.monotonic()
+    groups = rollout_groups()
+    plan_file = service.settings.rollout_file or workdir / "rollout.json"
+    write_json_atomically(
+        plan_file,
+        {"groups": [{"name": name, "tenant_ids": ids} for name, ids in groups.items()]},
+    )
+    plan = load_plan(plan_file)
+    store = FileVersionStore(service.settings.flag_file, service.settings.flag_key)
+    operator = ops.Operator(by="cutover demo", clock=service.clock)
+    tenants = sorted(t for ids in groups.values() for t in ids)
+    result = DemoResult(budget=service.settings.budget)
+    accepted: list[str] = []
+    previous: list[str] = []
+    migrated_before: set[int] = set()
+    for index, stage in enumerate(STAGES):
+        stage_started = time.monotonic()
+        version = None
+        if stage.action == "advance":
+            ops.advance(store, plan, to_group=stage.group, max_add=service.settings.max_add, op=operator)
+        elif stage.action == "rollback":
+            ops.rollback(store, op=operator)
+        current = store.in_force()
+        migrated = set(current.content.migrated) if current else set()
+        requests = wave(index, tenants, previous)
+        answer = service.ledger.accept(requests, service.clock())
+        result.resubmitted_ids_folded += len(answer.duplicates)
+        accepted.extend(answer.accepted)
+        drain(service, answer.accepted, tick, stage_timeout)
+        report = service.controller.last_report
+        if report is not None and report.flag.snapshot is not None:
+            version = report.flag.snapshot.version
+        removed = migrated_before - migrated
+        by_path: Counter[Path] = Counter()
+        failed = removed_legacy = removed_new = 0
+        for cid in answer.accepted:
+            record = service.ledger.get(cid)
+            if record is None or record.path is None:
+                continue
+            by_path[record.path] += 1
+            failed += record.state is ConversionState.FAILED
+            if record.tenant_id in removed:
+                removed_legacy += record.path is Path.LEGACY
+                removed_new += record.path is Path.NEW
+        stage_result = StageResult(
+            name=stage.name,
+            flag_version=version,
+            migrated_tenants=len(migrated),
+            legacy=by_path[Path.LEGACY],
+            new=by_path[Path.NEW],
+            failed=failed,
+            removed_tenants=len(removed),
+            removed_on_legacy=removed_legacy,
+            removed_on_new=removed_new,
+            seconds=time.monotonic() - stage_started,
+        )
+        result.stages.append(stage_result)
+        on_stage(stage_result)
+        previous = answer.accepted
+        migrated_before = migrated
+    judge(service, workdir, accepted, result)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def judge(service: Service, workdir: FsPath, accepted: list[str], result: DemoResult) -> None:
+    """Count duplicates, losses and wrong-path outputs from the worker outputs and the ledger."""
+    found = outcome(service.ledger, service.settings.output_dir, accepted)
+    result.conversions = found.conversions
+    result.outputs = found.outputs
+    result.duplicates = found.duplicates
+    result.lost = found.lost
+    result.succeeded = found.succeeded
+    result.failed = found.failed
+    result.wrong_path = found.wrong_path
+    result.max_in_flight = found.max_in_flight
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the worker outputs and the ledger say happened to a set of accepted conversions.
+
+    ``duplicates``: successful outputs beyond the first for one conversion (so a second run on
+    either path counts). ``lost``: accepted but not terminal in the ledger, or recorded SUCCEEDED
+    without an output file. ``wrong_path``: an output made on a path other than the one the ledger
+    records. ``max_in_flight``: the most conversions the workers were converting at one instant.
+    """
+
+    conversions: int
+    outputs: int
+    duplicates: int
+    lost: int
+    succeeded: int
+    failed: int
+    wrong_path: int
+    max_in_flight: int
+    duplicate_ids: tuple[str, ...] = ()
+    lost_ids: tuple[str, ...] = ()
+
+
+def produced_lines(output_dir: FsPath) -> dict[str, list[dict[str, Any]]]:
+    """The workers' ``produced.jsonl`` (one line per successful conversion run) by conversion id."""
+    lines: dict[str, list[dict[str, Any]]] = {}
+    produced = output_dir / "produced.jsonl"
+    if produced.exists():
+        for raw in produced.read_text().splitlines():
+            line = json.loads(raw)
+            lines.setdefault(line["conversion_id"], []).append(line)
+    return lines
+
+
+def outcome(ledger: Ledger, output_dir: FsPath, accepted: Iterable[str]) -> Outcome:
+    """Judge ``accepted`` from the worker outputs under ``output_dir`` and the ledger."""
+    lines = produced_lines(output_dir)
+    ids = list(accepted)
+    duplicate_ids = tuple(sorted(cid for cid, v in lines.items() if len(v) > 1))
+    lost_ids: list[str] = []
+    succeeded = failed = wrong_path = 0
+    for cid in ids:
+        record = ledger.get(cid)
+        outputs = lines.get(cid, [])
+        if record is None or not record.state.terminal:
+            lost_ids.append(cid)
+        elif record.state is ConversionState.SUCCEEDED:
+            succeeded += 1
+            if not outputs or not FsPath(outputs[0]["output"]).exists():
+                lost_ids.append(cid)
+            elif any(o["path"] != (record.path.value if record.path else None) for o in outputs):
+                wrong_path += 1
+        else:
+            failed += 1
+    return Outcome(
+        conversions=len(ids),
+        outputs=sum(len(v) for v in lines.values()),
+        duplicates=sum(len(v) - 1 for v in lines.values() if len(v) > 1),
+        lost=len(lost_ids),
+        succeeded=succeeded,
+        failed=failed,
+        wrong_path=wrong_path,
+        max_in_flight=max_overlap([(o["started_at"], o["finished_at"]) for v in lines.values() for o in v]),
+        duplicate_ids=duplicate_ids,
+        lost_ids=tuple(lost_ids),
+    )
+
+
+def max_overlap(intervals: list[tuple[float, float]]) -> int:
+    """The largest number of intervals open at one instant."""
+    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    best = current = 0
+    for _, step in events:
+        current += step
+        best = max(best, current)
+    return best

@@ -1,0 +1,155 @@
+"""The values the controller works with. Frozen, slotted, JSON-friendly; no behaviour that needs I/O."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from flags.snapshot import FlagSnapshot, FlagState, FlagStatus
+
+__all__ = [
+    "CONVERSION_ID_CHARS",
+    "CONVERSION_ID_PATTERN",
+    "ConversionRecord",
+    "ConversionRequest",
+    "ConversionState",
+    "DispatchBatch",
+    "DispatchItem",
+    "FlagSnapshot",
+    "FlagState",
+    "FlagStatus",
+    "JobRef",
+    "JobState",
+    "JobStatus",
+    "Ownership",
+    "Path",
+]
+
+# Safe in file names, S3 keys, Batch job names and URLs: no separators, no dots first.
+CONVERSION_ID_CHARS = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+CONVERSION_ID_PATTERN = re.compile(rf"\A{CONVERSION_ID_CHARS}\Z")
+
+
+class Path(StrEnum):
+    """The two execution paths a conversion can be owned by."""
+
+    LEGACY = "legacy"
+    NEW = "new"
+
+
+class ConversionState(StrEnum):
+    """Where a conversion is in its life; see ``controller.core.transitions`` for the allowed moves."""
+
+    RECEIVED = "received"  # durable in the intake, not yet routed
+    CLAIMED = "claimed"  # owned by one path, waiting for a dispatch slot
+    DISPATCHING = "dispatching"  # intent to submit recorded, backend call under way
+    DISPATCHED = "dispatched"  # a backend holds it (queued or running)
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (ConversionState.SUCCEEDED, ConversionState.FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class ConversionRequest:
+    """One piece of work as it arrives: convert ``tenant_id``'s records with ``params``."""
+
+    conversion_id: str
+    tenant_id: int
+    params: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ConversionRecord:
+    """A conversion as the ledger holds it, with its audit fields."""
+
+    conversion_id: str
+    tenant_id: int
+    params: dict[str, str]
+    state: ConversionState
+    path: Path | None = None
+    flag_version: str | None = None
+    reason: str = ""
+    job_ref: str | None = None
+    intent: str | None = None
+    fence: int = 0
+    attempts: int = 0
+    received_at: float | None = None
+    claimed_at: float | None = None
+    dispatched_at: float | None = None
+    finished_at: float | None = None
+    updated_at: float | None = None
+
+    @property
+    def request(self) -> ConversionRequest:
+        return ConversionRequest(self.conversion_id, self.tenant_id, self.params)
+
+
+@dataclass(frozen=True, slots=True)
+class Ownership:
+    """The answer to a claim: who owns the conversion, and whether this claim decided it."""
+
+    record: ConversionRecord
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class JobRef:
+    """A backend's handle on one conversion: its job (or build) id, and the conversion inside it."""
+
+    job_id: str
+    conversion_id: str
+
+    def __str__(self) -> str:
+        return self.job_id
+
+
+class JobStatus(StrEnum):
+    """What a backend reports for one conversion. Only RUNNING loads the shared database."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    UNKNOWN = "unknown"  # the backend has no record of it
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class JobState:
+    """One poll answer: the status, and for finished work why and where the output went."""
+
+    status: JobStatus
+    reason: str = ""
+    output: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchItem:
+    """One conversion handed to a backend under the fence of this dispatch attempt."""
+
+    conversion_id: str
+    tenant_id: int
+    params: dict[str, str]
+    flag_version: str
+    fence: int
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchBatch:
+    """What one cycle hands one path. ``key`` is deterministic so a retried submit can be recognised.
+
+    ``concurrency`` is how many conversions the batch may work on at once (the legacy build's
+    worker threads); the new path's parallelism is set separately with ``Backend.set_capacity``.
+    """
+
+    key: str
+    path: Path
+    items: tuple[DispatchItem, ...]
+    concurrency: int

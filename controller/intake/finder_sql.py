@@ -1,0 +1,68 @@
+"""A target finder over SQL: a query against the application's database (Aurora PostgreSQL or
+MySQL, SQLite, anything SQLAlchemy speaks) whose rows become conversions.
+
+``CUTOVER_FINDER_SQL_URL`` is a SQLAlchemy URL (secret: it may carry a password) and
+``CUTOVER_FINDER_SQL_QUERY`` a query with the named parameters ``:watermark`` (the previous run's,
+or ``''``) and ``:now`` (epoch seconds of the slot). Each row needs ``conversion_id`` and
+``tenant_id`` columns; a ``watermark`` column, if present, advances the watermark to its largest
+value; every other column becomes a string parameter. Read-only by intent: the finder never commits.
+
+Use it as ``CUTOVER_TARGET_FINDER=controller.finder_sql:find``.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from controller.core.errors import ConfigError
+from controller.intake.finder import FinderContext, Found
+
+_ENGINES: dict[str, Any] = {}
+_LOCK = threading.Lock()
+
+
+def _engine(url: str) -> Any:
+    from sqlalchemy import create_engine
+
+    with _LOCK:
+        if url not in _ENGINES:
+            _ENGINES[url] = create_engine(url, pool_pre_ping=True)
+        return _ENGINES[url]
+
+
+def rows_to_found(rows: list[dict[str, Any]], watermark: str | None) -> Found:
+    """Map result rows to conversions; the watermark becomes the largest ``watermark`` column seen."""
+    conversions = []
+    marks = [str(row["watermark"]) for row in rows if row.get("watermark") is not None]
+    for row in rows:
+        params = {
+            k: str(v)
+            for k, v in row.items()
+            if k not in ("conversion_id", "tenant_id", "watermark") and v is not None
+        }
+        conversions.append(
+            {"conversion_id": row.get("conversion_id"), "tenant_id": row.get("tenant_id"), "params": params}
+        )
+    return Found(conversions, max([*marks, *([watermark] if watermark else [])], default=watermark))
+
+
+def find_with(url: str, query: str, watermark: str | None, now: float) -> Found:
+    """Run ``query`` on ``url`` and map its rows."""
+    from sqlalchemy import text
+
+    with _engine(url).connect() as connection:
+        result = connection.execute(text(query), {"watermark": watermark or "", "now": now})
+        rows = [dict(r._mapping) for r in result]
+        connection.rollback()
+    return rows_to_found(rows, watermark)
+
+
+def find(context: FinderContext) -> Found:
+    """The finder entry point: reads its URL and query from the settings."""
+    settings = context.settings
+    if settings.finder_sql_url is None or not settings.finder_sql_query:
+        raise ConfigError("CUTOVER_FINDER_SQL_URL and CUTOVER_FINDER_SQL_QUERY: required by the SQL finder")
+    return find_with(
+        settings.finder_sql_url.get_secret_value(), settings.finder_sql_query, context.watermark, context.slot
+    )
