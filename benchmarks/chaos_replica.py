@@ -2,7 +2,7 @@
 
 Started by ``benchmarks/chaos.py`` as its own OS process, with its settings in ``CUTOVER_*``
 environment variables like any ``cutover run``. The service is built by the same code the CLI
-runs (``controller.cli.main.serve``); the only difference is that each backend is wrapped in
+runs (``controller.cli.app.serve``); the only difference is that each backend is wrapped in
 ``FaultyBackend``, which makes a share of submits fail the ways the backend port documents:
 
 - ``rejected``: ``SubmitRejectedError`` before anything is submitted;
@@ -100,7 +100,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    from controller.cli.main import serve
+    from controller.cli.app import serve
     from controller.core.errors import CutoverError
     from controller.settings import load_settings
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from controller.cli import main as cli
+from controller.cli import app as cli
 from controller.core.domain import ConversionRequest
 from controller.ledger.sqlite import SQLiteLedger
 
