@@ -18,8 +18,7 @@ from botocore.awsrequest import AWSResponse
 from controller.core.domain import ConversionRecord, ConversionRequest, ConversionState, Path
 from controller.core.errors import ConflictError, NotFoundError
 from controller.core.ports import Claim, Dispatched, Finish, Ledger
-from controller.ledger import dynamodb_schema as schema
-from controller.ledger.dynamodb import DynamoDBLedger, create_table
+from controller.ledger.dynamodb import DynamoDBLedger, create_table, schema
 from controller.ledger.sqlite import SQLiteLedger
 from controller.plumbing.aws import Backoff, Retrier
 from flags.snapshot import FlagSnapshot
