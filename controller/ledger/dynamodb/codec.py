@@ -8,7 +8,7 @@ Pure: values in, values out. It never holds a client or makes a call; the key sc
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from controller.core.domain import ConversionRecord, ConversionRequest, ConversionState, Path
@@ -86,6 +86,26 @@ def to_record(item: Item) -> ConversionRecord:
         finished_at=number_of(item, "finished_at"),
         updated_at=number_of(item, "updated_at"),
     )
+
+
+def item_update(
+    record: ConversionRecord, names: Sequence[str]
+) -> tuple[dict[str, AttributeValue], list[str]]:
+    """What writing the fields ``names`` of ``record`` to its item sets, and which attributes it
+    removes: a field that is None has no attribute. States and paths are written by their words."""
+    sets: dict[str, AttributeValue] = {}
+    removes: list[str] = []
+    for name in names:
+        value = getattr(record, name)
+        if value is None:
+            removes.append(name)
+        elif isinstance(value, str):
+            sets[name] = text(str(value))
+        elif isinstance(value, int | float):
+            sets[name] = number(value)
+        else:
+            raise TypeError(f"field {name!r} of a conversion record is not one string or number attribute")
+    return sets, removes
 
 
 def seq_of(item: Item) -> int:

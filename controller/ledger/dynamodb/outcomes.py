@@ -1,20 +1,20 @@
 """The DynamoDB ledger's outcomes: a finished attempt (which then expires after the retention), a
 clone-and-resubmit on the same path, and an operator's requeue of a failed conversion.
 
-Every change is a fenced conditional write through ``Writes``; none of them decides whether a job
-succeeded or whether to retry it.
+Every change is a conditional write on the state (and, for an attempt, its fence) through ``Writes``;
+none of them decides whether a job succeeded, whether to retry it or what a requeue resets.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 
 from controller.core.domain import ConversionRecord, ConversionState
 from controller.core.errors import ConflictError, NotFoundError
 from controller.core.ports import Finish
+from controller.core.requeue import REQUEUE_FIELDS, requeued
 from controller.ledger.dynamodb import schema
-from controller.ledger.dynamodb.codec import number, text, to_record
+from controller.ledger.dynamodb.codec import item_update, number, text, to_record
 from controller.ledger.dynamodb.writes import Move, Writes, in_order
 
 S = ConversionState
@@ -71,49 +71,21 @@ class Outcomes(Writes):
             if item is None:
                 raise NotFoundError(f"conversion {conversion_id!r} is not in the ledger")
             record = to_record(item)
-            if record.state is not S.FAILED:
-                raise ConflictError(
-                    f"conversion {conversion_id!r} is {record.state.value}; only a failed "
-                    "conversion can be requeued"
-                )
+            freed = requeued(record, now)
+            # The move writes the state, with its by_state partition; the codec the rest.
+            sets, removes = item_update(freed, [name for name in REQUEUE_FIELDS if name != "state"])
             move = Move(
                 conversion_id,
-                S.FAILED,
-                S.RECEIVED,
+                record.state,
+                freed.state,
                 None,
                 record.path,
-                # Routed afresh, retries and all: the attempt count starts again.
-                sets={
-                    "reason": text("requeued by operator"),
-                    "attempts": number(0),
-                    "updated_at": number(now),
-                },
-                removes=(
-                    "path",
-                    "flag_version",
-                    "job_ref",
-                    "intent",
-                    "claimed_at",
-                    "dispatched_at",
-                    "finished_at",
-                    schema.TTL_ATTRIBUTE,
-                ),
-                to_path_none=True,
+                sets=sets,
+                # No longer finished, so no longer due to expire with the finished records.
+                removes=(*removes, schema.TTL_ATTRIBUTE),
+                to_path_none=freed.path is None,
             )
             done, _ = self._apply([move], now)
         if not done:
             raise ConflictError(f"conversion {conversion_id!r} changed while it was being requeued")
-        return replace(
-            record,
-            state=S.RECEIVED,
-            path=None,
-            flag_version=None,
-            job_ref=None,
-            intent=None,
-            reason="requeued by operator",
-            attempts=0,
-            claimed_at=None,
-            dispatched_at=None,
-            finished_at=None,
-            updated_at=now,
-        )
+        return freed
