@@ -69,58 +69,66 @@ class Intake(Writes):
         firsts: dict[str, Claim] = {}
         for c in claims:
             firsts.setdefault(c.request.conversion_id, c)
-        minute = int(now // 60)
+        with self._errors("claim"):
+            created, existing = self._claim_firsts(firsts, now)
+        return self._ownerships(claims, created, existing, now)
+
+    def _claim_firsts(self, firsts: dict[str, Claim], now: float) -> tuple[set[str], dict[str, Item]]:
+        """Claim each conversion from the intake, or put it in claimed when the intake never had it;
+        returns the ids this call claimed and the items of those another claim owns."""
         created: set[str] = set()
         existing: dict[str, Item] = {}
-        with self._errors("claim"):
-            todo = list(firsts.values())
-            for _ in range(3):  # a request accepted between our two writes is claimed on the next pass
-                if not todo:
-                    break
-                writes = [
-                    self._update(
-                        Move(
-                            c.request.conversion_id,
-                            S.RECEIVED,
-                            S.CLAIMED,
-                            None,
-                            None,
-                            sets=_claim_sets(c, now),
-                            new_path=c.path,
-                            decision=(minute, c.path.value, c.flag_version or ""),
-                        ),
-                        None,
-                    )
-                    for c in todo
-                ]
-                done, refused = self._transact(writes, now)
-                created.update(w.conversion_id for w in done)
-                missing = [firsts[cid] for cid, item in refused.items() if item is None]
-                existing.update({cid: item for cid, item in refused.items() if item is not None})
-                todo = []
-                if missing:
-                    first = self._reserve_seq(len(missing))
-                    inserts = []
-                    for i, c in enumerate(missing):
-                        key = state_key(S.CLAIMED, c.path)
-                        item = conversion_item(
-                            c.request,
-                            first + i,
-                            S.CLAIMED,
-                            now,
-                            **{schema.STATE_INDEX_HASH_KEY: text(key)},
-                            **_claim_sets(c, now),
-                        )
-                        inserts.append(self._put_new(item, key, (minute, c.path.value, c.flag_version or "")))
-                    done, refused = self._transact(inserts, now)
-                    created.update(w.conversion_id for w in done)
-                    for cid, old in refused.items():
-                        if old is not None and text_of(old, "state") == S.RECEIVED.value:
-                            todo.append(firsts[cid])
-                        elif old is not None:
-                            existing[cid] = old
-            if todo:
-                existing.update(self._get_many([c.request.conversion_id for c in todo]))
+        todo = list(firsts.values())
+        for _ in range(3):  # a request accepted between our two writes is claimed on the next pass
+            if not todo:
+                break
+            done, refused = self._transact([self._update(_claim_move(c, now), None) for c in todo], now)
+            created.update(w.conversion_id for w in done)
+            missing = [firsts[cid] for cid, item in refused.items() if item is None]
+            existing.update({cid: item for cid, item in refused.items() if item is not None})
+            put, held, received = self._put_claimed(missing, now)
+            created.update(put)
+            existing.update(held)
+            todo = [firsts[cid] for cid in received]
+        if todo:
+            existing.update(self._get_many([c.request.conversion_id for c in todo]))
+        return created, existing
+
+    def _put_claimed(
+        self, claims: Sequence[Claim], now: float
+    ) -> tuple[set[str], dict[str, Item], list[str]]:
+        """Put new items, already claimed, for requests the intake does not hold; returns the ids put,
+        the items of those someone else put first, and the ids the intake accepted meanwhile."""
+        if not claims:
+            return set(), {}, []
+        first = self._reserve_seq(len(claims))
+        inserts = []
+        for i, c in enumerate(claims):
+            key = state_key(S.CLAIMED, c.path)
+            item = conversion_item(
+                c.request,
+                first + i,
+                S.CLAIMED,
+                now,
+                **{schema.STATE_INDEX_HASH_KEY: text(key)},
+                **_claim_sets(c, now),
+            )
+            inserts.append(self._put_new(item, key, _decision(c, now)))
+        done, refused = self._transact(inserts, now)
+        held: dict[str, Item] = {}
+        received: list[str] = []
+        for cid, old in refused.items():
+            if old is not None and text_of(old, "state") == S.RECEIVED.value:
+                received.append(cid)
+            elif old is not None:
+                held[cid] = old
+        return {w.conversion_id for w in done}, held, received
+
+    def _ownerships(
+        self, claims: Sequence[Claim], created: set[str], existing: dict[str, Item], now: float
+    ) -> list[Ownership]:
+        """One answer per claim, in order: the first claim of a conversion this call claimed gets the
+        record it made, every other one the owner's record."""
         out: list[Ownership] = []
         given: set[str] = set()
         for c in claims:
@@ -128,22 +136,7 @@ class Intake(Writes):
             if cid in created and cid not in given:
                 given.add(cid)
                 self._remember(cid, c.path)
-                out.append(
-                    Ownership(
-                        ConversionRecord(
-                            conversion_id=cid,
-                            tenant_id=c.request.tenant_id,
-                            params=dict(c.request.params),
-                            state=S.CLAIMED,
-                            path=c.path,
-                            flag_version=c.flag_version,
-                            reason=c.reason,
-                            claimed_at=now,
-                            updated_at=now,
-                        ),
-                        True,
-                    )
-                )
+                out.append(Ownership(_claimed_record(c, now), True))
                 continue
             held = existing.get(cid) or self._get_many([cid]).get(cid)
             if held is None:
@@ -152,6 +145,40 @@ class Intake(Writes):
                 )
             out.append(Ownership(self._records([held])[0], False))
         return out
+
+
+def _decision(c: Claim, now: float) -> tuple[int, str, str]:
+    """The per-minute decision total a claim adds to: (epoch minute, path, flag version)."""
+    return (int(now // 60), c.path.value, c.flag_version or "")
+
+
+def _claim_move(c: Claim, now: float) -> Move:
+    """The move of a request from the intake to its owner, ``c.path``."""
+    return Move(
+        c.request.conversion_id,
+        S.RECEIVED,
+        S.CLAIMED,
+        None,
+        None,
+        sets=_claim_sets(c, now),
+        new_path=c.path,
+        decision=_decision(c, now),
+    )
+
+
+def _claimed_record(c: Claim, now: float) -> ConversionRecord:
+    """The record a successful claim leaves, built without reading it back."""
+    return ConversionRecord(
+        conversion_id=c.request.conversion_id,
+        tenant_id=c.request.tenant_id,
+        params=dict(c.request.params),
+        state=S.CLAIMED,
+        path=c.path,
+        flag_version=c.flag_version,
+        reason=c.reason,
+        claimed_at=now,
+        updated_at=now,
+    )
 
 
 def _claim_sets(c: Claim, now: float) -> dict[str, AttributeValue]:

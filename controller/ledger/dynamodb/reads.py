@@ -114,37 +114,21 @@ class Reads(LedgerBase):
         The index orders by received time only; items received at the same instant are read as a
         whole group so that sorting them by receipt number never cuts a group wrongly.
         """
-        names = {"#t": schema.TENANT_INDEX_HASH_KEY}
-        values: dict[str, AttributeValue] = {":t": number(tenant_id)}
-        condition = "#t = :t"
-        if start is not None:
-            names["#r"] = schema.TENANT_INDEX_RANGE_KEY
-            condition += " AND #r <= :r" if newest_first else " AND #r >= :r"
-            values[":r"] = number(start[0])
-
-        def order(item: Item) -> tuple[float, int]:
-            return (number_of(item, schema.TENANT_INDEX_RANGE_KEY) or 0.0, seq_of(item))
+        order = _received_order
 
         def beyond(item: Item) -> bool:
             if start is None:
                 return True
             return order(item) < start if newest_first else order(item) > start
 
+        request = self._tenant_query(tenant_id, newest_first, start)
         out: list[Item] = []
         page_start: dict[str, Any] | None = None
         while True:
-            request: dict[str, Any] = {
-                "TableName": self.table,
-                "IndexName": schema.TENANT_INDEX,
-                "KeyConditionExpression": condition,
-                "ExpressionAttributeNames": names,
-                "ExpressionAttributeValues": values,
-                "ScanIndexForward": not newest_first,
-                "Limit": 500,
-            }
+            page_request = dict(request)
             if page_start is not None:
-                request["ExclusiveStartKey"] = page_start
-            answer = self._call(partial(self.client.query, **request))
+                page_request["ExclusiveStartKey"] = page_start
+            answer = self._call(partial(self.client.query, **page_request))
             page: list[Item] = answer.get("Items", [])
             out.extend(i for i in page if beyond(i) and keep(i))
             page_start = answer.get("LastEvaluatedKey")
@@ -158,6 +142,28 @@ class Reads(LedgerBase):
                     break
         out.sort(key=order, reverse=newest_first)
         return out[:want]
+
+    def _tenant_query(
+        self, tenant_id: int, newest_first: bool, start: tuple[float, int] | None
+    ) -> dict[str, Any]:
+        """The tenant index query for ``tenant_id``'s items from ``start``'s received time on (or back,
+        newest first), a page at a time."""
+        names = {"#t": schema.TENANT_INDEX_HASH_KEY}
+        values: dict[str, AttributeValue] = {":t": number(tenant_id)}
+        condition = "#t = :t"
+        if start is not None:
+            names["#r"] = schema.TENANT_INDEX_RANGE_KEY
+            condition += " AND #r <= :r" if newest_first else " AND #r >= :r"
+            values[":r"] = number(start[0])
+        return {
+            "TableName": self.table,
+            "IndexName": schema.TENANT_INDEX,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ScanIndexForward": not newest_first,
+            "Limit": 500,
+        }
 
     def _tenant_page(
         self,
@@ -259,3 +265,8 @@ class Reads(LedgerBase):
                 if not start:
                     break
         return counts
+
+
+def _received_order(item: Item) -> tuple[float, int]:
+    """Where a conversion's item sorts in its tenant's history: received time, then receipt number."""
+    return (number_of(item, schema.TENANT_INDEX_RANGE_KEY) or 0.0, seq_of(item))

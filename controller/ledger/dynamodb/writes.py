@@ -43,6 +43,17 @@ S = ConversionState
 
 TRANSACTION_ACTIONS = 100  # TransactWriteItems' documented maximum
 _CONVERSIONS_PER_TRANSACTION = 90  # the rest of the 100 is left for counter and decision items
+# Cancellation reasons a transaction meets in ordinary work: none (another item cancelled it), a
+# refusing condition (reported), contention or throttling (sent again). Any other is a fault.
+_ORDINARY_REASONS = frozenset(
+    {
+        "None",
+        "ConditionalCheckFailed",
+        "TransactionConflict",
+        "ThrottlingError",
+        "ProvisionedThroughputExceeded",
+    }
+)
 
 
 @dataclass(slots=True)
@@ -78,15 +89,8 @@ class Writes(LedgerBase):
     """The conditional writes of the ledger, one transaction engine for every transition."""
 
     def _counter_actions(self, writes: Sequence[Write]) -> list[dict[str, Any]]:
-        deltas: dict[str, int] = {}
-        decisions: dict[tuple[int, str, str], int] = {}
-        for w in writes:
-            if w.leaves is not None:
-                deltas[w.leaves] = deltas.get(w.leaves, 0) - 1
-            if w.enters is not None:
-                deltas[w.enters] = deltas.get(w.enters, 0) + 1
-            if w.decision is not None:
-                decisions[w.decision] = decisions.get(w.decision, 0) + 1
+        """The counter and decision updates that go in one transaction with ``writes``."""
+        deltas, decisions = _tally(writes)
         shard = self._rng.randrange(COUNTER_SHARDS)
         actions: list[dict[str, Any]] = [
             {
@@ -104,31 +108,33 @@ class Writes(LedgerBase):
         by_minute: dict[int, dict[str, int]] = {}
         for (minute, path, version), n in decisions.items():
             by_minute.setdefault(minute, {})[f"d|{path}|{version}"] = n
-        for minute, counts in sorted(by_minute.items()):
-            names = {"#sk": schema.STATE_INDEX_HASH_KEY, "#sq": schema.STATE_INDEX_RANGE_KEY}
-            names["#ttl"] = schema.TTL_ATTRIBUTE
-            values: dict[str, AttributeValue] = {
-                ":sk": text(DECISIONS),
-                ":m": number(minute),
-                ":exp": number(int(minute * 60 + self.retention_seconds)),
-            }
-            adds = []
-            for i, (attr, n) in enumerate(sorted(counts.items())):
-                names[f"#d{i}"] = attr
-                values[f":c{i}"] = number(n)
-                adds.append(f"#d{i} :c{i}")
-            actions.append(
-                {
-                    "Update": {
-                        "TableName": self.table,
-                        "Key": {schema.HASH_KEY: text(f"{DECISIONS}#{minute}#{shard}")},
-                        "UpdateExpression": "SET #sk = :sk, #sq = :m, #ttl = :exp ADD " + ", ".join(adds),
-                        "ExpressionAttributeNames": names,
-                        "ExpressionAttributeValues": values,
-                    }
-                }
-            )
+        actions.extend(self._decisions_action(m, counts, shard) for m, counts in sorted(by_minute.items()))
         return actions
+
+    def _decisions_action(self, minute: int, counts: dict[str, int], shard: int) -> dict[str, Any]:
+        """The update adding ``counts`` to one shard of a minute's decisions item, which expires
+        after the retention like the conversions it counts."""
+        names = {"#sk": schema.STATE_INDEX_HASH_KEY, "#sq": schema.STATE_INDEX_RANGE_KEY}
+        names["#ttl"] = schema.TTL_ATTRIBUTE
+        values: dict[str, AttributeValue] = {
+            ":sk": text(DECISIONS),
+            ":m": number(minute),
+            ":exp": number(int(minute * 60 + self.retention_seconds)),
+        }
+        adds = []
+        for i, (attr, n) in enumerate(sorted(counts.items())):
+            names[f"#d{i}"] = attr
+            values[f":c{i}"] = number(n)
+            adds.append(f"#d{i} :c{i}")
+        return {
+            "Update": {
+                "TableName": self.table,
+                "Key": {schema.HASH_KEY: text(f"{DECISIONS}#{minute}#{shard}")},
+                "UpdateExpression": "SET #sk = :sk, #sq = :m, #ttl = :exp ADD " + ", ".join(adds),
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": values,
+            }
+        }
 
     def _transact(self, writes: Sequence[Write], now: float) -> tuple[list[Write], dict[str, Item | None]]:
         """Apply ``writes`` in transactions; returns those applied and, for each refused by its
@@ -139,40 +145,13 @@ class Writes(LedgerBase):
         rounds = 0
         while pending:
             chunk = pending[:_CONVERSIONS_PER_TRANSACTION]
-            actions = [w.action for w in chunk] + self._counter_actions(chunk)
-            token = str(uuid.uuid4())  # a retried call after an unknown outcome is applied once
             try:
-                self._retrier.call(
-                    partial(
-                        self.client.transact_write_items,
-                        TransactItems=cast("list[TransactWriteItemTypeDef]", actions),
-                        ClientRequestToken=token,
-                    ),
-                    retry_if=lambda e: transient(e) or error_code(e) == "TransactionInProgressException",
-                )
+                self._send(chunk)
             except ClientError as exc:
                 if error_code(exc) != "TransactionCanceledException":
                     raise
-                response = cast(dict[str, Any], exc.response)
-                reasons: list[dict[str, Any]] = list(response.get("CancellationReasons", []))
-                again: list[Write] = []
-                for i, w in enumerate(chunk):
-                    reason = reasons[i] if i < len(reasons) else {}
-                    if reason.get("Code") == "ConditionalCheckFailed":
-                        refused[w.conversion_id] = reason.get("Item")
-                    else:
-                        again.append(w)
-                codes = {str(r.get("Code", "None")) for r in reasons} - {
-                    "None",
-                    "ConditionalCheckFailed",
-                    "TransactionConflict",
-                    "ThrottlingError",
-                    "ProvisionedThroughputExceeded",
-                }
-                if codes:
-                    raise LedgerError(
-                        f"ledger dynamodb://{self.table}: transaction refused ({', '.join(sorted(codes))})"
-                    ) from exc
+                more, again = self._refusals(chunk, exc)
+                refused.update(more)
                 if len(again) == len(chunk):
                     # Nothing was refused on its own merits: a conflict with another writer.
                     rounds += 1
@@ -186,6 +165,41 @@ class Writes(LedgerBase):
             done.extend(chunk)
             pending = pending[len(chunk) :]
         return done, refused
+
+    def _send(self, chunk: Sequence[Write]) -> None:
+        """One ``TransactWriteItems`` of ``chunk`` and the counter updates it makes."""
+        actions = [w.action for w in chunk] + self._counter_actions(chunk)
+        token = str(uuid.uuid4())  # a retried call after an unknown outcome is applied once
+        self._retrier.call(
+            partial(
+                self.client.transact_write_items,
+                TransactItems=cast("list[TransactWriteItemTypeDef]", actions),
+                ClientRequestToken=token,
+            ),
+            retry_if=lambda e: transient(e) or error_code(e) == "TransactionInProgressException",
+        )
+
+    def _refusals(
+        self, chunk: Sequence[Write], exc: ClientError
+    ) -> tuple[dict[str, Item | None], list[Write]]:
+        """Sort a cancelled transaction's writes: those a condition refused (with the item as it stood)
+        and those to send again. Any other reason to cancel is a ``LedgerError``."""
+        response = cast(dict[str, Any], exc.response)
+        reasons: list[dict[str, Any]] = list(response.get("CancellationReasons", []))
+        refused: dict[str, Item | None] = {}
+        again: list[Write] = []
+        for i, w in enumerate(chunk):
+            reason = reasons[i] if i < len(reasons) else {}
+            if reason.get("Code") == "ConditionalCheckFailed":
+                refused[w.conversion_id] = reason.get("Item")
+            else:
+                again.append(w)
+        codes = {str(r.get("Code", "None")) for r in reasons} - _ORDINARY_REASONS
+        if codes:
+            raise LedgerError(
+                f"ledger dynamodb://{self.table}: transaction refused ({', '.join(sorted(codes))})"
+            ) from exc
+        return refused, again
 
     def _update(self, move: Move, path: Path | None) -> Write:
         names = {"#state": "state", "#sk": schema.STATE_INDEX_HASH_KEY}
@@ -345,3 +359,18 @@ def in_order(wanted: Sequence[str], done: Sequence[str]) -> list[str]:
             got.discard(cid)
             out.append(cid)
     return out
+
+
+def _tally(writes: Sequence[Write]) -> tuple[dict[str, int], dict[tuple[int, str, str], int]]:
+    """How ``writes`` move each ``by_state`` partition's counter, and the claims they add per
+    (minute, path, flag version)."""
+    deltas: dict[str, int] = {}
+    decisions: dict[tuple[int, str, str], int] = {}
+    for w in writes:
+        if w.leaves is not None:
+            deltas[w.leaves] = deltas.get(w.leaves, 0) - 1
+        if w.enters is not None:
+            deltas[w.enters] = deltas.get(w.enters, 0) + 1
+        if w.decision is not None:
+            decisions[w.decision] = decisions.get(w.decision, 0) + 1
+    return deltas, decisions
