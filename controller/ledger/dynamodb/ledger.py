@@ -11,15 +11,15 @@ only puts the parts together; the ledger stores, it never decides who should own
 from __future__ import annotations
 
 from controller.ledger.dynamodb import schema
+from controller.ledger.dynamodb.claims import Claims
 from controller.ledger.dynamodb.codec import SEQ_KEY, text
 from controller.ledger.dynamodb.dispatch import Dispatch
 from controller.ledger.dynamodb.flag_leases import FlagAndLeases
-from controller.ledger.dynamodb.intake import Intake
 from controller.ledger.dynamodb.outcomes import Outcomes
 from controller.ledger.dynamodb.reads import Reads
 
 
-class DynamoDBLedger(Intake, Dispatch, Outcomes, FlagAndLeases, Reads):
+class DynamoDBLedger(Claims, Dispatch, Outcomes, FlagAndLeases, Reads):
     """The ledger port on one DynamoDB table (``CUTOVER_LEDGER=dynamodb://TABLE``)."""
 
     def close(self) -> None:

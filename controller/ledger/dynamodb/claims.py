@@ -28,7 +28,7 @@ from controller.ledger.dynamodb.writes import Move, Writes
 S = ConversionState
 
 
-class Intake(Writes):
+class Claims(Writes):
     """``accept``, ``unclaimed`` and ``claim`` of the ownership role."""
 
     def accept(self, requests: Sequence[ConversionRequest], now: float) -> AcceptResult:
