@@ -2,9 +2,10 @@
 
 Two kinds: what is measured as it happens (backend call latencies through ``InstrumentedBackend``,
 outcomes through the controller's ``on_finished`` hook, intake counts), and what is read at scrape
-time from the state the cycle keeps (ledger counters, the last cycle report, the flag). The
-instrumented backend also logs one ``conversion.dispatched`` event per conversion handed to a path,
-and the outcome hook one ``conversion.outcome`` event, each with the facts an investigation needs.
+time from the state the cycle keeps (the ledger's counters as the read model holds them, the last
+cycle report, the flag). The instrumented backend also logs one ``conversion.dispatched`` event per
+conversion handed to a path, and the outcome hook one ``conversion.outcome`` event, each with the
+facts an investigation needs.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +31,7 @@ from prometheus_client.registry import Collector
 from controller.api.status import in_flight as slots_in_use
 from controller.core.domain import ConversionRecord, ConversionState, DispatchBatch, JobRef, JobState, Path
 from controller.core.errors import BackendError, CutoverError
-from controller.core.ports import Backend, ReconcileCounts
+from controller.core.ports import Backend, Counts, ReconcileCounts
 from flags.snapshot import FlagState
 
 if TYPE_CHECKING:
@@ -164,10 +165,13 @@ class ServiceMetrics:
             },
         )
 
-    def observe(self, service: Service, loop: CycleLoop | None) -> None:
-        """Read the service's state at every scrape (once per registry)."""
+    def observe(
+        self, service: Service, loop: CycleLoop | None, *, counts: Callable[[], Counts] | None = None
+    ) -> None:
+        """Read the service's state at every scrape (once per registry); ``counts`` gives the ledger's
+        counters (the read model's, so a scrape does not query the ledger; by default the ledger's)."""
         if not self._observed:
-            self.registry.register(StateCollector(service, loop, self))
+            self.registry.register(StateCollector(service, loop, self, counts or service.ledger.counts))
             self._observed = True
 
     def render(self) -> bytes:
@@ -241,10 +245,17 @@ class InstrumentedBackend:
 class StateCollector(Collector):
     """Builds the scrape-time gauges from the ledger's counters and the last cycle report."""
 
-    def __init__(self, service: Service, loop: CycleLoop | None, metrics: ServiceMetrics) -> None:
+    def __init__(
+        self,
+        service: Service,
+        loop: CycleLoop | None,
+        metrics: ServiceMetrics,
+        counts: Callable[[], Counts],
+    ) -> None:
         self.service = service
         self.loop = loop
         self.metrics = metrics
+        self.counts = counts
 
     def describe(self) -> list[Metric]:
         return []
@@ -257,12 +268,12 @@ class StateCollector(Collector):
         yield from self._reconcile()
 
     def _ledger(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily("cutover_ledger_up", "1 when the ledger answered this scrape.")
+        up = GaugeMetricFamily("cutover_ledger_up", "1 when the ledger answered the read behind this scrape.")
         conversions = GaugeMetricFamily(
             "cutover_conversions", "Conversions in the ledger per path and state.", labels=["path", "state"]
         )
         try:
-            counts = self.service.ledger.counts()
+            counts = self.counts()
         except CutoverError:
             up.add_metric([], 0)
             yield up
