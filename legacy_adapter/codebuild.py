@@ -8,8 +8,9 @@ environment is how reconciliation finds the build after a crash.
 
 What a build receives (environment variable overrides): ``CUTOVER_PATH=legacy``,
 ``CUTOVER_BATCH`` (the batch key), ``CUTOVER_MANIFEST_URI`` (``s3://`` JSON manifest
-``{"contract": 1, "threads", "conversions": [{conversion_id, tenant_id, params, flag_version,
-fence}, ...]}``), ``CUTOVER_MANIFEST_JSON`` (the same manifest inline, only when it is small),
+``{"contract": 1, "batch", "path", "threads", "conversions": [{conversion_id, tenant_id, params,
+flag_version, fence}, ...]}``, built by ``cutover_job.contract.manifest_document``),
+``CUTOVER_MANIFEST_JSON`` (the same manifest inline, only when it is small),
 ``CUTOVER_RESULTS_URI`` (prefix; the result of a conversion goes to ``<prefix><id>.json`` as the
 job contract's result document ``{"contract", "conversion_id", "status": "succeeded"|"failed",
 "reason", "output", "started_at", "finished_at", "fence", "job_id"}``),
@@ -47,7 +48,7 @@ from controller.plumbing.aws import (
 )
 from controller.plumbing.localproc import result_state
 from controller.plumbing.tally import ReconcileTally
-from cutover_job.contract import CONTRACT_VERSION
+from cutover_job.contract import manifest_document
 
 if TYPE_CHECKING:
     from mypy_boto3_codebuild import CodeBuildClient
@@ -144,23 +145,9 @@ class CodeBuildBackend:
         key = checked_key(batch.key)
         if not batch.items:
             return []
-        doc = {
-            "contract": CONTRACT_VERSION,
-            "batch": key,
-            "path": Path.LEGACY.value,
-            "threads": batch.concurrency,
-            "conversions": [
-                {
-                    "conversion_id": i.conversion_id,
-                    "tenant_id": i.tenant_id,
-                    "params": i.params,
-                    "flag_version": i.flag_version,
-                    "fence": i.fence,
-                }
-                for i in batch.items
-            ],
-        }
-        body = manifest_bytes(doc)
+        body = manifest_bytes(
+            manifest_document(key, Path.LEGACY.value, batch.items, threads=batch.concurrency)
+        )
         manifest_key = self.manifests.key(Path.LEGACY.value, key)
         try:
             self.manifests.put(manifest_key, body)

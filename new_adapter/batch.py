@@ -8,8 +8,9 @@ and the conversion id, so reconciliation can find what a crashed controller subm
 What a job receives (container environment overrides):
 
 - every job: ``CUTOVER_PATH=new``, ``CUTOVER_BATCH`` (the batch key), ``CUTOVER_MANIFEST_URI``
-  (``s3://`` JSON manifest of the whole batch: ``{"contract": 1, "conversions": [{conversion_id,
-  tenant_id, params, flag_version, fence}, ...]}``), ``CUTOVER_MANIFEST_OFFSET`` and
+  (``s3://`` JSON manifest of the whole batch: ``{"contract": 1, "batch", "path", "conversions":
+  [{conversion_id, tenant_id, params, flag_version, fence}, ...]}``, built by
+  ``cutover_job.contract.manifest_document``), ``CUTOVER_MANIFEST_OFFSET`` and
   ``CUTOVER_RESULTS_URI`` (prefix; the result of a conversion goes to
   ``<prefix><conversion_id>.json`` as the job contract's result document ``{"contract",
   "conversion_id", "status": "succeeded"|"failed", "reason", "output", "started_at",
@@ -56,7 +57,7 @@ from controller.plumbing.aws import (
 )
 from controller.plumbing.localproc import result_state
 from controller.plumbing.tally import ReconcileTally
-from cutover_job.contract import CONTRACT_VERSION
+from cutover_job.contract import manifest_document
 
 if TYPE_CHECKING:
     from mypy_boto3_batch import BatchClient
@@ -233,24 +234,10 @@ class BatchBackend:
         key = checked_key(batch.key)
         if not batch.items:
             return []
-        doc = {
-            "contract": CONTRACT_VERSION,
-            "batch": key,
-            "path": Path.NEW.value,
-            "conversions": [
-                {
-                    "conversion_id": i.conversion_id,
-                    "tenant_id": i.tenant_id,
-                    "params": i.params,
-                    "flag_version": i.flag_version,
-                    "fence": i.fence,
-                }
-                for i in batch.items
-            ],
-        }
+        body = manifest_bytes(manifest_document(key, Path.NEW.value, batch.items))
         manifest_key = self._manifest_key(key)
         try:
-            self.manifests.put(manifest_key, manifest_bytes(doc))
+            self.manifests.put(manifest_key, body)
         except (ClientError, BotoCoreError) as exc:
             raise SubmitRejectedError(f"manifest {manifest_key}: {describe(exc)}") from exc
         common = {
