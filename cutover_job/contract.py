@@ -19,7 +19,8 @@ CONTRACT_VERSION = 1
 PATHS = ("new", "legacy")  # the values of CUTOVER_PATH and of a manifest's "path"
 
 # Safe in file names, S3 keys, Batch job names and URLs: no separators, no dot first, no control
-# characters. The same rule as the controller's; a job checks it again rather than trust its input.
+# characters. The controller imports this rule for its intake; a job checks it again rather than
+# trust its input.
 CONVERSION_ID_CHARS = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 CONVERSION_ID_PATTERN = re.compile(rf"\A{CONVERSION_ID_CHARS}\Z")
 
