@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -32,6 +32,7 @@ from controller.api.status import in_flight as slots_in_use
 from controller.core.domain import ConversionRecord, ConversionState, DispatchBatch, JobRef, JobState, Path
 from controller.core.errors import BackendError, CutoverError
 from controller.core.ports import Backend, Counts, ReconcileCounts
+from controller.plumbing.forwarding import ForwardingBackend
 from flags.snapshot import FlagState
 
 if TYPE_CHECKING:
@@ -179,12 +180,11 @@ class ServiceMetrics:
         return generate_latest(self.registry)
 
 
-class InstrumentedBackend:
+class InstrumentedBackend(ForwardingBackend):
     """A backend seen through a timer: same answers, plus latency histograms and dispatch events."""
 
     def __init__(self, inner: Backend, metrics: ServiceMetrics) -> None:
-        self.inner = inner
-        self.path = inner.path
+        super().__init__(inner)
         self._metrics = metrics
 
     def submit(self, batch: DispatchBatch) -> list[JobRef]:
@@ -221,25 +221,6 @@ class InstrumentedBackend:
             raise
         finally:
             self._metrics.poll_seconds.labels(self.path.value).observe(time.perf_counter() - started)
-
-    def find(self, intents: Sequence[tuple[str, str]]) -> dict[str, JobRef]:
-        return self.inner.find(intents)
-
-    def cancel(self, ref: JobRef) -> None:
-        self.inner.cancel(ref)
-
-    def set_capacity(self, slots: int) -> int | None:
-        return self.inner.set_capacity(slots)
-
-    def in_use(self) -> int:
-        return self.inner.in_use()
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def __getattr__(self, name: str) -> Any:
-        # Anything else the adapter offers (e.g. reconciliation counts) stays visible.
-        return getattr(self.inner, name)
 
 
 class StateCollector(Collector):
