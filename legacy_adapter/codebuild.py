@@ -24,8 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -46,6 +45,7 @@ from controller.plumbing.aws import (
     outcome_unknown,
     transient,
 )
+from controller.plumbing.awsbackend import AwsBackend
 from controller.plumbing.localproc import result_state
 from controller.plumbing.tally import ReconcileTally
 from cutover_job.contract import manifest_document
@@ -98,10 +98,11 @@ def _why(build: dict[str, Any]) -> str:
     return status
 
 
-class CodeBuildBackend:
+class CodeBuildBackend(AwsBackend):
     """The backend port on one CodeBuild project (``CUTOVER_BACKEND=aws``)."""
 
     path = Path.LEGACY
+    service = "CodeBuild"
 
     def __init__(
         self,
@@ -115,28 +116,16 @@ class CodeBuildBackend:
         lookback_seconds: float = 24 * 3600.0,
         results_refresh_seconds: float = 15.0,
     ) -> None:
+        super().__init__(codebuild, retrier=retrier, tally=tally)
         self.codebuild = codebuild
         self.manifests = manifests
         self.project = project
         self.lookback_seconds = lookback_seconds
-        self._retrier = retrier or Retrier()
         self._clock = clock
-        self._tally = tally
         self._builds: dict[str, _Build] = {}
         self._results: dict[str, tuple[float, set[str]]] = {}
         self._results_refresh = results_refresh_seconds
         self._stopped: set[str] = set()
-        self._held = 0
-
-    @contextmanager
-    def _unknown(self, what: str) -> Iterator[None]:
-        try:
-            yield
-        except (ClientError, BotoCoreError) as exc:
-            raise BackendUnavailableError(f"CodeBuild {what}: {describe(exc)}") from exc
-
-    def _read(self, fn: Callable[[], Any]) -> Any:
-        return self._retrier.call(fn, retry_if=transient)
 
     # -- submit ------------------------------------------------------------------------------
 
@@ -220,7 +209,7 @@ class CodeBuildBackend:
                 out.update(states)
                 held += holding
         if track:
-            self._held = held
+            self._in_use = held  # each working build holds min(its threads, conversions left)
         return out
 
     def _get_builds(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -370,17 +359,3 @@ class CodeBuildBackend:
     def set_capacity(self, slots: int) -> int | None:
         """A build's threads are fixed when it starts; there is no cap to set."""
         return None
-
-    def reconcile_counts(self) -> Mapping[str, int]:
-        """Distinct conversions reconciliation flagged on this path since start (duplicates, orphans)."""
-        if self._tally is None:
-            return {"duplicates": 0, "orphans": 0}
-        return self._tally.counts(self.path)
-
-    def in_use(self) -> int:
-        """Worker threads held by builds still working at the last poll: min(threads, conversions left)."""
-        return self._held
-
-    def close(self) -> None:
-        """Close the CodeBuild client."""
-        self.codebuild.close()
