@@ -270,16 +270,20 @@ class Settings(BaseSettings):
             return self.ledger.removeprefix("dynamodb://")
         return None
 
-    def masked(self) -> dict[str, Any]:
-        """Every setting as its environment variable, secrets masked: what ``cutover config`` prints."""
+    def masked(self, *, absolute_paths: bool = False) -> dict[str, Any]:
+        """Every setting as its environment variable, secrets masked: what ``cutover config`` prints.
+        With ``absolute_paths``, paths (and a SQLite ledger's) as this process resolves them, since a
+        relative default means another file in every folder."""
         out: dict[str, Any] = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
             if isinstance(value, SecretStr):
                 value = "********"
             elif isinstance(value, FsPath):
-                value = str(value)
+                value = str(value.expanduser().resolve() if absolute_paths else value)
             out[ENV_PREFIX + name.upper()] = value
+        if absolute_paths and self.sqlite_path is not None:
+            out[ENV_PREFIX + "LEDGER"] = f"sqlite:///{self.sqlite_path.expanduser().resolve()}"
         return out
 
 

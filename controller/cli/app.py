@@ -9,21 +9,24 @@ import time
 from collections.abc import Callable
 from pathlib import Path as FsPath
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import quote
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from controller.cli import where
 from controller.cli.common import State as _State
 from controller.cli.common import emit_json, settings
 from controller.cli.flag import flag_app
-from controller.core.errors import CutoverError, InputError
+from controller.core.errors import ConfigError, CutoverError, InputError, NotFoundError
 from controller.settings import Settings
 
 if TYPE_CHECKING:
-    from controller.core.ports import Backend
+    from controller.core.ports import Backend, FlagStore
     from controller.engine.cycle import Controller
     from controller.engine.loop import CycleLoop
+    from flags.snapshot import FlagSnapshot
 
 app = typer.Typer(
     name="cutover",
@@ -51,7 +54,7 @@ def _root(config: ConfigOption = None) -> None:
 @app.command("config")
 def config_cmd(as_json: JsonOption = False) -> None:
     """Print the configuration in force (secrets masked)."""
-    values = settings().masked()
+    values = settings().masked(absolute_paths=True)
     if as_json:
         emit_json(values)
         return
@@ -242,7 +245,9 @@ def _serve(service: Any, port: int) -> None:
 
 @app.command("status")
 def status_cmd(
-    url: Annotated[str, typer.Option(help="Base URL of a running controller.")] = "http://127.0.0.1:8080",
+    url: Annotated[
+        str, typer.Option(envvar="CUTOVER_URL", help="Base URL of a running controller.")
+    ] = "http://127.0.0.1:8080",
     as_json: JsonOption = False,
 ) -> None:
     """Show a running controller's status."""
@@ -266,50 +271,187 @@ def status_cmd(
         out.print(line, markup=False, highlight=False)
 
 
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        envvar="CUTOVER_URL",
+        help="Ask the running service at this base URL (e.g. http://10.0.0.5:8080) instead of "
+        "opening the ledger and flag on this machine.",
+    ),
+]
+
+
+class _NoFlagStore:
+    """No ledger to keep a last good flag in: the flag source alone answers, nothing is written."""
+
+    def save_flag(self, snapshot: FlagSnapshot) -> None:
+        return None
+
+    def load_flag(self) -> FlagSnapshot | None:
+        return None
+
+
 @app.command("route")
-def route_cmd(tenant_id: Annotated[int, typer.Argument(min=1)], as_json: JsonOption = False) -> None:
+def route_cmd(
+    tenant_id: Annotated[str, typer.Argument(help="A tenant id: a whole number, at least 1.")],
+    url: UrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
     """Where a tenant's new conversions would go now, under which flag version, and why."""
-    from controller.bootstrap import cycle_config, make_flag_source, make_ledger
+    tenant = _tenant_id(tenant_id)
+    doc = where.ask(url, "GET", f"/tenants/{tenant}/route") if url else _route_here(tenant)
+    if as_json:
+        emit_json(doc)
+    else:
+        out.print(
+            f"tenant {tenant} → {doc['path'] or 'held'}  ({doc['reason']}; flag {doc['flag_state']})",
+            markup=False,
+            highlight=False,
+        )
+
+
+def _tenant_id(text: str) -> int:
+    if not text.isdecimal() or int(text) < 1:
+        raise InputError(f"TENANT_ID: {text[:40]!r} is not a tenant id (a whole number, at least 1)")
+    return int(text)
+
+
+def _route_here(tenant_id: int) -> dict[str, Any]:
+    """The route decided on this machine, from the flag source and the ledger's last good flag."""
+    from controller.bootstrap import cycle_config, make_flag_source
     from controller.core.routing import decide
     from flags.lkg import LastKnownGood
 
     cfg = settings()
-    ledger = make_ledger(cfg)
+    missing = where.missing_flag_file(cfg)
+    path = cfg.sqlite_path
+    if path is not None and not path.is_file():
+        if missing:
+            raise ConfigError(
+                f"no flag file at {where.resolved(cfg.flag_file)} and no ledger at {where.resolved(path)}: "
+                "set CUTOVER_FLAG_FILE and CUTOVER_LEDGER to the service's, or ask the running service "
+                "with --url URL (or CUTOVER_URL)"
+            )
+        store: FlagStore = _NoFlagStore()
+        ledger = None
+    else:
+        if missing:
+            err.print(f"cutover: warning: {missing}", markup=False, highlight=False, soft_wrap=True)
+        ledger = where.open_ledger(cfg)
+        store = ledger
     try:
-        status = LastKnownGood(make_flag_source(cfg, time.time), ledger, time.time).read()
+        status = LastKnownGood(make_flag_source(cfg, time.time), store, time.time).read()
         decision = decide(tenant_id, status.snapshot, cycle_config(cfg).routing)
     finally:
-        ledger.close()
-    doc = {
+        if ledger is not None:
+            ledger.close()
+    return {
         "tenant_id": tenant_id,
         "path": decision.path.value if decision.path else None,
         "flag_version": decision.flag_version,
         "reason": decision.reason,
         "flag_state": status.state.value,
     }
-    if as_json:
-        emit_json(doc)
-    else:
-        out.print(
-            f"tenant {tenant_id} → {doc['path'] or 'held'}  ({decision.reason}; flag {status.state.value})"
-        )
 
 
 @app.command("requeue")
-def requeue_cmd(conversion_id: str, as_json: JsonOption = False) -> None:
+def requeue_cmd(conversion_id: str, url: UrlOption = None, as_json: JsonOption = False) -> None:
     """Free a terminally failed conversion so the next cycle routes it afresh."""
-    from controller.bootstrap import make_ledger
+    if url:
+        doc = where.ask(url, "POST", f"/conversions/{quote(conversion_id, safe='')}/requeue")
+        state = doc["state"]
+    else:
+        ledger = where.open_ledger(settings())
+        try:
+            state = ledger.requeue(conversion_id, time.time()).state.value
+        finally:
+            ledger.close()
+    if as_json:
+        emit_json({"conversion_id": conversion_id, "state": state})
+    else:
+        out.print(f"{conversion_id} requeued: the next cycle routes it afresh", markup=False, highlight=False)
 
-    cfg = settings()
-    ledger = make_ledger(cfg)
+
+@app.command("conversions")
+def conversions_cmd(
+    conversion_id: Annotated[str | None, typer.Argument(help="One conversion, with all its fields.")] = None,
+    state: Annotated[
+        str | None,
+        typer.Option(help="Only this state: received, claimed, dispatched, succeeded, failed."),
+    ] = None,
+    path: Annotated[str | None, typer.Option(help="Only conversions on this path: legacy or new.")] = None,
+    tenant: Annotated[int | None, typer.Option(min=1, help="Only this tenant's conversions.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many.")] = 50,
+    url: UrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List conversions (newest receipts last), or show one: path, flag version, state, reason."""
+    if conversion_id is not None:
+        doc = (
+            where.ask(url, "GET", f"/conversions/{quote(conversion_id, safe='')}")
+            if url
+            else _conversions_here(conversion_id=conversion_id)[0]
+        )
+        if as_json:
+            emit_json(doc)
+            return
+        for name, value in doc.items():
+            out.print(f"{name:>14}  {'' if value is None else value}", markup=False, highlight=False)
+        return
+    query = {k: v for k, v in {"state": state, "path": path, "tenant": tenant, "limit": limit}.items() if v}
+    if url:
+        docs = where.ask(url, "GET", "/conversions", params=query)["conversions"]
+    else:
+        docs = _conversions_here(state=state, path=path, tenant=tenant, limit=limit)
+    if as_json:
+        emit_json({"conversions": docs})
+        return
+    table = Table("conversion", "tenant", "path", "state", "flag", "attempts", "reason / output")
+    for d in docs:
+        table.add_row(
+            d["conversion_id"],
+            str(d["tenant_id"]),
+            d["path"] or "—",
+            d["state"],
+            d["flag_version"] or "—",
+            str(d["attempts"]),
+            d.get("output") or d["reason"],
+        )
+    out.print(table)
+    if not docs:
+        out.print("no conversions match", markup=False)
+
+
+def _conversions_here(
+    *,
+    conversion_id: str | None = None,
+    state: str | None = None,
+    path: str | None = None,
+    tenant: int | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    from controller.api.schemas import ConversionOut
+    from controller.core.domain import ConversionState
+    from controller.core.domain import Path as ExecPath
+
     try:
-        record = ledger.requeue(conversion_id, time.time())
+        wanted_state = ConversionState(state) if state else None
+        wanted_path = ExecPath(path) if path else None
+    except ValueError as exc:
+        raise InputError(f"--state / --path: {exc}") from exc
+    ledger = where.open_ledger(settings())
+    try:
+        if conversion_id is not None:
+            record = ledger.get(conversion_id)
+            if record is None:
+                raise NotFoundError(f"conversion {conversion_id!r} is not in the ledger")
+            records = [record]
+        else:
+            records, _ = ledger.query(state=wanted_state, path=wanted_path, tenant_id=tenant, limit=limit)
     finally:
         ledger.close()
-    if as_json:
-        emit_json({"conversion_id": record.conversion_id, "state": record.state.value})
-    else:
-        out.print(f"{conversion_id} requeued: the next cycle routes it afresh")
+    return [ConversionOut.of(r).model_dump(mode="json") for r in records]
 
 
 def main() -> None:
