@@ -36,8 +36,9 @@ class Service:
     housekeeping: Housekeeping | None = None  # the thread that sends signals and reconciles
 
     def warnings(self) -> list[str]:
-        """What the backends want an operator to know (e.g. a Fargate quota below the budget's needs)."""
-        out: list[str] = []
+        """What an operator should know: misspelt settings, and what the backends report (e.g. a
+        Fargate quota below the budget's needs)."""
+        out: list[str] = list(self.settings.warnings)
         for backend in self.backends.values():
             if isinstance(backend, Advisories):
                 out.extend(backend.warnings())

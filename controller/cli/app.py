@@ -70,6 +70,7 @@ def run_cmd(
     port: Annotated[int, typer.Option(help="Port the API listens on.", min=1, max=65535)] = 8080,
 ) -> None:
     """Run the controller: the cycle loop and the HTTP API."""
+    _State.warned = True  # logged as events below, with the rest of the log
     serve(settings(), host, port)
 
 
@@ -111,9 +112,10 @@ def serve(
     loop.start()
     intakes = IntakeThreads(service.intakes)
     intakes.start()
-    logging.getLogger("cutover.service").info(
-        "service.started", extra={"host": host, "port": port, "settings": cfg.masked()}
-    )
+    log = logging.getLogger("cutover.service")
+    for warning in cfg.warnings:
+        log.warning("settings.warning", extra={"warning": warning})
+    log.info("service.started", extra={"host": host, "port": port, "settings": cfg.masked()})
     try:
         _serve_app(app, host, port)
     finally:

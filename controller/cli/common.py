@@ -17,11 +17,18 @@ class State:
     """The root options of this invocation (``cutover --config FILE …``)."""
 
     config: Path | None = None
+    # Set once the configuration's warnings were printed, or by a command that logs them itself.
+    warned: bool = False
 
 
 def settings(**overrides: Any) -> Settings:
-    """The settings in force for this invocation."""
-    return load_settings(State.config, **overrides)
+    """The settings in force for this invocation; their warnings printed once, on stderr."""
+    cfg = load_settings(State.config, **overrides)
+    if not State.warned:
+        State.warned = True
+        for warning in cfg.warnings:
+            sys.stderr.write(f"cutover: warning: {warning}\n")
+    return cfg
 
 
 def emit_json(doc: Any) -> None:
