@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from controller.core.domain import ConversionRecord
+from controller.core.domain import ConversionRecord, ConversionState
 
 PathName = Literal["legacy", "new"]
 StateName = Literal["received", "claimed", "dispatching", "dispatched", "succeeded", "failed"]
@@ -167,9 +167,12 @@ class ConversionOut(_Out):
     received_at: float | None
     dispatched_at: float | None
     updated_at: float | None
+    output: str | None = Field(None, description="Where a succeeded conversion's result went.")
 
     @classmethod
     def of(cls, r: ConversionRecord) -> ConversionOut:
+        # The ledger keeps a succeeded conversion's output where a failed one keeps its reason.
+        succeeded = r.state is ConversionState.SUCCEEDED
         return cls(
             conversion_id=r.conversion_id,
             tenant_id=r.tenant_id,
@@ -180,11 +183,12 @@ class ConversionOut(_Out):
             attempts=r.attempts,
             claimed_at=r.claimed_at,
             finished_at=r.finished_at,
-            reason=r.reason,
+            reason="" if succeeded else r.reason,
             params=r.params,
             received_at=r.received_at,
             dispatched_at=r.dispatched_at,
             updated_at=r.updated_at,
+            output=(r.reason or None) if succeeded else None,
         )
 
 

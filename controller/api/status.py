@@ -122,9 +122,11 @@ def cycle_document(report: CycleReport | None, cycles: int, loop: CycleLoop | No
 def status_lines(doc: Mapping[str, Any]) -> list[str]:
     """``cutover status`` in a few lines, from a ``/status`` document (tolerant of older servers)."""
     flag = doc["flag"]
+    age = flag.get("age_seconds")
+    read = "never read" if age is None else f"age {age:.0f}s"
     lines = [
         f"flag {flag['version'] or 'none'} ({flag['state']}, {flag['tenant_count']} tenants, "
-        f"age {flag['age_seconds']}s)  budget {doc['budget']}  in flight legacy "
+        f"{read})  budget {doc['budget']}  in flight legacy "
         f"{doc['in_flight']['legacy']} / new {doc['in_flight']['new']}",
         "  ".join(f"{k} {v}" for k, v in doc["conversions"].items()),
     ]

@@ -12,12 +12,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from controller.cli import where
 from controller.cli.common import State as _State
-from controller.cli.common import emit_json, settings
+from controller.cli.common import console, emit_json, settings
 from controller.cli.flag import flag_app
 from controller.core.errors import ConfigError, CutoverError, InputError, NotFoundError
 from controller.settings import Settings
@@ -36,8 +35,8 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(flag_app, name="flag")
-out = Console()
-err = Console(stderr=True)
+out = console()
+err = console(stderr=True)
 
 ConfigOption = Annotated[
     FsPath | None, typer.Option("--config", help="An env file of CUTOVER_* settings to add.")
@@ -172,9 +171,7 @@ def demo_cmd(
 
     workdir = workdir.resolve()
     prepare(workdir)
-    logging.basicConfig(
-        filename=workdir / "cutover.log", level=logging.INFO, format="%(asctime)s %(name)s %(message)s"
-    )
+    _log_to(workdir / "cutover.log")
     cfg = demo_settings(settings(), workdir)
     service = build(cfg)
     total = len(STAGES) * TENANTS
@@ -212,6 +209,17 @@ def demo_cmd(
         raise typer.Exit(1)
 
 
+def _log_to(path: FsPath) -> None:
+    """The demo's log: JSON lines with every event's fields (ids, reasons), as ``cutover run`` logs."""
+    from controller.plumbing.logs import JsonFormatter
+
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
 def _print_verdict(result: Any) -> None:
     table = Table("stage", "flag version", "migrated", "legacy", "new", "failed", title="cutover demo")
     for s in result.stages:
@@ -222,7 +230,8 @@ def _print_verdict(result: Any) -> None:
     verdict = "[green]PASS[/]" if result.ok else "[red]FAIL[/]"
     out.print(
         f"{verdict}  conversions {result.conversions}  succeeded {result.succeeded}  "
-        f"failed {result.failed}  duplicates {result.duplicates}  lost {result.lost}  "
+        f"{result.failed_on_purpose} failed on purpose, {result.unexpected_failures} unexpected  "
+        f"duplicates {result.duplicates}  lost {result.lost}  "
         f"wrong path {result.wrong_path}  max in flight {result.max_in_flight}/{result.budget}  "
         f"({result.seconds:.1f}s)"
     )
@@ -458,11 +467,38 @@ def _conversions_here(
 
 def main() -> None:
     """Entry point: run the app, turning every cutover error into one line on stderr."""
+    usage_error, no_args = _usage_errors()
     try:
-        app()  # usage errors are printed and exit 2 by the command-line library itself
-    except CutoverError as exc:
-        err.print(f"cutover: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        # Not standalone: the library would print a usage error as a framed box of several lines.
+        code = app(standalone_mode=False)
+    except no_args as exc:
+        ctx = getattr(exc, "ctx", None)
+        sys.stderr.write((ctx.get_help() if ctx else "") + "\n")
         sys.exit(2)
+    except usage_error as exc:
+        ctx = getattr(exc, "ctx", None)
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        _fail(f"{message} (see `{ctx.command_path if ctx else 'cutover'} --help`)")
+    except typer.Abort:
+        sys.exit(130)
+    except CutoverError as exc:
+        _fail(str(exc))
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_errors() -> tuple[type[Exception], type[Exception]]:
+    """The command-line library's usage error and no-arguments error: recent typer carries its own
+    copy of click, older typer uses click itself."""
+    try:
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions  # type: ignore[no-redef]
+    return exceptions.UsageError, exceptions.NoArgsIsHelpError
+
+
+def _fail(message: str) -> None:
+    err.print(f"cutover: error: {message}", markup=False, highlight=False, soft_wrap=True)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

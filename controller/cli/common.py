@@ -10,7 +10,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
 from controller.settings import Settings, load_settings
+
+# Wide enough that piped output (to grep, a file, a chat) keeps one record a line.
+PIPED_WIDTH = 1000
 
 
 class State:
@@ -29,6 +34,12 @@ def settings(**overrides: Any) -> Settings:
         for warning in cfg.warnings:
             sys.stderr.write(f"cutover: warning: {warning}\n")
     return cfg
+
+
+def console(*, stderr: bool = False) -> Console:
+    """A console that wraps for a terminal only: piped, a line stays one line."""
+    terminal = Console(stderr=stderr).is_terminal
+    return Console(stderr=stderr, soft_wrap=not terminal, width=None if terminal else PIPED_WIDTH)
 
 
 def emit_json(doc: Any) -> None:

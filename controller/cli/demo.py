@@ -83,10 +83,15 @@ class DemoResult:
     budget: int = 0
     outputs: int = 0
     seconds: float = 0.0
+    failed_on_purpose: int = 0  # asked to fail (simulate=fail): failing is their success
+
+    @property
+    def unexpected_failures(self) -> int:
+        return self.failed - self.failed_on_purpose
 
     @property
     def ok(self) -> bool:
-        return self.duplicates == 0 and self.lost == 0 and self.wrong_path == 0
+        return self.duplicates == self.lost == self.wrong_path == self.unexpected_failures == 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -108,6 +113,8 @@ class DemoResult:
             "conversions": self.conversions,
             "succeeded": self.succeeded,
             "failed": self.failed,
+            "failed_on_purpose": self.failed_on_purpose,
+            "unexpected_failures": self.unexpected_failures,
             "duplicates": self.duplicates,
             "lost": self.lost,
             "wrong_path": self.wrong_path,
@@ -281,6 +288,7 @@ def judge(service: Service, workdir: FsPath, accepted: list[str], result: DemoRe
     result.lost = found.lost
     result.succeeded = found.succeeded
     result.failed = found.failed
+    result.failed_on_purpose = found.failed_on_purpose
     result.wrong_path = found.wrong_path
     result.max_in_flight = found.max_in_flight
 
@@ -305,6 +313,7 @@ class Outcome:
     max_in_flight: int
     duplicate_ids: tuple[str, ...] = ()
     lost_ids: tuple[str, ...] = ()
+    failed_on_purpose: int = 0  # failed conversions that were asked to (``simulate=fail``)
 
 
 def produced_lines(output_dir: FsPath) -> dict[str, list[dict[str, Any]]]:
@@ -324,7 +333,7 @@ def outcome(ledger: Ledger, output_dir: FsPath, accepted: Iterable[str]) -> Outc
     ids = list(accepted)
     duplicate_ids = tuple(sorted(cid for cid, v in lines.items() if len(v) > 1))
     lost_ids: list[str] = []
-    succeeded = failed = wrong_path = 0
+    succeeded = failed = on_purpose = wrong_path = 0
     for cid in ids:
         record = ledger.get(cid)
         outputs = lines.get(cid, [])
@@ -338,6 +347,7 @@ def outcome(ledger: Ledger, output_dir: FsPath, accepted: Iterable[str]) -> Outc
                 wrong_path += 1
         else:
             failed += 1
+            on_purpose += record.params.get("simulate") == "fail"
     return Outcome(
         conversions=len(ids),
         outputs=sum(len(v) for v in lines.values()),
@@ -349,6 +359,7 @@ def outcome(ledger: Ledger, output_dir: FsPath, accepted: Iterable[str]) -> Outc
         max_in_flight=max_overlap([(o["started_at"], o["finished_at"]) for v in lines.values() for o in v]),
         duplicate_ids=duplicate_ids,
         lost_ids=tuple(lost_ids),
+        failed_on_purpose=on_purpose,
     )
 
 

@@ -85,3 +85,13 @@ def test_outputs_are_real_workbooks_stamped_with_their_path(demo):
         rows = list(book.worksheets[0].iter_rows(values_only=True))
         assert rows[0][0] == "Record ID"
         assert len(rows) > 10
+
+
+def test_failures_are_the_ones_asked_for_and_the_log_keeps_ids_and_reasons(demo):
+    report, workdir = demo
+    assert report["failed"] == report["failed_on_purpose"] > 0
+    assert report["unexpected_failures"] == 0
+    events = [json.loads(line) for line in (workdir / "cutover.log").read_text().splitlines()]
+    assert events
+    assert any(e.get("conversion_id") for e in events)
+    assert all({"ts", "level", "event"} <= e.keys() for e in events)
