@@ -24,8 +24,9 @@ from controller.core.errors import (
 )
 from controller.core.ports import VersionStore
 from flags.guards import ChangeKind, check, diff
+from flags.holds import RELEASE_MARK, Hold, holds
 from flags.rollout import RolloutPlan
-from flags.versions import Deployment, FlagContent, InForce, Note
+from flags.versions import Deployment, FlagContent, InForce, Note, Version
 
 Progress = Callable[[Deployment], None]
 
@@ -99,6 +100,7 @@ def show(store: VersionStore, plan: RolloutPlan | None) -> dict[str, Any]:
         "in_progress": deployment_json(store.in_progress()),
         "groups": coverage(plan, migrated),
         "outside_plan": len(migrated - plan.tenant_ids) if plan else None,
+        "held": [h.as_json() for h in holds(store).values()],
     }
 
 
@@ -179,11 +181,14 @@ def plan_change(
     activity: Mapping[int, int] | None = None,
     window_days: float = 7.0,
     max_add: int,
+    include_held: bool = False,
 ) -> dict[str, Any]:
     """The diff a change would make, per group, and the load it would shift. Writes nothing."""
     current = store.in_force()
     before = current.content if current else None
-    after = target(before, plan, to_group=to_group, add=add, remove=remove)
+    after, kept_out, _ = _without_held(
+        store, before, target(before, plan, to_group=to_group, add=add, remove=remove), include_held
+    )
     d = diff(before, after)
     problems = check(before, after, kind=ChangeKind.ADVANCE, max_add=max_add)
     return {
@@ -197,7 +202,24 @@ def plan_change(
         "coverage_after": coverage(plan, after.migrated),
         "load": load_shift(activity, before.migrated if before else frozenset(), after.migrated, window_days),
         "advance_would_refuse": problems,
+        "held": [h.as_json() for h in kept_out],
     }
+
+
+def _without_held(
+    store: VersionStore,
+    before: FlagContent | None,
+    after: FlagContent,
+    include_held: bool,
+    versions: list[Version] | None = None,
+) -> tuple[FlagContent, list[Hold], list[Hold]]:
+    """``after`` less the held tenants it would bring back (unless ``include_held``); the holds kept
+    out, and those released. A held tenant listed already (a revert brought it back) stays."""
+    listed = before.tenant_ids if before else frozenset()
+    back = [h for t, h in sorted(holds(store, versions).items()) if t in after.tenant_ids - listed]
+    if include_held:
+        return after, [], back
+    return FlagContent(after.enabled, after.tenant_ids - {h.tenant_id for h in back}), back, []
 
 
 def follow(
@@ -266,16 +288,20 @@ def advance(
     text: str = "",
     wait: bool = True,
     on_progress: Progress | None = None,
+    include_held: bool = False,
 ) -> dict[str, Any]:
     """Write the next flag version (the plan through ``to_group``, plus ``add``) and deploy it.
 
     Refuses, before writing anything, while a deployment runs, when tenants would leave the new
     path, and when more than ``max_add`` tenants would join it. Nothing to change writes nothing.
+    Held tenants stay out unless ``include_held`` (which releases them).
     """
     _refuse_while_running(store, "advance")
     current = store.in_force()
     before = current.content if current else None
-    after = target(before, plan, to_group=to_group, add=add)
+    versions = store.versions()
+    wanted = target(before, plan, to_group=to_group, add=add)
+    after, kept_out, released = _without_held(store, before, wanted, include_held, versions)
     problems = check(before, after, kind=ChangeKind.ADVANCE, max_add=max_add)
     if problems:
         raise InputError("refused: " + "; ".join(problems))
@@ -287,6 +313,8 @@ def advance(
         "removed": 0,
         "tenant_count": len(after.migrated),
         "groups": coverage(plan, after.migrated),
+        "held": [h.as_json() for h in kept_out],
+        "released": [h.tenant_id for h in released],
     }
     if before is not None and after == before:
         return result | {
@@ -296,8 +324,9 @@ def advance(
             "warnings": [],
         }
     warnings = _warnings(store, after)
-    versions = store.versions()
     label = f"to {to_group}" if to_group else "tenants added"
+    if released:
+        label += f" {RELEASE_MARK} " + ", ".join(str(h.tenant_id) for h in released[:10])
     note = Note(
         action="advance",
         by=op.by,
@@ -351,12 +380,14 @@ def rollback(
             "deployment": deployment_json(stopped),
             "warnings": [],
         }
+    replaced_invalid = False
     try:
         current = store.in_force()
     except FlagInvalidError:
         if to_version is None or remove:
             raise
         current = None  # a broken version in force: going back to a named one is the way out
+        replaced_invalid = True
     if remove:
         return _remove_tenants(store, current, remove, op, text, wait, on_progress)
     if to_version is not None:
@@ -378,7 +409,10 @@ def rollback(
                 "(use `cutover flag advance`)"
             )
     content = store.content(number)
-    d = diff(current.content if current else None, content)
+    # Under an invalid document the service kept routing by the last good version: what moves is
+    # measured from that one, not from nothing.
+    good = _last_good(store) if replaced_invalid else None
+    d = diff(current.content if current else (good[1] if good else None), content)
     note = Note(
         action="rollback",
         by=op.by,
@@ -401,7 +435,21 @@ def rollback(
         "tenant_count": len(content.migrated),
         "deployment": deployment_json(deployment),
         "warnings": warnings,
+        "replaced_invalid": replaced_invalid,
+        "compared_with": good[0] if good else None,
     }
+
+
+def _last_good(store: VersionStore, looked_at: int = 20) -> tuple[int, FlagContent] | None:
+    """The newest completed deployment whose version is valid, and its content."""
+    for deployment in store.deployments(looked_at):
+        if deployment.state != "COMPLETE":
+            continue
+        try:
+            return deployment.version, store.content(deployment.version)
+        except FlagInvalidError:
+            continue
+    return None
 
 
 def _remove_tenants(
@@ -451,6 +499,35 @@ def _remove_tenants(
         "deployment": deployment_json(deployment),
         "warnings": warnings,
     }
+
+
+def release(
+    store: VersionStore,
+    tenants: Iterable[int],
+    *,
+    op: Operator,
+    text: str = "",
+    wait: bool = True,
+    on_progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Let held tenants back: a new version that lists them again, marked ``[release]``."""
+    wanted = frozenset(tenants)
+    held = holds(store)
+    free = wanted - held.keys()
+    if free:
+        raise InputError(f"tenant {min(free)} is not held back; `cutover flag show` lists the held tenants")
+    return advance(
+        store,
+        None,
+        to_group=None,
+        add=wanted,
+        max_add=max(len(wanted), 1),
+        op=op,
+        text=text,
+        wait=wait,
+        on_progress=on_progress,
+        include_held=True,
+    )
 
 
 def history(store: VersionStore, limit: int = 20) -> dict[str, Any]:

@@ -13,10 +13,9 @@ from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from controller.cli.common import emit_json, settings
+from controller.cli.common import console, emit_json, settings
 from controller.core.errors import ConfigError, InputError
 from controller.core.ports import VersionStore
 from controller.settings import Settings
@@ -25,11 +24,11 @@ from flags.rollout import RolloutPlan, load_plan, parse_tenants
 from flags.versions import Deployment
 
 flag_app = typer.Typer(
-    help="Read and operate the migration flag: show, plan, advance, rollback, history.",
+    help="Read and operate the migration flag: show, plan, advance, rollback, release, history.",
     no_args_is_help=True,
 )
-out = Console()
-err = Console(stderr=True)
+out = console()
+err = console(stderr=True)
 
 StoreKind = Literal["file", "appconfig"]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
@@ -173,6 +172,16 @@ def show_cmd(store: StoreOption = None, as_json: JsonOption = False) -> None:
         for g in result["groups"]:
             table.add_row(g["name"], str(g["tenants"]), str(g["migrated"]), g["state"])
         out.print(table)
+    _print_held(result["held"], "held back (release with `cutover flag release TENANT_ID`)")
+
+
+def _print_held(held: list[dict[str, Any]], title: str) -> None:
+    if not held:
+        return
+    table = Table("tenant", "since version", "by", "at", "why", title=title)
+    for h in held:
+        table.add_row(str(h["tenant_id"]), str(h["version"]), h["by"], h["at"], h["why"])
+    out.print(table)
 
 
 @flag_app.command("plan")
@@ -188,6 +197,9 @@ def plan_cmd(
         float, typer.Option("--window-days", min=0.01, help="Ledger history used for the load shift.")
     ] = 7.0,
     max_add: Annotated[int | None, typer.Option("--max-add", min=1, help="Default: CUTOVER_MAX_ADD.")] = None,
+    include_held: Annotated[
+        bool, typer.Option("--include-held", help="Let held tenants back in too (releases them).")
+    ] = False,
     store: StoreOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -209,12 +221,14 @@ def plan_cmd(
         activity=_activity(cfg, since),
         window_days=window_days,
         max_add=max_add or cfg.max_add,
+        include_held=include_held,
     )
     if as_json:
         _emit(result)
         return
+    start = "no flag version yet" if result["from_version"] is None else f"version {result['from_version']}"
     out.print(
-        f"from version {result['from_version']}: +{result['added']} -{result['removed']} tenants "
+        f"from {start}: +{result['added']} -{result['removed']} tenants "
         f"({result['tenant_count_before']} → {result['tenant_count_after']} on the new path)"
     )
     table = Table("group", "added", "removed")
@@ -232,6 +246,7 @@ def plan_cmd(
         )
     for problem in result["advance_would_refuse"]:
         out.print(f"[yellow]advance would refuse:[/] {problem}")
+    _print_held(result["held"], "held back, left out (--include-held to release them)")
 
 
 @flag_app.command("advance")
@@ -246,6 +261,9 @@ def advance_cmd(
     max_add: Annotated[int | None, typer.Option("--max-add", min=1, help="Default: CUTOVER_MAX_ADD.")] = None,
     note: NoteOption = "",
     no_wait: NoWaitOption = False,
+    include_held: Annotated[
+        bool, typer.Option("--include-held", help="Let held tenants back in too (releases them).")
+    ] = False,
     store: StoreOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -268,11 +286,13 @@ def advance_cmd(
             text=note,
             wait=not no_wait,
             on_progress=on_progress,
+            include_held=include_held,
         )
     _warn(result)
     if as_json:
         _emit(result)
         return
+    _print_held(result["held"], "held back, left out (--include-held to release them)")
     if not result["changed"]:
         out.print(f"nothing to change: version {result['version']} already lists these tenants")
         return
@@ -320,10 +340,45 @@ def rollback_cmd(
     if result["action"] == "stopped":
         out.print(f"deployment {d['number']} stopped ({d['state']}): the version before it stays in force")
         return
+    was = result["from_version"]
+    if result.get("replaced_invalid"):
+        base = result.get("compared_with")
+        was = "an invalid document" + (
+            f"; tenants compared with version {base}, the last good one" if base else ""
+        )
     out.print(
-        f"version [bold]{result['version']}[/] in force (was {result['from_version']}): "
+        f"version [bold]{result['version']}[/] in force (was {was}): "
         f"-{result['removed']} +{result['added']} tenants, {result['tenant_count']} on the new path; "
         f"deployment {d['number']} {d['state']}"
+    )
+
+
+@flag_app.command("release")
+def release_cmd(
+    tenant_id: Annotated[list[int], typer.Argument(min=1, help="Held tenants to let back in.")],
+    note: NoteOption = "",
+    no_wait: NoWaitOption = False,
+    store: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Let tenants taken out by `rollback --tenant` back onto the new path, in a new version."""
+    cfg = _settings()
+    vstore = make_store(cfg, _kind(cfg, store))
+    with _progress(not as_json and not no_wait) as on_progress:
+        result = ops.release(
+            vstore, tenant_id, op=ops.Operator(), text=note, wait=not no_wait, on_progress=on_progress
+        )
+    _warn(result)
+    if as_json:
+        _emit(result)
+        return
+    if not result["changed"]:
+        out.print(f"nothing to change: version {result['version']} already lists these tenants")
+        return
+    d = result["deployment"]
+    out.print(
+        f"version [bold]{result['version']}[/]: released {', '.join(map(str, result['released']))}; "
+        f"{result['tenant_count']} on the new path; deployment {d['number']} {d['state']}"
     )
 
 
