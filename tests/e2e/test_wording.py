@@ -9,8 +9,8 @@ from pathlib import Path
 
 from controller.api.schemas import ConversionOut
 from controller.api.status import status_lines
+from controller.cli.app import _print_verdict
 from controller.cli.demo import DemoResult, outcome
-from controller.cli.main import _print_verdict
 from controller.core.domain import ConversionRecord, ConversionState
 from controller.core.domain import Path as ExecPath
 from tests.e2e.test_cli import cutover
