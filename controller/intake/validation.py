@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from controller.core import resend
 from controller.core.domain import CONVERSION_ID_CHARS, CONVERSION_ID_PATTERN, ConversionRequest
 from controller.core.errors import InputError
 from controller.core.ports import AcceptResult, Ledger
@@ -156,7 +157,10 @@ def accept(ledger: Ledger, requests: Sequence[ConversionRequest], now: float) ->
 
     An id already in the ledger, or repeated within the batch, is reported as a duplicate and
     never becomes a second conversion (the first occurrence wins). Lists follow request order.
+    The same id with other content (in the batch or in the ledger) is a ``ConflictError``, and
+    nothing of the batch is recorded.
     """
+    resend.within(requests)
     first: dict[str, ConversionRequest] = {}
     for request in requests:
         first.setdefault(request.conversion_id, request)

@@ -18,6 +18,7 @@ from functools import lru_cache
 from pathlib import Path as FsPath
 from typing import Any
 
+from controller.core import resend
 from controller.core.domain import (
     ConversionRecord,
     ConversionRequest,
@@ -301,17 +302,40 @@ class SQLiteLedger:
     # -- intake and claims -------------------------------------------------------------------
 
     def accept(self, requests: Sequence[ConversionRequest], now: float) -> AcceptResult:
-        applied = self._each(
+        sql = (
             "INSERT OR IGNORE INTO conversions "
             "(conversion_id, tenant_id, params, state, received_at, updated_at) "
-            "VALUES (?, ?, ?, 'received', ?, ?)",
-            [(req.conversion_id, req.tenant_id, _params(req.params), now, now) for req in requests],
+            "VALUES (?, ?, ?, 'received', ?, ?)"
         )
+        rows = [(req.conversion_id, req.tenant_id, _params(req.params), now, now) for req in requests]
+        if not rows or self._all_apply(sql, rows):
+            applied = [True] * len(rows)
+        else:
+            with self._write() as db:
+                applied = [db.execute(sql, row).rowcount == 1 for row in rows]
+                again = [req for req, new in zip(requests, applied, strict=True) if not new]
+                # Compared inside the same transaction: a conflict rolls the whole batch back.
+                resend.refuse_conflicts(self._known(db, again), again)
         accepted: list[str] = []
         duplicates: list[str] = []
         for req, new in zip(requests, applied, strict=True):
             (accepted if new else duplicates).append(req.conversion_id)
         return AcceptResult(accepted, duplicates)
+
+    def _known(
+        self, db: sqlite3.Connection, requests: Sequence[ConversionRequest]
+    ) -> dict[str, ConversionRequest]:
+        """What the ledger holds for the ids of ``requests``, read in the caller's transaction."""
+        out: dict[str, ConversionRequest] = {}
+        ids = sorted({r.conversion_id for r in requests})
+        for start in range(0, len(ids), 500):  # under SQLite's limit of bound variables
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in db.execute(
+                f"SELECT {_COLUMNS} FROM conversions WHERE conversion_id IN ({marks})", chunk
+            ).fetchall():
+                out[row[0]] = _record(row).request
+        return out
 
     def unclaimed(self, limit: int) -> list[ConversionRecord]:
         # A received request has no path yet (intake and requeue leave it NULL); saying so lets

@@ -34,7 +34,7 @@ def dispatch(ledger, cid: str, job: str = "job-1", now: float = 20.0):
 
 def test_accept_is_idempotent_and_reports_duplicates(ledger):
     first = ledger.accept([req("a"), req("b", 2, report="x")], 1.0)
-    again = ledger.accept([req("b"), req("c")], 2.0)
+    again = ledger.accept([req("b", 2, report="x"), req("c")], 2.0)  # "b" sent again as it was
     assert first.accepted == ["a", "b"]
     assert first.duplicates == []
     assert again.accepted == ["c"]
@@ -67,6 +67,25 @@ def test_first_claim_wins_and_later_claims_see_the_owner(ledger):
         "listed",
         5.0,
     )
+
+
+@pytest.mark.parametrize(
+    ("again", "names"),
+    [
+        (req("b", 3, report="x"), "tenant_id is 2 there and 3 here"),
+        (req("b", 2, report="y"), "params['report'] is 'x' there and 'y' here"),
+        (req("b", 2), "params['report'] is 'x' there and absent here"),
+    ],
+)
+def test_an_id_sent_again_with_other_content_is_a_conflict_and_records_nothing(ledger, again, names):
+    ledger.accept([req("b", 2, report="x")], 1.0)
+    with pytest.raises(ConflictError, match="conversion 'b' was already sent with other content") as refused:
+        ledger.accept([req("new-1"), again, req("new-2")], 2.0)
+    assert names in str(refused.value)
+    assert ledger.get("new-1") is None
+    assert ledger.get("new-2") is None
+    b = ledger.get("b")
+    assert (b.tenant_id, b.params, b.received_at) == (2, {"report": "x"}, 1.0)
 
 
 def test_claim_of_a_request_never_accepted_creates_it(ledger):

@@ -221,7 +221,12 @@ def test_sqs_duplicates_in_the_queue_become_one_conversion_each(queue, sqlite_le
     sqs, url, _ = queue
     one = json.dumps({"conversion_id": "q1", "tenant_id": 4, "params": {"r": "m"}})
     batch = json.dumps(
-        {"conversions": [{"conversion_id": "q2", "tenant_id": 5}, {"conversion_id": "q1", "tenant_id": 4}]}
+        {
+            "conversions": [
+                {"conversion_id": "q2", "tenant_id": 5},
+                {"conversion_id": "q1", "tenant_id": 4, "params": {"r": "m"}},  # q1 sent again as it was
+            ]
+        }
     )
     for body in (one, one, batch):
         sqs.send_message(QueueUrl=url, MessageBody=body)
@@ -239,6 +244,24 @@ def test_sqs_duplicates_in_the_queue_become_one_conversion_each(queue, sqlite_le
         )
         == 0
     )
+
+
+def test_sqs_a_message_resending_an_id_with_other_content_stays_queued_and_the_rest_is_recorded(
+    queue, sqlite_ledger, clock
+):
+    sqs, url, _ = queue
+    sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"conversion_id": "q1", "tenant_id": 4}))
+    i = intake(sqs, url, sqlite_ledger, clock)
+    drain(i)
+    for body in (
+        json.dumps({"conversion_id": "q1", "tenant_id": 5}),
+        json.dumps({"conversion_id": "q3", "tenant_id": 6}),
+    ):
+        sqs.send_message(QueueUrl=url, MessageBody=body)
+    i.record(i.receive())
+    assert sqlite_ledger.get("q1").tenant_id == 4
+    assert sqlite_ledger.get("q3") is not None
+    assert i.stats.malformed == 1
 
 
 def test_sqs_kill_between_receive_and_delete_loses_nothing(queue, sqlite_ledger, clock):

@@ -242,6 +242,7 @@ class Conversion:
 
     tenant: int
     owners: list[tuple[Path, str | None] | None] = field(default_factory=lambda: [None])
+    params: dict[str, str] = field(default_factory=dict)  # as first sent: a repeat sends the same
     epoch_starts: list[int] = field(default_factory=lambda: [0])  # index into World.runs
     last_state: ConversionState = S.RECEIVED
 
@@ -514,16 +515,18 @@ class ControllerMachine(RuleBasedStateMachine):
             tenant = self._some(data, TENANTS, "tenant")
             if self.conversions and data.draw(st.integers(0, 3), label="repeat?") == 0:
                 cid = self._some(data, sorted(self.conversions), "old id")
-            else:
-                cid = f"c{self.next_id}"
-                self.next_id += 1
+                known = self.conversions[cid]
+                requests.append(ConversionRequest(cid, known.tenant, dict(known.params)))
+                continue
+            cid = f"c{self.next_id}"
+            self.next_id += 1
             requests.append(ConversionRequest(cid, tenant, {"n": str(len(requests))}))
         result = self.intake.accept(requests, self.clock())
         expected_new: list[str] = []
         for req in requests:
             if req.conversion_id not in self.conversions and req.conversion_id not in expected_new:
                 expected_new.append(req.conversion_id)
-                self.conversions[req.conversion_id] = Conversion(req.tenant_id)
+                self.conversions[req.conversion_id] = Conversion(req.tenant_id, params=dict(req.params))
         assert result.accepted == expected_new
         assert len(result.accepted) + len(result.duplicates) == len(requests)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from controller.core import resend
 from controller.core.domain import ConversionRecord, ConversionRequest, ConversionState, Ownership
 from controller.core.errors import LedgerError
 from controller.core.ports import AcceptResult, Claim
@@ -22,6 +23,7 @@ from controller.ledger.dynamodb.codec import (
     state_key,
     text,
     text_of,
+    to_record,
 )
 from controller.ledger.dynamodb.writes import Move, Writes
 
@@ -39,6 +41,9 @@ class Claims(Writes):
         with self._errors("accept"):
             accepted: set[str] = set()
             if firsts:
+                # Checked before anything is written, so a conflict records nothing of the batch.
+                known = {cid: to_record(item).request for cid, item in self._get_many(list(firsts)).items()}
+                resend.refuse_conflicts(known, firsts.values())
                 first = self._reserve_seq(len(firsts))
                 writes = []
                 for i, req in enumerate(firsts.values()):
