@@ -40,6 +40,7 @@ from controller.core.errors import (
 )
 from controller.engine.loop import CycleLoop
 from controller.intake.validation import IntakeError, IntakeLimits, IntakeProblem
+from controller.plumbing.logs import LogBudget
 from controller.service import Service
 
 log = logging.getLogger("cutover.api")
@@ -106,8 +107,10 @@ async def _headers(request: Request, call_next: Callable[[Request], Any]) -> Res
 # -- what every route shares ------------------------------------------------------------------------
 
 
-def _authorizer(token: SecretStr | None) -> Callable[..., None]:
-    """The dependency guarding mutating endpoints: open without a token, bearer-checked with one."""
+def _authorizer(token: SecretStr | None, budget: LogBudget | None = None) -> Callable[..., None]:
+    """The dependency guarding mutating endpoints: open without a token, bearer-checked with one.
+    A refusal says which of missing header, not a bearer token or wrong token it was (never the
+    token itself), and is logged with the client's address and the route, rate limited."""
     if token is None:
 
         def open_access() -> None:
@@ -116,18 +119,51 @@ def _authorizer(token: SecretStr | None) -> Callable[..., None]:
         return open_access
 
     expected = token.get_secret_value().encode("utf-8")
+    budget = budget or LogBudget(burst=10, window_seconds=60.0)
 
-    def bearer_token(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]) -> None:
-        # Header values arrive decoded as latin-1; compare the raw octets in constant time.
-        given = credentials.credentials.encode("latin-1") if credentials else b""
-        if not hmac.compare_digest(given, expected):
-            raise StarletteHTTPException(
-                401,
-                "a valid bearer token is required",
-                headers={"WWW-Authenticate": 'Bearer realm="cutover"'},
+    def bearer_token(
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
+    ) -> None:
+        reason = _refusal(request.headers.get("authorization"), expected)
+        if reason is None:
+            return
+        held_back = budget.take()
+        if held_back is not None:
+            log.warning(
+                "auth.rejected",
+                extra={
+                    "client": request.client.host if request.client else None,
+                    "route": f"{request.method} {request.url.path}",
+                    "reason": reason,
+                    "held_back": held_back,  # rejections not logged since the line before
+                },
             )
+        raise StarletteHTTPException(
+            401, _REFUSALS[reason], headers={"WWW-Authenticate": 'Bearer realm="cutover"'}
+        )
 
     return bearer_token
+
+
+_REFUSALS = {
+    "missing_header": "no Authorization header: send 'Authorization: Bearer <token>' with the service's "
+    "CUTOVER_API_TOKEN",
+    "not_bearer": "the Authorization header is not a bearer token: send 'Authorization: Bearer <token>'",
+    "wrong_token": "the bearer token is not the one this service expects (its CUTOVER_API_TOKEN)",
+}
+
+
+def _refusal(header: str | None, expected: bytes) -> str | None:
+    """Why ``header`` does not authorize a request (a key of ``_REFUSALS``), or None when it does."""
+    if header is None or not header.strip():
+        return "missing_header"
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        return "not_bearer"
+    # Header values arrive decoded as latin-1; compare the raw octets in constant time.
+    if not hmac.compare_digest(given.encode("latin-1", "replace"), expected):
+        return "wrong_token"
+    return None
 
 
 def _error(status: int, code: str, message: str, **where: Any) -> JSONResponse:

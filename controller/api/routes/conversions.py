@@ -53,7 +53,7 @@ def router(ctx: ApiContext) -> APIRouter:
         "/conversions",
         status_code=202,
         response_model=Accepted,
-        responses=error_responses(400, 401, 413, 415, 422, 503),
+        responses=error_responses(400, 401, 409, 413, 415, 422, 503),
         dependencies=guarded,
         openapi_extra={"requestBody": body},
     )
