@@ -15,7 +15,7 @@ from html import escape
 from typing import Any, TypeVar
 
 from controller.api.charts import Segment, clock_label, share_chart, stacked_bar
-from controller.api.history import MinuteShare, minute_series
+from controller.api.history import MinuteShare, from_first_activity, minute_series
 from controller.api.metrics import FailureNote, ServiceMetrics
 from controller.api.readmodel import RECENT_FAILURES, ReadModel
 from controller.api.tenants import TenantsOverview, TenantState
@@ -83,7 +83,8 @@ def gather(views: ReadModel, loop: CycleLoop | None, metrics: ServiceMetrics, no
     """What the page shows, from the read model; each section on its own."""
     ready, reason = views.readiness(now)
     status, status_problem = attempt(lambda: views.status(loop, now, intake=metrics.intake.snapshot()))
-    series, series_problem = attempt(lambda: minute_series(views.decisions(), now, 60))
+    # From the first busy minute: a fresh start fills the chart, not three bars at its edge.
+    series, series_problem = attempt(lambda: from_first_activity(minute_series(views.decisions(), now, 60)))
     tenants, tenants_problem = attempt(lambda: views.tenants(views.flag(now).snapshot))
     failures, failures_problem = attempt(lambda: failure_rows(views.failures(), list(metrics.failures)))
     return DashboardData(
@@ -242,12 +243,26 @@ def _header(data: DashboardData) -> str:
     cycle = f"last cycle {age(data.now - last)} ago" if last else "no cycle yet"
     return (
         f"<header><h1>cutover</h1>{ready}{loop}"
-        f'<span class="meta">flag <b>{escape(str(flag.get("version") or "none"))}</b> '
-        f"{_flag_badge(flag.get('state', 'unavailable'))}</span>"
+        f'<span class="meta">{_flag_words(flag)}</span>'
         f'<span class="meta">{escape(cycle)}</span>'
         f'<span class="meta" id="updated">updated {clock_label(data.now)}:'
         f"{dt.datetime.fromtimestamp(data.now, dt.UTC):%S} UTC</span></header>"
     )
+
+
+def _flag_words(flag: Mapping[str, Any]) -> str:
+    """The flag in the header. Under an invalid document the version shown is the last good one
+    still routing, so it must not read as if that version were the bad one."""
+    version = flag.get("version")
+    state = flag.get("state", "unavailable")
+    if state == "invalid":
+        serving = f"serving {_v(version)}" if version else "no good version to serve"
+        return f'{_flag_badge("invalid document")} <b id="flag-serving">{escape(serving)}</b>'
+    return f"flag <b>{escape(str(version or 'none'))}</b> {_flag_badge(state)}"
+
+
+def _v(version: str) -> str:
+    return f"v{version}" if str(version).isdigit() else str(version)
 
 
 def _flag_badge(state: str) -> str:
@@ -264,7 +279,7 @@ def _flag_section(data: DashboardData) -> str:
     return (
         '<section id="flag"><h2>Flag in force</h2>'
         f'<div class="big" id="flag-version">{escape(str(flag.get("version") or "none"))}</div>'
-        f"<div>{_flag_badge(flag['state'])}</div>"
+        f"<div>{_flag_words(flag) if flag['state'] == 'invalid' else _flag_badge(flag['state'])}</div>"
         '<dl class="kv">'
         f"<dt>migrated tenants</dt><dd id='flag-tenants'>{flag['tenant_count']}</dd>"
         f"<dt>flag</dt><dd>{enabled}</dd>"
@@ -300,8 +315,28 @@ def _budget_section(data: DashboardData) -> str:
         f"<dt>new-path capacity</dt><dd>{cycle['new_capacity']}</dd>"
         f"<dt>legacy threads</dt><dd>{cycle['legacy_threads']}</dd>"
         "</dl>"
-        f"{held}{errors}</section>"
+        f"{_waiting(s)}{held}{errors}</section>"
     )
+
+
+def waiting_words(status: Mapping[str, Any]) -> str:
+    """How many routed conversions wait to be dispatched, and why, in one line."""
+    waiting = status["conversions"]["claimed"]
+    if not waiting:
+        return "no conversion waits for the budget"
+    legacy, new, budget = status["in_flight"]["legacy"], status["in_flight"]["new"], status["budget"]
+    cycle = status["cycle"]
+    if cycle.get("held"):
+        why = f"work is held: {cycle['hold_reason']}"
+    elif legacy + new >= budget:
+        why = f"the budget is full: legacy {legacy} + new {new} of {budget}"
+    else:
+        why = f"{budget - legacy - new} of {budget} slots are free: the next cycle dispatches them"
+    return f"{waiting:,} owned conversions wait for the budget — {why}"
+
+
+def _waiting(status: Mapping[str, Any]) -> str:
+    return f'<p id="waiting">{escape(waiting_words(status))}</p>'
 
 
 def _conversions_section(data: DashboardData) -> str:
@@ -333,7 +368,7 @@ def _share_section(data: DashboardData) -> str:
         f"{total:,} decisions in the last hour, {total_new / total:.0%} to the new path" if total else ""
     )
     return (
-        '<section id="share" class="wide"><h2>Share of conversions per path · last hour, by minute</h2>'
+        '<section id="share" class="wide"><h2>Share of conversions per path · by minute</h2>'
         + _legend([("legacy", "legacy"), ("new", "new")])
         + '<span class="muted"> line: decisions per minute (right axis)</span>'
         + share_chart(data.series)
@@ -424,13 +459,17 @@ def _failures_section(data: DashboardData) -> str:
         f"<tr><td>{clock_label(f.finished_at) if f.finished_at else '—'}</td>"
         f'<td><a href="/conversions/{escape(f.conversion_id, quote=True)}">{escape(f.conversion_id)}</a></td>'
         f'<td class="num">{f.tenant_id}</td><td>{escape(f.path or "—")}</td>'
-        f'<td class="reason" title="{escape(f.reason, quote=True)}">{escape(_clip(f.reason, 200))}</td></tr>'
+        f'<td class="reason" title="{escape(f.reason, quote=True)}">{escape(_clip(f.reason, 200))}</td>'
+        f'<td><code class="requeue">cutover requeue {escape(f.conversion_id)}</code></td></tr>'
         for f in data.failures
     )
     return (
         '<section id="failures" class="span2"><h2>Last failures</h2><table><thead><tr><th>UTC</th>'
-        '<th>conversion</th><th class="num">tenant</th><th>path</th><th>reason</th></tr></thead>'
-        f"<tbody>{rows}</tbody></table></section>"
+        '<th>conversion</th><th class="num">tenant</th><th>path</th><th>reason</th>'
+        "<th>to run it again</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+        '<p class="muted">from a laptop: with <code>CUTOVER_URL</code> and <code>CUTOVER_API_TOKEN</code> '
+        "set, or <code>POST /conversions/ID/requeue</code> with the bearer token</p></section>"
     )
 
 
