@@ -267,6 +267,10 @@ def build(
         on_finished=_all(on_finished, signals.conversion_finished if signals is not None else None),
     )
     service = Service(settings, ledger, flags, backends, controller, clock)
+    if settings.flag_source == "file":
+        from flags.holds import FileHolds
+
+        service.held = FileHolds(settings.flag_file, settings.flag_key)
     try:
         service.intakes = make_intakes(settings, ledger, clock, holder)
     except BaseException:

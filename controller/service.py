@@ -6,7 +6,7 @@ Holds no adapter names, so the API and the status document can depend on it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from controller.core.domain import Path
@@ -16,6 +16,7 @@ from controller.engine.housekeeping import Housekeeping
 from controller.engine.notify import Signals
 from controller.engine.reconcile import Reconciler
 from controller.settings import Settings
+from flags.holds import Hold
 from flags.lkg import LastKnownGood
 
 
@@ -34,6 +35,9 @@ class Service:
     signals: Signals | None = None  # SNS messages and CloudWatch metrics, when configured
     reconciler: Reconciler | None = None  # periodic reconciliation, when the backends can list runs
     housekeeping: Housekeeping | None = None  # the thread that sends signals and reconciles
+    # Tenants held back from the rollout, where the flag's history can be read from here (the
+    # flag file's); None otherwise (``cutover flag show`` lists them against AppConfig).
+    held: Callable[[], Mapping[int, Hold]] | None = None
 
     def warnings(self) -> list[str]:
         """What an operator should know: misspelt settings, and what the backends report (e.g. a

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from controller.core.errors import FlagInvalidError
@@ -72,3 +73,26 @@ def describe(hold: Hold) -> str:
     """One line an operator reads: who took the tenant out, when, and why."""
     why = f": {hold.why}" if hold.why else ""
     return f"tenant {hold.tenant_id} is held back since version {hold.version} ({hold.by}, {hold.at}{why})"
+
+
+class FileHolds:
+    """The holds of a flag file's history, read again only when the history changes: cheap enough
+    for a status page that refreshes every few seconds."""
+
+    def __init__(self, flag_file: Path, flag_key: str) -> None:
+        from flags.file_store import FileVersionStore, history_dir
+
+        self._store = FileVersionStore(flag_file, flag_key)
+        self._history = history_dir(flag_file)
+        self._seen: tuple[int, int] | None = None
+        self._holds: dict[int, Hold] = {}
+
+    def __call__(self) -> dict[int, Hold]:
+        try:
+            info = self._history.stat()
+            seen = (info.st_mtime_ns, info.st_ino)
+        except FileNotFoundError:
+            return {}
+        if seen != self._seen:
+            self._holds, self._seen = holds(self._store), seen
+        return self._holds

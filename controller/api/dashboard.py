@@ -22,6 +22,7 @@ from controller.api.tenants import TenantsOverview, TenantState
 from controller.core.domain import ConversionRecord, Path
 from controller.core.errors import CutoverError
 from controller.engine.loop import CycleLoop
+from flags.holds import Hold
 
 MAX_FAILURES = RECENT_FAILURES
 T = TypeVar("T")
@@ -55,6 +56,7 @@ class DashboardData:
     tenants_problem: str = ""
     failures: Sequence[FailureRow] = field(default_factory=list)
     failures_problem: str = ""
+    held: Sequence[Hold] = ()
 
 
 def attempt(read: Callable[[], T]) -> tuple[T | None, str]:
@@ -87,6 +89,8 @@ def gather(views: ReadModel, loop: CycleLoop | None, metrics: ServiceMetrics, no
     series, series_problem = attempt(lambda: from_first_activity(minute_series(views.decisions(), now, 60)))
     tenants, tenants_problem = attempt(lambda: views.tenants(views.flag(now).snapshot))
     failures, failures_problem = attempt(lambda: failure_rows(views.failures(), list(metrics.failures)))
+    service = views.service
+    held = list(service.held().values()) if service.held else []
     return DashboardData(
         now=now,
         ready=ready,
@@ -101,6 +105,7 @@ def gather(views: ReadModel, loop: CycleLoop | None, metrics: ServiceMetrics, no
         tenants_problem=tenants_problem,
         failures=failures or [],
         failures_problem=failures_problem,
+        held=held,
     )
 
 
@@ -413,7 +418,22 @@ def _groups_section(data: DashboardData) -> str:
     return (
         '<section id="groups" class="wide"><h2>Rollout groups · tenants in the flag '
         f'<span id="groups-flag-tenants">{t.flag_tenants}</span></h2>'
-        f"{legend}{''.join(rows)}{draining}{plan}{partial}</section>"
+        f"{legend}{''.join(rows)}{draining}{plan}{partial}{_held(data.held)}</section>"
+    )
+
+
+def _held(held: Sequence[Hold]) -> str:
+    if not held:
+        return ""
+    rows = "".join(
+        f"<tr><td class='num'>{h.tenant_id}</td><td>v{h.version}</td><td>{escape(h.by)}</td>"
+        f"<td>{escape(h.at)}</td><td>{escape(h.why)}</td></tr>"
+        for h in held
+    )
+    return (
+        '<h3 id="held">Held back (kept out of every advance until <code>cutover flag release</code>)</h3>'
+        "<table><thead><tr><th class='num'>tenant</th><th>since</th><th>by</th><th>at</th><th>why</th>"
+        f"</tr></thead><tbody>{rows}</tbody></table>"
     )
 
 

@@ -226,6 +226,7 @@ class RouteOut(_Out):
     in_flight_conversions: list[InFlightConversion] = Field(
         description="Up to 50 of the tenant's owned, unfinished conversions."
     )
+    held: HeldTenant | None = Field(None, description="Set when the tenant is held back from the rollout.")
 
 
 class TenantStates(_Out):
@@ -251,6 +252,16 @@ class DrainingTenant(_Out):
     in_flight: PerPath
 
 
+class HeldTenant(_Out):
+    """A tenant taken out by ``cutover flag rollback --tenant``, kept out until released."""
+
+    tenant_id: int
+    version: int
+    by: str
+    at: str
+    why: str
+
+
 class TenantsOut(_Out):
     """``GET /tenants``: per rollout group, how many tenants the flag lists and where each stands."""
 
@@ -262,3 +273,7 @@ class TenantsOut(_Out):
     draining_total: int
     plan_problem: str
     complete: bool
+    held: list[HeldTenant] | None = Field(
+        None,
+        description="Tenants held back, with who, when and why; null where the flag's history is not read.",
+    )

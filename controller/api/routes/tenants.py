@@ -23,17 +23,21 @@ def router(ctx: ApiContext) -> APIRouter:
     @api.get("/tenants", response_model=TenantsOut, responses=error_responses(503))
     def tenants() -> dict[str, Any]:
         """Per rollout group: tenants, how many the flag lists, and each one's cutover state."""
-        return overview_document(ctx.views.tenants(ctx.views.flag(ctx.now()).snapshot))
+        doc = overview_document(ctx.views.tenants(ctx.views.flag(ctx.now()).snapshot))
+        held = ctx.service.held() if ctx.service.held else None
+        return doc | {"held": None if held is None else [h.as_json() for h in held.values()]}
 
     @api.get("/tenants/{tenant_id}/route", response_model=RouteOut, responses=error_responses(404, 422, 503))
     def route(tenant_id: TenantIdPath) -> dict[str, Any]:
         """Where the tenant's next conversion would go now, under which flag version, and why."""
-        return route_document(
+        doc = route_document(
             tenant_id,
             ctx.views.flag(ctx.now()),
             ctx.service.controller.config.routing,
             tenant_in_flight(ctx.service.ledger, tenant_id),
             ctx.views.plan.group_of(tenant_id),
         )
+        hold = ctx.service.held().get(tenant_id) if ctx.service.held else None
+        return doc | {"held": hold.as_json() if hold else None}
 
     return api
