@@ -67,7 +67,8 @@ def make_store(cfg: Settings, kind: StoreKind) -> VersionStore:
     if kind == "file":
         from flags.file_store import FileVersionStore
 
-        return FileVersionStore(cfg.flag_file, cfg.flag_key)
+        # Absolute, so every answer names the file it read or wrote, wherever the command ran.
+        return FileVersionStore(cfg.flag_file.expanduser().resolve(), cfg.flag_key)
     from flags.appconfig_store import AppConfigVersionStore, make_client
 
     return AppConfigVersionStore(
@@ -95,6 +96,19 @@ def _plan(cfg: Settings, required: bool) -> RolloutPlan | None:
 
 def _tenants(text: str | None, option: str) -> frozenset[int]:
     return parse_tenants(text, option) if text else frozenset()
+
+
+def _warn_if_new_file(cfg: Settings, kind: StoreKind) -> None:
+    """A write to a flag file that does not exist starts a new history there: say where, since a
+    command run from the wrong folder would otherwise move no tenant the service can see."""
+    if kind == "file" and not cfg.flag_file.exists():
+        where = cfg.flag_file.expanduser().resolve()
+        err.print(
+            f"cutover: warning: no flag file at {where} (CUTOVER_FLAG_FILE): starting a new one there",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _warn(result: Mapping[str, Any]) -> None:
@@ -275,6 +289,7 @@ def advance_cmd(
     cfg = _settings()
     plan = _plan(cfg, required=to_group is not None)
     vstore = make_store(cfg, _kind(cfg, store))
+    _warn_if_new_file(cfg, _kind(cfg, store))
     with _progress(not as_json and not no_wait) as on_progress:
         result = ops.advance(
             vstore,

@@ -131,3 +131,16 @@ def test_route_requeue_and_conversions_ask_the_running_service_with_url(tmp_path
         assert missing.returncode == 2
         assert "not in the ledger" in missing.stderr
     assert created(laptop) == []
+
+
+def test_flag_commands_name_the_absolute_file_and_reading_creates_nothing(tmp_path):
+    shown = cutover("flag", "show", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert f"file {tmp_path / 'flags.json'}" in shown.stdout
+    assert created(tmp_path) == []
+    advanced = cutover("flag", "advance", "--add-tenants", "5", cwd=tmp_path)
+    assert advanced.returncode == 0, advanced.stderr
+    assert (
+        f"no flag file at {tmp_path / 'flags.json'} (CUTOVER_FLAG_FILE): starting a new one there"
+        in advanced.stderr
+    )
