@@ -172,7 +172,7 @@ def prepare(workdir: FsPath) -> None:
     shutil.rmtree(history_dir(workdir / "flags.json"), ignore_errors=True)
 
 
-def wave(stage_index: int, tenants: list[int], previous: list[str]) -> list[ConversionRequest]:
+def wave(stage_index: int, tenants: list[int], previous: list[ConversionRequest]) -> list[ConversionRequest]:
     """One conversion per tenant, a few flaky ones, and some ids submitted again (to be folded)."""
     out = []
     for t in tenants:
@@ -182,7 +182,7 @@ def wave(stage_index: int, tenants: list[int], previous: list[str]) -> list[Conv
         if stage_index == 5 and t % 97 == 0:
             params["simulate"] = "fail"
         out.append(ConversionRequest(f"s{stage_index}-t{t}", t, params))
-    out.extend(ConversionRequest(cid, int(cid.split("-t")[1]), {}) for cid in previous[:5])
+    out.extend(previous[:5])  # sent again as they were: duplicates (other content would be refused)
     return out
 
 
@@ -227,7 +227,7 @@ def run_stages(
     tenants = sorted(t for ids in groups.values() for t in ids)
     result = DemoResult(budget=service.settings.budget)
     accepted: list[str] = []
-    previous: list[str] = []
+    previous: list[ConversionRequest] = []
     migrated_before: set[int] = set()
     for index, stage in enumerate(STAGES):
         stage_started = time.monotonic()
@@ -272,7 +272,8 @@ def run_stages(
         )
         result.stages.append(stage_result)
         on_stage(stage_result)
-        previous = answer.accepted
+        fresh = set(answer.accepted)
+        previous = [r for r in requests if r.conversion_id in fresh]
         migrated_before = migrated
     judge(service, workdir, accepted, result)
     result.seconds = time.monotonic() - started

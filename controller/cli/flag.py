@@ -98,13 +98,17 @@ def _tenants(text: str | None, option: str) -> frozenset[int]:
     return parse_tenants(text, option) if text else frozenset()
 
 
-def _warn_if_new_file(cfg: Settings, kind: StoreKind) -> None:
-    """A write to a flag file that does not exist starts a new history there: say where, since a
+def _starts_new_file(cfg: Settings, kind: StoreKind) -> bool:
+    return kind == "file" and not cfg.flag_file.exists()
+
+
+def _warn_new_file(cfg: Settings, started: bool) -> None:
+    """A write to a flag file that did not exist started a new history there: say where, since a
     command run from the wrong folder would otherwise move no tenant the service can see."""
-    if kind == "file" and not cfg.flag_file.exists():
+    if started and cfg.flag_file.exists():
         where = cfg.flag_file.expanduser().resolve()
         err.print(
-            f"cutover: warning: no flag file at {where} (CUTOVER_FLAG_FILE): starting a new one there",
+            f"cutover: warning: there was no flag file at {where} (CUTOVER_FLAG_FILE): this started one",
             markup=False,
             highlight=False,
             soft_wrap=True,
@@ -289,7 +293,7 @@ def advance_cmd(
     cfg = _settings()
     plan = _plan(cfg, required=to_group is not None)
     vstore = make_store(cfg, _kind(cfg, store))
-    _warn_if_new_file(cfg, _kind(cfg, store))
+    started = _starts_new_file(cfg, _kind(cfg, store))
     with _progress(not as_json and not no_wait) as on_progress:
         result = ops.advance(
             vstore,
@@ -304,6 +308,7 @@ def advance_cmd(
             include_held=include_held,
         )
     _warn(result)
+    _warn_new_file(cfg, started)
     if as_json:
         _emit(result)
         return

@@ -141,6 +141,10 @@ def test_flag_commands_name_the_absolute_file_and_reading_creates_nothing(tmp_pa
     advanced = cutover("flag", "advance", "--add-tenants", "5", cwd=tmp_path)
     assert advanced.returncode == 0, advanced.stderr
     assert (
-        f"no flag file at {tmp_path / 'flags.json'} (CUTOVER_FLAG_FILE): starting a new one there"
+        f"there was no flag file at {tmp_path / 'flags.json'} (CUTOVER_FLAG_FILE): this started one"
         in advanced.stderr
     )
+    again = cutover("flag", "advance", "--add-tenants", "6", cwd=tmp_path)
+    assert "warning" not in again.stderr
+    refused = cutover("flag", "advance", "--add-tenants", "x", cwd=tmp_path)
+    assert refused.stderr.startswith("cutover: error: ")
