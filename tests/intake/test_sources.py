@@ -279,3 +279,26 @@ def test_sqs_malformed_messages_are_left_to_the_redrive_policy(queue, sqlite_led
     assert i.stats.malformed >= 3
     dead = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10).get("Messages", [])
     assert len(dead) == 3
+
+
+def test_sql_finder_watermark_is_the_largest_value_not_the_largest_string(tmp_path: Path):
+    """An integer watermark column read in pages of 1,000: as strings '999' > '1000', so the
+    watermark would stick at 999 and every run would return the same page again."""
+    import sqlite3
+
+    db = tmp_path / "app.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE exports (id INTEGER, tenant INTEGER)")
+        conn.executemany("INSERT INTO exports VALUES (?, ?)", [(i, 1 + i % 7) for i in range(1, 2501)])
+    query = (
+        "SELECT 'e' || id AS conversion_id, tenant AS tenant_id, id AS watermark FROM exports "
+        "WHERE id > CAST(:watermark AS INTEGER) ORDER BY id LIMIT 1000"
+    )
+    url = f"sqlite:///{db}"
+    pages, mark = [], None
+    for _ in range(4):
+        found = find_with(url, query, mark, 0.0)
+        pages.append(len(found.conversions))
+        mark = found.watermark
+    assert pages == [1000, 1000, 500, 0]
+    assert mark == "2500"
