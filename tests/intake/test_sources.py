@@ -70,6 +70,35 @@ def test_s3_finder_maps_new_keys_and_reads_only_what_is_new(aws, sqlite_ledger, 
     assert r.stats.watermark > first_mark
 
 
+def test_s3_finder_skips_a_key_whose_tenant_id_intake_rejects_and_takes_the_rest(aws, sqlite_ledger, clock):
+    """The key pattern admits a tenant id past 2^53-1, which intake refuses: that object is skipped
+    and reported by its key, the others are taken in, and the watermark moves past it."""
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="exports-bucket")
+    bad = "in/exports/9007199254740993/monthly/2026-11-01.json"
+    for key in ("in/exports/7/monthly/2026-11-01.json", bad, "in/exports/8/weekly/2026-11-02.json"):
+        s3.put_object(Bucket="exports-bucket", Key=key, Body=b"{}")
+    settings = Settings(finder_s3_uri="s3://exports-bucket/in/", target_finder="controller.finder_s3:find")
+    from controller.intake.finder_s3 import find
+
+    r = FinderRunner(
+        "s3",
+        find,
+        parse_schedule("60"),
+        ledger=sqlite_ledger,
+        settings=settings,
+        clock=clock,
+        holder="a",
+        timeout=30,
+    )
+    assert r.run_due()
+    records, _ = sqlite_ledger.query(limit=10)
+    assert {rec.tenant_id for rec in records} == {7, 8}
+    assert r.stats.malformed == 1
+    assert bad in r.stats.last_error
+    assert r.stats.watermark is not None
+
+
 def test_s3_keys_map_to_stable_valid_ids_that_cannot_escape():
     pattern = compile_pattern("exports/{tenant_id}/{report}/{date}.json")
     assert pattern.fullmatch("exports/12/a/b.json")
