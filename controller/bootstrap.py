@@ -203,6 +203,11 @@ def make_signals(settings: Settings, clock: Callable[[], float]) -> Signals | No
     )
 
 
+# Where an unreadable last-known-good record is kept for inspection (``ValueStore``), before a good
+# flag is persisted over it.
+UNREADABLE_FLAG_KEY = "flag:last_known_good:unreadable"
+
+
 def cycle_config(settings: Settings) -> CycleConfig:
     """The cycle's knobs from the settings."""
     return CycleConfig(
@@ -249,6 +254,7 @@ def build(
             clock,
             max_age_seconds=settings.max_flag_age,
             on_change=changed,
+            keep_aside=lambda record: ledger.put_value(UNREADABLE_FLAG_KEY, record, clock()),
         )
         backends = make_backends(settings, clock, tally)
         if wrap_backend is not None:

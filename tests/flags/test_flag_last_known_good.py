@@ -243,3 +243,91 @@ def test_a_misbehaving_agent_is_a_typed_failure_within_the_timeout_and_the_last_
     assert store.saved == good.snapshot
     # A generous bound for a loaded machine, far below what waiting for the answer would take.
     assert took < (AGENT_CONNECT_TIMEOUT + AGENT_READ_TIMEOUT) * 3 + 2
+
+
+@pytest.mark.parametrize(
+    "record", ["{not json", '{"version": "3"}', '["a", "list"]', '{"version": 1, "enabled": "x"}']
+)
+def test_an_unreadable_persisted_record_is_kept_aside_and_never_stops_routing(
+    tmp_path: FsPath, record: str
+) -> None:
+    """A corrupt last-known-good record is reported and kept aside for inspection; routing goes on
+    by the valid current flag, and with no source at all it falls back as if none was ever read."""
+    import sqlite3
+
+    ledger = SQLiteLedger(tmp_path / "l.db")
+    with sqlite3.connect(tmp_path / "l.db") as db:
+        db.execute("INSERT INTO kv (key, value, updated_at) VALUES ('flag:last_known_good', ?, 0)", (record,))
+    aside: list[str] = []
+    clock = FakeClock()
+    flag_file = tmp_path / "flags.json"
+    lkg = LastKnownGood(
+        FileFlagSource(flag_file, "migrated_tenants", clock), ledger, clock, keep_aside=aside.append
+    )
+    missing = lkg.read()
+    assert missing.snapshot is None
+    assert missing.state is FlagState.UNAVAILABLE
+    assert "persisted last-known-good flag is unreadable" in missing.problem
+    assert aside == [record]
+    assert basis(missing, cycle_config(Settings()).routing).hold is False  # the legacy fallback
+    flag_file.write_text(json.dumps({"migrated_tenants": {"enabled": True, "tenant_ids": [5]}}))
+    clock.advance(1)
+    fresh = lkg.read()
+    assert fresh.state is FlagState.OK
+    assert fresh.snapshot is not None
+    assert decide(5, fresh.snapshot, cycle_config(Settings()).routing).path is Path.NEW
+    reloaded = ledger.load_flag()
+    assert reloaded is not None
+    assert reloaded.tenant_ids == {5}
+    ledger.close()
+
+
+def test_an_unreadable_persisted_record_is_a_typed_error_for_its_readers(tmp_path: FsPath) -> None:
+    """Readers that load the record directly (readiness before the first cycle) get a
+    ``FlagInvalidError`` naming the record, which they answer as not ready (503), not a crash."""
+    import sqlite3
+
+    from controller.core.errors import FlagInvalidError
+
+    ledger = SQLiteLedger(tmp_path / "l.db")
+    with sqlite3.connect(tmp_path / "l.db") as db:
+        db.execute("INSERT INTO kv (key, value, updated_at) VALUES ('flag:last_known_good', '{', 0)")
+    with pytest.raises(FlagInvalidError, match="persisted last-known-good flag is unreadable"):
+        ledger.load_flag()
+    ledger.close()
+
+
+def test_a_service_with_an_unreadable_record_is_not_ready_then_routes_and_keeps_the_record(
+    tmp_path: FsPath,
+) -> None:
+    """Wired as ``cutover run`` wires it: before the first cycle /readyz's check answers "not ready"
+    with the reason (it used to raise); the cycle then runs by the valid flag, and the corrupt
+    record is kept under its own key for inspection."""
+    import sqlite3
+
+    from controller.api.status import readiness
+    from controller.bootstrap import UNREADABLE_FLAG_KEY, build
+
+    db = tmp_path / "l.db"
+    SQLiteLedger(db).close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("INSERT INTO kv (key, value, updated_at) VALUES ('flag:last_known_good', 'garbage', 0)")
+    flag_file = tmp_path / "flags.json"
+    flag_file.write_text(json.dumps({"migrated_tenants": {"enabled": True, "tenant_ids": [5]}}))
+    cfg = Settings(
+        ledger=f"sqlite:///{db}",
+        flag_file=str(flag_file),
+        local_state_dir=str(tmp_path / "state"),
+        output_dir=str(tmp_path / "out"),
+    )
+    service = build(cfg)
+    try:
+        ready, reason = readiness(service, time.time())
+        assert not ready
+        assert "last-known-good flag is unreadable" in reason
+        report = service.controller.run_cycle()
+        assert report.flag.state is FlagState.OK
+        assert readiness(service, time.time())[0]
+        assert service.ledger.get_value(UNREADABLE_FLAG_KEY) == "garbage"
+    finally:
+        service.close()
