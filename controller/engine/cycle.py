@@ -267,8 +267,10 @@ class Controller:
     ) -> tuple[dict[Path, int], int, int, dict[Path, int]]:
         cfg = self.config
         legacy, new = self.backends.get(Path.LEGACY), self.backends.get(Path.NEW)
-        legacy_todo = self.ledger.pending_dispatch(Path.LEGACY, cfg.max_claims) if legacy else []
-        new_todo = self.ledger.pending_dispatch(Path.NEW, cfg.max_claims) if new else []
+        # One dispatch per path per cycle carries at most max_batch_items (a manifest's, an array
+        # job's size); max_claims bounds only what one cycle routes.
+        legacy_todo = self.ledger.pending_dispatch(Path.LEGACY, cfg.max_batch_items) if legacy else []
+        new_todo = self.ledger.pending_dispatch(Path.NEW, cfg.max_batch_items) if new else []
         legacy_in_use = legacy.in_use() if legacy else 0
         new_running = new.in_use() if new else 0
         admitted_new = new_running

@@ -209,3 +209,19 @@ def test_requeue_frees_a_failed_conversion_for_a_fresh_routing(sqlite_ledger, cl
     assert record.state is ConversionState.SUCCEEDED
     assert record.path is Path.NEW
     assert world.executions["x"] == [Path.LEGACY, Path.NEW]
+
+
+def test_no_dispatch_carries_more_than_the_batch_item_limit(sqlite_ledger, clock):
+    """``CUTOVER_MAX_BATCH_ITEMS`` bounds every dispatch (a manifest, an array job); the claims
+    limit only bounds how many conversions one cycle routes."""
+    flags = FakeFlags.none()
+    flags.publish("v1", {1, 2, 3, 4, 5})
+    controller, world, legacy, new = make(
+        sqlite_ledger, clock, flags, budget=50, ticks=1, max_claims=20_000, max_batch_items=40
+    )
+    submit(sqlite_ledger, clock, range(300))
+    run_until_done(controller, world, clock, sqlite_ledger)
+    sizes = [len(b.items) for b in legacy.submits + new.submits]
+    assert sizes
+    assert max(sizes) <= 40
+    assert sum(sizes) == 300
