@@ -63,6 +63,7 @@ class LastKnownGood:
         self._loaded = False
         self._unreadable = ""  # why the persisted record could not be used, until a good flag replaces it
         self._persisted_at = 0.0
+        self._unsaved = False  # the snapshot in force has not been persisted yet
         self.last: FlagStatus | None = None
 
     @property
@@ -102,10 +103,10 @@ class LastKnownGood:
             return self._keep(FlagState.UNAVAILABLE, str(exc), now)
         changed = previous is None or _identity(previous) != _identity(fresh)
         self._good = fresh
-        if changed or now - self._persisted_at >= self._persist_every:
-            self._store.save_flag(fresh)
-            self._persisted_at = now
-            self._unreadable = ""
+        self._unsaved = self._unsaved or changed
+        problem = ""
+        if self._unsaved or now - self._persisted_at >= self._persist_every:
+            problem = self._persist(fresh, now)
         if changed:
             log.info(
                 "flag.changed",
@@ -114,8 +115,21 @@ class LastKnownGood:
             if self._on_change is not None:
                 self._on_change(FlagChange(previous, fresh))
         state = FlagState.OK if fresh.enabled else FlagState.DISABLED
-        self.last = FlagStatus(fresh, state, now, good_since=fresh.fetched_at)
+        self.last = FlagStatus(fresh, state, now, problem, good_since=fresh.fetched_at)
         return self.last
+
+    def _persist(self, fresh: FlagSnapshot, now: float) -> str:
+        """Save ``fresh``; a refused write is tried again on every read until it holds. The change
+        is announced and routed by all the same: a store that failed once must not swallow it."""
+        try:
+            self._store.save_flag(fresh)
+        except CutoverError as exc:
+            log.warning("flag.not_persisted", extra={"version": fresh.version, "problem": str(exc)})
+            return f"flag {fresh.version} not persisted yet ({exc})"
+        self._persisted_at = now
+        self._unsaved = False
+        self._unreadable = ""
+        return ""
 
     def _keep(self, state: FlagState, problem: str, now: float) -> FlagStatus:
         good = self.good

@@ -331,3 +331,48 @@ def test_a_service_with_an_unreadable_record_is_not_ready_then_routes_and_keeps_
         assert service.ledger.get_value(UNREADABLE_FLAG_KEY) == "garbage"
     finally:
         service.close()
+
+
+class FlakyStore(MemoryStore):
+    """A flag store whose next ``fails`` writes are refused, as a throttled ledger refuses them."""
+
+    def __init__(self, fails: int) -> None:
+        super().__init__()
+        self.fails = fails
+
+    def save_flag(self, snapshot: FlagSnapshot) -> None:
+        from controller.core.errors import LedgerError
+
+        if self.fails > 0:
+            self.fails -= 1
+            raise LedgerError("save_flag: ProvisionedThroughputExceededException")
+        super().save_flag(snapshot)
+
+
+def test_a_change_is_announced_and_routed_by_even_when_persisting_it_failed_once(tmp_path: FsPath) -> None:
+    """Persisting a new version failed once: the change is still announced (once) and routed by,
+    and the write is tried again on the next read until it holds."""
+    from flags.lkg import FlagChange
+
+    flag_file = tmp_path / "flags.json"
+    clock = FakeClock()
+    store = FlakyStore(fails=0)
+    changes: list[FlagChange] = []
+    lkg = LastKnownGood(
+        FileFlagSource(flag_file, "migrated_tenants", clock), store, clock, on_change=changes.append
+    )
+    flag_file.write_text(json.dumps({"migrated_tenants": {"enabled": True, "tenant_ids": [1]}}))
+    assert lkg.read().state is FlagState.OK
+    flag_file.write_text(json.dumps({"migrated_tenants": {"enabled": True, "tenant_ids": [1, 2]}}))
+    store.fails = 1
+    clock.advance(1)
+    status = lkg.read()
+    assert status.snapshot is not None
+    assert status.snapshot.tenant_ids == {1, 2}
+    assert "not persisted" in status.problem
+    assert [c.added for c in changes] == [frozenset({1}), frozenset({2})]
+    clock.advance(1)
+    assert lkg.read().problem == ""
+    assert store.saved is not None
+    assert store.saved.tenant_ids == {1, 2}
+    assert len(changes) == 2
