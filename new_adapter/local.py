@@ -164,8 +164,21 @@ class LocalParallelRunner:
             "CUTOVER_RESULT_FILE": str(self.results / f"{job_id}.json"),
             "CUTOVER_DEADLINE": str(now + self.timeout),
         }
-        popen = spawn(self.command, env, self.logs / f"{job_id}.log")
-        write_json(self.running / f"{job_id}.pid", {"pid": popen.pid, "started_at": now})
+        try:
+            popen = spawn(self.command, env, self.logs / f"{job_id}.log")
+        except OSError:
+            os.replace(spec_path, self.queue / f"{job_id}.json")  # nothing started: it waits its turn
+            raise
+        try:
+            write_json(self.running / f"{job_id}.pid", {"pid": popen.pid, "started_at": now})
+        except OSError:
+            # A worker no one could tell runs (a full disk) would be taken for vanished and its
+            # conversion run again: stop it, and put the job back unless it already wrote a result.
+            kill(popen.pid)
+            popen.wait()
+            if not (self.results / f"{job_id}.json").exists():
+                os.replace(spec_path, self.queue / f"{job_id}.json")
+                raise
         self._procs[job_id] = _Proc(popen, now + self.timeout)
 
     def _reap(self) -> None:

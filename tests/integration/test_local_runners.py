@@ -226,3 +226,72 @@ def test_legacy_build_that_dies_fails_the_conversions_it_did_not_finish(legacy_r
     assert by_id["ok"].status is JobStatus.SUCCEEDED
     assert by_id["boom"].status is JobStatus.FAILED
     assert "without a result" in by_id["boom"].reason
+
+
+def test_legacy_build_whose_start_cannot_be_recorded_is_stopped_and_runs_once_after(
+    legacy_runner, tmp_path, monkeypatch
+):
+    """The disk filled up after the build's worker started, before its process was recorded: that
+    worker is stopped and the submit refused (nothing runs), so the resubmission is the only run;
+    left going, it would be taken for dead 30 s later, failed and resubmitted while still at work."""
+    import errno
+
+    import legacy_adapter.local as local
+    from controller.core.errors import SubmitRejectedError
+
+    real = local.write_json
+
+    def full_disk(path: Path, doc: object) -> None:
+        if path.name == "build.json":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, doc)
+
+    monkeypatch.setattr(local, "write_json", full_disk)
+    first = DispatchBatch("L5", Route.LEGACY, items(3, work_seconds="0.2"), 3)
+    with pytest.raises(SubmitRejectedError, match="No space left"):
+        legacy_runner.submit(first)
+    assert legacy_runner.find([("c0", "L5")]) == {}
+    time.sleep(2.0)  # long enough for a worker left running to write its results
+    assert not (tmp_path / "out" / "produced.jsonl").exists()
+    monkeypatch.setattr(local, "write_json", real)
+    refs = legacy_runner.submit(DispatchBatch("L6", Route.LEGACY, items(3, work_seconds="0.2"), 3))
+    states = wait_terminal(legacy_runner, refs)
+    assert {s.status for s in states.values()} == {JobStatus.SUCCEEDED}
+    assert sorted(x["conversion_id"] for x in produced(tmp_path)) == ["c0", "c1", "c2"]
+
+
+def test_new_job_whose_start_cannot_be_recorded_is_stopped_and_waits_its_turn_again(tmp_path, monkeypatch):
+    """The same on the new path: a worker whose pid could not be written is stopped and its job goes
+    back to the queue (left running unrecorded, it would be called vanished and run a second time);
+    once the disk has room the job runs, once."""
+    import errno
+
+    import new_adapter.local as local
+
+    real = local.write_json
+    refused: list[Path] = []
+
+    def full_disk(path: Path, doc: object) -> None:
+        if path.suffix == ".pid" and not refused:
+            refused.append(path)
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, doc)
+
+    monkeypatch.setattr(local, "write_json", full_disk)
+    runner = LocalParallelRunner(
+        tmp_path / "state", worker_command(None), tmp_path / "out", timeout=30, tick_seconds=3600
+    )
+    try:
+        runner.set_capacity(1)
+        (ref,) = runner.submit(DispatchBatch("N9", Route.NEW, items(1, work_seconds="0.2"), 0))
+        with pytest.raises(OSError, match="No space left"):
+            runner.pump()  # the ticker keeps the error and pumps on
+        assert refused
+        assert runner.poll([ref])[ref].status is JobStatus.QUEUED
+        assert runner.in_use() == 0
+        runner.pump()
+        states = wait_terminal(runner, [ref], watch=runner.pump)
+        assert states[ref].status is JobStatus.SUCCEEDED
+        assert [x["conversion_id"] for x in produced(tmp_path)] == ["c0"]
+    finally:
+        runner.close()
