@@ -13,8 +13,8 @@ import os
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from typing import NoReturn
 from pathlib import Path as FsPath
+from typing import NoReturn
 
 from controller.core.domain import DispatchBatch, JobRef, JobState, JobStatus, Path
 from controller.core.errors import BackendUnavailableError, SubmitRejectedError
