@@ -233,15 +233,19 @@ def build(
     on_flag_change: Callable[[FlagChange], None] | None = None,
     on_finished: Callable[[ConversionRecord, ConversionState, str], None] | None = None,
     wrap_backend: Callable[[Backend], Backend] | None = None,
+    holder: str | None = None,
 ) -> Service:
     """Wire one controller process from its settings.
+
+    ``holder`` is the replica's identity for the ledger's leases (``cutover run`` gives its host and
+    listening address, stable across a restart); by default the host and process id.
 
     ``on_finished`` hears every outcome the cycle records; ``wrap_backend`` may decorate each
     backend (the service's metrics time the calls that way). With signals or an AWS backend, a
     housekeeping thread starts too (sending signals, reconciling); ``Service.close`` stops it.
     """
     ledger = make_ledger(settings)
-    holder = f"{socket.gethostname()}:{os.getpid()}"
+    holder = holder or f"{socket.gethostname()}:{os.getpid()}"
     tally = ReconcileTally()
     try:
         signals = make_signals(settings, clock)
@@ -262,7 +266,6 @@ def build(
     except BaseException:
         ledger.close()
         raise
-    holder = f"{socket.gethostname()}:{os.getpid()}"
     controller = Controller(
         ledger=ledger,
         flags=flags,
