@@ -70,6 +70,7 @@ class LocalBuildRunner:
                 "CUTOVER_MANIFEST": str(build / "manifest.json"),
                 "CUTOVER_RESULTS_DIR": str(build / "results"),
                 "CUTOVER_THREADS": str(batch.concurrency),
+                "CUTOVER_FLAG_VERSION": ",".join(sorted({i.flag_version for i in batch.items})),
                 "CUTOVER_OUTPUT_DIR": str(self.output_dir),
                 "CUTOVER_DEADLINE": str(now + self.build_timeout),
             }

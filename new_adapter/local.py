@@ -80,7 +80,7 @@ class LocalParallelRunner:
             for item in batch.items:
                 job_id = f"{batch.key}.{item.conversion_id}"
                 if self._where(job_id) is None:
-                    spec = {"job_id": job_id, **manifest_entry(item), "submitted_at": now}
+                    spec = {"job_id": job_id, "batch": batch.key, **manifest_entry(item), "submitted_at": now}
                     write_json(self.queue / f"{job_id}.json", spec)
                 refs.append(JobRef(job_id, item.conversion_id))
         except OSError as exc:
@@ -155,6 +155,8 @@ class LocalParallelRunner:
         env = {
             "CUTOVER_JOB_ID": job_id,
             "CUTOVER_PATH": Path.NEW.value,
+            # a job queued before the batch key was kept carries it in its id: "<key>.<conversion>"
+            "CUTOVER_BATCH": str(spec.get("batch") or job_id.split(".", 1)[0]),
             "CUTOVER_CONVERSION_ID": str(spec.get("conversion_id", "")),
             "CUTOVER_TENANT_ID": str(spec.get("tenant_id", "")),
             "CUTOVER_PARAMS": _json(spec.get("params", {})),

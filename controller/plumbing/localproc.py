@@ -79,13 +79,25 @@ def detach(procs: list[subprocess.Popen[bytes]]) -> None:
             threading.Thread(target=proc.wait, name="cutover-reaper", daemon=True).start()
 
 
+# What a worker process needs to run besides its assignment: where programs and Python modules are,
+# a home, a locale and a temporary directory. Nothing else of the controller's environment reaches
+# a job: it holds the controller's secrets (CUTOVER_API_TOKEN, the finder's database URL, AWS keys).
+RUN_VARIABLES = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
+
+
+def job_environment(assignment: Mapping[str, str]) -> dict[str, str]:
+    """A job's whole environment: the job contract's variables and ``RUN_VARIABLES``, no more."""
+    return {**{k: os.environ[k] for k in RUN_VARIABLES if k in os.environ}, **assignment}
+
+
 def spawn(cmd: list[str], env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """Start a worker in its own session, output to ``log_path``; it outlives a crashed controller."""
+    """Start a worker in its own session with ``env`` (the contract's variables) and what it needs to
+    run, output to ``log_path``; it outlives a crashed controller."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         return subprocess.Popen(
             cmd,
-            env={**os.environ, **env},
+            env=job_environment(env),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

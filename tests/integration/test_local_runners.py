@@ -295,3 +295,88 @@ def test_new_job_whose_start_cannot_be_recorded_is_stopped_and_waits_its_turn_ag
         assert [x["conversion_id"] for x in produced(tmp_path)] == ["c0"]
     finally:
         runner.close()
+
+
+ENV_DUMP = """
+import json, os, sys
+name = os.environ.get("CUTOVER_JOB_ID", "job")
+with open(os.path.join(sys.argv[1], name + ".env.json"), "w") as fh:
+    json.dump(dict(os.environ), fh)
+"""
+
+# What a job needs to run besides the contract: the executable search path, a home, a locale and a
+# temporary directory, and where Python finds its modules.
+RUN_VARIABLES = {"PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV"}
+
+
+def contract_variables(table_heading: str) -> set[str]:
+    """The variables of one of the README's job-contract tables (local spellings in parentheses)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split(table_heading, 1)[1].split("\n\n", 2)[1]
+    import re
+
+    names: set[str] = set()
+    for row in section.splitlines()[2:]:
+        first = row.split("|")[1]
+        names.update(re.findall(r"`(CUTOVER_[A-Z_]+)`", first))
+    return names
+
+
+@pytest.mark.parametrize("route", [Route.NEW, Route.LEGACY])
+def test_a_job_gets_the_contract_and_what_it_needs_to_run_never_the_controllers_secrets(
+    tmp_path, monkeypatch, route
+):
+    """The controller's environment holds its API token and AWS keys; a job started by a local
+    runner sees none of it: exactly the contract's variables (as the README's table lists them,
+    in their local spellings) and the few a process needs to run."""
+    import sys
+
+    monkeypatch.setenv("CUTOVER_API_TOKEN", "controller-secret")
+    monkeypatch.setenv("CUTOVER_FINDER_SQL_URL", "postgresql://app:password@db/app")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "controller-aws-secret")
+    monkeypatch.setenv("SOMETHING_ELSE", "controller-only")
+    script = tmp_path / "dump.py"
+    script.write_text(ENV_DUMP)
+    dumps = tmp_path / "dumps"
+    dumps.mkdir()
+    command = [sys.executable, str(script), str(dumps)]
+    batch_items = (DispatchItem("c0", 100, {"k": "v"}, "v1", 1), DispatchItem("c1", 101, {}, "v2", 1))
+    if route is Route.NEW:
+        runner: LocalParallelRunner | LocalBuildRunner = LocalParallelRunner(
+            tmp_path / "state", command, tmp_path / "out", timeout=30
+        )
+        runner.set_capacity(1)
+        batch_items = batch_items[:1]
+    else:
+        runner = LocalBuildRunner(tmp_path / "state", command, tmp_path / "out", build_timeout=30)
+    try:
+        refs = runner.submit(DispatchBatch("B7", route, batch_items, 2))
+        wait_terminal(runner, refs)
+    finally:
+        runner.close()
+    (dump,) = dumps.iterdir()
+    env = json.loads(dump.read_text())
+    assert "controller-secret" not in env.values()
+    assert "controller-aws-secret" not in env.values()
+    assert "SOMETHING_ELSE" not in env
+    assert set(env) - RUN_VARIABLES <= {k for k in env if k.startswith("CUTOVER_")}
+    given = {k for k in env if k.startswith("CUTOVER_")}
+    local_extras = {"CUTOVER_JOB_ID", "CUTOVER_DEADLINE", "CUTOVER_OUTPUT_DIR"}
+    if route is Route.NEW:
+        table = contract_variables("**New path, one conversion**")
+        # On AWS only: a Batch job's manifest (local jobs carry their conversion in the environment)
+        aws_only = {
+            "CUTOVER_RESULT_URI",
+            "CUTOVER_MANIFEST_URI",
+            "CUTOVER_MANIFEST_OFFSET",
+            "CUTOVER_RESULTS_URI",
+        }
+        assert given == (table - aws_only) | local_extras
+        assert env["CUTOVER_BATCH"] == "B7"
+        assert env["CUTOVER_FLAG_VERSION"] == "v1"
+    else:
+        table = contract_variables("**Old path, one build per dispatch**")
+        aws_only = {"CUTOVER_MANIFEST_URI", "CUTOVER_MANIFEST_JSON", "CUTOVER_RESULTS_URI"}
+        assert given == (table - aws_only) | local_extras
+        assert env["CUTOVER_FLAG_VERSION"] == "v1,v2"
+    assert env["PATH"]
