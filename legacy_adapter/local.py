@@ -18,7 +18,16 @@ from typing import NoReturn
 
 from controller.core.domain import DispatchBatch, JobRef, JobState, JobStatus, Path
 from controller.core.errors import BackendUnavailableError, SubmitRejectedError
-from controller.plumbing.localproc import detach, kill, pid_alive, read_json, result_state, spawn, write_json
+from controller.plumbing.localproc import (
+    detach,
+    kill,
+    pid_alive,
+    process_identity,
+    read_json,
+    result_state,
+    spawn,
+    write_json,
+)
 from controller.plumbing.ticker import Ticker
 from cutover_job.contract import CONTRACT_VERSION, manifest_document
 
@@ -80,7 +89,13 @@ class LocalBuildRunner:
         try:
             write_json(
                 build / "build.json",
-                {"pid": popen.pid, "started_at": now, "threads": batch.concurrency, "size": len(refs)},
+                {
+                    "pid": popen.pid,
+                    "proc": process_identity(popen.pid),
+                    "started_at": now,
+                    "threads": batch.concurrency,
+                    "size": len(refs),
+                },
             )
         except OSError as exc:
             self._undo_start(batch.key, popen, exc)
@@ -139,7 +154,7 @@ class LocalBuildRunner:
     def cancel(self, ref: JobRef) -> None:
         info = read_json(self.builds / ref.job_id / "build.json")
         if info is not None and not self._ended(ref.job_id):
-            kill(int(info["pid"]))
+            kill(int(info["pid"]))  # _ended checked the pid still names the build's own process
             self._mark_done(ref.job_id, "build stopped")
 
     def set_capacity(self, slots: int) -> int | None:
@@ -191,7 +206,7 @@ class LocalBuildRunner:
             # a build whose process was never recorded: give it the start-up grace, then call it gone
             manifest = build / "manifest.json"
             return manifest.exists() and self._clock() - manifest.stat().st_mtime > 30
-        if pid_alive(int(info["pid"])):
+        if pid_alive(int(info["pid"]), info.get("proc")):
             return False
         self._mark_done(key, "build process ended")
         return True

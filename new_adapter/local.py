@@ -25,6 +25,7 @@ from controller.plumbing.localproc import (
     failed_result,
     kill,
     pid_alive,
+    process_identity,
     read_json,
     result_state,
     spawn,
@@ -112,7 +113,7 @@ class LocalParallelRunner:
                 kill(proc.popen.pid)
                 return
             info = read_json(self.running / f"{ref.job_id}.pid")
-            if info is not None:
+            if info is not None and pid_alive(int(info["pid"]), info.get("proc")):
                 kill(int(info["pid"]))
 
     def set_capacity(self, slots: int) -> int:
@@ -172,7 +173,10 @@ class LocalParallelRunner:
             os.replace(spec_path, self.queue / f"{job_id}.json")  # nothing started: it waits its turn
             raise
         try:
-            write_json(self.running / f"{job_id}.pid", {"pid": popen.pid, "started_at": now})
+            write_json(
+                self.running / f"{job_id}.pid",
+                {"pid": popen.pid, "proc": process_identity(popen.pid), "started_at": now},
+            )
         except OSError:
             # A worker no one could tell runs (a full disk) would be taken for vanished and its
             # conversion run again: stop it, and put the job back unless it already wrote a result.
@@ -215,7 +219,7 @@ class LocalParallelRunner:
                 self._close_run(job_id, "worker vanished before its process was recorded")
             return
         pid = int(info["pid"])
-        if pid_alive(pid):
+        if pid_alive(pid, info.get("proc")):
             if now - float(info["started_at"]) > self.timeout:
                 kill(pid)
                 self._close_run(job_id, f"timed out after {self.timeout:.0f}s and was killed")

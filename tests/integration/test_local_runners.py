@@ -380,3 +380,33 @@ def test_a_job_gets_the_contract_and_what_it_needs_to_run_never_the_controllers_
         assert given == (table - aws_only) | local_extras
         assert env["CUTOVER_FLAG_VERSION"] == "v1,v2"
     assert env["PATH"]
+
+
+def test_a_recorded_pid_now_held_by_another_process_is_not_taken_for_the_worker(legacy_runner, tmp_path):
+    """PIDs are reused: after a reboot, or once enough processes came and went, the pid a build
+    recorded may belong to an unrelated process. The runner tells them apart by the process's start
+    (boot and start time): the build counts as ended, and cancelling it kills nothing."""
+    import subprocess
+
+    from controller.plumbing.localproc import process_identity, write_json
+
+    stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        build = legacy_runner.builds / "L8"
+        (build / "results").mkdir(parents=True)
+        write_json(build / "manifest.json", {"contract": 1, "conversions": [{"conversion_id": "c0"}]})
+        recorded = process_identity(stranger.pid)
+        assert recorded is not None
+        write_json(
+            build / "build.json",
+            {"pid": stranger.pid, "proc": recorded + "0", "started_at": time.time(), "threads": 1, "size": 1},
+        )
+        ref = JobRef("L8", "c0")
+        state = legacy_runner.poll([ref])[ref]
+        assert state.status is JobStatus.FAILED
+        assert legacy_runner.in_use() == 0
+        legacy_runner.cancel(ref)
+        assert stranger.poll() is None  # still alive: not ours to kill
+    finally:
+        stranger.kill()
+        stranger.wait()
