@@ -3,6 +3,7 @@ and (where the machine has it) a real PostgreSQL."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -331,3 +333,49 @@ def test_sql_finder_watermark_is_the_largest_value_not_the_largest_string(tmp_pa
         mark = found.watermark
     assert pages == [1000, 1000, 500, 0]
     assert mark == "2500"
+
+
+class MultipartBucket:
+    """An S3 listing as S3 gives it: a multipart upload's object bears the time the upload was
+    initiated, and appears only once the upload completes; ``ListMultipartUploads`` shows it
+    meanwhile."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, dt.datetime] = {}
+        self.uploads: dict[str, dt.datetime] = {}
+
+    def get_paginator(self, name: str) -> MultipartBucket:
+        assert name == "list_objects_v2"
+        return self
+
+    def paginate(self, Bucket: str, Prefix: str) -> list[dict[str, Any]]:
+        contents = [
+            {"Key": k, "LastModified": t} for k, t in sorted(self.objects.items()) if k.startswith(Prefix)
+        ]
+        return [{"Contents": contents}]
+
+    def list_multipart_uploads(self, Bucket: str, Prefix: str, **_: Any) -> dict[str, Any]:
+        uploads = [{"Key": k, "Initiated": t} for k, t in self.uploads.items() if k.startswith(Prefix)]
+        return {"Uploads": uploads, "IsTruncated": False}
+
+
+def test_s3_finder_does_not_skip_an_object_whose_multipart_upload_outlasted_a_run():
+    """A large export uploaded in parts bears its upload's start time. A run while it was still
+    uploading moved the watermark past that time (a small object came in meanwhile); without
+    holding the watermark below uploads in progress, the finished export would never be taken in."""
+    from controller.intake.finder_s3 import find_in
+
+    t0 = dt.datetime(2026, 11, 1, 12, 0, 0, tzinfo=dt.UTC)
+    bucket = MultipartBucket()
+    big, small = "in/exports/7/monthly/2026-11-01.json", "in/exports/8/weekly/2026-11-01.json"
+    bucket.uploads[big] = t0
+    bucket.objects[small] = t0 + dt.timedelta(minutes=5)
+    pattern = compile_pattern("exports/{tenant_id}/{report}/{date}.json")
+    first = find_in(bucket, "b", "in/", pattern, None)
+    assert [c["tenant_id"] for c in first.conversions] == [8]
+    del bucket.uploads[big]
+    bucket.objects[big] = t0  # completed: listed now, with the upload's start as its time
+    second = find_in(bucket, "b", "in/", pattern, first.watermark)
+    assert 7 in [c["tenant_id"] for c in second.conversions]
+    assert second.watermark is not None
+    assert second.watermark >= (t0 + dt.timedelta(minutes=5)).isoformat()  # and then it moves on
