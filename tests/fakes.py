@@ -136,6 +136,7 @@ class FakeBackend:
         # Like TerminateJob / StopBuild, cancel may stop a job that already runs (off by default).
         self.cancel_stops_running = False
         self.on_cancel: Callable[[JobRef], None] | None = None  # sees every cancel as it is asked
+        self._seen_in_use = 0  # what the last poll saw (see ``in_use``)
         world.backends.append(self)
 
     # -- the port ----------------------------------------------------------------------------
@@ -176,6 +177,7 @@ class FakeBackend:
         if self.poll_unavailable:
             self.poll_unavailable = False
             raise BackendUnavailableError("status call throttled")
+        self._seen_in_use = self._held(refs)
         out = {}
         for ref in refs:
             job = self.jobs.get(ref.job_id)
@@ -215,16 +217,33 @@ class FakeBackend:
         if not self.can_cap:
             return None
         self.capacity = slots
-        return max(slots, self.running())
+        return max(slots, self._seen_in_use)  # like maxvCpus: never below what the last poll saw run
 
     def in_use(self) -> int:
+        """What the last poll saw, as the AWS adapters know it: 0 before the first poll, and
+        nothing of what started, ended or was submitted since (``live_in_use`` is the truth)."""
+        return self._seen_in_use
+
+    def live_in_use(self) -> int:
+        return self._held(None)
+
+    def _held(self, refs: Sequence[JobRef] | None) -> int:
+        """Budget slots held by the jobs of ``refs`` (all jobs when None): a legacy build its
+        threads up to its conversions left, a new-path job one while it runs."""
+        polled = None if refs is None else {r.job_id for r in refs}
         if self.path is Path.LEGACY:
             held = 0
             for threads, ids in self.builds.values():
+                if polled is not None and not polled.intersection(ids):
+                    continue
                 left = sum(1 for j in ids if not self.jobs[j].status.terminal)
                 held += min(threads, left)
             return held
-        return self.running()
+        return sum(
+            1
+            for job_id, j in self.jobs.items()
+            if j.status is JobStatus.RUNNING and (polled is None or job_id in polled)
+        )
 
     def close(self) -> None:
         return None

@@ -125,7 +125,7 @@ class Controller:
         split: tuple[dict[Path, int], int, int, dict[Path, int]] = ({}, 0, 0, {})
         if dispatcher:
             lease_until = lease_at + self.config.lease_seconds
-            split = self._dispatch(self.clock(), lease_until, polled.queued, errors)
+            split = self._dispatch(self.clock(), lease_until, polled, errors)
         dispatched, new_capacity, legacy_threads, in_use = split
         return CycleReport(
             started_at=started,
@@ -198,6 +198,7 @@ class Controller:
         running: dict[Path, int] = field(default_factory=dict)
         queued: dict[Path, int] = field(default_factory=dict)
         resubmitted: int = 0
+        unseen: set[Path] = field(default_factory=set)  # paths whose status poll failed
 
     def _poll(self, now: float, errors: list[str]) -> Controller._Polled:
         out = Controller._Polled()
@@ -211,6 +212,7 @@ class Controller:
             except BackendError as exc:
                 errors.append(f"poll {path.value}: {exc}")
                 log.warning("backend.poll_failed", extra={"path": path.value, "error": str(exc)})
+                out.unseen.add(path)
                 continue
             finishes: list[Finish] = []
             status_counts: Counter[JobStatus] = Counter()
@@ -262,17 +264,37 @@ class Controller:
 
     # -- dispatch: split the budget, then submit each path's work ------------------------------
 
+    def _held(self, polled: Controller._Polled) -> dict[Path, int]:
+        """Budget slots each path may hold now, never less than the truth.
+
+        A backend knows what its last successful poll told it. When this cycle's poll of a path
+        failed (throttled, timed out), that figure may be 0 (right after a restart, or a build
+        started since): the path is then taken to hold one slot per conversion handed to it and
+        not finished. Intents whose submit had an unknown outcome are never polled, yet what they
+        started may run: each counts as one slot until reconciliation settles it."""
+        counts = self.ledger.counts()
+        held: dict[Path, int] = {}
+        for path, backend in self.backends.items():
+            intents = counts.path_state(path, ConversionState.DISPATCHING)
+            seen = backend.in_use()
+            if path in polled.unseen:
+                seen = max(seen, counts.path_state(path, ConversionState.DISPATCHED))
+            held[path] = seen + intents
+        return held
+
     def _dispatch(
-        self, now: float, lease_until: float, queued: Mapping[Path, int], errors: list[str]
+        self, now: float, lease_until: float, polled: Controller._Polled, errors: list[str]
     ) -> tuple[dict[Path, int], int, int, dict[Path, int]]:
         cfg = self.config
+        queued = polled.queued
         legacy, new = self.backends.get(Path.LEGACY), self.backends.get(Path.NEW)
         # One dispatch per path per cycle carries at most max_batch_items (a manifest's, an array
         # job's size); max_claims bounds only what one cycle routes.
         legacy_todo = self.ledger.pending_dispatch(Path.LEGACY, cfg.max_batch_items) if legacy else []
         new_todo = self.ledger.pending_dispatch(Path.NEW, cfg.max_batch_items) if new else []
-        legacy_in_use = legacy.in_use() if legacy else 0
-        new_running = new.in_use() if new else 0
+        held = self._held(polled)
+        legacy_in_use = held.get(Path.LEGACY, 0)
+        new_running = held.get(Path.NEW, 0)
         admitted_new = new_running
         if new is not None and not self._new_caps:
             # A backend that cannot cap runs whatever it was handed, queued or not, so all of it

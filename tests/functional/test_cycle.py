@@ -225,3 +225,29 @@ def test_no_dispatch_carries_more_than_the_batch_item_limit(sqlite_ledger, clock
     assert sizes
     assert max(sizes) <= 40
     assert sum(sizes) == 300
+
+
+@pytest.mark.parametrize("failing", ["legacy", "new"])
+def test_a_failed_status_poll_never_lets_the_budget_be_exceeded(sqlite_ledger, clock, failing):
+    """Budget 4, a legacy build of 4 threads at work. The next status poll of one path is throttled:
+    the backends know only what their last poll told them (the build's 4 threads were never seen,
+    or the new path's jobs), so the cycle must not take 0 for that path and hand out the whole
+    budget again (8 at work against 4)."""
+    flags = FakeFlags.none()
+    flags.publish("v1", {1})
+    controller, world, legacy, new = make(sqlite_ledger, clock, flags, budget=4, ticks=50)
+    if failing == "legacy":
+        submit(sqlite_ledger, clock, range(4), tenant=lambda i: 2)  # the old path's
+    else:
+        submit(sqlite_ledger, clock, range(4), tenant=lambda i: 1)  # the new path's
+    controller.run_cycle()  # routed and dispatched; nothing polled yet
+    world.tick()
+    assert world.load() == 4
+    submit(sqlite_ledger, clock, range(100, 108), tenant=lambda i: 1 if failing == "legacy" else 2)
+    (legacy if failing == "legacy" else new).poll_unavailable = True
+    for _ in range(3):
+        clock.advance(1)
+        controller.run_cycle()
+        world.tick()
+        assert world.load() <= 4
+    assert world.peak <= 4
