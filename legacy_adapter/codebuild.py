@@ -130,7 +130,12 @@ class CodeBuildBackend(AwsBackend):
     # -- submit ------------------------------------------------------------------------------
 
     def submit(self, batch: DispatchBatch) -> list[JobRef]:
-        """Write the batch's manifest and start one build for it (StartBuild with a token)."""
+        """Write the batch's manifest and start one build for it (StartBuild with a token), every
+        call and retry within the batch's time limit."""
+        with self._retrier.within(batch.time_limit):
+            return self._start(batch)
+
+    def _start(self, batch: DispatchBatch) -> list[JobRef]:
         key = checked_key(batch.key)
         if not batch.items:
             return []

@@ -356,6 +356,8 @@ class Controller:
                 for r in taken
             ),
             concurrency=concurrency,
+            # Back, retries and all, with a quarter of the lease left to record what it started.
+            time_limit=lease_until - self.config.lease_seconds / 4 - self.clock(),
         )
         try:
             refs = backend.submit(batch)
@@ -381,6 +383,11 @@ class Controller:
                 else:
                     self._cancel_orphans(backend, list(found.values()))
             return 0
+        if not self.ledger.try_lease(DISPATCH_LEASE, self.holder, self.clock(), self.config.lease_seconds):
+            # The submit outlasted the lease (a paused process): another replica dispatches now and
+            # counts these intents as held until they are recorded, which the fences keep exact.
+            errors.append(f"submit {backend.path.value}: the dispatch lease was lost during the submit")
+            log.warning("dispatch.lease_lost", extra={"path": backend.path.value, "batch": key})
         fences = {r.conversion_id: r.fence for r in taken}
         recorded = set(
             self.ledger.mark_dispatched(
