@@ -238,13 +238,13 @@ class CodeBuildBackend(AwsBackend):
         manifest_uri = _env(build, "CUTOVER_MANIFEST_URI")
         manifest_key = self.manifests.key_of(manifest_uri or "")
         manifest = self.manifests.get(manifest_key) if manifest_key else None
-        if manifest is None:
-            return {
-                r: JobState(JobStatus.UNKNOWN, f"build {build_id} has no readable manifest") for r in refs
-            }, 0
-        results_prefix = manifest_key.rsplit("/", 1)[0] + "/results/" if manifest_key else ""
         ended = status in _ENDED
         queued = status == "IN_PROGRESS" and str(build.get("currentPhase", "")) in _QUEUED_PHASES
+        if manifest is None:
+            return self._unread(
+                build_id, refs, ended=ended, queued=queued, threads=_env(build, "CUTOVER_THREADS")
+            )
+        results_prefix = manifest_key.rsplit("/", 1)[0] + "/results/" if manifest_key else ""
         done = self._done(build_id, results_prefix, ended=ended, queued=queued)
         order = [str(c["conversion_id"]) for c in manifest.get("conversions", [])]
         threads = int(manifest.get("threads") or 1)
@@ -268,6 +268,20 @@ class CodeBuildBackend(AwsBackend):
             out[r] = state
         holding = 0 if ended else min(threads, len(left))
         return out, holding
+
+    @staticmethod
+    def _unread(
+        build_id: str, refs: Sequence[JobRef], *, ended: bool, queued: bool, threads: str | None
+    ) -> tuple[dict[JobRef, JobState], int]:
+        """A build whose manifest is out of reach (say the manifest bucket setting changed since it
+        started): while CodeBuild says it works, it works, and holds the threads it was given;
+        once it ended, what each conversion came to is unknown here."""
+        why = f"build {build_id} has no readable manifest"
+        if ended:
+            return {r: JobState(JobStatus.UNKNOWN, why) for r in refs}, 0
+        status = JobStatus.QUEUED if queued else JobStatus.RUNNING
+        held = int(threads) if threads and threads.isdigit() else len(refs)
+        return {r: JobState(status, why) for r in refs}, held
 
     def _done(self, build_id: str, prefix: str, *, ended: bool, queued: bool) -> set[str]:
         """Conversions of a build with a result object. A working build's results are listed at

@@ -132,6 +132,7 @@ class FakeBackend:
         self.poll_unavailable = False  # a throttled or timed-out status call
         self.find_unavailable = False  # a throttled or timed-out lookup during reconciliation
         self.fail_once: set[str] = set()  # the next execution of these conversions fails
+        self.unknown_once: set[str] = set()  # the next poll answers UNKNOWN for these conversions
         self.cancelled: list[JobRef] = []
         # Like TerminateJob / StopBuild, cancel may stop a job that already runs (off by default).
         self.cancel_stops_running = False
@@ -181,7 +182,10 @@ class FakeBackend:
         out = {}
         for ref in refs:
             job = self.jobs.get(ref.job_id)
-            if job is None:
+            if ref.conversion_id in self.unknown_once:
+                self.unknown_once.discard(ref.conversion_id)
+                out[ref] = JobState(JobStatus.UNKNOWN, "its manifest is unreadable")
+            elif job is None:
                 out[ref] = JobState(JobStatus.UNKNOWN)
             elif job.status is JobStatus.FAILED:
                 out[ref] = JobState(JobStatus.FAILED, "boom")

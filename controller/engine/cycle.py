@@ -22,6 +22,7 @@ from controller.core.domain import (
     DispatchBatch,
     DispatchItem,
     JobRef,
+    JobState,
     JobStatus,
     Path,
 )
@@ -101,6 +102,8 @@ class Controller:
         self._lock = threading.Lock()
         # Whether the new path's backend caps itself; unknown (so assumed not) until it has answered.
         self._new_caps = False
+        # Since when the answers about a dispatch attempt (conversion, fence) have all been UNKNOWN.
+        self._unseen_since: dict[tuple[str, int], float] = {}
 
     # -- the cycle ---------------------------------------------------------------------------
 
@@ -221,8 +224,9 @@ class Controller:
                 if state is None:
                     continue
                 status_counts[state.status] += 1
-                age = now - (record.dispatched_at or now)
-                verdict = after_poll(state, record.attempts, age, self.config.retry)
+                verdict = after_poll(
+                    state, record.attempts, self._unseen_for(record, state, now), self.config.retry
+                )
                 if verdict is Verdict.SUCCEED:
                     finishes.append(
                         Finish(
@@ -261,6 +265,17 @@ class Controller:
             out.running[path] = status_counts[JobStatus.RUNNING]
             out.queued[path] = status_counts[JobStatus.QUEUED]
         return out
+
+    def _unseen_for(self, record: ConversionRecord, state: JobState, now: float) -> float:
+        """How long the answers about this dispatch attempt have been UNKNOWN without a break, as
+        this process saw them (a restart starts counting again: it errs towards waiting)."""
+        key = (record.conversion_id, record.fence)
+        if state.status is not JobStatus.UNKNOWN:
+            self._unseen_since.pop(key, None)
+            return 0.0
+        if len(self._unseen_since) > 100_000:
+            self._unseen_since.clear()  # attempts settled elsewhere leave entries behind; start over
+        return now - self._unseen_since.setdefault(key, now)
 
     # -- dispatch: split the budget, then submit each path's work ------------------------------
 

@@ -251,3 +251,56 @@ def test_a_failed_status_poll_never_lets_the_budget_be_exceeded(sqlite_ledger, c
         world.tick()
         assert world.load() <= 4
     assert world.peak <= 4
+
+
+def test_one_unreadable_answer_about_a_long_running_job_does_not_resubmit_it(sqlite_ledger, clock):
+    """A job that has been running for longer than the grace period is answered UNKNOWN once (its
+    manifest unreadable, say after the manifest bucket setting changed). What counts is how long
+    it has gone unseen, not how long ago it was dispatched: it must not be failed and run again
+    while it still runs."""
+    flags = FakeFlags.none()
+    flags.publish("v1", {1})
+    controller, world, _, new = make(sqlite_ledger, clock, flags, budget=4, ticks=400)
+    submit(sqlite_ledger, clock, range(1), tenant=lambda i: 1)
+    for _ in range(120):  # two minutes at work, seen running every cycle
+        controller.run_cycle()
+        world.tick()
+        clock.advance(1)
+    new.unknown_once.add("c0")
+    controller.run_cycle()
+    world.tick()
+    clock.advance(1)
+    controller.run_cycle()
+    assert world.executions["c0"] == [Path.NEW]
+    assert sqlite_ledger.get("c0").state is ConversionState.DISPATCHED
+    assert sqlite_ledger.get("c0").attempts == 1
+
+
+def test_a_job_unseen_for_longer_than_the_grace_period_is_failed_over(sqlite_ledger, clock):
+    """The other side of the same rule: a job the backend keeps not knowing is given up once it
+    has gone unseen for the whole grace period, and resubmitted on its path."""
+    flags = FakeFlags.none()
+    flags.publish("v1", {1})
+    controller, world, _, new = make(
+        sqlite_ledger,
+        clock,
+        flags,
+        budget=4,
+        ticks=400,
+        retry=RetryPolicy(resubmits=1, unknown_grace_seconds=30),
+    )
+    submit(sqlite_ledger, clock, range(1), tenant=lambda i: 1)
+    for _ in range(5):
+        controller.run_cycle()
+        world.tick()
+        clock.advance(1)
+    job_id = next(iter(new.jobs))
+    del new.jobs[job_id]  # gone: never seen again
+    for _ in range(29):
+        controller.run_cycle()
+        clock.advance(1)
+        assert sqlite_ledger.get("c0").attempts == 1
+    for _ in range(3):
+        controller.run_cycle()
+        clock.advance(1)
+    assert sqlite_ledger.get("c0").attempts == 2
