@@ -210,13 +210,15 @@ UNREADABLE_FLAG_KEY = "flag:last_known_good:unreadable"
 
 def cycle_config(settings: Settings) -> CycleConfig:
     """The cycle's knobs from the settings."""
+    lease = max(30.0, settings.cycle_seconds * 6)
     return CycleConfig(
         budget=settings.budget,
         max_claims=settings.max_claims_per_cycle,
         max_batch_items=settings.max_batch_items,
         legacy_max_threads=settings.legacy_max_threads,
-        intent_grace_seconds=settings.intent_grace_seconds,
-        lease_seconds=max(30.0, settings.cycle_seconds * 6),
+        # A submit ends within its lease; an intent younger than that may still have one under way.
+        intent_grace_seconds=max(settings.intent_grace_seconds, lease),
+        lease_seconds=lease,
         routing=RoutingPolicy(
             on_flag_unavailable=FallbackPolicy(settings.on_flag_unavailable),
             on_stale_flag=StalePolicy(settings.on_stale_flag),

@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("cutover.codebuild")
 
 BATCH_GET_MAX = 100  # BatchGetBuilds ids per call, documented maximum
+STOP_AGAIN_SECONDS = 10.0  # a build's conversions cancelled together share one StopBuild
 INLINE_MANIFEST_MAX = 3000  # characters; one environment variable is refused beyond about 4096
 _QUEUED_PHASES = frozenset({"SUBMITTED", "QUEUED", "PROVISIONING"})
 _ENDED = frozenset({"SUCCEEDED", "FAILED", "FAULT", "TIMED_OUT", "STOPPED"})
@@ -125,7 +126,7 @@ class CodeBuildBackend(AwsBackend):
         self._builds: dict[str, _Build] = {}
         self._results: dict[str, tuple[float, set[str]]] = {}
         self._results_refresh = results_refresh_seconds
-        self._stopped: set[str] = set()
+        self._stopped: dict[str, float] = {}  # build id -> when StopBuild was last sent
 
     # -- submit ------------------------------------------------------------------------------
 
@@ -362,8 +363,11 @@ class CodeBuildBackend(AwsBackend):
     # -- cancel, capacity --------------------------------------------------------------------
 
     def cancel(self, ref: JobRef) -> None:
-        """Stop the build (and so every conversion in it); a finished or stopped build is left alone."""
-        if ref.job_id in self._stopped:
+        """Stop the build (and so every conversion in it); a finished or stopped build is left alone.
+        The conversions of one build share one StopBuild; asked again later (a stray stopped until
+        it is seen stopped), it is sent again."""
+        now = self._clock()
+        if now - self._stopped.get(ref.job_id, float("-inf")) < STOP_AGAIN_SECONDS:
             return
         try:
             self._read(partial(self.codebuild.stop_build, id=ref.job_id))
@@ -372,7 +376,9 @@ class CodeBuildBackend(AwsBackend):
                 raise BackendUnavailableError(f"CodeBuild StopBuild {ref.job_id}: {describe(exc)}") from exc
         except BotoCoreError as exc:
             raise BackendUnavailableError(f"CodeBuild StopBuild {ref.job_id}: {describe(exc)}") from exc
-        self._stopped.add(ref.job_id)
+        self._stopped[ref.job_id] = now
+        for build_id in [b for b, at in self._stopped.items() if now - at > 3600]:
+            del self._stopped[build_id]
         log.info("codebuild.stopped", extra={"build_id": ref.job_id, "conversion_id": ref.conversion_id})
 
     def set_capacity(self, slots: int) -> int | None:

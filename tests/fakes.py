@@ -130,6 +130,7 @@ class FakeBackend:
         # Further faults, each one-shot like the ones above.
         self.unavailable_before_submit = False  # a timeout before the backend got the request
         self.poll_unavailable = False  # a throttled or timed-out status call
+        self.cancel_unavailable = 0  # the next n cancels are throttled (StopBuild, TerminateJob)
         self.find_unavailable = False  # a throttled or timed-out lookup during reconciliation
         self.fail_once: set[str] = set()  # the next execution of these conversions fails
         self.unknown_once: set[str] = set()  # the next poll answers UNKNOWN for these conversions
@@ -206,6 +207,9 @@ class FakeBackend:
 
     def cancel(self, ref: JobRef) -> None:
         self.cancelled.append(ref)
+        if self.cancel_unavailable > 0:
+            self.cancel_unavailable -= 1
+            raise BackendUnavailableError("stop call throttled")
         if self.on_cancel is not None:
             self.on_cancel(ref)
         job = self.jobs.get(ref.job_id)

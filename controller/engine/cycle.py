@@ -8,12 +8,14 @@ or released by reconciliation) or a recorded job — never a second submission, 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from controller.core.admission import Load, clamp_threads, split_budget
 from controller.core.domain import (
@@ -27,7 +29,7 @@ from controller.core.domain import (
     Path,
 )
 from controller.core.errors import BackendError, SubmitRejectedError
-from controller.core.ports import Backend, Claim, Dispatched, Finish, FlagReader, Ledger
+from controller.core.ports import Backend, Claim, Dispatched, Finish, FlagReader, Inventory, Ledger
 from controller.core.routing import RoutingPolicy, basis, decide
 from controller.core.transitions import RetryPolicy, Verdict, after_poll
 from flags.snapshot import FlagState, FlagStatus
@@ -35,6 +37,7 @@ from flags.snapshot import FlagState, FlagStatus
 log = logging.getLogger("cutover.cycle")
 
 DISPATCH_LEASE = "dispatch"  # the lease whose holder dispatches for all replicas
+STRAY_MEMORY_SECONDS = 24 * 3600.0  # a stray the backend has not known for this long is let go
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,6 +343,8 @@ class Controller:
         else:
             threads = 0
         in_use = {Path.LEGACY: legacy_in_use + threads, Path.NEW: new_running}
+        for backend in self.backends.values():
+            self._stop_strays(backend)
         return dispatched, cap_in_force, threads, in_use
 
     def _submit(
@@ -434,13 +439,68 @@ class Controller:
 
     def _cancel_orphans(self, backend: Backend, refs: Sequence[JobRef]) -> None:
         """Stop jobs made for intents settled meanwhile, unless reconciliation recorded that very job
-        (then it is the conversion's job); any other must not run."""
+        (then it is the conversion's job); any other is a stray and must not run. A stray is
+        recorded in the ledger before it is stopped, and stopped again every cycle until the
+        backend shows it stopped (``_stop_strays``): a stop call can fail, or not take."""
+        strays = []
         for ref in refs:
             current = self.ledger.get(ref.conversion_id)
-            if current is not None and current.job_ref == ref.job_id:
-                continue
+            if current is None or current.job_ref != ref.job_id:
+                strays.append(ref)
+        if not strays:
+            return
+        recorded = self._strays(backend.path)
+        now = self.clock()
+        for ref in strays:
+            recorded.setdefault(ref.job_id, {"conversion_id": ref.conversion_id, "since": now})
+        self.ledger.put_value(_strays_key(backend.path), json.dumps(recorded, sort_keys=True), now)
+        for ref in strays:
+            log.warning(
+                "dispatch.cancelled_late", extra={"conversion_id": ref.conversion_id, "job": ref.job_id}
+            )
+            self._stop(backend, ref)
+
+    def _strays(self, path: Path) -> dict[str, dict[str, Any]]:
+        raw = self.ledger.get_value(_strays_key(path))
+        found = json.loads(raw) if raw else {}
+        return found if isinstance(found, dict) else {}
+
+    def _stop(self, backend: Backend, ref: JobRef) -> None:
+        try:
             backend.cancel(ref)
-            log.warning("dispatch.cancelled_late", extra={"conversion_id": ref.conversion_id})
+        except BackendError as exc:
+            log.warning("dispatch.stray_not_stopped", extra={"job": ref.job_id, "error": str(exc)})
+
+    def _stop_strays(self, backend: Backend) -> None:
+        """Stop each recorded stray again until the backend shows it ended; one the backend has not
+        known for a day is let go (it keeps no record that long)."""
+        recorded = self._strays(backend.path)
+        if not recorded:
+            return
+        refs = {job: JobRef(job, str(info.get("conversion_id", ""))) for job, info in recorded.items()}
+        try:
+            look = backend.outcomes if isinstance(backend, Inventory) else backend.poll
+            states = look(list(refs.values()))
+        except BackendError as exc:
+            log.warning("dispatch.strays_unseen", extra={"path": backend.path.value, "error": str(exc)})
+            states = {}
+        now = self.clock()
+        left: dict[str, dict[str, Any]] = {}
+        for job, ref in refs.items():
+            state = states.get(ref)
+            if state is not None and state.status.terminal:
+                log.info("dispatch.stray_stopped", extra={"job": job, "conversion_id": ref.conversion_id})
+                continue
+            since = float(recorded[job].get("since", now))
+            if state is not None and state.status is JobStatus.UNKNOWN and now - since > STRAY_MEMORY_SECONDS:
+                log.warning(
+                    "dispatch.stray_forgotten", extra={"job": job, "conversion_id": ref.conversion_id}
+                )
+                continue
+            left[job] = recorded[job]
+            self._stop(backend, ref)
+        if left != recorded:
+            self.ledger.put_value(_strays_key(backend.path), json.dumps(left, sort_keys=True), now)
 
     # -- reconcile intents left by a crash -------------------------------------------------------
 
@@ -491,6 +551,11 @@ class Controller:
     @property
     def flag_state(self) -> FlagState | None:
         return self.last_report.flag.state if self.last_report else None
+
+
+def _strays_key(path: Path) -> str:
+    """Where the dispatcher records the strays of a path (``ValueStore``)."""
+    return f"dispatch:strays:{path.value}"
 
 
 def batch_key(path: Path, records: Sequence[ConversionRecord]) -> str:

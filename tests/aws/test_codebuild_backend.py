@@ -388,3 +388,18 @@ def test_a_working_build_whose_manifest_cannot_be_read_is_still_seen_working(
     ended = moved.poll(refs)
     assert {s.status for s in ended.values()} == {JobStatus.UNKNOWN}  # its results are out of reach
     assert moved.in_use() == 0
+
+
+def test_a_build_asked_to_stop_again_later_is_stopped_again(
+    aws: World, make_backend: Callable[..., CodeBuildBackend], clock: Clock
+) -> None:
+    """A stray build is stopped until it is seen stopped: a later cancel sends StopBuild again
+    (the first may have been throttled, or not taken)."""
+    backend = make_backend()
+    refs = backend.submit(DispatchBatch("Lagain", Path.LEGACY, items(2), 2))
+    aws.set_build(refs[0].job_id, "IN_PROGRESS", phase="BUILD")
+    backend.cancel(refs[0])
+    aws.set_build(refs[0].job_id, "IN_PROGRESS", phase="BUILD")  # it did not take
+    clock.now += 30
+    backend.cancel(refs[0])
+    assert [p["id"] for p in aws.calls.params("StopBuild")] == [refs[0].job_id] * 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from controller.core.domain import ConversionRequest, ConversionState, Path
+from controller.core.domain import ConversionRequest, ConversionState, JobStatus, Path
 from controller.core.routing import FallbackPolicy, RoutingPolicy
 from controller.core.transitions import RetryPolicy
 from controller.engine.cycle import Controller, CycleConfig
@@ -304,3 +304,46 @@ def test_a_job_unseen_for_longer_than_the_grace_period_is_failed_over(sqlite_led
         controller.run_cycle()
         clock.advance(1)
     assert sqlite_ledger.get("c0").attempts == 2
+
+
+def test_a_stray_job_is_recorded_and_stopped_until_it_is_seen_stopped(sqlite_ledger, clock):
+    """A slow submit came back after another replica had settled its intents (released them: the
+    conversions are to be dispatched afresh). What it started is a stray: it must be recorded
+    durably and stopped until the backend shows it stopped, though the stop calls are throttled
+    and this replica restarts meanwhile; otherwise two jobs hold the same conversion."""
+    from tests.fakes import Tripwire
+
+    flags = FakeFlags.none()
+    flags.publish("v1", {1})
+    world = World(budget=4)
+    new = FakeBackend(Path.NEW, world, ticks=400)
+    new.cancel_stops_running = True
+    wired = Tripwire(new)
+    config = CycleConfig(budget=4, intent_grace_seconds=30)
+
+    def controller() -> Controller:
+        return Controller(
+            ledger=sqlite_ledger, flags=flags, backends={Path.NEW: wired}, config=config, clock=clock
+        )
+
+    def settled_elsewhere() -> None:
+        record = sqlite_ledger.get("c0")
+        sqlite_ledger.release([("c0", record.fence)], clock(), "intent reconciled elsewhere")
+
+    submit(sqlite_ledger, clock, range(1), tenant=lambda i: 1)
+    wired.arm("submit", "after", settled_elsewhere)
+    new.cancel_unavailable = 3  # the first stop calls are throttled
+    first = controller()
+    first.run_cycle()
+    world.tick()
+    (stray,) = list(new.jobs)
+    assert new.jobs[stray].status is not JobStatus.FAILED  # not stopped yet: the stop was throttled
+    restarted = controller()  # the replica restarts: what it knew in memory is gone
+    for _ in range(6):
+        clock.advance(1)
+        restarted.run_cycle()
+        world.tick()
+    assert new.jobs[stray].status is JobStatus.FAILED  # stopped in the end
+    assert [r.job_id for r in new.cancelled].count(stray) >= 4
+    runs = [r for r in world.runs if r.conversion_id == "c0" and r.ended is None]
+    assert len(runs) <= 1  # never two at work on one conversion
