@@ -110,6 +110,9 @@ class World:
         return any(not j.status.terminal for b in self.backends for j in b.jobs.values())
 
 
+LISTING_LAG_SECONDS = 10.0  # how far a lagging listing is behind; well under the intent grace
+
+
 class FakeBackend:
     """A backend in memory. Legacy batches are builds with fixed threads; new jobs obey a cap."""
 
@@ -131,6 +134,16 @@ class FakeBackend:
         self.unavailable_before_submit = False  # a timeout before the backend got the request
         self.poll_unavailable = False  # a throttled or timed-out status call
         self.cancel_unavailable = 0  # the next n cancels are throttled (StopBuild, TerminateJob)
+        self.poll_unknown = False  # the next poll answers UNKNOWN for everything (unreadable answers)
+        # Listings lag behind submits (eventual consistency): while set, ``find`` does not see a job
+        # submitted less than ``LISTING_LAG_SECONDS`` ago on ``clock``.
+        self.listing_lag = False
+        # A new cap takes effect only after the next tick (UpdateComputeEnvironment is asynchronous:
+        # RUNNABLE jobs may still start under the old maxvCpus meanwhile).
+        self.capacity_lags = False
+        self._pending_capacity: int | None = None
+        self.clock: Callable[[], float] | None = None
+        self._submitted_at: dict[str, float] = {}
         self.find_unavailable = False  # a throttled or timed-out lookup during reconciliation
         self.fail_once: set[str] = set()  # the next execution of these conversions fails
         self.unknown_once: set[str] = set()  # the next poll answers UNKNOWN for these conversions
@@ -160,6 +173,8 @@ class FakeBackend:
             fail = item.conversion_id in self.fail_ids or item.conversion_id in self.fail_once
             self.fail_once.discard(item.conversion_id)
             self.jobs[job_id] = _Job(item.conversion_id, batch.key, self.ticks, fail=fail, fence=item.fence)
+            if self.clock is not None:
+                self._submitted_at[job_id] = self.clock()
             self.world.executions.setdefault(item.conversion_id, []).append(self.path)
             refs.append(JobRef(job_id, item.conversion_id))
         if self.path is Path.LEGACY:
@@ -179,6 +194,11 @@ class FakeBackend:
         if self.poll_unavailable:
             self.poll_unavailable = False
             raise BackendUnavailableError("status call throttled")
+        if self.poll_unknown:
+            # As the adapters do with jobs they cannot see: no state, and nothing counted in use.
+            self.poll_unknown = False
+            self._seen_in_use = 0
+            return {ref: JobState(JobStatus.UNKNOWN, "answer unreadable") for ref in refs}
         self._seen_in_use = self._held(refs)
         out = {}
         for ref in refs:
@@ -201,9 +221,14 @@ class FakeBackend:
         found = {}
         for cid, key in intents:
             job_id = f"{key}/{cid}"
-            if job_id in self.jobs:
+            if job_id in self.jobs and not self._lagging(job_id):
                 found[cid] = JobRef(job_id, cid)
         return found
+
+    def _lagging(self, job_id: str) -> bool:
+        if not self.listing_lag or self.clock is None:
+            return False
+        return self.clock() - self._submitted_at.get(job_id, float("-inf")) < LISTING_LAG_SECONDS
 
     def cancel(self, ref: JobRef) -> None:
         self.cancelled.append(ref)
@@ -224,7 +249,10 @@ class FakeBackend:
     def set_capacity(self, slots: int) -> int | None:
         if not self.can_cap:
             return None
-        self.capacity = slots
+        if self.capacity_lags and slots < self.capacity:
+            self._pending_capacity = slots
+            return max(slots, self._seen_in_use)
+        self.capacity, self._pending_capacity = slots, None
         return max(slots, self._seen_in_use)  # like maxvCpus: never below what the last poll saw run
 
     def in_use(self) -> int:
@@ -288,6 +316,8 @@ class FakeBackend:
                 if job.status is JobStatus.QUEUED:
                     self._start(job_id)
                     running += 1
+            if self._pending_capacity is not None:
+                self.capacity, self._pending_capacity = self._pending_capacity, None
 
     def _start(self, job_id: str) -> None:
         job = self.jobs[job_id]

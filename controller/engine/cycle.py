@@ -105,6 +105,8 @@ class Controller:
         self._lock = threading.Lock()
         # Whether the new path's backend caps itself; unknown (so assumed not) until it has answered.
         self._new_caps = False
+        # The new path's cap in force at this process's last dispatch (none before the first).
+        self._cap_before = 0
         # Since when the answers about a dispatch attempt (conversion, fence) have all been UNKNOWN.
         self._unseen_since: dict[tuple[str, int], float] = {}
 
@@ -205,6 +207,7 @@ class Controller:
         queued: dict[Path, int] = field(default_factory=dict)
         resubmitted: int = 0
         unseen: set[Path] = field(default_factory=set)  # paths whose status poll failed
+        unknown: dict[Path, int] = field(default_factory=dict)  # conversions answered UNKNOWN
 
     def _poll(self, now: float, errors: list[str]) -> Controller._Polled:
         out = Controller._Polled()
@@ -266,6 +269,9 @@ class Controller:
                     record = next(r for r in records if r.conversion_id == f.conversion_id)
                     self._on_finished(record, f.state, f.reason)
             out.running[path] = status_counts[JobStatus.RUNNING]
+            out.unknown[path] = status_counts[JobStatus.UNKNOWN] + sum(
+                1 for r in records if states.get(refs[r.conversion_id]) is None
+            )
             out.queued[path] = status_counts[JobStatus.QUEUED]
         return out
 
@@ -288,8 +294,10 @@ class Controller:
         A backend knows what its last successful poll told it. When this cycle's poll of a path
         failed (throttled, timed out), that figure may be 0 (right after a restart, or a build
         started since): the path is then taken to hold one slot per conversion handed to it and
-        not finished. Intents whose submit had an unknown outcome are never polled, yet what they
-        started may run: each counts as one slot until reconciliation settles it."""
+        not finished. A conversion the poll answered UNKNOWN about (a build not found, an answer
+        that could not be read) may be at work all the same: one slot each. Intents whose submit
+        had an unknown outcome are never polled, yet what they started may run: each counts as one
+        slot until reconciliation settles it."""
         counts = self.ledger.counts()
         held: dict[Path, int] = {}
         for path, backend in self.backends.items():
@@ -297,7 +305,7 @@ class Controller:
             seen = backend.in_use()
             if path in polled.unseen:
                 seen = max(seen, counts.path_state(path, ConversionState.DISPATCHED))
-            held[path] = seen + intents
+            held[path] = seen + intents + polled.unknown.get(path, 0)
         return held
 
     def _dispatch(
@@ -337,7 +345,12 @@ class Controller:
                 cap_in_force = cap
             if new_todo:
                 dispatched[Path.NEW] = self._submit(new, new_todo, 0, now, lease_until, errors)
-        threads = clamp_threads(split.legacy_threads, cfg.budget, legacy_in_use, cap_in_force)
+        # A lowered cap takes effect asynchronously (UpdateComputeEnvironment): until the next poll
+        # has seen what runs under it, queued jobs may still start under the cap before. The slots
+        # a lowering frees are handed to a build from the next cycle on, never in this one.
+        capped = max(cap_in_force, self._cap_before) if self._new_caps else cap_in_force
+        self._cap_before = cap_in_force
+        threads = clamp_threads(split.legacy_threads, cfg.budget, legacy_in_use, capped)
         if legacy is not None and legacy_todo and threads >= 1:
             dispatched[Path.LEGACY] = self._submit(legacy, legacy_todo, threads, now, lease_until, errors)
         else:

@@ -347,3 +347,44 @@ def test_a_stray_job_is_recorded_and_stopped_until_it_is_seen_stopped(sqlite_led
     assert [r.job_id for r in new.cancelled].count(stray) >= 4
     runs = [r for r in world.runs if r.conversion_id == "c0" and r.ended is None]
     assert len(runs) <= 1  # never two at work on one conversion
+
+
+def test_a_lowered_new_path_cap_is_not_handed_to_a_build_in_the_same_cycle(sqlite_ledger, clock):
+    """Lowering maxvCpus takes effect asynchronously: queued jobs may still start under the old cap
+    for a while. The slots a lowering frees go to a legacy build only once a poll after it has
+    seen what really runs, never in the cycle that lowered it."""
+    flags = FakeFlags.none()
+    flags.publish("v1", {1})
+    controller, world, _, new = make(sqlite_ledger, clock, flags, budget=4, ticks=3)
+    new.capacity_lags = True
+    submit(sqlite_ledger, clock, range(12), tenant=lambda i: 1)  # new-path work: the cap is 4
+    controller.run_cycle()
+    submit(sqlite_ledger, clock, range(100, 108), tenant=lambda i: 2)  # then old-path work arrives
+    for _ in range(40):
+        clock.advance(1)
+        controller.run_cycle()
+        world.tick()
+        assert world.load() <= 4
+    assert world.peak <= 4
+
+
+def test_conversions_answered_unknown_still_count_against_the_budget(sqlite_ledger, clock):
+    """A status poll that answers UNKNOWN about a build at work (not found yet, or unreadable)
+    leaves the backend counting nothing in use for it; the build still holds its threads, so the
+    cycle must not hand them to the new path."""
+    flags = FakeFlags.none()
+    flags.publish("v1", {1})
+    controller, world, legacy, _ = make(sqlite_ledger, clock, flags, budget=4, ticks=50)
+    submit(sqlite_ledger, clock, range(4), tenant=lambda i: 2)
+    controller.run_cycle()
+    world.tick()
+    clock.advance(1)
+    controller.run_cycle()  # polled: the build's 4 threads seen
+    submit(sqlite_ledger, clock, range(100, 108), tenant=lambda i: 1)
+    legacy.poll_unknown = True
+    for _ in range(3):
+        clock.advance(1)
+        controller.run_cycle()
+        world.tick()
+        assert world.load() <= 4
+    assert world.peak <= 4
