@@ -388,3 +388,44 @@ def test_conversions_answered_unknown_still_count_against_the_budget(sqlite_ledg
         world.tick()
         assert world.load() <= 4
     assert world.peak <= 4
+
+
+@pytest.mark.parametrize(("skew", "takes_over"), [(7.0, False), (12.0, True)])
+def test_replica_clock_skew_within_a_quarter_of_the_lease_never_splits_the_dispatch(
+    sqlite_ledger, clock, skew, takes_over
+):
+    """Leases and intent cut-offs are judged on each replica's own clock. A submit must be back a
+    quarter of the lease before the lease ends (its time limit), so a replica whose clock runs
+    ahead by less than that quarter (7.5 s of a 30 s lease) cannot take the lease while the
+    dispatcher is still submitting; beyond it, it can, which is what the bound is about. Clocks
+    synchronised by NTP (Amazon Time Sync) differ by milliseconds."""
+    from tests.fakes import Tripwire
+
+    flags = FakeFlags.none()
+    flags.publish("v1", {1})
+    world = World(budget=4)
+    new = FakeBackend(Path.NEW, world, ticks=50)
+    wired = Tripwire(new)
+    config = CycleConfig(budget=4, intent_grace_seconds=30, lease_seconds=30)
+
+    def ahead() -> float:
+        return clock() + skew
+
+    a = Controller(
+        ledger=sqlite_ledger, flags=flags, backends={Path.NEW: wired}, config=config, clock=clock, holder="a"
+    )
+    b = Controller(
+        ledger=sqlite_ledger, flags=flags, backends={Path.NEW: new}, config=config, clock=ahead, holder="b"
+    )
+    submit(sqlite_ledger, clock, range(2), tenant=lambda i: 1)
+    a.run_cycle()  # a holds the lease
+    submit(sqlite_ledger, clock, range(10, 12), tenant=lambda i: 1)
+    seen: list[bool] = []
+
+    def slow_submit_while_b_runs() -> None:
+        clock.advance(22.4)  # as long as a submit may take: just inside its time limit
+        seen.append(b.run_cycle().dispatcher)
+
+    wired.arm("submit", "before", slow_submit_while_b_runs)
+    a.run_cycle()
+    assert seen == [takes_over]
