@@ -105,8 +105,10 @@ class LastKnownGood:
         self._good = fresh
         self._unsaved = self._unsaved or changed
         problem = ""
-        if self._unsaved or now - self._persisted_at >= self._persist_every:
+        if self._unsaved:
             problem = self._persist(fresh, now)
+        elif now - self._persisted_at >= self._persist_every:
+            problem = self._refresh(fresh, now)
         if changed:
             log.info(
                 "flag.changed",
@@ -117,6 +119,21 @@ class LastKnownGood:
         state = FlagState.OK if fresh.enabled else FlagState.DISABLED
         self.last = FlagStatus(fresh, state, now, problem, good_since=fresh.fetched_at)
         return self.last
+
+    def _refresh(self, fresh: FlagSnapshot, now: float) -> str:
+        """Persist ``fresh`` again (its age starts over) unless another replica has persisted a
+        different flag since: that one saw a change this replica's source has not shown yet (its
+        agent lags during a gradual deployment), and a later flag must never be written over."""
+        try:
+            persisted = self._store.load_flag()
+        except CutoverError as exc:
+            log.warning("flag.not_persisted", extra={"version": fresh.version, "problem": str(exc)})
+            return f"flag {fresh.version} not persisted again ({exc})"
+        if persisted is not None and _identity(persisted) != _identity(fresh):
+            self._persisted_at = now
+            log.info("flag.persist_skipped", extra={"ours": fresh.version, "persisted": persisted.version})
+            return ""
+        return self._persist(fresh, now)
 
     def _persist(self, fresh: FlagSnapshot, now: float) -> str:
         """Save ``fresh``; a refused write is tried again on every read until it holds. The change

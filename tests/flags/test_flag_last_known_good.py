@@ -376,3 +376,44 @@ def test_a_change_is_announced_and_routed_by_even_when_persisting_it_failed_once
     assert store.saved is not None
     assert store.saved.tenant_ids == {1, 2}
     assert len(changes) == 2
+
+
+class StaticSource:
+    """A flag source that serves what it was last told to (an agent that may lag)."""
+
+    name = "static"
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.ids: list[int] = []
+        self.version = "1"
+
+    def fetch(self) -> FlagSnapshot:
+        return FlagSnapshot(self.version, True, frozenset(self.ids), "static", self.clock())
+
+
+def test_a_replica_whose_agent_lags_never_writes_its_older_flag_over_a_newer_one() -> None:
+    """Replica A's agent has version 2, replica B's still serves version 1 (a gradual deployment,
+    an agent that polls late). B's periodic refresh of the persisted flag must not put version 1
+    back over the version 2 A persisted: a restarted replica whose agent is down would route by it."""
+    clock = FakeClock()
+    store = MemoryStore()
+    a_source, b_source = StaticSource(clock), StaticSource(clock)
+    a = LastKnownGood(a_source, store, clock, persist_every_seconds=60)
+    b = LastKnownGood(b_source, store, clock, persist_every_seconds=60)
+    a.read()
+    b.read()
+    a_source.version, a_source.ids = "2", [7]
+    clock.advance(1)
+    a.read()
+    assert store.saved is not None
+    assert store.saved.version == "2"
+    for _ in range(5):
+        clock.advance(61)
+        b.read()  # still version 1: its refresh is due, but someone persisted another version since
+        assert store.saved.version == "2"
+    b_source.version, b_source.ids = "2", [7]
+    clock.advance(61)
+    b.read()
+    a.read()
+    assert store.saved.version == "2"
