@@ -96,6 +96,7 @@ class FaultSchedule:
     injected: Counter[str] = field(default_factory=Counter)
     calls: Counter[str] = field(default_factory=Counter)
     forced: dict[str, list[str]] = field(default_factory=dict)
+    on_fault: Callable[[str, str], None] | None = None  # hears (operation, kind) of each fault
     _rng: random.Random = field(init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _submitted: dict[str, float] = field(default_factory=dict, repr=False)
@@ -127,7 +128,33 @@ class FaultSchedule:
                     roll -= p
             if kind is not None:
                 self.injected[f"{operation}:{kind}"] += 1
-            return kind
+        if kind is not None and self.on_fault is not None:
+            self.on_fault(operation, kind)
+        return kind
+
+    @classmethod
+    def scaled(cls, rate: float, **kwargs: Any) -> FaultSchedule:
+        """The chaos run's schedule: what AWS does at a month-start peak, ``rate`` times as often
+        as at 1.0 (each probability is capped at one half)."""
+
+        def of(**kinds: float) -> dict[str, float]:
+            return {k: min(0.5, p * rate) for k, p in kinds.items()}
+
+        rates = {
+            "CodeBuild.BatchGetBuilds": of(throttle=0.10, error=0.02),
+            "CodeBuild.ListBuildsForProject": of(throttle=0.05),
+            "CodeBuild.StartBuild": of(throttle=0.05, error=0.01, lost=0.03, slow=0.02),
+            "CodeBuild.StopBuild": of(throttle=0.10),
+            "Batch.DescribeJobs": of(throttle=0.10, error=0.02),
+            "Batch.ListJobs": of(throttle=0.05),
+            "Batch.SubmitJob": of(throttle=0.05, error=0.01, lost=0.03, slow=0.02),
+            "Batch.CancelJob": of(throttle=0.10),
+            "Batch.TerminateJob": of(throttle=0.10),
+            "Batch.UpdateComputeEnvironment": of(throttle=0.05),
+            "S3.*": of(throttle=0.03, error=0.01),
+            "DynamoDB.*": of(throttle=0.01),
+        }
+        return cls(rates=rates, **kwargs)
 
     def submitted(self, job_id: str) -> None:
         with self._lock:
@@ -165,6 +192,21 @@ class FaultInjector:
         )
         events.register(f"after-call.{service}", lambda **kw: self._after(name, **kw))
         return client
+
+    def install_on_session(self, events: Any) -> None:
+        """Route the requests of every client a boto3 session makes from now on (``session.events``)."""
+
+        def send(request: Any, event_name: str = "", **kwargs: Any) -> AWSResponse | None:
+            service = event_name.split(".")[1] if event_name.count(".") >= 2 else ""
+            name = _SERVICE_NAMES.get(service, service)
+            return self._send(service, name, request, event_name=event_name, **kwargs)
+
+        def after(event_name: str = "", **kwargs: Any) -> None:
+            service = event_name.split(".")[1] if event_name.count(".") >= 2 else ""
+            self._after(_SERVICE_NAMES.get(service, service), **kwargs)
+
+        events.register("before-send", send)
+        events.register("after-call", after)
 
     def _send(self, service: str, name: str, request: Any, **kwargs: Any) -> AWSResponse | None:
         operation = f"{name}.{_operation(kwargs.get('event_name', ''))}"
