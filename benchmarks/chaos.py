@@ -379,6 +379,17 @@ class FlagChanges:
     broken_at: float = 0.0
     sampled: bool = True  # whether the replicas were asked about the current broken document
     kinds: dict[str, int] = field(default_factory=dict)
+    # (wall-clock time, version) each time the valid version in the file changed
+    in_force: list[tuple[float, int | None]] = field(default_factory=list)
+
+    def was_in_force(self, version: str, at: float, slack: float = 1.0) -> bool:
+        """Whether ``version`` was the valid version in the file at some moment within ``slack``
+        seconds of ``at``."""
+        for i, (since, v) in enumerate(self.in_force):
+            until = self.in_force[i + 1][0] if i + 1 < len(self.in_force) else float("inf")
+            if str(v) == version and since - slack <= at <= until + slack:
+                return True
+        return False
 
 
 def change_flag(
@@ -415,6 +426,8 @@ def change_flag(
         fc.refused += 1
     now = store.in_force()
     fc.last_good = now.version if now else fc.last_good
+    if not fc.in_force or fc.in_force[-1][1] != fc.last_good:
+        fc.in_force.append((time.time(), fc.last_good))
 
 
 @dataclass
@@ -423,15 +436,17 @@ class HeldFlag:
 
     samples: int = 0
     kept: int = 0
-    behind: int = 0  # not judged: the replica's last cycle read the file before it broke
+    behind: int = 0  # its last read of a valid file predates the version last in force
     problems: list[str] = field(default_factory=list)
 
 
 def check_held_flag(replicas: list[Replica], token: str, fc: FlagChanges, held: HeldFlag) -> None:
     """Ask each replica that has been up a while which flag it routes by. One that has read the
     invalid file (``flag.state`` is ``invalid``) must still route by the version last in force
-    (``flag.version``); one whose last cycle read the file before it broke (``ok``) is behind, not
-    judged; any other state is a problem."""
+    (``flag.version``), or, when its cycles are slower than the flag changes (the AWS backend under
+    faults), by the version that was in force when it last read a valid file (``age_seconds`` ago):
+    it is behind, as during a gradual deployment, not wrong. One whose last cycle read the file
+    before it broke (``ok``) is behind, not judged; any other state is a problem."""
     import httpx
 
     fc.sampled = True
@@ -450,6 +465,10 @@ def check_held_flag(replicas: list[Replica], token: str, fc: FlagChanges, held: 
             held.behind += 1
         elif flag["version"] == str(fc.last_good) and flag["state"] == "invalid":
             held.kept += 1
+        elif flag["state"] == "invalid" and fc.was_in_force(
+            str(flag["version"]), time.time() - float(flag.get("age_seconds") or 0.0)
+        ):
+            held.behind += 1
         else:
             held.problems.append(f"replica {r.index}: {flag} (last good {fc.last_good})")
 
