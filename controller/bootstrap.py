@@ -203,15 +203,22 @@ def make_signals(settings: Settings, clock: Callable[[], float]) -> Signals | No
     )
 
 
+# Where an unreadable last-known-good record is kept for inspection (``ValueStore``), before a good
+# flag is persisted over it.
+UNREADABLE_FLAG_KEY = "flag:last_known_good:unreadable"
+
+
 def cycle_config(settings: Settings) -> CycleConfig:
     """The cycle's knobs from the settings."""
+    lease = max(30.0, settings.cycle_seconds * 6)
     return CycleConfig(
         budget=settings.budget,
         max_claims=settings.max_claims_per_cycle,
         max_batch_items=settings.max_batch_items,
         legacy_max_threads=settings.legacy_max_threads,
-        intent_grace_seconds=settings.intent_grace_seconds,
-        lease_seconds=max(30.0, settings.cycle_seconds * 6),
+        # A submit ends within its lease; an intent younger than that may still have one under way.
+        intent_grace_seconds=max(settings.intent_grace_seconds, lease),
+        lease_seconds=lease,
         routing=RoutingPolicy(
             on_flag_unavailable=FallbackPolicy(settings.on_flag_unavailable),
             on_stale_flag=StalePolicy(settings.on_stale_flag),
@@ -228,15 +235,19 @@ def build(
     on_flag_change: Callable[[FlagChange], None] | None = None,
     on_finished: Callable[[ConversionRecord, ConversionState, str], None] | None = None,
     wrap_backend: Callable[[Backend], Backend] | None = None,
+    holder: str | None = None,
 ) -> Service:
     """Wire one controller process from its settings.
+
+    ``holder`` is the replica's identity for the ledger's leases (``cutover run`` gives its host and
+    listening address, stable across a restart); by default the host and process id.
 
     ``on_finished`` hears every outcome the cycle records; ``wrap_backend`` may decorate each
     backend (the service's metrics time the calls that way). With signals or an AWS backend, a
     housekeeping thread starts too (sending signals, reconciling); ``Service.close`` stops it.
     """
     ledger = make_ledger(settings)
-    holder = f"{socket.gethostname()}:{os.getpid()}"
+    holder = holder or f"{socket.gethostname()}:{os.getpid()}"
     tally = ReconcileTally()
     try:
         signals = make_signals(settings, clock)
@@ -249,6 +260,7 @@ def build(
             clock,
             max_age_seconds=settings.max_flag_age,
             on_change=changed,
+            keep_aside=lambda record: ledger.put_value(UNREADABLE_FLAG_KEY, record, clock()),
         )
         backends = make_backends(settings, clock, tally)
         if wrap_backend is not None:
@@ -256,7 +268,6 @@ def build(
     except BaseException:
         ledger.close()
         raise
-    holder = f"{socket.gethostname()}:{os.getpid()}"
     controller = Controller(
         ledger=ledger,
         flags=flags,

@@ -116,7 +116,10 @@ class Settings(BaseSettings):
     metric_namespace: str = "Cutover"
     reconcile_hours: Annotated[float, Field(gt=0, le=14 * 24)] = 24.0
     reconcile_seconds: Annotated[float, Field(ge=10)] = 300.0
-    ledger_retention_days: Annotated[float, Field(gt=0)] = 30.0
+    # A finished record is its id's tombstone: a re-sent id is a duplicate only while the record is
+    # kept, so it must outlive every re-send. SQS keeps a message 14 days at most, the longest any
+    # intake can deliver an id again (HTTP senders retry within minutes).
+    ledger_retention_days: Annotated[float, Field(ge=14)] = 30.0
     max_request_items: PositiveInt = 1000
     max_body_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

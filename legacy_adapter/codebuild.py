@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("cutover.codebuild")
 
 BATCH_GET_MAX = 100  # BatchGetBuilds ids per call, documented maximum
+STOP_AGAIN_SECONDS = 10.0  # a build's conversions cancelled together share one StopBuild
 INLINE_MANIFEST_MAX = 3000  # characters; one environment variable is refused beyond about 4096
 _QUEUED_PHASES = frozenset({"SUBMITTED", "QUEUED", "PROVISIONING"})
 _ENDED = frozenset({"SUCCEEDED", "FAILED", "FAULT", "TIMED_OUT", "STOPPED"})
@@ -125,12 +126,17 @@ class CodeBuildBackend(AwsBackend):
         self._builds: dict[str, _Build] = {}
         self._results: dict[str, tuple[float, set[str]]] = {}
         self._results_refresh = results_refresh_seconds
-        self._stopped: set[str] = set()
+        self._stopped: dict[str, float] = {}  # build id -> when StopBuild was last sent
 
     # -- submit ------------------------------------------------------------------------------
 
     def submit(self, batch: DispatchBatch) -> list[JobRef]:
-        """Write the batch's manifest and start one build for it (StartBuild with a token)."""
+        """Write the batch's manifest and start one build for it (StartBuild with a token), every
+        call and retry within the batch's time limit."""
+        with self._retrier.within(batch.time_limit):
+            return self._start(batch)
+
+    def _start(self, batch: DispatchBatch) -> list[JobRef]:
         key = checked_key(batch.key)
         if not batch.items:
             return []
@@ -233,13 +239,13 @@ class CodeBuildBackend(AwsBackend):
         manifest_uri = _env(build, "CUTOVER_MANIFEST_URI")
         manifest_key = self.manifests.key_of(manifest_uri or "")
         manifest = self.manifests.get(manifest_key) if manifest_key else None
-        if manifest is None:
-            return {
-                r: JobState(JobStatus.UNKNOWN, f"build {build_id} has no readable manifest") for r in refs
-            }, 0
-        results_prefix = manifest_key.rsplit("/", 1)[0] + "/results/" if manifest_key else ""
         ended = status in _ENDED
         queued = status == "IN_PROGRESS" and str(build.get("currentPhase", "")) in _QUEUED_PHASES
+        if manifest is None:
+            return self._unread(
+                build_id, refs, ended=ended, queued=queued, threads=_env(build, "CUTOVER_THREADS")
+            )
+        results_prefix = manifest_key.rsplit("/", 1)[0] + "/results/" if manifest_key else ""
         done = self._done(build_id, results_prefix, ended=ended, queued=queued)
         order = [str(c["conversion_id"]) for c in manifest.get("conversions", [])]
         threads = int(manifest.get("threads") or 1)
@@ -263,6 +269,20 @@ class CodeBuildBackend(AwsBackend):
             out[r] = state
         holding = 0 if ended else min(threads, len(left))
         return out, holding
+
+    @staticmethod
+    def _unread(
+        build_id: str, refs: Sequence[JobRef], *, ended: bool, queued: bool, threads: str | None
+    ) -> tuple[dict[JobRef, JobState], int]:
+        """A build whose manifest is out of reach (say the manifest bucket setting changed since it
+        started): while CodeBuild says it works, it works, and holds the threads it was given;
+        once it ended, what each conversion came to is unknown here."""
+        why = f"build {build_id} has no readable manifest"
+        if ended:
+            return {r: JobState(JobStatus.UNKNOWN, why) for r in refs}, 0
+        status = JobStatus.QUEUED if queued else JobStatus.RUNNING
+        held = int(threads) if threads and threads.isdigit() else len(refs)
+        return {r: JobState(status, why) for r in refs}, held
 
     def _done(self, build_id: str, prefix: str, *, ended: bool, queued: bool) -> set[str]:
         """Conversions of a build with a result object. A working build's results are listed at
@@ -343,8 +363,11 @@ class CodeBuildBackend(AwsBackend):
     # -- cancel, capacity --------------------------------------------------------------------
 
     def cancel(self, ref: JobRef) -> None:
-        """Stop the build (and so every conversion in it); a finished or stopped build is left alone."""
-        if ref.job_id in self._stopped:
+        """Stop the build (and so every conversion in it); a finished or stopped build is left alone.
+        The conversions of one build share one StopBuild; asked again later (a stray stopped until
+        it is seen stopped), it is sent again."""
+        now = self._clock()
+        if now - self._stopped.get(ref.job_id, float("-inf")) < STOP_AGAIN_SECONDS:
             return
         try:
             self._read(partial(self.codebuild.stop_build, id=ref.job_id))
@@ -353,7 +376,9 @@ class CodeBuildBackend(AwsBackend):
                 raise BackendUnavailableError(f"CodeBuild StopBuild {ref.job_id}: {describe(exc)}") from exc
         except BotoCoreError as exc:
             raise BackendUnavailableError(f"CodeBuild StopBuild {ref.job_id}: {describe(exc)}") from exc
-        self._stopped.add(ref.job_id)
+        self._stopped[ref.job_id] = now
+        for build_id in [b for b, at in self._stopped.items() if now - at > 3600]:
+            del self._stopped[build_id]
         log.info("codebuild.stopped", extra={"build_id": ref.job_id, "conversion_id": ref.conversion_id})
 
     def set_capacity(self, slots: int) -> int | None:

@@ -218,7 +218,12 @@ class BatchBackend(AwsBackend):
 
     def submit(self, batch: DispatchBatch) -> list[JobRef]:
         """Write the batch's manifest, then one job per conversion alone, or array jobs of up to
-        10,000 conversions; at most ``ceil(n / 10,000)`` SubmitJob calls for ``n`` conversions."""
+        10,000 conversions; at most ``ceil(n / 10,000)`` SubmitJob calls for ``n`` conversions.
+        Every call and retry within the batch's time limit."""
+        with self._retrier.within(batch.time_limit):
+            return self._submit_batch(batch)
+
+    def _submit_batch(self, batch: DispatchBatch) -> list[JobRef]:
         key = checked_key(batch.key)
         if not batch.items:
             return []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -89,6 +90,9 @@ def serve(
     from controller.plumbing.runtime import settle_after_start_up, share_the_interpreter_lock
 
     configure_logging(cfg)
+    # Listen first: the address is the replica's identity (see ``replica_identity``), so it must
+    # be this process's before the first cycle may take a lease under it.
+    listener = _listen(host, port)
     metrics = ServiceMetrics()
     instrument = metrics.instrument
     if wrap_backend is not None:
@@ -97,7 +101,16 @@ def serve(
         def instrument(backend: Backend) -> Backend:
             return metrics.instrument(inner(backend))
 
-    service = build(cfg, on_finished=metrics.finished, wrap_backend=instrument)
+    try:
+        service = build(
+            cfg,
+            on_finished=metrics.finished,
+            wrap_backend=instrument,
+            holder=replica_identity(listener),
+        )
+    except BaseException:
+        listener.close()
+        raise
     # What /status, /tenants, /metrics and the dashboard show is read once per cycle, by the loop.
     views = ReadModel(service, PlanFile(cfg.rollout_file))
     loop = CycleLoop(service.controller, cfg.cycle_seconds, after_cycle=views.refresh)
@@ -105,6 +118,7 @@ def serve(
         app = create_app(service, loop, metrics=metrics, views=views)
     except BaseException:
         service.close()
+        listener.close()
         raise
     settle_after_start_up()
     share_the_interpreter_lock()
@@ -116,7 +130,7 @@ def serve(
         log.warning("settings.warning", extra={"warning": warning})
     log.info("service.started", extra={"host": host, "port": port, "settings": cfg.masked()})
     try:
-        _serve_app(app, host, port)
+        _serve_app(app, host, port, listener)
     finally:
         intakes.stop()
         loop.stop()
@@ -139,7 +153,32 @@ def _step_down(controller: Controller, loop: CycleLoop) -> None:
         log.warning("lease.kept", extra={"reason": str(exc)})
 
 
-def _serve_app(asgi_app: Any, host: str, port: int) -> None:
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host``:``port`` and listening; a clear error when the address is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise InputError(f"--host/--port: cannot listen on {host}:{port} ({exc.strerror or exc})") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def replica_identity(listener: socket.socket) -> str:
+    """Who this replica is to the ledger's leases: its host and the address it listens on.
+
+    Stable across a restart, so a replica killed with SIGKILL and started again takes its own
+    dispatch lease back at once instead of waiting it out; never shared by two live replicas, since
+    no two processes can listen on one address."""
+    address = listener.getsockname()
+    return f"{socket.gethostname()}:{address[0]}:{address[1]}"
+
+
+def _serve_app(asgi_app: Any, host: str, port: int, listener: socket.socket | None = None) -> None:
     """Serve until SIGTERM or SIGINT. uvicorn drains requests on those, then re-raises the signal to
     the handler found before it started: make that an orderly exit, so the caller's ``finally``
     stops the loop and closes the ledger."""
@@ -147,7 +186,19 @@ def _serve_app(asgi_app: Any, host: str, port: int) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_in_order)
-    uvicorn.run(asgi_app, host=host, port=port, log_level="warning", log_config=None, access_log=False)
+    if listener is None:
+        uvicorn.run(asgi_app, host=host, port=port, log_level="warning", log_config=None, access_log=False)
+        return
+    config = uvicorn.Config(
+        asgi_app, host=host, port=port, log_level="warning", log_config=None, access_log=False
+    )
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=[listener])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        listener.close()
 
 
 def _exit_in_order(signum: int, frame: object) -> None:

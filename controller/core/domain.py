@@ -145,9 +145,12 @@ class DispatchBatch:
 
     ``concurrency`` is how many conversions the batch may work on at once (the legacy build's
     worker threads); the new path's parallelism is set separately with ``Backend.set_capacity``.
+    ``time_limit`` is how many seconds the submit may take, all its calls and retries included
+    (the dispatch lease must outlast it); None: no limit.
     """
 
     key: str
     path: Path
     items: tuple[DispatchItem, ...]
     concurrency: int
+    time_limit: float | None = None

@@ -13,6 +13,7 @@ CutoverError
       ├── FlagUnavailableError   the flag source did not answer (transient)
       │    └── FlagNotDeployedError the source answered, but no flag version is deployed there yet
       ├── FlagInvalidError       the flag source answered with a document that is rejected whole
+      │    └── FlagRecordError     the persisted last-known-good record cannot be read back
       └── FlagDeploymentError    a flag deployment ended without completing (rolled back, reverted)
 
 ``transient`` tells the one place that retries whether trying again can help.
@@ -79,6 +80,14 @@ class FlagNotDeployedError(FlagUnavailableError):
 
 class FlagInvalidError(FlagError):
     """Raised when the flag document is malformed; the message names the first bad value."""
+
+
+class FlagRecordError(FlagInvalidError):
+    """Raised when the persisted last-known-good record cannot be read back; ``record`` holds it."""
+
+    def __init__(self, message: str, record: str) -> None:
+        super().__init__(message)
+        self.record = record
 
 
 class FlagDeploymentError(FlagError):

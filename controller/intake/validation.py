@@ -128,6 +128,12 @@ def parse_intake(raw: bytes, limits: IntakeLimits) -> list[ConversionRequest]:
     return [_item(index, item) for index, item in enumerate(items)]
 
 
+def parse_item(index: int, item: Any) -> ConversionRequest:
+    """Validate one conversion of a larger answer (a finder's rows or objects), where each item
+    stands alone; raises ``IntakeError`` naming ``conversions[index]`` and its field."""
+    return _item(index, item)
+
+
 def validate_conversion_id(value: object) -> str:
     """The id if it is 1-128 characters of letters, digits, ``.``, ``_``, ``-`` (not starting with a
     dot, underscore or dash); raises ``InputError`` otherwise."""
