@@ -302,6 +302,7 @@ class SQLiteLedger:
     # -- intake and claims -------------------------------------------------------------------
 
     def accept(self, requests: Sequence[ConversionRequest], now: float) -> AcceptResult:
+        resend.within(requests)
         sql = (
             "INSERT OR IGNORE INTO conversions "
             "(conversion_id, tenant_id, params, state, received_at, updated_at) "

@@ -299,7 +299,10 @@ def _history(ledger: Ledger, seed: int) -> list[Any]:
         )
         if op == "accept":
             batch = rng.sample(ids, 5)
-            answers.append(ledger.accept([request(c, rng.randint(1, 3)) for c in batch + batch[:1]], now))
+            try:
+                answers.append(ledger.accept([request(c, rng.randint(1, 3)) for c in batch + batch[:1]], now))
+            except ConflictError as exc:  # an id known with another tenant: refused whole, the same way
+                answers.append(str(exc))
         elif op == "claim":
             batch = [r.request for r in ledger.unclaimed(4)] + [request(rng.choice(ids), 2)]
             answers.append(

@@ -88,6 +88,13 @@ def test_an_id_sent_again_with_other_content_is_a_conflict_and_records_nothing(l
     assert (b.tenant_id, b.params, b.received_at) == (2, {"report": "x"}, 1.0)
 
 
+def test_an_id_twice_in_one_batch_with_other_content_is_a_conflict_too(ledger):
+    with pytest.raises(ConflictError, match="tenant_id is 1 there and 2 here"):
+        ledger.accept([req("n"), req("dup", 1), req("dup", 2)], 1.0)
+    assert ledger.get("n") is None
+    assert ledger.get("dup") is None
+
+
 def test_claim_of_a_request_never_accepted_creates_it(ledger):
     owned = ledger.claim([Claim(req("direct", 9), Path.LEGACY, None, "no flag")], 3.0)[0]
     assert owned.created

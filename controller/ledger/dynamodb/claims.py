@@ -34,7 +34,9 @@ class Claims(Writes):
     """``accept``, ``unclaimed`` and ``claim`` of the ownership role."""
 
     def accept(self, requests: Sequence[ConversionRequest], now: float) -> AcceptResult:
-        """Record new requests; a known id (or one repeated in ``requests``) is a duplicate."""
+        """Record new requests; a known id (or one repeated in ``requests``) is a duplicate, and one
+        with other content a ``ConflictError`` that records nothing."""
+        resend.within(requests)
         firsts: dict[str, ConversionRequest] = {}
         for r in requests:
             firsts.setdefault(r.conversion_id, r)
