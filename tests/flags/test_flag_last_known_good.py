@@ -305,7 +305,8 @@ def test_a_service_with_an_unreadable_record_is_not_ready_then_routes_and_keeps_
     record is kept under its own key for inspection."""
     import sqlite3
 
-    from controller.api.status import readiness
+    from controller.api.readmodel import ReadModel
+    from controller.api.tenants import PlanFile
     from controller.bootstrap import UNREADABLE_FLAG_KEY, build
 
     db = tmp_path / "l.db"
@@ -321,13 +322,14 @@ def test_a_service_with_an_unreadable_record_is_not_ready_then_routes_and_keeps_
         output_dir=str(tmp_path / "out"),
     )
     service = build(cfg)
+    views = ReadModel(service, PlanFile(None))
     try:
-        ready, reason = readiness(service, time.time())
+        ready, reason = views.readiness(time.time(), probe=True)
         assert not ready
         assert "last-known-good flag is unreadable" in reason
         report = service.controller.run_cycle()
         assert report.flag.state is FlagState.OK
-        assert readiness(service, time.time())[0]
+        assert views.readiness(time.time(), probe=True)[0]
         assert service.ledger.get_value(UNREADABLE_FLAG_KEY) == "garbage"
     finally:
         service.close()
