@@ -207,6 +207,7 @@ class Controller:
         queued: dict[Path, int] = field(default_factory=dict)
         resubmitted: int = 0
         unseen: set[Path] = field(default_factory=set)  # paths whose status poll failed
+        handed: dict[Path, int] = field(default_factory=dict)  # conversions dispatched, unfinished
         unknown: dict[Path, int] = field(default_factory=dict)  # conversions answered UNKNOWN
 
     def _poll(self, now: float, errors: list[str]) -> Controller._Polled:
@@ -215,6 +216,7 @@ class Controller:
             records = self.ledger.in_flight(path, limit=100_000)
             if not records:
                 continue
+            out.handed[path] = len(records)
             refs = {r.conversion_id: JobRef(r.job_ref or "", r.conversion_id) for r in records}
             try:
                 states = backend.poll(list(refs.values()))
@@ -298,14 +300,14 @@ class Controller:
         that could not be read) may be at work all the same: one slot each. Intents whose submit
         had an unknown outcome are never polled, yet what they started may run: each counts as one
         slot until reconciliation settles it."""
-        counts = self.ledger.counts()
+        # Every intent there is (written before now; a day ahead covers any clock skew).
+        intents = Counter(r.path for r in self.ledger.intents(self.clock() + 86400.0, self.config.max_claims))
         held: dict[Path, int] = {}
         for path, backend in self.backends.items():
-            intents = counts.path_state(path, ConversionState.DISPATCHING)
             seen = backend.in_use()
             if path in polled.unseen:
-                seen = max(seen, counts.path_state(path, ConversionState.DISPATCHED))
-            held[path] = seen + intents + polled.unknown.get(path, 0)
+                seen = max(seen, polled.handed.get(path, 0))
+            held[path] = seen + intents[path] + polled.unknown.get(path, 0)
         return held
 
     def _dispatch(

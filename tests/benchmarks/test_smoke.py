@@ -52,8 +52,8 @@ def positive(x: Any) -> bool:
 def test_every_benchmark_has_a_smoke_test():
     """A new script under benchmarks/ must be added here, or it could rot unnoticed.
 
-    ``chaos.py`` runs for a whole minute in ``test_chaos.py`` (its ``chaos_replica.py`` and, with
-    ``--backend aws``, its ``aws_world.py`` with it), which covers more than its ``--smoke`` setting
+    ``chaos.py`` runs for a whole minute in ``test_chaos.py`` (its ``chaos_replica.py`` with it, and
+    ``aws_world.py`` in its run on the AWS paths), which covers more than its ``--smoke`` setting
     would."""
     helpers = {"harness.py", "chaos_replica.py", "aws_world.py"}
     scripts = {p.name for p in BENCHMARKS.glob("*.py") if p.name not in helpers}

@@ -230,8 +230,15 @@ def _check_old_path(endpoint: str, outputs: dict[str, Any]) -> None:
     iam = _client("iam", endpoint)
     grant = iam.get_role_policy(RoleName="test-legacy-export-codebuild", PolicyName="cutover-manifests")
     statements = grant["PolicyDocument"]["Statement"]
-    objects = next(s for s in statements if s["Sid"] == "ReadManifestsWriteResults")
-    assert objects["Resource"] == f"arn:aws:s3:::{outputs['bucket_name']}/manifests/*"
+    by_sid = {s["Sid"]: s for s in statements}
+    # A build reads the old path's manifests and writes only its results, nothing else in the bucket.
+    assert by_sid["ReadManifests"]["Action"] == "s3:GetObject"
+    assert by_sid["ReadManifests"]["Resource"] == f"arn:aws:s3:::{outputs['bucket_name']}/manifests/legacy/*"
+    assert by_sid["WriteResults"]["Action"] == "s3:PutObject"
+    assert (
+        by_sid["WriteResults"]["Resource"]
+        == f"arn:aws:s3:::{outputs['bucket_name']}/manifests/legacy/*/results/*"
+    )
     build = codebuild.start_build(projectName=outputs["project_name"])["build"]
     assert build["projectName"] == outputs["project_name"]
 
