@@ -157,6 +157,23 @@ class Counts:
         return self.by_path_state.get((path, state), 0)
 
 
+@dataclass(frozen=True, slots=True)
+class FinishedConversion:
+    """One finished conversion as the rollout gates weigh it (``LedgerQueries.finished_since``).
+
+    ``seconds`` runs from the last dispatch to the recorded outcome, the same measure on both
+    paths; ``attempts`` above 1 means the conversion was cloned and resubmitted after a failure.
+    """
+
+    tenant_id: int
+    path: Path
+    state: ConversionState
+    attempts: int
+    claimed_at: float
+    finished_at: float
+    seconds: float | None
+
+
 class OwnershipStore(Protocol):
     """Conversions and their transitions. Every transition is compare-and-set on state and fence."""
 
@@ -241,7 +258,7 @@ class ValueStore(Protocol):
 
 
 class LedgerQueries(Protocol):
-    """Read-side queries for the service pages, the CLI and ``cutover flag plan``."""
+    """Read-side queries for the service pages, the CLI, ``cutover flag plan`` and the rollout gates."""
 
     def counts(self) -> Counts:
         """Conversions per state and path, without a scan."""
@@ -269,6 +286,11 @@ class LedgerQueries(Protocol):
 
     def tenant_activity(self, since: float) -> dict[int, int]:
         """Conversions received per tenant since ``since`` (epoch seconds): the load each tenant brings."""
+        ...
+
+    def finished_since(self, since: float) -> list[FinishedConversion]:
+        """Conversions that succeeded or failed at or after ``since`` (epoch seconds), on either
+        path: the evidence the rollout gates weigh."""
         ...
 
 

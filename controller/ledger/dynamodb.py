@@ -26,6 +26,7 @@ from controller.core.domain import ConversionRecord, ConversionRequest, Conversi
 from controller.core.errors import ConflictError, LedgerError, NotFoundError
 from controller.core.ports import AcceptResult, Claim, Counts, Dispatched, Finish
 from controller.ledger import dynamodb_schema as schema
+from controller.ledger import evidence
 from controller.plumbing.aws import Retrier, describe, error_code, transient
 from flags.snapshot import FlagSnapshot
 
@@ -1096,6 +1097,11 @@ class DynamoDBLedger:
                 if not start:
                     break
         return counts
+
+    def finished_since(self, since: float) -> list[evidence.FinishedConversion]:
+        """Conversions that succeeded or failed at or after ``since``, for the rollout gates: paged
+        through the state index, which is ordered by receipt, not by finish (the TTL bounds it)."""
+        return evidence.finished_through_query(self, since)
 
     # -- flag, leases ------------------------------------------------------------------------
 

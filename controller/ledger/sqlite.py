@@ -26,7 +26,7 @@ from controller.core.domain import (
     Path,
 )
 from controller.core.errors import ConflictError, LedgerError, NotFoundError
-from controller.core.ports import AcceptResult, Claim, Counts, Dispatched, Finish
+from controller.core.ports import AcceptResult, Claim, Counts, Dispatched, Finish, FinishedConversion
 from flags.snapshot import FlagSnapshot
 
 S = ConversionState
@@ -571,6 +571,19 @@ class SQLiteLedger:
             "SELECT tenant_id, count(*) FROM conversions WHERE received_at >= ? GROUP BY tenant_id", (since,)
         )
         return {int(t): int(n) for t, n in rows}
+
+    def finished_since(self, since: float) -> list[FinishedConversion]:
+        """Conversions that succeeded or failed at or after ``since``, for the rollout gates."""
+        rows = self._read(
+            "SELECT tenant_id, path, state, attempts, coalesce(claimed_at, finished_at), finished_at, "
+            "max(0.0, finished_at - dispatched_at) FROM conversions "
+            "WHERE state IN ('succeeded', 'failed') AND path IS NOT NULL AND finished_at >= ?",
+            (since,),
+        )
+        return [
+            FinishedConversion(int(t), _PATHS[p], _STATES[st], int(a), c, f, s)
+            for t, p, st, a, c, f, s in rows
+        ]
 
     def by_tenant(self, tenant_id: int, limit: int = 1000) -> list[ConversionRecord]:
         """A tenant's conversions, newest first."""
