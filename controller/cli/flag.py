@@ -17,7 +17,9 @@ from rich.console import Console
 from rich.table import Table
 
 from controller.cli.common import emit_json, settings
+from controller.cli.gate import judge_now
 from controller.core.errors import ConfigError, InputError
+from controller.core.gates import GateReport
 from controller.core.ports import VersionStore
 from controller.settings import Settings
 from flags import ops
@@ -146,6 +148,26 @@ def _activity(cfg: Settings, since: float) -> dict[int, int] | None:
         ledger.close()
 
 
+def _gate(cfg: Settings, plan: RolloutPlan | None, vstore: VersionStore) -> GateReport:
+    """The gate over the groups the flag in force has moved (the plan is read even when not required)."""
+    current = vstore.in_force()
+    migrated = current.content.migrated if current else frozenset()
+    return judge_now(cfg, plan if plan is not None else _plan(cfg, required=False), migrated)
+
+
+def _print_gate(summary: Mapping[str, Any] | None) -> None:
+    if summary is None:
+        return
+    colour = {"pass": "green", "fail": "red", "inconclusive": "yellow"}
+    for g in summary["groups"]:
+        out.print(f"gate: {g['name']} [{colour[g['verdict']]}]{g['verdict']}[/]")
+        for reason in g["reasons"]:
+            out.print(f"  {reason}", markup=False, highlight=False)
+    if summary["would_refuse"]:
+        out.print("[yellow]advance would refuse:[/] ", end="")
+        out.print(summary["would_refuse"], markup=False, highlight=False)
+
+
 @flag_app.command("show")
 def show_cmd(store: StoreOption = None, as_json: JsonOption = False) -> None:
     """The version in force, its tenant count, and which rollout groups are in."""
@@ -209,6 +231,7 @@ def plan_cmd(
         activity=_activity(cfg, since),
         window_days=window_days,
         max_add=max_add or cfg.max_add,
+        gate=_gate(cfg, plan, vstore),
     )
     if as_json:
         _emit(result)
@@ -232,6 +255,7 @@ def plan_cmd(
         )
     for problem in result["advance_would_refuse"]:
         out.print(f"[yellow]advance would refuse:[/] {problem}")
+    _print_gate(result["gate"])
 
 
 @flag_app.command("advance")
@@ -245,18 +269,33 @@ def advance_cmd(
     ] = None,
     max_add: Annotated[int | None, typer.Option("--max-add", min=1, help="Default: CUTOVER_MAX_ADD.")] = None,
     note: NoteOption = "",
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Move even while a group already moved fails or is inconclusive (needs --reason)."
+        ),
+    ] = False,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Why --force: kept in the flag history and the audit log.")
+    ] = None,
     no_wait: NoWaitOption = False,
     store: StoreOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Write the next flag version and deploy it (following the deployment to the end)."""
+    """Write the next flag version and deploy it (following the deployment to the end), once the
+    groups already moved pass their gate (see `cutover gate`)."""
     if remove_tenants:
         raise InputError("advance never takes tenants out; use `cutover flag rollback --tenant T`")
     if to_group is None and not add_tenants:
         raise InputError("say where to advance: --to-group G or --add-tenants LIST")
+    if force and not (reason or "").strip():
+        raise InputError("--force needs --reason TEXT: why move past the gate (kept in the flag history)")
+    if reason is not None and not force:
+        raise InputError("--reason goes with --force")
     cfg = _settings()
     plan = _plan(cfg, required=to_group is not None)
     vstore = make_store(cfg, _kind(cfg, store))
+    gate = _gate(cfg, plan, vstore)
     with _progress(not as_json and not no_wait) as on_progress:
         result = ops.advance(
             vstore,
@@ -268,8 +307,17 @@ def advance_cmd(
             text=note,
             wait=not no_wait,
             on_progress=on_progress,
+            gate=gate,
+            force=(reason or "") if force else "",
         )
     _warn(result)
+    if result["forced"]:
+        err.print(
+            f"cutover: warning: moved past the gate ({result['forced']['overridden']}): {reason}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     if as_json:
         _emit(result)
         return

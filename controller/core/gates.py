@@ -530,6 +530,12 @@ def _judge_one(
 
 
 def refusal(report: GateReport) -> str:
-    """Why an advance is refused, naming each blocking group and its reasons (empty when none)."""
-    parts = [f"{g.name} is {g.verdict.value} ({'; '.join(g.reasons)})" for g in report.blocking()]
+    """Why an advance is refused, naming each blocking group with its failing checks (or, when it is
+    inconclusive, what it lacks first); empty when nothing blocks."""
+    parts = []
+    for g in report.blocking():
+        why = g.reasons if g.verdict is GateVerdict.FAIL else g.reasons[:1]
+        parts.append(f"{g.name} is {g.verdict.value} ({'; '.join(why)})")
+    if not parts and report.verdict is not GateVerdict.PASS:
+        parts = list(report.reasons)
     return "; ".join(parts)
