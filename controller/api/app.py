@@ -31,6 +31,7 @@ from controller.api.schemas import (
     ConversionOut,
     ConversionPage,
     ErrorBody,
+    GatesOut,
     Health,
     PathName,
     Ready,
@@ -58,6 +59,7 @@ from controller.core.errors import (
     NotFoundError,
 )
 from controller.core.ports import AcceptResult, Ledger
+from controller.engine.gates import gates_document
 from controller.engine.loop import CycleLoop
 from controller.intake import validation as intake
 from controller.intake.validation import IntakeError, IntakeLimits, IntakeProblem
@@ -267,6 +269,11 @@ def create_app(
             tenant_in_flight(ledger, tenant_id),
             board.group_of(tenant_id),
         )
+
+    @app.get("/gates", response_model=GatesOut, responses=_errors(503), tags=["rollout"])
+    def gates() -> dict[str, Any]:
+        """The rollout gates: for each group on the new path, the evidence, checks and verdict."""
+        return gates_document(service.gates)
 
     # -- the dashboard ------------------------------------------------------------------------
 

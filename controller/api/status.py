@@ -139,6 +139,7 @@ def status_document(
             **(intake or {"requests": 0, "rejected": 0, "accepted": 0, "duplicates": 0}),
             "sources": [i.stats.as_json() for i in service.intakes],
         },
+        "auto_advance": service.auto.state() if service.auto is not None else {"enabled": False},
     }
 
 

@@ -67,20 +67,9 @@ def _kind(cfg: Settings, store: str | None) -> StoreKind:
 
 def make_store(cfg: Settings, kind: StoreKind) -> VersionStore:
     """The version store ``kind`` as the settings describe it."""
-    if kind == "file":
-        from flags.file_store import FileVersionStore
+    from controller.bootstrap import make_version_store
 
-        return FileVersionStore(cfg.flag_file, cfg.flag_key)
-    from flags.appconfig_store import AppConfigVersionStore, make_client
-
-    return AppConfigVersionStore(
-        make_client(),
-        application=cfg.appconfig_application,
-        environment=cfg.appconfig_environment,
-        profile=cfg.appconfig_profile,
-        flag_key=cfg.flag_key,
-        strategy=cfg.deployment_strategy,
-    )
+    return make_version_store(cfg, kind)
 
 
 def _plan(cfg: Settings, required: bool) -> RolloutPlan | None:

@@ -13,10 +13,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from controller.core.domain import ConversionRequest, ConversionState
 from controller.core.domain import Path as ExecPath
-from controller.core.ports import Claim, Dispatched, Finish
 from controller.ledger.sqlite import SQLiteLedger
+from tests.fakes import record_finished as finished
 
 cli = import_module("controller.cli.main")  # the module: the package re-exports ``main``, a function
 PLAN = """
@@ -47,33 +46,6 @@ def flag(env: dict[str, str], *args: str) -> Any:
     result = invoke(env, "flag", *args, "--json")
     assert result.exit_code == 0, (result.output, result.exception)
     return json.loads(result.stdout)
-
-
-def finished(
-    ledger: SQLiteLedger,
-    tag: str,
-    tenants: range,
-    path: ExecPath,
-    *,
-    at: float,
-    count: int,
-    fails: Callable[[int], bool] = lambda i: False,
-) -> None:
-    """``count`` conversions of ``tenants`` claimed on ``path`` at ``at`` and finished 5 s later."""
-    requests = [ConversionRequest(f"{tag}-{i}", tenants[i % len(tenants)]) for i in range(count)]
-    ledger.accept(requests, at)
-    ledger.claim([Claim(r, path, "1", "test") for r in requests], at)
-    taken = ledger.mark_dispatching([ledger.get(r.conversion_id) for r in requests], f"b-{tag}", at)
-    ledger.mark_dispatched([Dispatched(r.conversion_id, r.fence, "job") for r in taken], at)
-    ledger.mark_finished(
-        [
-            Finish(
-                r.conversion_id, r.fence, ConversionState.FAILED if fails(i) else ConversionState.SUCCEEDED
-            )
-            for i, r in enumerate(taken)
-        ],
-        at + 5,
-    )
 
 
 def group_one_on_the_new_path(env: dict[str, str], tmp_path: Path, fails: Callable[[int], bool]) -> None:
