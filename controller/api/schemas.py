@@ -311,6 +311,7 @@ class GateEvidenceOut(_Out):
     success_rate: float | None
     duration_p50_seconds: float | None
     duration_p95_seconds: float | None
+    duration_basis: str
     cost_per_conversion: float | None
     basis: str | None = None
 

@@ -83,7 +83,9 @@ class PathEvidence:
 
     ``failed_first_attempt`` counts conversions whose first attempt failed, rescued by a
     clone-and-resubmit or not; ``failed_after_resubmit`` those that failed for good after one.
-    ``durations`` are the sorted run times (dispatch to outcome) of the successful ones.
+    Of the successful ones, ``durations`` are the sorted run times by the jobs' own account,
+    ``untimed`` how many gave none, and ``turnarounds`` the sorted times from dispatch to outcome
+    (queueing included, known for all).
     """
 
     finished: int = 0
@@ -94,12 +96,15 @@ class PathEvidence:
     resubmitted: int = 0
     resubmits: int = 0
     durations: tuple[float, ...] = ()
+    turnarounds: tuple[float, ...] = ()
+    untimed: int = 0
 
     @classmethod
     def of(cls, rows: Iterable[FinishedConversion]) -> PathEvidence:
         """Tally finished conversions."""
         finished = succeeded = first = after = resubmitted = resubmits = 0
         durations: list[float] = []
+        turnarounds: list[float] = []
         for r in rows:
             finished += 1
             extra = max(0, r.attempts - 1)
@@ -107,8 +112,10 @@ class PathEvidence:
             resubmitted += extra > 0
             if r.state is ConversionState.SUCCEEDED:
                 succeeded += 1
+                if r.work_seconds is not None:
+                    durations.append(max(0.0, r.work_seconds))
                 if r.seconds is not None:
-                    durations.append(max(0.0, r.seconds))
+                    turnarounds.append(max(0.0, r.seconds))
             else:
                 after += extra > 0
             first += extra > 0 or r.state is ConversionState.FAILED
@@ -121,19 +128,28 @@ class PathEvidence:
             resubmitted,
             resubmits,
             tuple(sorted(durations)),
+            tuple(sorted(turnarounds)),
+            succeeded - len(durations),
         )
+
+    def timed(self) -> bool:
+        """True when every successful conversion gave its own run time."""
+        return bool(self.durations) and not self.untimed
+
+    def times(self, own: bool) -> tuple[float, ...]:
+        """The run times by the jobs' own account (``own``), or from dispatch to outcome."""
+        return self.durations if own else self.turnarounds
 
     @property
     def success_rate(self) -> float | None:
         return self.succeeded / self.finished if self.finished else None
 
-    def percentile(self, q: float) -> float | None:
-        return quantile(self.durations, q) if self.durations else None
-
     def to_json(self, price_per_second: float | None) -> dict[str, Any]:
         rate = self.success_rate
-        p50, p95 = self.percentile(0.5), self.percentile(0.95)
-        mean = sum(self.durations) / len(self.durations) if self.durations else None
+        times = self.times(self.timed())
+        p50 = quantile(times, 0.5) if times else None
+        p95 = quantile(times, 0.95) if times else None
+        mean = sum(times) / len(times) if times else None
         cost = None if price_per_second is None or mean is None else round(mean * price_per_second, 6)
         return {
             "finished": self.finished,
@@ -146,6 +162,7 @@ class PathEvidence:
             "success_rate": None if rate is None else round(rate, 6),
             "duration_p50_seconds": None if p50 is None else round(p50, 3),
             "duration_p95_seconds": None if p95 is None else round(p95, 3),
+            "duration_basis": "the jobs' own run times" if self.timed() else "dispatch to outcome",
             "cost_per_conversion": cost,
         }
 
@@ -264,19 +281,24 @@ def check_success_vs_legacy(new: PathEvidence, old: PathEvidence, basis: Baselin
 
 
 def check_duration(new: PathEvidence, old: PathEvidence, t: Thresholds) -> Check:
-    """Median run time of the new path against the old. Passes within the allowed ratio; fails only
-    when the new path is slower by more than that ratio and a Mann-Whitney U test of the new times
-    against the old times scaled by the ratio says so beyond chance; otherwise inconclusive."""
+    """Median run time of the new path against the old: the jobs' own run times when every
+    successful conversion on both sides gave one, else the time from dispatch to outcome on both
+    (never one measure against the other). Passes within the allowed ratio; fails only when the new
+    path is slower by more than that ratio and a Mann-Whitney U test of the new times against the
+    old times scaled by the ratio says so beyond chance; otherwise inconclusive."""
     allowed = t.max_slowdown
-    if not new.durations or not old.durations:
-        which = "new" if not new.durations else "old"
+    own = new.timed() and old.timed()
+    new_times, old_times = new.times(own), old.times(own)
+    if not new_times or not old_times:
+        which = "new" if not new_times else "old"
         return _no_data("duration", allowed, f"no successful {which}-path run times")
-    new_median, old_median = quantile(new.durations, 0.5), quantile(old.durations, 0.5)
+    new_median, old_median = quantile(new_times, 0.5), quantile(old_times, 0.5)
     ratio = new_median / old_median if old_median > 0 else (1.0 if new_median <= 0 else float("inf"))
-    test = mann_whitney(new.durations, [d * allowed for d in old.durations])
-    effect = mann_whitney(new.durations, old.durations).effect
+    test = mann_whitney(new_times, [d * allowed for d in old_times])
+    effect = mann_whitney(new_times, old_times).effect
+    what = "median run" if own else "median time from dispatch to outcome"
     medians = (
-        f"median run {_secs(new_median)} on the new path against {_secs(old_median)} on the old "
+        f"{what} {_secs(new_median)} on the new path against {_secs(old_median)} on the old "
         f"({ratio:.2f}x, allowed {allowed:.2f}x)"
     )
     if ratio <= allowed:

@@ -124,6 +124,7 @@ class Finish:
     fence: int
     state: ConversionState
     reason: str = ""
+    work_seconds: float | None = None  # the job's own run time, when its result gives one
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,8 +162,10 @@ class Counts:
 class FinishedConversion:
     """One finished conversion as the rollout gates weigh it (``LedgerQueries.finished_since``).
 
-    ``seconds`` runs from the last dispatch to the recorded outcome, the same measure on both
-    paths; ``attempts`` above 1 means the conversion was cloned and resubmitted after a failure.
+    ``seconds`` runs from the last dispatch to the recorded outcome (queueing included), the same
+    measure on both paths; ``work_seconds`` is the last attempt's run time by the job's own account,
+    when it gave one. ``attempts`` above 1 means the conversion was cloned and resubmitted after a
+    failure.
     """
 
     tenant_id: int
@@ -172,6 +175,7 @@ class FinishedConversion:
     claimed_at: float
     finished_at: float
     seconds: float | None
+    work_seconds: float | None = None
 
 
 class OwnershipStore(Protocol):

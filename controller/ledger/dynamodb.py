@@ -100,6 +100,7 @@ def _record(item: Item) -> ConversionRecord:
         dispatched_at=_num(item, "dispatched_at"),
         finished_at=_num(item, "finished_at"),
         updated_at=_num(item, "updated_at"),
+        work_seconds=_num(item, "work_seconds"),
     )
 
 
@@ -753,7 +754,9 @@ class DynamoDBLedger:
                     "finished_at": _n(now),
                     "updated_at": _n(now),
                     schema.TTL_ATTRIBUTE: expires,
+                    **({"work_seconds": _n(f.work_seconds)} if f.work_seconds is not None else {}),
                 },
+                removes=() if f.work_seconds is not None else ("work_seconds",),
             )
             for f in finishes
         ]
@@ -804,6 +807,7 @@ class DynamoDBLedger:
                     "claimed_at",
                     "dispatched_at",
                     "finished_at",
+                    "work_seconds",
                     schema.TTL_ATTRIBUTE,
                 ),
                 to_path_none=True,
@@ -824,6 +828,7 @@ class DynamoDBLedger:
             dispatched_at=None,
             finished_at=None,
             updated_at=now,
+            work_seconds=None,
         )
 
     # -- reads -------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ def finished(record: ConversionRecord) -> FinishedConversion | None:
         claimed_at=record.claimed_at if record.claimed_at is not None else record.finished_at,
         finished_at=record.finished_at,
         seconds=None if started is None else max(0.0, record.finished_at - started),
+        work_seconds=record.work_seconds,
     )
 
 

@@ -44,9 +44,18 @@ def evidence(ok: int, failed: int = 0, *, resubmitted: int = 0, seconds: float =
     )
 
 
-def row(tenant: int, path: Path, *, ok: bool = True, at: float, attempts: int = 1, seconds: float = 10.0):
+def row(
+    tenant: int,
+    path: Path,
+    *,
+    ok: bool = True,
+    at: float,
+    attempts: int = 1,
+    seconds: float = 10.0,
+    work: float | None = 8.0,
+):
     state = ConversionState.SUCCEEDED if ok else ConversionState.FAILED
-    return FinishedConversion(tenant, path, state, attempts, at, at + seconds, seconds)
+    return FinishedConversion(tenant, path, state, attempts, at, at + seconds, seconds, work)
 
 
 # -- the checks, as decision tables ----------------------------------------------------------------
@@ -248,11 +257,29 @@ def test_evidence_counts_first_attempt_failures_and_failures_after_resubmit_apar
             row(1, Path.NEW, at=0, attempts=2),  # failed once, then succeeded on its clone
             row(1, Path.NEW, ok=False, at=0, attempts=2),  # failed on its clone too
             row(1, Path.NEW, ok=False, at=0),  # failed with no resubmit left
+            row(1, Path.NEW, at=0, seconds=30.0, work=None),  # the job gave no run time of its own
         ]
     )
-    assert (e.finished, e.succeeded, e.failed) == (4, 2, 2)
+    assert (e.finished, e.succeeded, e.failed) == (5, 3, 2)
     assert (e.failed_first_attempt, e.failed_after_resubmit, e.resubmitted, e.resubmits) == (3, 1, 2, 2)
-    assert e.durations == (10.0, 10.0)
+    assert (e.durations, e.turnarounds, e.untimed) == ((8.0, 8.0), (10.0, 10.0, 30.0), 1)
+    assert not e.timed()
+    assert e.to_json(None)["duration_basis"] == "dispatch to outcome"
+    assert e.to_json(None)["duration_p50_seconds"] == 10.0
+
+
+def test_duration_compares_the_jobs_own_run_times_and_never_one_measure_with_the_other():
+    """Queueing counts in dispatch-to-outcome, and it depends on the budget, not the path: the
+    jobs' own times are used when both paths give them, else dispatch-to-outcome on both."""
+    queued_new = PathEvidence(50, 50, durations=(10.0,) * 50, turnarounds=(60.0,) * 50)
+    old = PathEvidence(50, 50, durations=(10.0,) * 50, turnarounds=(12.0,) * 50)
+    check = check_duration(queued_new, old, T)
+    assert check.verdict is P
+    assert check.reason.startswith("median run 10 s on the new path against 10 s on the old (1.00x")
+    untimed_old = PathEvidence(50, 50, turnarounds=(12.0,) * 50, untimed=50)
+    check = check_duration(queued_new, untimed_old, T)
+    assert check.verdict is F
+    assert check.reason.startswith("median time from dispatch to outcome 60 s on the new path against 12 s")
 
 
 def test_moved_at_is_the_first_new_claim_after_the_last_old_one():
@@ -339,5 +366,5 @@ def test_nothing_on_the_new_path_passes_with_a_reason():
 def test_prices_give_cost_per_conversion():
     policy = GatePolicy(price_per_second={Path.NEW: 0.01})
     doc = judge(GROUPS, frozenset({1, 2}), history(), policy, now=NOW).to_json()
-    assert doc["groups"][0]["new"]["cost_per_conversion"] == pytest.approx(0.1)
+    assert doc["groups"][0]["new"]["cost_per_conversion"] == pytest.approx(0.08)  # 8 s of run at 0.01/s
     assert doc["groups"][0]["legacy"]["cost_per_conversion"] is None
