@@ -170,4 +170,8 @@ def status_lines(doc: Mapping[str, Any]) -> list[str]:
         lines.append(
             f"decisions in the last {skew['window_seconds'] // 60} min under several versions: {versions}"
         )
+    auto = doc.get("auto_advance") or {}
+    if auto.get("enabled"):
+        target = f" {auto['group']}" if auto.get("group") else ""
+        lines.append(f"auto-advance: next {auto['next_action']}{target}: {auto.get('why', '')}")
     return lines
