@@ -200,8 +200,12 @@ class Check:
         }
 
 
-def _pct(x: float) -> str:
-    return f"{x * 100:.1f}%"
+def _pct(x: float, against: float | None = None) -> str:
+    """``x`` as a percentage, with as many decimals as it takes to tell it from ``against``."""
+    digits = 1
+    while against is not None and digits < 4 and f"{x * 100:.{digits}f}" == f"{against * 100:.{digits}f}":
+        digits += 1
+    return f"{x * 100:.{digits}f}%"
 
 
 def _secs(x: float) -> str:
@@ -238,9 +242,9 @@ def check_success_floor(new: PathEvidence, t: Thresholds) -> Check:
     if new.failed_after_resubmit:
         failed += f" ({new.failed_after_resubmit} after resubmit)"
     if low >= floor:
-        verdict, words = GateVerdict.PASS, f"Wilson lower bound of success {_pct(low)} ≥ {_pct(floor)}"
+        verdict, words = GateVerdict.PASS, f"Wilson lower bound of success {_pct(low, floor)} ≥ {_pct(floor)}"
     elif high < floor:
-        verdict, words = GateVerdict.FAIL, f"even the Wilson upper bound {_pct(high)} < {_pct(floor)}"
+        verdict, words = GateVerdict.FAIL, f"even the Wilson upper bound {_pct(high, floor)} < {_pct(floor)}"
     else:
         verdict = GateVerdict.INCONCLUSIVE
         words = f"Wilson interval of success {_pct(low)} to {_pct(high)} straddles {_pct(floor)}"
@@ -339,7 +343,10 @@ def check_resubmits(new: PathEvidence, t: Thresholds) -> Check:
     if rate <= limit:
         verdict, words = GateVerdict.PASS, f"≤ {_pct(limit)}"
     elif low > limit:
-        verdict, words = GateVerdict.FAIL, f"> {_pct(limit)} beyond chance (Wilson lower bound {_pct(low)})"
+        verdict, words = (
+            GateVerdict.FAIL,
+            f"> {_pct(limit)} beyond chance (Wilson lower bound {_pct(low, limit)})",
+        )
     else:
         verdict, words = GateVerdict.INCONCLUSIVE, f"> {_pct(limit)}, not beyond chance yet"
     reason = f"{counts} {words}: {verdict.value}"
