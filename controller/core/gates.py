@@ -418,7 +418,9 @@ def judge_group(
     verdict = combine(c.verdict for c in checks)
     if minimum.verdict is not GateVerdict.PASS:
         verdict = GateVerdict.INCONCLUSIVE
-    shown = [c for c in checks if c.verdict is verdict] if verdict is not GateVerdict.PASS else list(checks)
+    # A passing group says what it showed first and how much of it after; any other says why.
+    passed = verdict is GateVerdict.PASS
+    shown = [*others, minimum] if passed else [c for c in checks if c.verdict is verdict]
     return checks, verdict, tuple(c.reason for c in shown)
 
 
