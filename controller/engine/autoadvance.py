@@ -32,11 +32,15 @@ STATE_KEY = "auto-advance"  # paused or not, and the version a stuck rollout was
 
 @dataclass
 class _Kept:
-    """The state every replica shares through the ledger (JSON under ``STATE_KEY``)."""
+    """What every replica shares through the ledger (JSON under ``STATE_KEY``): whether auto-advance
+    is paused and at which flag version, the version a stuck rollout was announced for, and the
+    acting replica's latest decision and action, which the others show."""
 
     paused: str = ""
     paused_version: int | None = None
     stuck_version: int | None = None
+    decision: dict[str, Any] | None = None
+    last_action: dict[str, Any] | None = None
 
     @classmethod
     def load(cls, text: str | None) -> _Kept:
@@ -44,18 +48,18 @@ class _Kept:
             return cls()
         try:
             doc = json.loads(text)
-            return cls(str(doc.get("paused", "")), doc.get("paused_version"), doc.get("stuck_version"))
+            return cls(
+                str(doc.get("paused") or ""),
+                doc.get("paused_version"),
+                doc.get("stuck_version"),
+                doc.get("decision"),
+                doc.get("last_action"),
+            )
         except (ValueError, AttributeError):
             return cls()  # written by someone else: start afresh rather than stop for good
 
     def dump(self) -> str:
-        return json.dumps(
-            {
-                "paused": self.paused,
-                "paused_version": self.paused_version,
-                "stuck_version": self.stuck_version,
-            }
-        )
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
 
 @dataclass
@@ -89,23 +93,33 @@ class AutoAdvancer:
         if not self.flag_read():
             self.last = Decision(Action.WAIT, why="the controller's first flag read")
             return
+        kept = _Kept.load(self.values.get_value(STATE_KEY))
+        before = kept.dump()
+        self.last_action = kept.last_action
+        self.acting = self.leases.try_lease(AUTO_LEASE, self.holder, now, self.lease_seconds)
+        if not self.acting:  # another replica reads the rollout and acts: show what it decided
+            self.last = _decision(kept.decision) or Decision(Action.WAIT, why="the acting replica to decide")
+            return
         if self._store is None:
             self._store = self.store()
         store = self._store
-        kept = _Kept.load(self.values.get_value(STATE_KEY))
         report = self.gates.report()
         situation, version = self._situation(store, plan, report, kept, now)
-        resumed = bool(kept.paused) and version != kept.paused_version
-        if resumed:  # someone changed the flag in force since the pause
-            kept = _Kept(stuck_version=kept.stuck_version)
+        if kept.paused and version != kept.paused_version:  # someone changed the flag: resume
+            kept.paused, kept.paused_version = "", None
             situation = dataclasses.replace(situation, paused="")
         decision = decide(policy, situation)
         self.last = decision
-        self.acting = self.leases.try_lease(AUTO_LEASE, self.holder, now, self.lease_seconds)
-        if self.acting:
-            if resumed:
-                self.values.put_value(STATE_KEY, kept.dump(), now)
-            self._act(decision, store, plan, policy, report, kept, version, now)
+        self._act(decision, store, plan, policy, report, kept, version, now)
+        kept.decision = {
+            "action": decision.action.value,
+            "group": decision.group,
+            "at": decision.at,
+            "why": decision.why,
+        }
+        kept.last_action = self.last_action
+        if kept.dump() != before:
+            self.values.put_value(STATE_KEY, kept.dump(), now)
 
     def state(self) -> dict[str, Any]:
         """What ``/status`` shows: whether it is on, this replica's part, the next action, when and why."""
@@ -192,7 +206,6 @@ class AutoAdvancer:
                 self._did(now, "pause", decision.group, version, decision.why)
             elif action is Action.NOTIFY_STUCK:
                 kept.stuck_version = version
-                self.values.put_value(STATE_KEY, kept.dump(), now)
                 self._did(now, "stuck", decision.group, version, decision.why)
         except CutoverError as exc:
             # A guard rail said no (a deployment started meanwhile, too many tenants at once):
@@ -202,7 +215,6 @@ class AutoAdvancer:
 
     def _pause(self, kept: _Kept, why: str, version: int | None) -> None:
         kept.paused, kept.paused_version = why, version
-        self.values.put_value(STATE_KEY, kept.dump(), self.clock())
 
     def _did(self, now: float, what: str, group: str | None, version: int | None, why: str) -> None:
         self.last_action = {"action": what, "group": group, "version": version, "at": now, "why": why}
@@ -228,6 +240,16 @@ def auto_message(what: str, group: str | None, version: int | None, why: str) ->
         ]
     )
     return subject, body
+
+
+def _decision(doc: dict[str, Any] | None) -> Decision | None:
+    """A decision as the acting replica kept it, or None when there is none (or it is unreadable)."""
+    if not doc:
+        return None
+    try:
+        return Decision(Action(doc["action"]), doc.get("group"), doc.get("at"), str(doc.get("why") or ""))
+    except (KeyError, ValueError):
+        return None
 
 
 def _changed_at(store: VersionStore) -> float | None:

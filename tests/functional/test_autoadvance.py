@@ -208,17 +208,25 @@ def test_no_group_moves_in_a_blackout_window(make_world: Any) -> None:
     assert (auto.last.action, auto.last.group) == (Action.ADVANCE, "g2")
 
 
-def test_one_replica_acts_and_the_others_only_know_what_comes_next(make_world: Any) -> None:
+def test_one_replica_acts_and_the_others_show_what_it_decided(make_world: Any) -> None:
+    """Only the lease holder reads the flag versions and acts; the others show its decision."""
     world = make_world({"bake": "1h"})
     first, second = world.advancer("replica-a"), world.advancer("replica-b")
+
+    def unread() -> Any:
+        raise AssertionError("only the acting replica reads the flag versions")
+
+    second.store = unread
     world.at(T0 + 2 * HOUR)
     first.tick(world.clock())
     second.tick(world.clock())
     assert (first.acting, second.acting) == (True, False)
-    assert second.last is not None
-    assert second.last.action in (Action.ADVANCE, Action.WAIT)
+    assert second.last == first.last
+    assert first.last is not None
+    assert (first.last.action, first.last.group) == (Action.ADVANCE, "g2")
     assert [v[0] for v in world.versions()] == [1, 2]
-    assert second.state()["acting"] is False
+    assert second.state() == first.state() | {"acting": False}
+    assert len(world.notes) == 1
 
 
 def test_a_guard_rail_refusal_pauses_instead_of_trying_every_tick(make_world: Any) -> None:
