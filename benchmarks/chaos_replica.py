@@ -2,7 +2,7 @@
 
 Started by ``benchmarks/chaos.py`` as its own OS process, with its settings in ``CUTOVER_*``
 environment variables like any ``cutover run``. The service is built by the same code the CLI
-runs (``controller.cli.main.serve``); the only difference is that each backend is wrapped in
+runs (``controller.cli.app.serve``); the only difference is that each backend is wrapped in
 ``FaultyBackend``, which makes a share of submits fail the ways the backend port documents:
 
 - ``rejected``: ``SubmitRejectedError`` before anything is submitted;
@@ -23,26 +23,26 @@ import os
 import random
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path as FsPath
 
 REPO = FsPath(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from controller.core.domain import DispatchBatch, JobRef, JobState  # noqa: E402
+from controller.core.domain import DispatchBatch, JobRef  # noqa: E402
 from controller.core.errors import BackendUnavailableError, SubmitRejectedError  # noqa: E402
 from controller.core.ports import Backend  # noqa: E402
+from controller.plumbing.forwarding import ForwardingBackend  # noqa: E402
 
 FAULT_KINDS = ("rejected", "unavailable", "lost_response")
 
 
-class FaultyBackend:
-    """A backend that fails ``rate`` of its submits (one of ``FAULT_KINDS`` each), logging each one."""
+class FaultyBackend(ForwardingBackend):
+    """A backend that fails ``rate`` of its submits (one of ``FAULT_KINDS`` each), logging each one;
+    every other call goes to the wrapped backend unchanged."""
 
     def __init__(self, inner: Backend, rate: float, rng: random.Random, log_path: FsPath) -> None:
-        self.inner = inner
-        self.path = inner.path
+        super().__init__(inner)
         self.rate = rate
         self._rng = rng
         self._log_path = log_path
@@ -73,24 +73,6 @@ class FaultyBackend:
         finally:
             os.close(fd)
 
-    def poll(self, refs: Sequence[JobRef]) -> dict[JobRef, JobState]:
-        return self.inner.poll(refs)
-
-    def find(self, intents: Sequence[tuple[str, str]]) -> dict[str, JobRef]:
-        return self.inner.find(intents)
-
-    def cancel(self, ref: JobRef) -> None:
-        self.inner.cancel(ref)
-
-    def set_capacity(self, slots: int) -> int | None:
-        return self.inner.set_capacity(slots)
-
-    def in_use(self) -> int:
-        return self.inner.in_use()
-
-    def close(self) -> None:
-        self.inner.close()
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="one chaos replica: cutover run with submit faults")
@@ -100,7 +82,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    from controller.cli.main import serve
+    from controller.cli.app import serve
     from controller.core.errors import CutoverError
     from controller.settings import load_settings
 

@@ -252,8 +252,9 @@ def build(
     """Wire one controller process from its settings.
 
     ``on_finished`` hears every outcome the cycle records; ``wrap_backend`` may decorate each
-    backend (the service's metrics time the calls that way). With signals or an AWS backend, a
-    housekeeping thread starts too (sending signals, reconciling); ``Service.close`` stops it.
+    backend (the service's metrics time the calls that way). A housekeeping thread starts too
+    (working out the rollout gates, auto-advance with a rollout plan, sending signals, reconciling
+    with an AWS backend); ``Service.close`` stops it.
     """
     ledger = make_ledger(settings)
     holder = f"{socket.gethostname()}:{os.getpid()}"
@@ -303,24 +304,28 @@ def build(
         tally=tally,
         on_findings=(lambda f: signals.reconciled(len(f.duplicates), len(f.orphans))) if signals else None,
     )
-    tasks: list[Callable[[float], None]] = []
+    gates = service.gates
+
+    def judge_gates(now: float) -> None:
+        # Off the request path: /metrics, the signals and auto-advance read what this works out.
+        gates.report()
+
+    tasks: list[Callable[[float], None]] = [judge_gates]
     if settings.rollout_file is not None:
         service.auto = make_auto(settings, service, holder, signals)
         tasks.append(service.auto.tick)
     if signals is not None:
         signals.view = controller
         service.signals = signals
-        gates = service.gates
         tasks.append(lambda now: signals.gates_judged(gates.report()))
         tasks.append(signals.tick)
     if reconciler.enabled:
         service.reconciler = reconciler
         tasks.append(reconciler.tick)
-    if tasks:
-        service.housekeeping = Housekeeping(
-            tasks, interval=min(15.0, max(1.0, settings.cycle_seconds * 3)), clock=clock
-        )
-        service.housekeeping.start()
+    service.housekeeping = Housekeeping(
+        tasks, interval=min(15.0, max(1.0, settings.cycle_seconds * 3)), clock=clock
+    )
+    service.housekeeping.start()
     return service
 
 

@@ -8,8 +8,9 @@ environment is how reconciliation finds the build after a crash.
 
 What a build receives (environment variable overrides): ``CUTOVER_PATH=legacy``,
 ``CUTOVER_BATCH`` (the batch key), ``CUTOVER_MANIFEST_URI`` (``s3://`` JSON manifest
-``{"contract": 1, "threads", "conversions": [{conversion_id, tenant_id, params, flag_version,
-fence}, ...]}``), ``CUTOVER_MANIFEST_JSON`` (the same manifest inline, only when it is small),
+``{"contract": 1, "batch", "path", "threads", "conversions": [{conversion_id, tenant_id, params,
+flag_version, fence}, ...]}``, built by ``cutover_job.contract.manifest_document``),
+``CUTOVER_MANIFEST_JSON`` (the same manifest inline, only when it is small),
 ``CUTOVER_RESULTS_URI`` (prefix; the result of a conversion goes to ``<prefix><id>.json`` as the
 job contract's result document ``{"contract", "conversion_id", "status": "succeeded"|"failed",
 "reason", "output", "started_at", "finished_at", "fence", "job_id"}``),
@@ -23,8 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -45,9 +45,10 @@ from controller.plumbing.aws import (
     outcome_unknown,
     transient,
 )
+from controller.plumbing.awsbackend import AwsBackend
 from controller.plumbing.localproc import result_state
 from controller.plumbing.tally import ReconcileTally
-from cutover_job.contract import CONTRACT_VERSION
+from cutover_job.contract import manifest_document
 
 if TYPE_CHECKING:
     from mypy_boto3_codebuild import CodeBuildClient
@@ -97,10 +98,11 @@ def _why(build: dict[str, Any]) -> str:
     return status
 
 
-class CodeBuildBackend:
+class CodeBuildBackend(AwsBackend):
     """The backend port on one CodeBuild project (``CUTOVER_BACKEND=aws``)."""
 
     path = Path.LEGACY
+    service = "CodeBuild"
 
     def __init__(
         self,
@@ -114,28 +116,16 @@ class CodeBuildBackend:
         lookback_seconds: float = 24 * 3600.0,
         results_refresh_seconds: float = 15.0,
     ) -> None:
+        super().__init__(codebuild, retrier=retrier, tally=tally)
         self.codebuild = codebuild
         self.manifests = manifests
         self.project = project
         self.lookback_seconds = lookback_seconds
-        self._retrier = retrier or Retrier()
         self._clock = clock
-        self._tally = tally
         self._builds: dict[str, _Build] = {}
         self._results: dict[str, tuple[float, set[str]]] = {}
         self._results_refresh = results_refresh_seconds
         self._stopped: set[str] = set()
-        self._held = 0
-
-    @contextmanager
-    def _unknown(self, what: str) -> Iterator[None]:
-        try:
-            yield
-        except (ClientError, BotoCoreError) as exc:
-            raise BackendUnavailableError(f"CodeBuild {what}: {describe(exc)}") from exc
-
-    def _read(self, fn: Callable[[], Any]) -> Any:
-        return self._retrier.call(fn, retry_if=transient)
 
     # -- submit ------------------------------------------------------------------------------
 
@@ -144,23 +134,9 @@ class CodeBuildBackend:
         key = checked_key(batch.key)
         if not batch.items:
             return []
-        doc = {
-            "contract": CONTRACT_VERSION,
-            "batch": key,
-            "path": Path.LEGACY.value,
-            "threads": batch.concurrency,
-            "conversions": [
-                {
-                    "conversion_id": i.conversion_id,
-                    "tenant_id": i.tenant_id,
-                    "params": i.params,
-                    "flag_version": i.flag_version,
-                    "fence": i.fence,
-                }
-                for i in batch.items
-            ],
-        }
-        body = manifest_bytes(doc)
+        body = manifest_bytes(
+            manifest_document(key, Path.LEGACY.value, batch.items, threads=batch.concurrency)
+        )
         manifest_key = self.manifests.key(Path.LEGACY.value, key)
         try:
             self.manifests.put(manifest_key, body)
@@ -233,7 +209,7 @@ class CodeBuildBackend:
                 out.update(states)
                 held += holding
         if track:
-            self._held = held
+            self._in_use = held  # each working build holds min(its threads, conversions left)
         return out
 
     def _get_builds(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -383,17 +359,3 @@ class CodeBuildBackend:
     def set_capacity(self, slots: int) -> int | None:
         """A build's threads are fixed when it starts; there is no cap to set."""
         return None
-
-    def reconcile_counts(self) -> Mapping[str, int]:
-        """Distinct conversions reconciliation flagged on this path since start (duplicates, orphans)."""
-        if self._tally is None:
-            return {"duplicates": 0, "orphans": 0}
-        return self._tally.counts(self.path)
-
-    def in_use(self) -> int:
-        """Worker threads held by builds still working at the last poll: min(threads, conversions left)."""
-        return self._held
-
-    def close(self) -> None:
-        """Close the CodeBuild client."""
-        self.codebuild.close()

@@ -18,7 +18,7 @@ from controller.core.domain import DispatchBatch, JobRef, JobState, JobStatus, P
 from controller.core.errors import SubmitRejectedError
 from controller.plumbing.localproc import detach, kill, pid_alive, read_json, result_state, spawn, write_json
 from controller.plumbing.ticker import Ticker
-from cutover_job.contract import CONTRACT_VERSION
+from cutover_job.contract import CONTRACT_VERSION, manifest_document
 
 
 class LocalBuildRunner:
@@ -53,23 +53,11 @@ class LocalBuildRunner:
         if (build / "manifest.json").exists():
             return refs
         now = self._clock()
-        manifest = {
-            "contract": CONTRACT_VERSION,
-            "build_id": batch.key,
-            "batch": batch.key,
-            "path": Path.LEGACY.value,
-            "threads": batch.concurrency,
-            "conversions": [
-                {
-                    "conversion_id": i.conversion_id,
-                    "tenant_id": i.tenant_id,
-                    "params": i.params,
-                    "flag_version": i.flag_version,
-                    "fence": i.fence,
-                }
-                for i in batch.items
-            ],
-        }
+        # "build_id" named the batch key before the job contract; local workers written then may
+        # still read it. The merge keeps "contract" first and "build_id" second, as they always were.
+        manifest = {"contract": CONTRACT_VERSION, "build_id": batch.key} | manifest_document(
+            batch.key, Path.LEGACY.value, batch.items, threads=batch.concurrency
+        )
         try:
             (build / "results").mkdir(parents=True, exist_ok=True)
             write_json(build / "manifest.json", manifest)

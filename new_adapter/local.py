@@ -31,6 +31,7 @@ from controller.plumbing.localproc import (
     write_json,
 )
 from controller.plumbing.ticker import Ticker
+from cutover_job.contract import manifest_entry
 
 
 @dataclass(slots=True)
@@ -79,18 +80,8 @@ class LocalParallelRunner:
             for item in batch.items:
                 job_id = f"{batch.key}.{item.conversion_id}"
                 if self._where(job_id) is None:
-                    write_json(
-                        self.queue / f"{job_id}.json",
-                        {
-                            "job_id": job_id,
-                            "conversion_id": item.conversion_id,
-                            "tenant_id": item.tenant_id,
-                            "params": item.params,
-                            "flag_version": item.flag_version,
-                            "fence": item.fence,
-                            "submitted_at": now,
-                        },
-                    )
+                    spec = {"job_id": job_id, **manifest_entry(item), "submitted_at": now}
+                    write_json(self.queue / f"{job_id}.json", spec)
                 refs.append(JobRef(job_id, item.conversion_id))
         except OSError as exc:
             raise SubmitRejectedError(f"local new-path queue: {exc}") from exc

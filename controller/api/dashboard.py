@@ -1,8 +1,9 @@
 """The dashboard at ``/``: one server-rendered HTML page, no build step, no external resources.
 
-``gather`` reads what the page shows (each part on its own, so a ledger outage blanks a section,
-not the page); ``render`` is pure and bounded: per-group aggregates and capped lists, never one
-element per tenant. The page refreshes itself by fetching itself and swapping its ``<main>``.
+``gather`` takes what the page shows from the read model (each section on its own, so a ledger
+outage blanks a section, not the page); ``render`` is pure and bounded: per-group aggregates and
+capped lists, never one element per tenant. The page refreshes itself by fetching itself and
+swapping its ``<main>``.
 """
 
 from __future__ import annotations
@@ -15,16 +16,14 @@ from typing import Any, TypeVar
 
 from controller.api.charts import Segment, clock_label, share_chart, stacked_bar
 from controller.api.history import MinuteShare, minute_series
-from controller.api.metrics import ServiceMetrics
-from controller.api.status import flag_status, readiness, status_document
-from controller.api.tenants import TenantBoard, TenantsOverview, TenantState
-from controller.core.domain import ConversionState
+from controller.api.metrics import FailureNote, ServiceMetrics
+from controller.api.readmodel import RECENT_FAILURES, ReadModel
+from controller.api.tenants import TenantsOverview, TenantState
+from controller.core.domain import ConversionRecord, Path
 from controller.core.errors import CutoverError
-from controller.core.ports import Ledger, LedgerInsights
 from controller.engine.loop import CycleLoop
-from controller.service import Service
 
-MAX_FAILURES = 12
+MAX_FAILURES = RECENT_FAILURES
 T = TypeVar("T")
 
 
@@ -68,40 +67,34 @@ def attempt(read: Callable[[], T]) -> tuple[T | None, str]:
         return None, str(exc)
 
 
-def recent_failures(
-    ledger: Ledger, fallback: Sequence[FailureRow], limit: int = MAX_FAILURES
-) -> list[FailureRow]:
+def failure_rows(records: Sequence[ConversionRecord] | None, seen: Sequence[FailureNote]) -> list[FailureRow]:
     """The latest failed conversions from the ledger when it can list them, else what this process saw."""
-    if not isinstance(ledger, LedgerInsights):
-        return list(fallback)[:limit]
-    return [
-        FailureRow(r.conversion_id, r.tenant_id, r.path.value if r.path else None, r.reason, r.finished_at)
-        for r in ledger.recent(ConversionState.FAILED, limit)
-    ]
+    if records is None:
+        return [
+            FailureRow(f.conversion_id, f.tenant_id, _path(f.path), f.reason, f.finished_at)
+            for f in seen[:MAX_FAILURES]
+        ]
+    return [FailureRow(r.conversion_id, r.tenant_id, _path(r.path), r.reason, r.finished_at) for r in records]
 
 
-def gather(
-    service: Service, loop: CycleLoop | None, board: TenantBoard, metrics: ServiceMetrics, now: float
-) -> DashboardData:
-    """Read everything the page shows; each section on its own."""
-    ready, reason = readiness(service, now)
-    status, status_problem = attempt(
-        lambda: status_document(service, loop, now, intake=metrics.intake.snapshot())
-    )
-    series, series_problem = attempt(lambda: series_since(service.ledger, now))
-    tenants, tenants_problem = attempt(lambda: board.overview(flag_status(service, now).snapshot))
-    seen = [
-        FailureRow(f.conversion_id, f.tenant_id, f.path.value if f.path else None, f.reason, f.finished_at)
-        for f in metrics.failures
-    ]
-    failures, failures_problem = attempt(lambda: recent_failures(service.ledger, seen))
-    gates, gates_problem = attempt(lambda: service.gates.report().to_json())
+def _path(path: Path | None) -> str | None:
+    return path.value if path else None
+
+
+def gather(views: ReadModel, loop: CycleLoop | None, metrics: ServiceMetrics, now: float) -> DashboardData:
+    """What the page shows, from the read model; each section on its own."""
+    ready, reason = views.readiness(now)
+    status, status_problem = attempt(lambda: views.status(loop, now, intake=metrics.intake.snapshot()))
+    series, series_problem = attempt(lambda: minute_series(views.decisions(), now, 60))
+    tenants, tenants_problem = attempt(lambda: views.tenants(views.flag(now).snapshot))
+    failures, failures_problem = attempt(lambda: failure_rows(views.failures(), list(metrics.failures)))
+    gates, gates_problem = attempt(lambda: views.service.gates.report().to_json())
     return DashboardData(
         now=now,
         ready=ready,
         ready_reason=reason,
         healthy=loop is None or loop.healthy(now),
-        refresh_seconds=max(2, min(30, round(service.settings.cycle_seconds))),
+        refresh_seconds=max(2, min(30, round(views.service.settings.cycle_seconds))),
         status=status,
         status_problem=status_problem,
         series=series or (),
@@ -113,11 +106,6 @@ def gather(
         gates=gates,
         gates_problem=gates_problem,
     )
-
-
-def series_since(ledger: Ledger, now: float) -> list[MinuteShare]:
-    """The last hour of decisions, by minute."""
-    return minute_series(ledger.decisions_since(now - 3600), now, 60)
 
 
 # -- rendering ------------------------------------------------------------------------------

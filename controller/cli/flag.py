@@ -2,7 +2,7 @@
 
 Thin: parses options, builds the store the settings name, calls ``flags.ops`` and prints the
 result as a table or, with ``--json``, as JSON. Errors are raised as ``CutoverError``s and printed
-as one line by ``controller.cli.main``.
+as one line by ``controller.cli.app``.
 """
 
 from __future__ import annotations

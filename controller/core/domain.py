@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+# One character set for conversion ids on both sides of the job contract: the controller checks an
+# id at intake with the same rule a job checks it by before writing a result under it.
+from cutover_job.contract import CONVERSION_ID_CHARS, CONVERSION_ID_PATTERN
 from flags.snapshot import FlagSnapshot, FlagState, FlagStatus
 
 __all__ = [
@@ -25,10 +27,6 @@ __all__ = [
     "Ownership",
     "Path",
 ]
-
-# Safe in file names, S3 keys, Batch job names and URLs: no separators, no dots first.
-CONVERSION_ID_CHARS = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
-CONVERSION_ID_PATTERN = re.compile(rf"\A{CONVERSION_ID_CHARS}\Z")
 
 
 class Path(StrEnum):

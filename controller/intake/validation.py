@@ -19,6 +19,7 @@ from typing import Any
 from controller.core.domain import CONVERSION_ID_CHARS, CONVERSION_ID_PATTERN, ConversionRequest
 from controller.core.errors import InputError
 from controller.core.ports import AcceptResult, Ledger
+from controller.core.strictjson import loads_strict
 from flags.document import MAX_TENANT_ID
 
 CONVERSION_ID_SCHEMA_PATTERN = f"^{CONVERSION_ID_CHARS}$"
@@ -214,24 +215,15 @@ def _load(raw: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise IntakeError(IntakeProblem.MALFORMED_JSON, f"body is not UTF-8 ({exc.reason})") from exc
     try:
-        return json.loads(text, parse_constant=_no_constant, object_pairs_hook=_no_repeated_keys)
+        return loads_strict(text, repeated=_repeated)
     except RecursionError as exc:
         raise IntakeError(IntakeProblem.MALFORMED_JSON, "body is nested too deeply") from exc
     except ValueError as exc:
         raise IntakeError(IntakeProblem.MALFORMED_JSON, f"body is not valid JSON ({exc})") from exc
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"key {_shown(key)} appears twice in one object")
-        out[key] = value
-    return out
+def _repeated(key: str) -> str:
+    return f"key {_shown(key)} appears twice in one object"
 
 
 def _item(index: int, item: Any) -> ConversionRequest:

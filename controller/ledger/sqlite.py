@@ -25,8 +25,9 @@ from controller.core.domain import (
     Ownership,
     Path,
 )
-from controller.core.errors import ConflictError, LedgerError, NotFoundError
+from controller.core.errors import LedgerError, NotFoundError
 from controller.core.ports import AcceptResult, Claim, Counts, Dispatched, Finish, FinishedConversion
+from controller.core.requeue import REQUEUE_FIELDS, requeued
 from flags.snapshot import FlagSnapshot
 
 S = ConversionState
@@ -169,6 +170,15 @@ _CLAIM_RECEIVED = (
     "UPDATE conversions SET state = 'claimed', path = ?, flag_version = ?, reason = ?, "
     "claimed_at = ?, updated_at = ? WHERE conversion_id = ? AND state = 'received'"
 )
+
+# Columns are named as the record's fields (checked against _COLUMNS above), so the core's list of
+# what a requeue rewrites names them too.
+_REQUEUE_SET = ", ".join(f"{name} = ?" for name in REQUEUE_FIELDS)
+
+
+def _column(value: object) -> object:
+    """A record field as its column holds it: states and paths by their words."""
+    return value.value if isinstance(value, (ConversionState, Path)) else value
 
 
 class _Undo(Exception):
@@ -487,35 +497,12 @@ class SQLiteLedger:
             ).fetchone()
             if row is None:
                 raise NotFoundError(f"conversion {conversion_id!r} is not in the ledger")
-            record = _record(row)
-            if record.state is not S.FAILED:
-                raise ConflictError(
-                    f"conversion {conversion_id!r} is {record.state.value}; only a failed "
-                    "conversion can be requeued"
-                )
+            freed = requeued(_record(row), now)
             db.execute(
-                "UPDATE conversions SET state = 'received', path = NULL, flag_version = NULL, "
-                "job_ref = NULL, intent = NULL, reason = 'requeued by operator', attempts = 0, "
-                "claimed_at = NULL, dispatched_at = NULL, finished_at = NULL, work_seconds = NULL, "
-                "updated_at = ? "
-                "WHERE conversion_id = ? AND state = 'failed'",
-                (now, conversion_id),
+                f"UPDATE conversions SET {_REQUEUE_SET} WHERE conversion_id = ? AND state = 'failed'",
+                (*(_column(getattr(freed, name)) for name in REQUEUE_FIELDS), conversion_id),
             )
-        return _replace(
-            record,
-            state=S.RECEIVED,
-            path=None,
-            flag_version=None,
-            job_ref=None,
-            intent=None,
-            reason="requeued by operator",
-            attempts=0,
-            claimed_at=None,
-            dispatched_at=None,
-            finished_at=None,
-            updated_at=now,
-            work_seconds=None,
-        )
+        return freed
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -673,9 +660,3 @@ class SQLiteLedger:
         with self._write() as db:
             cur = db.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
             return cur.rowcount == 1
-
-
-def _replace(record: ConversionRecord, **changes: Any) -> ConversionRecord:
-    from dataclasses import replace
-
-    return replace(record, **changes)

@@ -139,6 +139,8 @@ def test_service_reads_times_every_read_endpoint():
     for url, figures in doc["endpoints"].items():
         assert positive(figures["p50_ms"]), url
         assert figures["p50_ms"] <= figures["max_ms"], url
+    assert positive(doc["refresh"]["p50_ms"])
+    assert doc["refresh"]["p50_ms"] <= doc["refresh"]["max_ms"]
 
 
 def test_api_calls_counts_every_call_of_both_sides_on_both_paths():

@@ -7,6 +7,7 @@ import pytest
 from controller.core.domain import ConversionRequest, ConversionState, Path
 from controller.core.errors import ConflictError, NotFoundError
 from controller.core.ports import Claim, Dispatched, Finish, FinishedConversion
+from controller.core.requeue import requeued
 from flags.snapshot import FlagSnapshot
 
 S = ConversionState
@@ -147,6 +148,22 @@ def test_requeue_only_from_failed(ledger):
     owned = claim(ledger, "q", Path.LEGACY, "v2", 50.0)
     assert owned.created
     assert ledger.get("q").path is Path.LEGACY
+
+
+def test_requeue_stores_the_reset_the_core_defines(ledger):
+    """Both ledgers hold, and answer, exactly what ``requeued`` makes of the failed record, and the
+    counters move with it."""
+    ledger.accept([req("r", 3, form="all")], 1.0)
+    claim(ledger, "r")
+    record = dispatch(ledger, "r")
+    ledger.mark_finished([Finish("r", record.fence, S.FAILED, "boom")], 30.0)
+    failed = ledger.get("r")
+    freed = ledger.requeue("r", 40.0)
+    assert freed == requeued(failed, 40.0)
+    assert ledger.get("r") == freed
+    counts = ledger.counts()
+    assert (counts.state(S.FAILED), counts.state(S.RECEIVED)) == (0, 1)
+    assert counts.path_state(Path.NEW, S.FAILED) == 0
 
 
 def test_counts_follow_every_transition(ledger):

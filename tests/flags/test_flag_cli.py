@@ -6,18 +6,16 @@ import json
 import os
 import subprocess
 import sys
-from importlib import import_module
 from pathlib import Path
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
+from controller.cli import app as cli
 from controller.core.domain import ConversionRequest
 from controller.ledger.sqlite import SQLiteLedger
 
-# The module itself: the package re-exports its ``main`` function under the same name.
-cli = import_module("controller.cli.main")
 REPO = Path(__file__).resolve().parents[2]
 PLAN = """
 groups:

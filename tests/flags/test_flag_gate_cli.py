@@ -6,18 +6,17 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from importlib import import_module
 from pathlib import Path
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
+from controller.cli import app as cli
 from controller.core.domain import Path as ExecPath
 from controller.ledger.sqlite import SQLiteLedger
 from tests.fakes import record_finished as finished
 
-cli = import_module("controller.cli.main")  # the module: the package re-exports ``main``, a function
 PLAN = """
 groups:
   - name: group-1

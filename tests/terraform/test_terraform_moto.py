@@ -54,7 +54,7 @@ def _drift(plan: dict[str, Any]) -> set[tuple[str, str]]:
 
 
 def _check_ledger(endpoint: str, outputs: dict[str, Any], kms_key_arn: str) -> None:
-    from controller.ledger import dynamodb_schema as schema
+    from controller.ledger.dynamodb import schema
 
     dynamodb = _client("dynamodb", endpoint)
     table = dynamodb.describe_table(TableName=outputs["table_name"])["Table"]

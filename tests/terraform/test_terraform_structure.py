@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import terraform_hcl as tf
 
-from controller.ledger import dynamodb_schema as ledger_schema
+from controller.ledger.dynamodb import schema as ledger_schema
 from controller.settings import Settings, env_names
 from flags.document import parse_flag
 

@@ -80,6 +80,8 @@ def serve(
     injects submit faults that way)."""
     from controller.api.app import create_app
     from controller.api.metrics import ServiceMetrics
+    from controller.api.readmodel import ReadModel
+    from controller.api.tenants import PlanFile
     from controller.bootstrap import build
     from controller.engine.loop import CycleLoop, IntakeThreads
     from controller.plumbing.logs import configure_logging
@@ -95,9 +97,11 @@ def serve(
             return metrics.instrument(inner(backend))
 
     service = build(cfg, on_finished=metrics.finished, wrap_backend=instrument)
-    loop = CycleLoop(service.controller, cfg.cycle_seconds)
+    # What /status, /tenants, /metrics and the dashboard show is read once per cycle, by the loop.
+    views = ReadModel(service, PlanFile(cfg.rollout_file))
+    loop = CycleLoop(service.controller, cfg.cycle_seconds, after_cycle=views.refresh)
     try:
-        app = create_app(service, loop, metrics=metrics)
+        app = create_app(service, loop, metrics=metrics, views=views)
     except BaseException:
         service.close()
         raise
@@ -241,13 +245,16 @@ def _gate_word(gates: Any) -> str:
 
 def _serve(service: Any, port: int) -> None:
     from controller.api.app import create_app
+    from controller.api.readmodel import ReadModel
+    from controller.api.tenants import PlanFile
     from controller.engine.loop import CycleLoop
 
-    loop = CycleLoop(service.controller, service.settings.cycle_seconds)
+    views = ReadModel(service, PlanFile(service.settings.rollout_file))
+    loop = CycleLoop(service.controller, service.settings.cycle_seconds, after_cycle=views.refresh)
     loop.start()
     out.print(f"serving the demo's API on http://127.0.0.1:{port}/ (Ctrl-C to stop)")
     try:
-        _serve_app(create_app(service, loop), "127.0.0.1", port)
+        _serve_app(create_app(service, loop, views=views), "127.0.0.1", port)
     finally:
         loop.stop()
         service.close()
