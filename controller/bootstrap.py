@@ -13,9 +13,10 @@ from typing import Any
 
 from controller.core.domain import ConversionRecord, ConversionState, Path
 from controller.core.errors import ConfigError, LedgerError
-from controller.core.ports import Backend, FlagSource, Intake, Ledger, MetricSink, Notifier
+from controller.core.ports import Backend, FlagSource, Intake, Ledger, MetricSink, Notifier, VersionStore
 from controller.core.routing import FallbackPolicy, RoutingPolicy, StalePolicy
 from controller.core.transitions import RetryPolicy
+from controller.engine.autoadvance import AutoAdvancer
 from controller.engine.cycle import Controller, CycleConfig
 from controller.engine.housekeeping import Housekeeping
 from controller.engine.notify import LogMetrics, LogNotifier, Signals
@@ -90,6 +91,26 @@ def make_flag_source(settings: Settings, clock: Callable[[], float]) -> FlagSour
             clock,
         )
     raise ConfigError(f"CUTOVER_FLAG_SOURCE: {settings.flag_source!r} is not supported by this build")
+
+
+def make_version_store(settings: Settings, kind: str | None = None) -> VersionStore:
+    """Where ``cutover flag`` and auto-advance write flag versions: ``file`` (beside
+    ``CUTOVER_FLAG_FILE``) or ``appconfig``; by default file for ``CUTOVER_FLAG_SOURCE=file``."""
+    if (kind or ("file" if settings.flag_source == "file" else "appconfig")) == "file":
+        from flags.file_store import FileVersionStore
+
+        # Absolute, so every answer names the file it read or wrote, wherever the command ran.
+        return FileVersionStore(settings.flag_file.expanduser().resolve(), settings.flag_key)
+    from flags.appconfig_store import AppConfigVersionStore, make_client
+
+    return AppConfigVersionStore(
+        make_client(),
+        application=settings.appconfig_application,
+        environment=settings.appconfig_environment,
+        profile=settings.appconfig_profile,
+        flag_key=settings.flag_key,
+        strategy=settings.deployment_strategy,
+    )
 
 
 def make_backends(
@@ -243,8 +264,9 @@ def build(
     listening address, stable across a restart); by default the host and process id.
 
     ``on_finished`` hears every outcome the cycle records; ``wrap_backend`` may decorate each
-    backend (the service's metrics time the calls that way). With signals or an AWS backend, a
-    housekeeping thread starts too (sending signals, reconciling); ``Service.close`` stops it.
+    backend (the service's metrics time the calls that way). A housekeeping thread starts too
+    (working out the rollout gates, auto-advance with a rollout plan, sending signals, reconciling
+    with an AWS backend); ``Service.close`` stops it.
     """
     ledger = make_ledger(settings)
     holder = holder or f"{socket.gethostname()}:{os.getpid()}"
@@ -298,20 +320,47 @@ def build(
         tally=tally,
         on_findings=(lambda f: signals.reconciled(len(f.duplicates), len(f.orphans))) if signals else None,
     )
-    tasks: list[Callable[[float], None]] = []
+    gates = service.gates
+
+    def judge_gates(now: float) -> None:
+        # Off the request path: /metrics, the signals and auto-advance read what this works out.
+        gates.report()
+
+    tasks: list[Callable[[float], None]] = [judge_gates]
+    if settings.rollout_file is not None:
+        service.auto = make_auto(settings, service, holder, signals)
+        tasks.append(service.auto.tick)
     if signals is not None:
         signals.view = controller
         service.signals = signals
+        tasks.append(lambda now: signals.gates_judged(gates.report()))
         tasks.append(signals.tick)
     if reconciler.enabled:
         service.reconciler = reconciler
         tasks.append(reconciler.tick)
-    if tasks:
-        service.housekeeping = Housekeeping(
-            tasks, interval=min(15.0, max(1.0, settings.cycle_seconds * 3)), clock=clock
-        )
-        service.housekeeping.start()
+    service.housekeeping = Housekeeping(
+        tasks, interval=min(15.0, max(1.0, settings.cycle_seconds * 3)), clock=clock
+    )
+    service.housekeeping.start()
     return service
+
+
+def make_auto(settings: Settings, service: Service, holder: str, signals: Signals | None) -> AutoAdvancer:
+    """Auto-advance for the service; it acts only while the rollout plan opts in (``auto:``)."""
+    controller = service.controller
+    return AutoAdvancer(
+        leases=service.ledger,
+        values=service.ledger,
+        store=lambda: make_version_store(settings),
+        gates=service.gates,
+        plan=service.gates.plan,
+        notify=signals.announce if signals is not None else LogNotifier().publish,
+        clock=service.clock,
+        holder=holder,
+        max_add=settings.max_add,
+        flag_read=lambda: controller.last_report is not None,
+        lease_seconds=max(60.0, settings.cycle_seconds * 12),
+    )
 
 
 def _all(

@@ -8,6 +8,7 @@ drawn from them. No routing here, and no knowledge of which store is behind the 
 from __future__ import annotations
 
 import getpass
+import logging
 import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -19,9 +20,11 @@ from controller.core.errors import (
     ConflictError,
     FlagDeploymentError,
     FlagInvalidError,
+    GateRefusedError,
     InputError,
     NotFoundError,
 )
+from controller.core.gates import GateReport, GateVerdict, refusal
 from controller.core.ports import VersionStore
 from flags.guards import ChangeKind, check, diff
 from flags.holds import RELEASE_MARK, Hold, holds
@@ -29,6 +32,7 @@ from flags.rollout import RolloutPlan
 from flags.versions import Deployment, FlagContent, InForce, Note, Version
 
 Progress = Callable[[Deployment], None]
+audit = logging.getLogger("cutover.audit")
 
 
 def who() -> str:
@@ -182,8 +186,10 @@ def plan_change(
     window_days: float = 7.0,
     max_add: int,
     include_held: bool = False,
+    gate: GateReport | None = None,
 ) -> dict[str, Any]:
-    """The diff a change would make, per group, and the load it would shift. Writes nothing."""
+    """The diff a change would make, per group, the load it would shift and, given the gate, the
+    verdicts of the groups already moved and whether they hold the change back. Writes nothing."""
     current = store.in_force()
     before = current.content if current else None
     after, kept_out, _ = _without_held(
@@ -203,6 +209,7 @@ def plan_change(
         "load": load_shift(activity, before.migrated if before else frozenset(), after.migrated, window_days),
         "advance_would_refuse": problems,
         "held": [h.as_json() for h in kept_out],
+        "gate": gate_summary(gate),
     }
 
 
@@ -220,6 +227,32 @@ def _without_held(
     if include_held:
         return after, [], back
     return FlagContent(after.enabled, after.tenant_ids - {h.tenant_id for h in back}), back, []
+
+
+def gate_summary(gate: GateReport | None) -> dict[str, Any] | None:
+    """The gate as ``plan`` and ``advance`` print it: verdict per group and what holds an advance back."""
+    if gate is None:
+        return None
+    return {
+        "verdict": gate.verdict.value,
+        "groups": [
+            {"name": g.name, "verdict": g.verdict.value, "reasons": list(g.reasons)} for g in gate.groups
+        ],
+        "would_refuse": refusal(gate),
+    }
+
+
+def _consult(gate: GateReport | None, force: str) -> str:
+    """Refuse unless every group already moved passes; ``force`` (the reason) moves anyway and
+    returns what was overridden, for the history and the audit log."""
+    if gate is None or gate.verdict is GateVerdict.PASS:
+        return ""
+    why = refusal(gate)
+    if not force.strip():
+        raise GateRefusedError(
+            f"refused: {why}; see `cutover gate`, or move anyway with --force --reason TEXT"
+        )
+    return ", ".join(f"{g.name} {g.verdict.value}" for g in gate.blocking()) or gate.verdict.value
 
 
 def follow(
@@ -289,12 +322,16 @@ def advance(
     wait: bool = True,
     on_progress: Progress | None = None,
     include_held: bool = False,
+    gate: GateReport | None = None,
+    force: str = "",
 ) -> dict[str, Any]:
     """Write the next flag version (the plan through ``to_group``, plus ``add``) and deploy it.
 
     Refuses, before writing anything, while a deployment runs, when tenants would leave the new
-    path, and when more than ``max_add`` tenants would join it. Nothing to change writes nothing.
-    Held tenants stay out unless ``include_held`` (which releases them).
+    path, when more than ``max_add`` tenants would join it, and, given the ``gate``, while a group
+    already moved is failing or inconclusive, unless ``force`` gives the reason to move anyway (kept
+    in the version's and the deployment's note and logged as ``flag.advance_forced``). Nothing to
+    change writes nothing. Held tenants stay out unless ``include_held`` (which releases them).
     """
     _refuse_while_running(store, "advance")
     current = store.in_force()
@@ -315,6 +352,8 @@ def advance(
         "groups": coverage(plan, after.migrated),
         "held": [h.as_json() for h in kept_out],
         "released": [h.tenant_id for h in released],
+        "gate": gate_summary(gate),
+        "forced": None,
     }
     if before is not None and after == before:
         return result | {
@@ -323,10 +362,12 @@ def advance(
             "deployment": None,
             "warnings": [],
         }
+    overridden = _consult(gate, force)
     warnings = _warnings(store, after)
     label = f"to {to_group}" if to_group else "tenants added"
     if released:
         label += f" {RELEASE_MARK} " + ", ".join(str(h.tenant_id) for h in released[:10])
+    forced = f"[forced past the gate ({overridden}): {' '.join(force.split())}]" if overridden else ""
     note = Note(
         action="advance",
         by=op.by,
@@ -334,9 +375,15 @@ def advance(
         base=current.version if current else None,
         added=len(d.added),
         removed=0,
-        text=" ".join(x for x in (label, text) if x),
+        text=" ".join(x for x in (label, text, forced) if x),
     )
     number = store.create_version(after, note, versions[-1].number if versions else None)
+    if overridden and gate is not None:
+        audit.warning(
+            "flag.advance_forced",
+            extra={"by": op.by, "version": number, "reason": force, "gate": refusal(gate)},
+        )
+        result["forced"] = {"reason": force, "overridden": refusal(gate)}
     deployment = _deploy(store, number, note, op, wait, on_progress)
     return result | {
         "changed": True,

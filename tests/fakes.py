@@ -10,12 +10,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.core.domain import DispatchBatch, JobRef, JobState, JobStatus, Path
+from controller.core.domain import (
+    ConversionRequest,
+    ConversionState,
+    DispatchBatch,
+    JobRef,
+    JobState,
+    JobStatus,
+    Path,
+)
 from controller.core.errors import (
     BackendUnavailableError,
     FlagUnavailableError,
     SubmitRejectedError,
 )
+from controller.core.ports import Claim, Dispatched, Finish, Ledger
 from flags.document import parse_flag
 from flags.snapshot import FlagSnapshot, FlagState, FlagStatus
 
@@ -406,3 +415,33 @@ class Tripwire:
             return result
 
         return call
+
+
+def record_finished(
+    ledger: Ledger,
+    tag: str,
+    tenants: Sequence[int],
+    path: Path,
+    *,
+    at: float,
+    count: int,
+    fails: Callable[[int], bool] = lambda i: False,
+    seconds: float = 5.0,
+) -> None:
+    """``count`` conversions of ``tenants`` (in turn) claimed on ``path`` at ``at`` and finished
+    ``seconds`` later, those numbered ``i`` with ``fails(i)`` failed: evidence for the rollout gates."""
+    requests = [ConversionRequest(f"{tag}-{i}", tenants[i % len(tenants)]) for i in range(count)]
+    ledger.accept(requests, at)
+    ledger.claim([Claim(r, path, "1", "test") for r in requests], at)
+    records = [ledger.get(r.conversion_id) for r in requests]
+    taken = ledger.mark_dispatching([r for r in records if r is not None], f"b-{tag}", at)
+    ledger.mark_dispatched([Dispatched(r.conversion_id, r.fence, "job") for r in taken], at)
+    ledger.mark_finished(
+        [
+            Finish(
+                r.conversion_id, r.fence, ConversionState.FAILED if fails(i) else ConversionState.SUCCEEDED
+            )
+            for i, r in enumerate(taken)
+        ],
+        at + seconds,
+    )

@@ -24,11 +24,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from controller.api.context import ApiContext
+from controller.api.context import ApiContext, error_responses
 from controller.api.metrics import ServiceMetrics
 from controller.api.readmodel import ReadModel
 from controller.api.routes import conversions, dashboard, health, tenants
 from controller.api.routes import status as status_routes
+from controller.api.schemas import GatesOut
 from controller.api.tenants import PlanFile
 from controller.core.errors import (
     ConflictError,
@@ -38,6 +39,7 @@ from controller.core.errors import (
     LedgerError,
     NotFoundError,
 )
+from controller.engine.gates import gates_document
 from controller.engine.loop import CycleLoop
 from controller.intake.validation import IntakeError, IntakeLimits, IntakeProblem
 from controller.plumbing.logs import LogBudget
@@ -94,6 +96,12 @@ def create_app(
     app.middleware("http")(_headers)
     for concern in _ROUTERS:
         app.include_router(concern.router(ctx))
+
+    @app.get("/gates", response_model=GatesOut, responses=error_responses(503), tags=["rollout"])
+    def gates() -> dict[str, Any]:
+        """The rollout gates: for each group on the new path, the evidence, checks and verdict."""
+        return gates_document(service.gates)
+
     return app
 
 

@@ -57,6 +57,8 @@ class DashboardData:
     failures: Sequence[FailureRow] = field(default_factory=list)
     failures_problem: str = ""
     held: Sequence[Hold] = ()
+    gates: Mapping[str, Any] | None = None
+    gates_problem: str = ""
 
 
 def attempt(read: Callable[[], T]) -> tuple[T | None, str]:
@@ -91,6 +93,7 @@ def gather(views: ReadModel, loop: CycleLoop | None, metrics: ServiceMetrics, no
     failures, failures_problem = attempt(lambda: failure_rows(views.failures(), list(metrics.failures)))
     service = views.service
     held = list(service.held().values()) if service.held else []
+    gates, gates_problem = attempt(lambda: views.service.gates.report().to_json())
     return DashboardData(
         now=now,
         ready=ready,
@@ -106,6 +109,8 @@ def gather(views: ReadModel, loop: CycleLoop | None, metrics: ServiceMetrics, no
         failures=failures or [],
         failures_problem=failures_problem,
         held=held,
+        gates=gates,
+        gates_problem=gates_problem,
     )
 
 
@@ -223,6 +228,7 @@ def render(data: DashboardData, nonce: str) -> str:
             _skew_section(data),
             _share_section(data),
             _groups_section(data),
+            gates_section(data),
             _conversions_section(data),
             _failures_section(data),
             "</main>",
@@ -434,6 +440,49 @@ def _held(held: Sequence[Hold]) -> str:
         '<h3 id="held">Held back (kept out of every advance until <code>cutover flag release</code>)</h3>'
         "<table><thead><tr><th class='num'>tenant</th><th>since</th><th>by</th><th>at</th><th>why</th>"
         f"</tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
+_VERDICT_CSS = {"pass": "ok", "fail": "bad", "inconclusive": "warn"}
+
+
+def gates_section(data: DashboardData) -> str:
+    """The rollout gates: each group on the new path with its verdict and what decides it, and what
+    auto-advance does next."""
+    if data.gates is None:
+        return _unavailable("Rollout gates", data.gates_problem, wide=True)
+    g = data.gates
+    rows = "".join(
+        f'<tr data-gate="{escape(x["name"], quote=True)}"><td>{escape(x["name"])}</td>'
+        f'<td><span class="badge {_VERDICT_CSS[x["verdict"]]}">{x["verdict"]}</span></td>'
+        f'<td class="num">{x["new"]["finished"]:,}</td><td class="num">{x["new"]["failed"]:,}</td>'
+        f'<td class="num">{x["legacy"]["finished"]:,}</td>'
+        f'<td class="reason">{escape(_clip(x["reasons"][0] if x["reasons"] else "", 240))}</td></tr>'
+        for x in g["groups"]
+    )
+    table = (
+        '<table><thead><tr><th>group</th><th>verdict</th><th class="num">new finished</th>'
+        '<th class="num">new failed</th><th class="num">old finished</th><th>first reason</th></tr></thead>'
+        f"<tbody>{rows}</tbody></table>"
+        if rows
+        else f'<p class="muted">{escape("; ".join(g["reasons"]))}</p>'
+    )
+    auto = (data.status or {}).get("auto_advance") or {"enabled": False}
+    if auto.get("enabled"):
+        when = (
+            f" at {dt.datetime.fromtimestamp(auto['at'], dt.UTC):%Y-%m-%d %H:%M} UTC"
+            if auto.get("at")
+            else ""
+        )
+        what = f"{auto['next_action']} {auto.get('group') or ''}".strip()
+        why = _clip(auto.get("why") or "", 240)
+        line = f"auto-advance: next <b>{escape(what)}</b>{escape(when)}; {escape(why)}"
+    else:
+        line = "auto-advance: off (no <code>auto:</code> in the rollout plan)"
+    return (
+        '<section id="gates" class="wide"><h2>Rollout gates · '
+        f'<span class="badge {_VERDICT_CSS[g["verdict"]]}" id="gate-verdict">{g["verdict"]}</span></h2>'
+        f'{table}<p class="muted" id="auto-advance">{line}</p></section>'
     )
 
 

@@ -31,6 +31,7 @@ from prometheus_client.registry import Collector
 from controller.api.status import in_flight as slots_in_use
 from controller.core.domain import ConversionRecord, ConversionState, DispatchBatch, JobRef, JobState, Path
 from controller.core.errors import BackendError, CutoverError
+from controller.core.gates import GateVerdict
 from controller.core.ports import Backend, Counts, ReconcileCounts
 from controller.plumbing.forwarding import ForwardingBackend
 from flags.snapshot import FlagState
@@ -247,6 +248,7 @@ class StateCollector(Collector):
         yield from self._flag()
         yield from self._intake()
         yield from self._reconcile()
+        yield from self._gates()
 
     def _ledger(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("cutover_ledger_up", "1 when the ledger answered the read behind this scrape.")
@@ -383,6 +385,17 @@ class StateCollector(Collector):
         intents.add_metric(["found"], report.reconciled if report else 0)
         intents.add_metric(["released"], report.released if report else 0)
         yield from (dup, orphans, intents)
+
+    def _gates(self) -> Iterator[Metric]:
+        # The gate the housekeeping thread last worked out: a scrape never reads the ledger for it.
+        verdict = GaugeMetricFamily(
+            "cutover_gate_verdict", "1 for each rollout group's gate verdict.", labels=["group", "verdict"]
+        )
+        report = self.service.gates.latest
+        for g in report.groups if report is not None else ():
+            for v in GateVerdict:
+                verdict.add_metric([g.name, v.value], 1 if g.verdict is v else 0)
+        yield verdict
 
 
 def reconcile_totals(backends: Mapping[Path, Backend]) -> dict[Path, Mapping[str, int]]:

@@ -134,6 +134,28 @@ class IntakeOut(_Out):
     sources: list[SourceOut]
 
 
+class AutoActionOut(_Out):
+    action: Literal["advance", "rollback", "pause", "stuck"]
+    group: str | None
+    version: int | None
+    at: float
+    why: str
+
+
+class AutoAdvanceOut(_Out):
+    """Auto-advance: on or off (the rollout plan's ``auto:``), whether this replica acts (holds its
+    lease), the next action, from when, and what it waits for."""
+
+    enabled: bool
+    acting: bool = False
+    next_action: Literal["advance", "rollback", "pause", "notify_stuck", "wait", "done"] | None = None
+    group: str | None = None
+    at: float | None = None
+    waiting_for: str | None = None
+    why: str = ""
+    last_action: AutoActionOut | None = None
+
+
 class StatusOut(_Out):
     """``GET /status``."""
 
@@ -148,6 +170,7 @@ class StatusOut(_Out):
     cycle: CycleOut
     skew: SkewOut
     intake: IntakeOut
+    auto_advance: AutoAdvanceOut
 
 
 class ConversionOut(_Out):
@@ -277,3 +300,70 @@ class TenantsOut(_Out):
         None,
         description="Tenants held back, with who, when and why; null where the flag's history is not read.",
     )
+
+
+# -- rollout gates -----------------------------------------------------------------------------
+
+VerdictName = Literal["pass", "fail", "inconclusive"]
+
+
+class GateCheckOut(BaseModel):
+    """One comparison; a check may add its own figures (interval bounds, p-value, effect size)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    statistic: float | None
+    threshold: float
+    verdict: VerdictName
+    reason: str
+
+
+class GateEvidenceOut(_Out):
+    finished: int
+    succeeded: int
+    failed: int
+    failed_first_attempt: int
+    failed_after_resubmit: int
+    resubmitted: int
+    resubmits: int
+    success_rate: float | None
+    duration_p50_seconds: float | None
+    duration_p95_seconds: float | None
+    duration_basis: str
+    cost_per_conversion: float | None
+    basis: str | None = None
+
+
+class GateWindowOut(_Out):
+    since: float
+    until: float
+    moved_at: float | None
+
+
+class GateGroupOut(_Out):
+    name: str
+    tenants: int
+    migrated: int
+    verdict: VerdictName
+    reasons: list[str]
+    window: GateWindowOut
+    new: GateEvidenceOut
+    legacy: GateEvidenceOut
+    checks: list[GateCheckOut]
+
+
+class GatesWindowOut(_Out):
+    until: float
+    seconds: float | None
+    max_seconds: float
+    default: str
+
+
+class GatesOut(_Out):
+    """``GET /gates``: per rollout group on the new path, the evidence, the checks and the verdict."""
+
+    window: GatesWindowOut
+    groups: list[GateGroupOut]
+    verdict: VerdictName
+    reasons: list[str]

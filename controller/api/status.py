@@ -87,6 +87,7 @@ def status_document(
             **(intake or {"requests": 0, "rejected": 0, "accepted": 0, "duplicates": 0}),
             "sources": [i.stats.as_json() for i in service.intakes],
         },
+        "auto_advance": service.auto.state() if service.auto is not None else {"enabled": False},
     }
 
 
@@ -148,4 +149,8 @@ def status_lines(doc: Mapping[str, Any]) -> list[str]:
         lines.append(
             f"decisions in the last {skew['window_seconds'] // 60} min under several versions: {versions}"
         )
+    auto = doc.get("auto_advance") or {}
+    if auto.get("enabled"):
+        target = f" {auto['group']}" if auto.get("group") else ""
+        lines.append(f"auto-advance: next {auto['next_action']}{target}: {auto.get('why', '')}")
     return lines

@@ -19,6 +19,7 @@ from controller.cli import where
 from controller.cli.common import State as _State
 from controller.cli.common import console, emit_json, settings
 from controller.cli.flag import flag_app
+from controller.cli.gate import gate_cmd
 from controller.core.errors import ConfigError, CutoverError, InputError, NotFoundError
 from controller.settings import Settings
 
@@ -36,6 +37,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(flag_app, name="flag")
+app.command("gate")(gate_cmd)
 out = console()
 err = console(stderr=True)
 
@@ -218,14 +220,14 @@ def demo_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from controller.bootstrap import build
-    from controller.cli.demo import STAGES, TENANTS, demo_settings, prepare, run_stages
+    from controller.cli.demo import TENANTS, WAVES, demo_settings, prepare, run_stages
 
     workdir = workdir.resolve()
     prepare(workdir)
     _log_to(workdir / "cutover.log")
     cfg = demo_settings(settings(), workdir)
     service = build(cfg)
-    total = len(STAGES) * TENANTS
+    total = WAVES * TENANTS
     try:
         with Progress(
             TextColumn("[bold]{task.description}"),
@@ -243,8 +245,11 @@ def demo_cmd(
                     out.print(
                         f"[bold]{stage.name:>9}[/]  flag {stage.flag_version or '—':<18} "
                         f"migrated {stage.migrated_tenants:>3}  legacy {stage.legacy:>3}  "
-                        f"new {stage.new:>3}  failed {stage.failed}  ({stage.seconds:.1f}s)"
+                        f"new {stage.new:>3}  failed {stage.failed:>2}  gate {_gate_word(stage.gates)}  "
+                        f"({stage.seconds:.1f}s)"
                     )
+                    if stage.action == "rollback":
+                        out.print(f"           {stage.why}", markup=False, highlight=False)
 
             result = run_stages(service, workdir, on_stage=on_stage, tick=lambda n: progress.advance(task, n))
     finally:
@@ -272,10 +277,18 @@ def _log_to(path: FsPath) -> None:
 
 
 def _print_verdict(result: Any) -> None:
-    table = Table("stage", "flag version", "migrated", "legacy", "new", "failed", title="cutover demo")
+    table = Table(
+        "stage", "flag version", "migrated", "legacy", "new", "failed", "gate", title="cutover demo"
+    )
     for s in result.stages:
         table.add_row(
-            s.name, s.flag_version or "—", str(s.migrated_tenants), str(s.legacy), str(s.new), str(s.failed)
+            s.name,
+            s.flag_version or "—",
+            str(s.migrated_tenants),
+            str(s.legacy),
+            str(s.new),
+            str(s.failed),
+            _gate_word(s.gates),
         )
     out.print(table)
     verdict = "[green]PASS[/]" if result.ok else "[red]FAIL[/]"
@@ -286,6 +299,13 @@ def _print_verdict(result: Any) -> None:
         f"wrong path {result.wrong_path}  max in flight {result.max_in_flight}/{result.budget}  "
         f"({result.seconds:.1f}s)"
     )
+
+
+def _gate_word(gates: Any) -> str:
+    """The gate after a stage in one word per group moved, e.g. ``group-1 pass, group-3 fail``."""
+    if not gates or not gates["groups"]:
+        return "—"
+    return ", ".join(f"{g['name']} {g['verdict']}" for g in gates["groups"])
 
 
 def _serve(service: Any, port: int) -> None:

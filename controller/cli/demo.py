@@ -1,12 +1,14 @@
 """``cutover demo``: a whole month of cutover on one machine, in about a minute.
 
 ~200 tenants in five rollout groups (least active first). The run starts with no flag (all on
-the old path), advances through groups 1-3 with the operation behind ``cutover flag advance``,
-rolls back to the previous flag version with the one behind ``cutover flag rollback``, then
-advances through group 5. Flag versions are numbered files beside the flag file, as AppConfig
-numbers its versions. Each stage submits a wave of conversions through the intake and runs
-cycles until they are drained. The verdict comes from the worker outputs and the ledger, not from
-the controller's own counters.
+the old path) and advances group by group with the operation behind ``cutover flag advance``,
+which consults the rollout gate before each move. Half of group-3's tenants are made to fail on
+the new path (the sample worker's ``simulate=fail_on_new``); once group-3 has moved, the gate says
+``fail`` with its reasons and the demo rolls back with the operation behind ``cutover flag
+rollback``, removes the cause, and advances again. Flag versions are numbered files beside the
+flag file, as AppConfig numbers its versions. Each stage submits a wave of conversions through
+the intake and runs cycles until they are drained, then judges the gate. The verdict comes from
+the worker outputs and the ledger, not from the controller's own counters.
 """
 
 from __future__ import annotations
@@ -22,13 +24,17 @@ from pathlib import Path as FsPath
 from typing import Any, Literal
 
 from controller.core.domain import ConversionRequest, ConversionState, Path
+from controller.core.errors import ConflictError, GateRefusedError
+from controller.core.gates import GateReport, GateVerdict, refusal
 from controller.core.ports import Ledger
+from controller.engine.gates import evaluate
 from controller.service import Service
 from controller.settings import Settings
 from flags import ops
 from flags.atomic import write_json_atomically
 from flags.file_store import FileVersionStore, history_dir
-from flags.rollout import load_plan
+from flags.rollout import RolloutPlan, load_plan
+from flags.versions import InForce
 
 TENANTS = 200
 GROUP_SIZES = (20, 30, 40, 50, 60)
@@ -42,17 +48,15 @@ class Stage:
     name: str
     action: Literal["none", "advance", "rollback"]
     group: str | None = None
+    why: str = ""
 
 
-STAGES = (
-    Stage("no flag", "none"),
-    Stage("group-1", "advance", "group-1"),
-    Stage("group-2", "advance", "group-2"),
-    Stage("group-3", "advance", "group-3"),
-    Stage("rollback", "rollback"),
-    Stage("group-4", "advance", "group-4"),
-    Stage("group-5", "advance", "group-5"),
-)
+ADVANCES = ("group-1", "group-2", "group-3", "group-4", "group-5")
+FAILING_GROUP = "group-3"  # half of its tenants fail on the new path until the gate rolls it back
+WAVES = 7  # no flag, five advances, and the rollback the gate calls for
+# Thresholds a clean group of this demo meets with its one wave per stage (20 to 60 conversions):
+# the plan's defaults ask for 100 conversions, more than a small group brings in one stage.
+DEMO_GATES = {"min_conversions": 20, "success_floor": 0.8, "max_slowdown": 2, "max_resubmit_rate": 0.1}
 
 
 @dataclass
@@ -67,6 +71,9 @@ class StageResult:
     removed_on_legacy: int = 0
     removed_on_new: int = 0
     seconds: float = 0.0
+    action: str = "none"
+    why: str = ""
+    gates: dict[str, Any] | None = None
 
 
 @dataclass
@@ -107,6 +114,9 @@ class DemoResult:
                     "removed_tenants_on_legacy": s.removed_on_legacy,
                     "removed_tenants_on_new": s.removed_on_new,
                     "seconds": round(s.seconds, 2),
+                    "action": s.action,
+                    "why": s.why,
+                    "gates": s.gates,
                 }
                 for s in self.stages
             ],
@@ -172,11 +182,19 @@ def prepare(workdir: FsPath) -> None:
     shutil.rmtree(history_dir(workdir / "flags.json"), ignore_errors=True)
 
 
-def wave(stage_index: int, tenants: list[int], previous: list[ConversionRequest]) -> list[ConversionRequest]:
-    """One conversion per tenant, a few flaky ones, and some ids submitted again (to be folded)."""
+def wave(
+    stage_index: int,
+    tenants: list[int],
+    previous: list[ConversionRequest],
+    failing: frozenset[int] = frozenset(),
+) -> list[ConversionRequest]:
+    """One conversion per tenant, a few flaky ones, ``failing`` tenants' made to fail on the new
+    path, and some ids submitted again (to be folded)."""
     out = []
     for t in tenants:
         params = {"report": "monthly", "stage": str(stage_index)}
+        if t in failing:
+            params["simulate"] = "fail_on_new"
         if stage_index == 1 and t % 50 == 3:
             params["simulate"] = "fail_first"
         if stage_index == 5 and t % 97 == 0:
@@ -205,6 +223,19 @@ def drain(service: Service, ids: list[str], tick: Callable[[int], None], timeout
             time.sleep(service.settings.cycle_seconds)
 
 
+def next_stage(index: int, gate: GateReport | None, pending: list[str]) -> Stage:
+    """What the rollout does next: nothing at first, a rollback when the gate says a group fails,
+    otherwise the next group (the advance itself consults the gate too)."""
+    if index == 0:
+        return Stage("no flag", "none")
+    if gate is not None and gate.verdict is GateVerdict.FAIL:
+        failing = [g.name for g in gate.groups if g.verdict is GateVerdict.FAIL]
+        return Stage("rollback", "rollback", failing[0], f"the gate says: {refusal(gate)}")
+    if pending:
+        return Stage(pending[0], "advance", pending[0], "the groups already moved pass their gate")
+    return Stage("steady", "none")
+
+
 def run_stages(
     service: Service,
     workdir: FsPath,
@@ -213,13 +244,16 @@ def run_stages(
     tick: Callable[[int], None],
     stage_timeout: float = 120.0,
 ) -> DemoResult:
-    """Play the rollout and judge it from the outputs."""
+    """Play the rollout, moving on as the gate says, and judge it from the outputs."""
     started = time.monotonic()
     groups = rollout_groups()
     plan_file = service.settings.rollout_file or workdir / "rollout.json"
     write_json_atomically(
         plan_file,
-        {"groups": [{"name": name, "tenant_ids": ids} for name, ids in groups.items()]},
+        {
+            "gates": DEMO_GATES,
+            "groups": [{"name": name, "tenant_ids": ids} for name, ids in groups.items()],
+        },
     )
     plan = load_plan(plan_file)
     store = FileVersionStore(service.settings.flag_file, service.settings.flag_key)
@@ -229,47 +263,41 @@ def run_stages(
     accepted: list[str] = []
     previous: list[ConversionRequest] = []
     migrated_before: set[int] = set()
-    for index, stage in enumerate(STAGES):
+    pending = list(ADVANCES)
+    cause = frozenset(t for t in groups[FAILING_GROUP] if t % 2 == 0)
+    gate: GateReport | None = None
+    for index in range(WAVES):
         stage_started = time.monotonic()
-        version = None
+        stage = next_stage(index, gate, pending)
+        why = stage.why
         if stage.action == "advance":
-            ops.advance(store, plan, to_group=stage.group, max_add=service.settings.max_add, op=operator)
+            try:
+                ops.advance(
+                    store,
+                    plan,
+                    to_group=stage.group,
+                    max_add=service.settings.max_add,
+                    op=operator,
+                    gate=gate,
+                )
+                pending.pop(0)
+            except GateRefusedError as exc:
+                why = f"held: {exc}"
         elif stage.action == "rollback":
-            ops.rollback(store, op=operator)
+            roll_back(store, plan, stage.group, operator)
+            cause = frozenset()  # the new path's environment is fixed before the group moves again
         current = store.in_force()
         migrated = set(current.content.migrated) if current else set()
-        requests = wave(index, tenants, previous)
+        requests = wave(index, tenants, previous, cause)
         answer = service.ledger.accept(requests, service.clock())
         result.resubmitted_ids_folded += len(answer.duplicates)
         accepted.extend(answer.accepted)
         drain(service, answer.accepted, tick, stage_timeout)
-        report = service.controller.last_report
-        if report is not None and report.flag.snapshot is not None:
-            version = report.flag.snapshot.version
-        removed = migrated_before - migrated
-        by_path: Counter[Path] = Counter()
-        failed = removed_legacy = removed_new = 0
-        for cid in answer.accepted:
-            record = service.ledger.get(cid)
-            if record is None or record.path is None:
-                continue
-            by_path[record.path] += 1
-            failed += record.state is ConversionState.FAILED
-            if record.tenant_id in removed:
-                removed_legacy += record.path is Path.LEGACY
-                removed_new += record.path is Path.NEW
-        stage_result = StageResult(
-            name=stage.name,
-            flag_version=version,
-            migrated_tenants=len(migrated),
-            legacy=by_path[Path.LEGACY],
-            new=by_path[Path.NEW],
-            failed=failed,
-            removed_tenants=len(removed),
-            removed_on_legacy=removed_legacy,
-            removed_on_new=removed_new,
-            seconds=time.monotonic() - stage_started,
-        )
+        gate = judge_gate(service, plan, current)
+        stage_result = tally(service, stage, answer.accepted, migrated, migrated_before)
+        stage_result.seconds = time.monotonic() - stage_started
+        stage_result.why = why
+        stage_result.gates = ops.gate_summary(gate)
         result.stages.append(stage_result)
         on_stage(stage_result)
         fresh = set(answer.accepted)
@@ -278,6 +306,57 @@ def run_stages(
     judge(service, workdir, accepted, result)
     result.seconds = time.monotonic() - started
     return result
+
+
+def roll_back(store: FileVersionStore, plan: RolloutPlan, group: str | None, operator: ops.Operator) -> None:
+    """Back to the version before, as ``cutover flag rollback`` does; with none before (the first
+    group failing), take the group out in a new version, as ``rollback --tenant`` does."""
+    note = f"{group} failed its gate"
+    try:
+        ops.rollback(store, op=operator, text=note)
+    except ConflictError:
+        current = store.in_force()
+        listed = current.content.tenant_ids if current else frozenset()
+        members = plan.group(group).tenant_ids if group else frozenset()
+        ops.rollback(store, tenants=members & listed, op=operator, text=note)
+
+
+def judge_gate(service: Service, plan: RolloutPlan, current: InForce | None) -> GateReport:
+    """The gate over the groups the flag in force has moved, from the demo's ledger."""
+    migrated = current.content.migrated if current else frozenset()
+    return evaluate(service.ledger, plan, migrated, service.clock())
+
+
+def tally(
+    service: Service, stage: Stage, ids: list[str], migrated: set[int], migrated_before: set[int]
+) -> StageResult:
+    """One stage's figures from the ledger: conversions per path, failures, removed tenants."""
+    report = service.controller.last_report
+    version = report.flag.snapshot.version if report is not None and report.flag.snapshot else None
+    removed = migrated_before - migrated
+    by_path: Counter[Path] = Counter()
+    failed = removed_legacy = removed_new = 0
+    for cid in ids:
+        record = service.ledger.get(cid)
+        if record is None or record.path is None:
+            continue
+        by_path[record.path] += 1
+        failed += record.state is ConversionState.FAILED
+        if record.tenant_id in removed:
+            removed_legacy += record.path is Path.LEGACY
+            removed_new += record.path is Path.NEW
+    return StageResult(
+        name=stage.name,
+        flag_version=version,
+        migrated_tenants=len(migrated),
+        legacy=by_path[Path.LEGACY],
+        new=by_path[Path.NEW],
+        failed=failed,
+        removed_tenants=len(removed),
+        removed_on_legacy=removed_legacy,
+        removed_on_new=removed_new,
+        action=stage.action,
+    )
 
 
 def judge(service: Service, workdir: FsPath, accepted: list[str], result: DemoResult) -> None:

@@ -16,7 +16,9 @@ import typer
 from rich.table import Table
 
 from controller.cli.common import console, emit_json, settings
+from controller.cli.gate import judge_now
 from controller.core.errors import ConfigError, InputError
+from controller.core.gates import GateReport
 from controller.core.ports import VersionStore
 from controller.settings import Settings
 from flags import ops
@@ -64,21 +66,9 @@ def _kind(cfg: Settings, store: str | None) -> StoreKind:
 
 def make_store(cfg: Settings, kind: StoreKind) -> VersionStore:
     """The version store ``kind`` as the settings describe it."""
-    if kind == "file":
-        from flags.file_store import FileVersionStore
+    from controller.bootstrap import make_version_store
 
-        # Absolute, so every answer names the file it read or wrote, wherever the command ran.
-        return FileVersionStore(cfg.flag_file.expanduser().resolve(), cfg.flag_key)
-    from flags.appconfig_store import AppConfigVersionStore, make_client
-
-    return AppConfigVersionStore(
-        make_client(),
-        application=cfg.appconfig_application,
-        environment=cfg.appconfig_environment,
-        profile=cfg.appconfig_profile,
-        flag_key=cfg.flag_key,
-        strategy=cfg.deployment_strategy,
-    )
+    return make_version_store(cfg, kind)
 
 
 def _plan(cfg: Settings, required: bool) -> RolloutPlan | None:
@@ -163,6 +153,26 @@ def _activity(cfg: Settings, since: float) -> dict[int, int] | None:
         ledger.close()
 
 
+def _gate(cfg: Settings, plan: RolloutPlan | None, vstore: VersionStore) -> GateReport:
+    """The gate over the groups the flag in force has moved (the plan is read even when not required)."""
+    current = vstore.in_force()
+    migrated = current.content.migrated if current else frozenset()
+    return judge_now(cfg, plan if plan is not None else _plan(cfg, required=False), migrated)
+
+
+def _print_gate(summary: Mapping[str, Any] | None) -> None:
+    if summary is None:
+        return
+    colour = {"pass": "green", "fail": "red", "inconclusive": "yellow"}
+    for g in summary["groups"]:
+        out.print(f"gate: {g['name']} [{colour[g['verdict']]}]{g['verdict']}[/]")
+        for reason in g["reasons"]:
+            out.print(f"  {reason}", markup=False, highlight=False)
+    if summary["would_refuse"]:
+        out.print("[yellow]advance would refuse:[/] ", end="")
+        out.print(summary["would_refuse"], markup=False, highlight=False)
+
+
 @flag_app.command("show")
 def show_cmd(store: StoreOption = None, as_json: JsonOption = False) -> None:
     """The version in force, its tenant count, and which rollout groups are in."""
@@ -240,6 +250,7 @@ def plan_cmd(
         window_days=window_days,
         max_add=max_add or cfg.max_add,
         include_held=include_held,
+        gate=_gate(cfg, plan, vstore),
     )
     if as_json:
         _emit(result)
@@ -265,6 +276,7 @@ def plan_cmd(
     for problem in result["advance_would_refuse"]:
         out.print(f"[yellow]advance would refuse:[/] {problem}")
     _print_held(result["held"], "held back, left out (--include-held to release them)")
+    _print_gate(result["gate"])
 
 
 @flag_app.command("advance")
@@ -278,6 +290,15 @@ def advance_cmd(
     ] = None,
     max_add: Annotated[int | None, typer.Option("--max-add", min=1, help="Default: CUTOVER_MAX_ADD.")] = None,
     note: NoteOption = "",
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Move even while a group already moved fails or is inconclusive (needs --reason)."
+        ),
+    ] = False,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Why --force: kept in the flag history and the audit log.")
+    ] = None,
     no_wait: NoWaitOption = False,
     include_held: Annotated[
         bool, typer.Option("--include-held", help="Let held tenants back in too (releases them).")
@@ -285,15 +306,21 @@ def advance_cmd(
     store: StoreOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Write the next flag version and deploy it (following the deployment to the end)."""
+    """Write the next flag version and deploy it (following the deployment to the end), once the
+    groups already moved pass their gate (see `cutover gate`)."""
     if remove_tenants:
         raise InputError("advance never takes tenants out; use `cutover flag rollback --tenant T`")
     if to_group is None and not add_tenants:
         raise InputError("say where to advance: --to-group G or --add-tenants LIST")
+    if force and not (reason or "").strip():
+        raise InputError("--force needs --reason TEXT: why move past the gate (kept in the flag history)")
+    if reason is not None and not force:
+        raise InputError("--reason goes with --force")
     cfg = _settings()
     plan = _plan(cfg, required=to_group is not None)
     vstore = make_store(cfg, _kind(cfg, store))
     started = _starts_new_file(cfg, _kind(cfg, store))
+    gate = _gate(cfg, plan, vstore)
     with _progress(not as_json and not no_wait) as on_progress:
         result = ops.advance(
             vstore,
@@ -306,9 +333,18 @@ def advance_cmd(
             wait=not no_wait,
             on_progress=on_progress,
             include_held=include_held,
+            gate=gate,
+            force=(reason or "") if force else "",
         )
     _warn(result)
     _warn_new_file(cfg, started)
+    if result["forced"]:
+        err.print(
+            f"cutover: warning: moved past the gate ({result['forced']['overridden']}): {reason}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     if as_json:
         _emit(result)
         return

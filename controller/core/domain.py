@@ -80,6 +80,7 @@ class ConversionRecord:
     dispatched_at: float | None = None
     finished_at: float | None = None
     updated_at: float | None = None
+    work_seconds: float | None = None  # the last attempt's run time by the job's own account
 
     @property
     def request(self) -> ConversionRequest:
@@ -121,11 +122,13 @@ class JobStatus(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class JobState:
-    """One poll answer: the status, and for finished work why and where the output went."""
+    """One poll answer: the status, and for finished work why and where the output went, and how
+    long the work took by the job's own account (its result's start and finish), when it says."""
 
     status: JobStatus
     reason: str = ""
     output: str | None = None
+    work_seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@ CutoverError
  ├── InputError              a request, command argument or file from a user is malformed
  ├── NotFoundError           a conversion or resource that was asked for does not exist
  ├── ConflictError           the operation does not fit the record's current state
+ │    └── GateRefusedError    an advance is held back by a rollout group failing or unjudged
  ├── LedgerError             the ledger store did not answer or refused a write
  ├── BackendError            an execution path did not do what was asked
  │    ├── SubmitRejectedError    the backend refused a submission: nothing was started
@@ -42,6 +43,10 @@ class NotFoundError(CutoverError):
 
 class ConflictError(CutoverError):
     """Raised when an operation does not fit the current state (e.g. requeue of a running conversion)."""
+
+
+class GateRefusedError(ConflictError):
+    """Raised when an advance is refused because a group already moved is failing or inconclusive."""
 
 
 class LedgerError(CutoverError):

@@ -31,6 +31,7 @@ REQUEUE_FIELDS: tuple[str, ...] = (
     "dispatched_at",
     "finished_at",
     "updated_at",
+    "work_seconds",
 )
 
 
@@ -38,7 +39,7 @@ def requeued(record: ConversionRecord, now: float) -> ConversionRecord:
     """The record a requeue at ``now`` leaves of the failed ``record``.
 
     Back in the intake (RECEIVED) and owned by no path, without the failed ownership's flag version,
-    job, intent or timestamps, so the next cycle routes it afresh; its attempts count from zero, so
+    job, intent, timestamps or run time, so the next cycle routes it afresh; its attempts count from zero, so
     it gets its retries again. The request and its receipt time stay. So does the fence: it only
     ever grows, so an update still on its way from the failed attempt cannot match the next one.
 
@@ -63,4 +64,5 @@ def requeued(record: ConversionRecord, now: float) -> ConversionRecord:
         dispatched_at=None,
         finished_at=None,
         updated_at=now,
+        work_seconds=None,
     )

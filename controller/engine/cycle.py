@@ -242,11 +242,18 @@ class Controller:
                             record.fence,
                             ConversionState.SUCCEEDED,
                             state.output or "",
+                            state.work_seconds,
                         )
                     )
                 elif verdict is Verdict.FAIL:
                     finishes.append(
-                        Finish(record.conversion_id, record.fence, ConversionState.FAILED, state.reason)
+                        Finish(
+                            record.conversion_id,
+                            record.fence,
+                            ConversionState.FAILED,
+                            state.reason,
+                            state.work_seconds,
+                        )
                     )
                 elif verdict is Verdict.RESUBMIT:
                     why = f"attempt {record.attempts} failed ({state.reason}); resubmitting on {path.value}"

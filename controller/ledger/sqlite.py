@@ -27,7 +27,7 @@ from controller.core.domain import (
     Path,
 )
 from controller.core.errors import LedgerError, NotFoundError
-from controller.core.ports import AcceptResult, Claim, Counts, Dispatched, Finish
+from controller.core.ports import AcceptResult, Claim, Counts, Dispatched, Finish, FinishedConversion
 from controller.core.requeue import REQUEUE_FIELDS, requeued
 from flags.snapshot import FlagSnapshot
 
@@ -51,7 +51,8 @@ CREATE TABLE IF NOT EXISTS conversions (
     claimed_at REAL,
     dispatched_at REAL,
     finished_at REAL,
-    updated_at REAL
+    updated_at REAL,
+    work_seconds REAL
 );
 CREATE INDEX IF NOT EXISTS conversions_by_state ON conversions (state, path, seq);
 -- By tenant alone: each entry is (tenant_id, seq), so a tenant's history comes out in order, and a
@@ -120,7 +121,7 @@ END;
 
 _COLUMNS = (
     "conversion_id, tenant_id, params, state, path, flag_version, reason, job_ref, intent, "
-    "fence, attempts, received_at, claimed_at, dispatched_at, finished_at, updated_at"
+    "fence, attempts, received_at, claimed_at, dispatched_at, finished_at, updated_at, work_seconds"
 )
 _FLAG_KEY = "flag:last_known_good"
 
@@ -245,8 +246,16 @@ class SQLiteLedger:
             raise LedgerError(f"ledger {path}: cannot create its directory ({exc.strerror})") from exc
         try:
             self._connection().executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
+            self._add_missing_columns()
         except sqlite3.Error as exc:
             raise LedgerError(f"ledger {path}: cannot create the schema ({exc})") from exc
+
+    def _add_missing_columns(self) -> None:
+        """Bring a ledger file made by an earlier version up to the columns this one records."""
+        with self._write() as db:
+            have = {row[1] for row in db.execute("PRAGMA table_info(conversions)")}
+            if "work_seconds" not in have:
+                db.execute("ALTER TABLE conversions ADD COLUMN work_seconds REAL")
 
     # -- connections -------------------------------------------------------------------------
 
@@ -490,9 +499,9 @@ class SQLiteLedger:
             if not f.state.terminal:
                 raise ValueError(f"{f.state} is not a terminal state")
         applied = self._each(
-            "UPDATE conversions SET state = ?, reason = ?, finished_at = ?, updated_at = ? "
+            "UPDATE conversions SET state = ?, reason = ?, finished_at = ?, updated_at = ?, work_seconds = ? "
             "WHERE conversion_id = ? AND state = 'dispatched' AND fence = ?",
-            [(f.state.value, f.reason, now, now, f.conversion_id, f.fence) for f in finishes],
+            [(f.state.value, f.reason, now, now, f.work_seconds, f.conversion_id, f.fence) for f in finishes],
         )
         return [f.conversion_id for f, ok in zip(finishes, applied, strict=True) if ok]
 
@@ -585,6 +594,19 @@ class SQLiteLedger:
             "SELECT tenant_id, count(*) FROM conversions WHERE received_at >= ? GROUP BY tenant_id", (since,)
         )
         return {int(t): int(n) for t, n in rows}
+
+    def finished_since(self, since: float) -> list[FinishedConversion]:
+        """Conversions that succeeded or failed at or after ``since``, for the rollout gates."""
+        rows = self._read(
+            "SELECT tenant_id, path, state, attempts, coalesce(claimed_at, finished_at), finished_at, "
+            "max(0.0, finished_at - dispatched_at), work_seconds FROM conversions "
+            "WHERE state IN ('succeeded', 'failed') AND path IS NOT NULL AND finished_at >= ?",
+            (since,),
+        )
+        return [
+            FinishedConversion(int(t), _PATHS[p], _STATES[st], int(a), c, f, s, w)
+            for t, p, st, a, c, f, s, w in rows
+        ]
 
     def by_tenant(self, tenant_id: int, limit: int = 1000) -> list[ConversionRecord]:
         """A tenant's conversions, newest first."""

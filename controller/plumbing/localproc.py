@@ -140,9 +140,11 @@ def result_state(doc: Mapping[str, Any] | None, conversion_id: str) -> JobState 
     result = parse_result(doc, conversion_id)
     if result is None:
         return None
-    if result.status is Status.SUCCEEDED:
-        return JobState(JobStatus.SUCCEEDED, result.reason, result.output)
-    return JobState(JobStatus.FAILED, result.reason, result.output)
+    work = None
+    if result.started_at is not None and result.finished_at is not None:
+        work = max(0.0, result.finished_at - result.started_at)
+    status = JobStatus.SUCCEEDED if result.status is Status.SUCCEEDED else JobStatus.FAILED
+    return JobState(status, result.reason, result.output, work)
 
 
 def failed_result(conversion_id: str, reason: str, **fields: Any) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import pytest
 
 from controller.core.domain import ConversionRequest, ConversionState, Path
 from controller.core.errors import ConflictError, NotFoundError
-from controller.core.ports import Claim, Dispatched, Finish
+from controller.core.ports import Claim, Dispatched, Finish, FinishedConversion
 from controller.core.requeue import requeued
 from flags.snapshot import FlagSnapshot
 
@@ -251,6 +251,44 @@ def test_tenant_activity_counts_conversions_received_since_a_time(ledger):
     assert ledger.tenant_activity(150.0) == {1: 2, 2: 1, 3: 1}
     assert ledger.tenant_activity(250.0) == {3: 1}
     assert ledger.tenant_activity(400.0) == {}
+
+
+def test_finished_since_gives_the_gates_their_evidence(ledger):
+    """Finished conversions on both paths with tenant, attempts, claim time, dispatch-to-outcome
+    seconds and the job's own run time when it gave one; conversions still at work and those
+    finished before ``since`` are left out."""
+    ledger.accept([req("ok", 1), req("bad", 2), req("again", 3), req("busy", 4), req("early", 5)], 1.0)
+    claim(ledger, "ok", Path.NEW, now=10.0)
+    claim(ledger, "bad", Path.LEGACY, now=11.0)
+    claim(ledger, "again", Path.NEW, now=12.0)
+    claim(ledger, "busy", Path.NEW, now=13.0)
+    claim(ledger, "early", Path.LEGACY, now=14.0)
+    done = {cid: dispatch(ledger, cid, f"job-{cid}", 20.0) for cid in ("ok", "bad", "again", "busy", "early")}
+    ledger.mark_finished([Finish("early", done["early"].fence, S.SUCCEEDED)], 25.0)
+    ledger.mark_finished([Finish("ok", done["ok"].fence, S.SUCCEEDED, "out.xlsx", 21.5)], 50.0)
+    ledger.mark_finished([Finish("bad", done["bad"].fence, S.FAILED, "boom")], 52.0)
+    assert ledger.resubmit("again", done["again"].fence, "attempt 1 failed", 30.0)
+    second = dispatch(ledger, "again", "job-again-2", 40.0)
+    ledger.mark_finished([Finish("again", second.fence, S.SUCCEEDED)], 55.0)
+    rows = sorted(ledger.finished_since(30.0), key=lambda r: r.tenant_id)
+    assert rows == [
+        FinishedConversion(1, Path.NEW, S.SUCCEEDED, 1, 10.0, 50.0, 30.0, 21.5),
+        FinishedConversion(2, Path.LEGACY, S.FAILED, 1, 11.0, 52.0, 32.0),
+        FinishedConversion(3, Path.NEW, S.SUCCEEDED, 2, 12.0, 55.0, 15.0),
+    ]
+    assert {r.tenant_id for r in ledger.finished_since(0.0)} == {1, 2, 3, 5}
+    assert ledger.finished_since(60.0) == []
+    assert (ledger.get("ok").work_seconds, ledger.get("bad").work_seconds) == (21.5, None)
+
+
+def test_requeue_forgets_the_run_time_of_the_failed_attempt(ledger):
+    ledger.accept([req("w")], 1.0)
+    claim(ledger, "w")
+    record = dispatch(ledger, "w")
+    ledger.mark_finished([Finish("w", record.fence, S.FAILED, "boom", 4.0)], 30.0)
+    assert ledger.get("w").work_seconds == 4.0
+    assert ledger.requeue("w", 40.0).work_seconds is None
+    assert ledger.get("w").work_seconds is None
 
 
 def test_last_known_good_flag_round_trips(ledger):

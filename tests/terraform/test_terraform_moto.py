@@ -168,6 +168,12 @@ def _check_signals(endpoint: str, outputs: dict[str, Any], kms_key_arn: str) -> 
     for metric in metrics.values():
         assert metric["Namespace"] == "Cutover"
         assert metric["Dimensions"] == [{"Name": "Path", "Value": "new"}]
+    gate = alarms[names["gate_failing"]]
+    assert (gate["MetricName"], gate["Namespace"], gate["TreatMissingData"]) == (
+        "GateFailing",
+        "Cutover",
+        "notBreaching",
+    )
     stalled = alarms[names["no_cycle"]]
     assert (stalled["MetricName"], stalled["TreatMissingData"]) == ("CyclesCompleted", "breaching")
     scheduler = _client("scheduler", endpoint)

@@ -145,7 +145,10 @@ def test_deployment_strategy_is_all_at_once_with_a_bake_time(parsed):
     assert tf.expression(monitor["for_each"]) == "var.monitor_alarm_arns"
     root = tf.load(tf.TERRAFORM_DIR / "main.tf")
     appconfig = next(e["appconfig"] for e in root["module"] if "appconfig" in e)
-    assert appconfig["monitor_alarm_arns"] == ["${module.signals.new_path_failure_alarm_arn}"]
+    assert appconfig["monitor_alarm_arns"] == [
+        "${module.signals.new_path_failure_alarm_arn}",
+        "${module.signals.gate_failing_alarm_arn}",
+    ]
 
 
 # Controller
@@ -376,6 +379,7 @@ def test_alarms_watch_the_controllers_metrics(parsed):
         "reconcile_orphans",
         "flag_state_not_ok",
         "no_cycle",
+        "gate_failing",
     }
     metrics = {
         q["metric"][0]["metric_name"]: q["metric"][0]
@@ -389,6 +393,13 @@ def test_alarms_watch_the_controllers_metrics(parsed):
     assert alarms["flag_state_not_ok"]["metric_name"] == "FlagStateNotOk"
     assert alarms["no_cycle"]["metric_name"] == "CyclesCompleted"
     assert alarms["no_cycle"]["treat_missing_data"] == "breaching"
+    # AppConfig rolls back on INSUFFICIENT_DATA too: a gate with nothing to judge must not.
+    gate = alarms["gate_failing"]
+    assert (gate["metric_name"], gate["treat_missing_data"], gate.get("dimensions")) == (
+        "GateFailing",
+        "notBreaching",
+        None,
+    )
     for name, alarm in alarms.items():
         assert alarm["alarm_actions"] == "${local.alarm_actions}", name
     namespace_default = next(

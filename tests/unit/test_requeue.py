@@ -31,6 +31,7 @@ def record(state: S = S.FAILED) -> ConversionRecord:
         dispatched_at=3.0,
         finished_at=4.0,
         updated_at=4.0,
+        work_seconds=0.8,
     )
 
 

@@ -85,6 +85,7 @@ def to_record(item: Item) -> ConversionRecord:
         dispatched_at=number_of(item, "dispatched_at"),
         finished_at=number_of(item, "finished_at"),
         updated_at=number_of(item, "updated_at"),
+        work_seconds=number_of(item, "work_seconds"),
     )
 
 

@@ -41,7 +41,9 @@ class Outcomes(Writes):
                     "finished_at": number(now),
                     "updated_at": number(now),
                     schema.TTL_ATTRIBUTE: expires,
+                    **({"work_seconds": number(f.work_seconds)} if f.work_seconds is not None else {}),
                 },
+                removes=() if f.work_seconds is not None else ("work_seconds",),
             )
             for f in finishes
         ]

@@ -13,6 +13,7 @@ from typing import Any
 
 from controller.core.domain import ConversionRecord, ConversionState, Path
 from controller.core.ports import Counts
+from controller.ledger import evidence
 from controller.ledger.dynamodb import schema
 from controller.ledger.dynamodb.base import LedgerBase
 from controller.ledger.dynamodb.codec import (
@@ -265,6 +266,11 @@ class Reads(LedgerBase):
                 if not start:
                     break
         return counts
+
+    def finished_since(self, since: float) -> list[evidence.FinishedConversion]:
+        """Conversions that succeeded or failed at or after ``since``, for the rollout gates: paged
+        through the state index, which is ordered by receipt, not by finish (the TTL bounds it)."""
+        return evidence.finished_through_query(self, since)
 
 
 def _received_order(item: Item) -> tuple[float, int]:
