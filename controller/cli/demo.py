@@ -90,7 +90,7 @@ class DemoResult:
     budget: int = 0
     outputs: int = 0
     seconds: float = 0.0
-    failed_on_purpose: int = 0  # asked to fail (simulate=fail): failing is their success
+    failed_on_purpose: int = 0  # asked to fail (simulate=fail, fail_on_new on the new path)
 
     @property
     def unexpected_failures(self) -> int:
@@ -393,7 +393,13 @@ class Outcome:
     max_in_flight: int
     duplicate_ids: tuple[str, ...] = ()
     lost_ids: tuple[str, ...] = ()
-    failed_on_purpose: int = 0  # failed conversions that were asked to (``simulate=fail``)
+    failed_on_purpose: int = 0  # failed conversions that were asked to (see ``asked_to_fail``)
+
+
+def asked_to_fail(simulate: str | None, path: Path | None) -> bool:
+    """Whether the sample worker was asked to fail this conversion where it ran: always for
+    ``simulate=fail``, on the new path for ``fail_on_new`` (the demo's broken group)."""
+    return simulate == "fail" or (simulate == "fail_on_new" and path is Path.NEW)
 
 
 def produced_lines(output_dir: FsPath) -> dict[str, list[dict[str, Any]]]:
@@ -427,7 +433,7 @@ def outcome(ledger: Ledger, output_dir: FsPath, accepted: Iterable[str]) -> Outc
                 wrong_path += 1
         else:
             failed += 1
-            on_purpose += record.params.get("simulate") == "fail"
+            on_purpose += asked_to_fail(record.params.get("simulate"), record.path)
     return Outcome(
         conversions=len(ids),
         outputs=sum(len(v) for v in lines.values()),

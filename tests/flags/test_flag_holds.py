@@ -103,7 +103,21 @@ def test_the_command_line_shows_and_releases_held_tenants(tmp_path: Path) -> Non
         ).returncode
         == 0
     )
-    advanced = cutover("flag", "advance", "--to-group", "wave-1", cwd=tmp_path, env=env)
+    # wave-0 has run nothing yet, so its gate is inconclusive: the advance must be forced.
+    refused = cutover("flag", "advance", "--to-group", "wave-1", cwd=tmp_path, env=env)
+    assert refused.returncode == 2
+    assert "wave-0 is inconclusive" in refused.stderr
+    advanced = cutover(
+        "flag",
+        "advance",
+        "--to-group",
+        "wave-1",
+        "--force",
+        "--reason",
+        "no traffic here",
+        cwd=tmp_path,
+        env=env,
+    )
     assert advanced.returncode == 0, advanced.stderr
     assert "held back, left out" in advanced.stdout
     shown = cutover("flag", "show", cwd=tmp_path, env=env)
