@@ -7,6 +7,8 @@ A YAML or JSON file (``CUTOVER_ROLLOUT_FILE``)::
         note: least active tenants first
         tenant_ids: [1001, 1002, "1010-1020", {from: 2000, to: 2049}]
 
+    shadow: {groups: [group-1], rate: 0.1}   # optional: see controller.core.shadow
+
 Ranges are inclusive. A tenant belongs to at most one group. Errors name the group and the
 position of the first bad entry. Reading only: the plan is never written here.
 """
@@ -16,13 +18,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from controller.core.errors import InputError
+from controller.core.shadow import ShadowPlan, parse_shadow_section
 from flags.document import MAX_TENANT_ID
 
 # A typo such as "1001-10020000" must not become ten million tenants.
@@ -47,6 +50,7 @@ class RolloutPlan:
 
     groups: tuple[Group, ...]
     source: str = "rollout plan"
+    shadow: ShadowPlan = field(default_factory=ShadowPlan)
 
     def group(self, ref: str) -> Group:
         """The group named ``ref`` (or at 1-based position ``ref``); ``InputError`` otherwise."""
@@ -154,8 +158,9 @@ def _group(raw: Any, index: int, where: str) -> Group:
 def parse_plan(doc: Any, where: str = "rollout plan") -> RolloutPlan:
     """Validate a decoded plan document whole; ``InputError`` names the group and entry at fault."""
     raw_groups = doc.get("groups") if isinstance(doc, dict) else doc
-    if isinstance(doc, dict) and set(doc) - {"groups"}:
-        raise InputError(f"{where}: unknown keys {sorted(set(doc) - {'groups'})} (expected groups)")
+    known = {"groups", "shadow"}
+    if isinstance(doc, dict) and set(doc) - known:
+        raise InputError(f"{where}: unknown keys {sorted(set(doc) - known)} (expected {sorted(known)})")
     if not isinstance(raw_groups, list) or not raw_groups:
         raise InputError(f"{where}: expected a non-empty list of groups")
     groups: list[Group] = []
@@ -169,7 +174,10 @@ def parse_plan(doc: Any, where: str = "rollout plan") -> RolloutPlan:
                 raise InputError(f"{where}: tenant {t} is in both {owner[t]!r} and {group.name!r}")
             owner[t] = group.name
         groups.append(group)
-    return RolloutPlan(tuple(groups), where)
+    names = [g.name for g in groups]
+    raw_shadow = doc.get("shadow") if isinstance(doc, dict) else None
+    shadow = ShadowPlan() if raw_shadow is None else parse_shadow_section(raw_shadow, names, where)
+    return RolloutPlan(tuple(groups), where, shadow)
 
 
 def load_plan(path: Path) -> RolloutPlan:
