@@ -4,8 +4,9 @@ Sheets by name, then every cell's typed value: numbers within a relative toleran
 normalised (UTC, milliseconds), booleans and text exactly; an empty cell and an empty string are
 the same. What two saves of the same data may differ in is left out by construction: the zip's
 member times and order, ``docProps`` timestamps, styles (unless asked) and the path stamp the
-sample worker writes into the properties. Workbooks are read in openpyxl's read-only mode, one row
-of each at a time, so memory stays bounded whatever their size; this module never decides parity.
+sample worker writes into the properties. Values are streamed one row of each workbook at a time
+(``controller.shadow.sheets``), so memory stays bounded whatever their size; styles, when asked,
+are read in openpyxl's read-only mode. This module never decides parity.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from controller.core.parity import CompareOptions, Comparison, Difference, shown
 from controller.core.shadow import cell_name, column_letters
+from controller.shadow.sheets import Workbook
 
 # Properties that change with every save, and the stamp of the run that wrote the file.
 _PROPERTIES = ("title", "subject", "creator", "description", "keywords", "category", "language")
@@ -39,28 +41,21 @@ def compare_workbooks(
     """Compare two workbooks; ``TooLargeError`` when either is over ``max_bytes``."""
     for path in (legacy, new):
         _check_size(path, max_bytes)
-    from openpyxl import load_workbook
-
     found = Comparison()
-    old_wb = load_workbook(legacy, read_only=True, data_only=True)
-    try:
-        new_wb = load_workbook(new, read_only=True, data_only=True)
-        try:
-            _compare_properties(old_wb.properties, new_wb.properties, found)
-            old_names, new_names = list(old_wb.sheetnames), list(new_wb.sheetnames)
-            for name in old_names:
-                if name not in new_names:
-                    found.add(Difference(name, "", "(sheet)", "(sheet present)", "(no such sheet)"))
-            for name in new_names:
-                if name not in old_names:
-                    found.add(Difference(name, "", "(sheet)", "(no such sheet)", "(sheet present)"))
-            for name in old_names:
-                if name in new_names:
-                    _compare_sheet(name, old_wb[name], new_wb[name], options, found)
-        finally:
-            new_wb.close()
-    finally:
-        old_wb.close()
+    with Workbook(legacy) as old_wb, Workbook(new) as new_wb:
+        _compare_properties(old_wb.properties(), new_wb.properties(), found)
+        old_names, new_names = old_wb.sheetnames, new_wb.sheetnames
+        for name in old_names:
+            if name not in new_names:
+                found.add(Difference(name, "", "(sheet)", "(sheet present)", "(no such sheet)"))
+        for name in new_names:
+            if name not in old_names:
+                found.add(Difference(name, "", "(sheet)", "(no such sheet)", "(sheet present)"))
+        for name in old_names:
+            if name in new_names:
+                _compare_sheet(name, old_wb.rows(name), new_wb.rows(name), options, found)
+    if options.compare_styles:
+        _compare_styles(legacy, new, options, found)
     return found
 
 
@@ -81,18 +76,17 @@ def _check_size(path: Path, max_bytes: int | None) -> None:
         raise TooLargeError(f"{path.name} expands to {expanded} bytes")
 
 
-def _compare_properties(old: Any, new: Any, found: Comparison) -> None:
+def _compare_properties(old: dict[str, str], new: dict[str, str], found: Comparison) -> None:
     for name in _PROPERTIES:
         a, b = _property(old, name), _property(new, name)
         if a != b:
             found.add(Difference("(properties)", name, name, shown(a), shown(b)))
 
 
-def _property(props: Any, name: str) -> str | None:
-    value = getattr(props, name, None)
-    if value is None or value == "":
+def _property(props: dict[str, str], name: str) -> str | None:
+    text = props.get(name) or None
+    if text is None:
         return None
-    text = str(value)
     if name == "keywords":
         kept = [w for w in text.split() if not w.startswith("path=")]
         return " ".join(kept) or None
@@ -107,40 +101,62 @@ def _property(props: Any, name: str) -> str | None:
     return text
 
 
-def _rows(sheet: Any, styles: bool) -> Iterator[tuple[Any, ...]]:
-    # Read-only sheets trust the stored dimension, which a writer may leave out or get wrong.
-    sheet.reset_dimensions()
-    yield from sheet.iter_rows(values_only=not styles)
-
-
-def _compare_sheet(name: str, old: Any, new: Any, options: CompareOptions, found: Comparison) -> None:
+def _compare_sheet(
+    name: str,
+    old: Iterator[tuple[Any, ...]],
+    new: Iterator[tuple[Any, ...]],
+    options: CompareOptions,
+    found: Comparison,
+) -> None:
     headers: dict[int, str] = {}
-    for row_number, (a_row, b_row) in enumerate(
-        zip_longest(_rows(old, options.compare_styles), _rows(new, options.compare_styles), fillvalue=()), 1
-    ):
+    for row_number, (a_row, b_row) in enumerate(zip_longest(old, new, fillvalue=()), 1):
         if row_number == 1:
-            headers = _headers(a_row, b_row, options.compare_styles)
+            headers = _headers(a_row, b_row)
         for col, (a, b) in enumerate(zip_longest(a_row, b_row, fillvalue=None), 1):
+            if same(a, b, options.rel_tol):
+                continue
             header = headers.get(col) or column_letters(col)
             if any(rule.covers(name, header, row_number, col) for rule in options.ignore):
                 continue
-            a_value = a.value if options.compare_styles and a is not None else a
-            b_value = b.value if options.compare_styles and b is not None else b
-            if not same(a_value, b_value, options.rel_tol):
-                legacy, new_text = shown_pair(a_value, b_value)
-                found.add(Difference(name, cell_name(row_number, col), header, legacy, new_text))
-            elif options.compare_styles:
-                a_style, b_style = _style(a), _style(b)
-                if a_style != b_style:
+            legacy, new_text = shown_pair(a, b)
+            found.add(Difference(name, cell_name(row_number, col), header, legacy, new_text))
+
+
+def _compare_styles(legacy: Path, new: Path, options: CompareOptions, found: Comparison) -> None:
+    """Number formats and emphasis, cell by cell, through openpyxl's read-only mode."""
+    from openpyxl import load_workbook
+
+    old_wb = load_workbook(legacy, read_only=True)
+    new_wb = load_workbook(new, read_only=True)
+    try:
+        for name in old_wb.sheetnames:
+            if name not in new_wb.sheetnames:
+                continue
+            old_ws, new_ws = old_wb[name], new_wb[name]
+            old_ws.reset_dimensions()
+            new_ws.reset_dimensions()
+            headers: dict[int, str] = {}
+            rows = zip_longest(old_ws.iter_rows(), new_ws.iter_rows(), fillvalue=())
+            for row_number, (a_row, b_row) in enumerate(rows, 1):
+                if row_number == 1:
+                    headers = _headers(tuple(c.value for c in a_row), tuple(c.value for c in b_row))
+                for col, (a, b) in enumerate(zip_longest(a_row, b_row, fillvalue=None), 1):
+                    a_style, b_style = _style(a), _style(b)
+                    header = headers.get(col) or column_letters(col)
+                    if a_style == b_style or any(
+                        r.covers(name, header, row_number, col) for r in options.ignore
+                    ):
+                        continue
                     found.add(Difference(name, cell_name(row_number, col), header, a_style, b_style))
+    finally:
+        old_wb.close()
+        new_wb.close()
 
 
-def _headers(a_row: tuple[Any, ...], b_row: tuple[Any, ...], styles: bool) -> dict[int, str]:
+def _headers(a_row: tuple[Any, ...], b_row: tuple[Any, ...]) -> dict[int, str]:
     out: dict[int, str] = {}
     for col, (a, b) in enumerate(zip_longest(a_row, b_row, fillvalue=None), 1):
-        a_value = a.value if styles and a is not None else a
-        b_value = b.value if styles and b is not None else b
-        label = a_value if a_value not in (None, "") else b_value
+        label = a if a not in (None, "") else b
         if label not in (None, ""):
             out[col] = str(label)
     return out
@@ -148,7 +164,7 @@ def _headers(a_row: tuple[Any, ...], b_row: tuple[Any, ...], styles: bool) -> di
 
 def _style(cell: Any) -> str:
     if cell is None or not hasattr(cell, "number_format"):
-        return "(no style)"
+        return "format=General bold=False italic=False"
     font = getattr(cell, "font", None)
     bold = bool(getattr(font, "b", False))
     italic = bool(getattr(font, "i", False))
