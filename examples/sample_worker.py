@@ -12,6 +12,9 @@ Every output records the path that produced it in the workbook's properties and 
 ``CUTOVER_OUTPUT_URI`` (``s3://bucket/prefix/``, as a container on AWS needs, since its disk goes
 with it) the workbook is also put at ``<prefix><tenant_id>/<conversion_id>.xlsx`` and that is the
 output its result names.
+A shadow run (``CUTOVER_SHADOW=1``) does the same work but writes its workbook only into its
+quarantine (``CUTOVER_QUARANTINE_URI``, a directory or an S3 prefix) and adds nothing to
+``produced.jsonl``: what it makes is compared, never published.
 The parameters ``simulate`` (``fail``, ``fail_first``, ``crash``, ``hang``) and ``work_seconds``
 exist for tests.
 """
@@ -94,6 +97,7 @@ class Outputs:
     directory: Path
     uri: str | None = None
     storage: Storage | None = None
+    record: bool = True  # add a line to produced.jsonl (a shadow's output is not a product)
 
     def publish(self, local: Path, conversion: Conversion) -> str:
         """The workbook's output location: its S3 URI once it is put there, else its local path."""
@@ -132,6 +136,8 @@ def convert(conversion: Conversion, path: str, job_id: str, outputs: Outputs, de
         output = outputs.publish(target, conversion)
     except cutover_job.ResultWriteError as exc:
         return Outcome.failed(f"could not put the workbook in place: {exc}")
+    if not outputs.record:
+        return Outcome.succeeded(output)
     line = {
         "conversion_id": cid,
         "tenant_id": conversion.tenant_id,
@@ -150,17 +156,32 @@ def convert(conversion: Conversion, path: str, job_id: str, outputs: Outputs, de
     return Outcome.succeeded(output)
 
 
+def shadow_outputs(assignment: cutover_job.Assignment) -> Outputs:
+    """A shadow's outputs: its quarantine directory, or a scratch directory put into its S3 quarantine."""
+    quarantine = assignment.quarantined()
+    if not is_s3(quarantine):
+        directory = Path(quarantine)
+        directory.mkdir(parents=True, exist_ok=True)
+        return Outputs(directory, record=False)
+    storage = Storage(os.environ)
+    storage.prepare(quarantine)
+    return Outputs(Path(tempfile.mkdtemp(prefix="cutover-shadow-")), quarantine, storage, record=False)
+
+
 def main() -> int:
     try:
         assignment = cutover_job.from_env()
     except cutover_job.AssignmentError as exc:
         print(f"sample worker: {exc}", file=sys.stderr)
         return 2
-    out_dir = Path(os.environ.get("CUTOVER_OUTPUT_DIR", "./cutover-output"))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    outputs = Outputs(out_dir)
+    if assignment.shadow:
+        outputs = shadow_outputs(assignment)
+    else:
+        out_dir = Path(os.environ.get("CUTOVER_OUTPUT_DIR", "./cutover-output"))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        outputs = Outputs(out_dir)
     uri = os.environ.get("CUTOVER_OUTPUT_URI")
-    if uri:
+    if uri and not assignment.shadow:
         if not (is_s3(uri) and uri.endswith("/") and uri.count("/") >= 4):
             print(f"sample worker: CUTOVER_OUTPUT_URI: {uri!r} is not s3://bucket/prefix/", file=sys.stderr)
             return 2
