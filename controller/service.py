@@ -15,6 +15,7 @@ from controller.engine.cycle import Controller
 from controller.engine.housekeeping import Housekeeping
 from controller.engine.notify import Signals
 from controller.engine.reconcile import Reconciler
+from controller.engine.shadows import Shadows
 from controller.settings import Settings
 from flags.lkg import LastKnownGood
 
@@ -34,6 +35,7 @@ class Service:
     signals: Signals | None = None  # SNS messages and CloudWatch metrics, when configured
     reconciler: Reconciler | None = None  # periodic reconciliation, when the backends can list runs
     housekeeping: Housekeeping | None = None  # the thread that sends signals and reconciles
+    shadows: Shadows | None = None  # shadow runs, when the ledger keeps them and something samples
 
     def warnings(self) -> list[str]:
         """What the backends want an operator to know (e.g. a Fargate quota below the budget's needs)."""
@@ -48,6 +50,8 @@ class Service:
             self.housekeeping.stop()
         for backend in self.backends.values():
             backend.close()
+        if self.shadows is not None:
+            self.shadows.close()
         # The agent source holds a pooled HTTP connection to the sidecar.
         close_source = getattr(self.flags.source, "close", None)
         if callable(close_source):

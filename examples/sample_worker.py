@@ -98,6 +98,7 @@ class Outputs:
     uri: str | None = None
     storage: Storage | None = None
     record: bool = True  # add a line to produced.jsonl (a shadow's output is not a product)
+    scratch: Path | None = None  # where attempt markers go, when not beside the outputs
 
     def publish(self, local: Path, conversion: Conversion) -> str:
         """The workbook's output location: its S3 URI once it is put there, else its local path."""
@@ -123,7 +124,7 @@ def convert(conversion: Conversion, path: str, job_id: str, outputs: Outputs, de
     if simulate == "fail":
         return Outcome.failed("simulated failure")
     if simulate == "fail_first":
-        marker = out_dir / ".attempted" / cid
+        marker = (outputs.scratch or out_dir) / ".attempted" / cid
         if not marker.exists():
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.touch()
@@ -156,16 +157,18 @@ def convert(conversion: Conversion, path: str, job_id: str, outputs: Outputs, de
     return Outcome.succeeded(output)
 
 
-def shadow_outputs(assignment: cutover_job.Assignment) -> Outputs:
-    """A shadow's outputs: its quarantine directory, or a scratch directory put into its S3 quarantine."""
+def shadow_outputs(assignment: cutover_job.Assignment, scratch: Path) -> Outputs:
+    """A shadow's outputs: its quarantine directory, or a scratch directory put into its S3
+    quarantine; ``scratch`` (``CUTOVER_OUTPUT_DIR``) keeps only what tests simulate."""
     quarantine = assignment.quarantined()
     if not is_s3(quarantine):
         directory = Path(quarantine)
         directory.mkdir(parents=True, exist_ok=True)
-        return Outputs(directory, record=False)
+        return Outputs(directory, record=False, scratch=scratch)
     storage = Storage(os.environ)
     storage.prepare(quarantine)
-    return Outputs(Path(tempfile.mkdtemp(prefix="cutover-shadow-")), quarantine, storage, record=False)
+    local = Path(tempfile.mkdtemp(prefix="cutover-shadow-"))
+    return Outputs(local, quarantine, storage, record=False, scratch=scratch)
 
 
 def main() -> int:
@@ -174,12 +177,9 @@ def main() -> int:
     except cutover_job.AssignmentError as exc:
         print(f"sample worker: {exc}", file=sys.stderr)
         return 2
-    if assignment.shadow:
-        outputs = shadow_outputs(assignment)
-    else:
-        out_dir = Path(os.environ.get("CUTOVER_OUTPUT_DIR", "./cutover-output"))
-        out_dir.mkdir(parents=True, exist_ok=True)
-        outputs = Outputs(out_dir)
+    out_dir = Path(os.environ.get("CUTOVER_OUTPUT_DIR", "./cutover-output"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outputs = shadow_outputs(assignment, out_dir) if assignment.shadow else Outputs(out_dir)
     uri = os.environ.get("CUTOVER_OUTPUT_URI")
     if uri and not assignment.shadow:
         if not (is_s3(uri) and uri.endswith("/") and uri.count("/") >= 4):

@@ -16,7 +16,16 @@ from pathlib import Path as FsPath
 
 from controller.core.domain import DispatchBatch, JobRef, JobState, JobStatus, Path
 from controller.core.errors import SubmitRejectedError
-from controller.plumbing.localproc import detach, kill, pid_alive, read_json, result_state, spawn, write_json
+from controller.plumbing.localproc import (
+    detach,
+    kill,
+    pid_alive,
+    read_json,
+    result_state,
+    shadow_env,
+    spawn,
+    write_json,
+)
 from controller.plumbing.ticker import Ticker
 from cutover_job.contract import CONTRACT_VERSION, manifest_document
 
@@ -35,8 +44,12 @@ class LocalBuildRunner:
         build_timeout: float,
         clock: Callable[[], float] = time.time,
         tick_seconds: float = 0.1,
+        quarantine: str | None = None,
+        name: str = "legacy",
     ) -> None:
-        self.builds = state_dir / "legacy" / "builds"
+        self.builds = state_dir / name / "builds"
+        # A shadow runner: every build is a shadow whose outputs go under <quarantine>/<build key>/.
+        self.quarantine = quarantine
         self.builds.mkdir(parents=True, exist_ok=True)
         self.command = command
         self.output_dir = output_dir
@@ -70,6 +83,7 @@ class LocalBuildRunner:
                 "CUTOVER_THREADS": str(batch.concurrency),
                 "CUTOVER_OUTPUT_DIR": str(self.output_dir),
                 "CUTOVER_DEADLINE": str(now + self.build_timeout),
+                **shadow_env(self.quarantine, batch.key),
             }
             popen = spawn(self.command, env, build / "build.log")
         except OSError as exc:

@@ -27,6 +27,7 @@ from controller.plumbing.localproc import (
     pid_alive,
     read_json,
     result_state,
+    shadow_env,
     spawn,
     write_json,
 )
@@ -54,8 +55,12 @@ class LocalParallelRunner:
         timeout: float,
         clock: Callable[[], float] = time.time,
         tick_seconds: float = 0.05,
+        quarantine: str | None = None,
+        name: str = "new",
     ) -> None:
-        self.root = state_dir / "new"
+        self.root = state_dir / name
+        # A shadow runner: every job is a shadow whose outputs go under <quarantine>/<job id>/.
+        self.quarantine = quarantine
         self.queue = self.root / "queue"
         self.running = self.root / "running"
         self.results = self.root / "results"
@@ -163,6 +168,7 @@ class LocalParallelRunner:
             "CUTOVER_OUTPUT_DIR": str(self.output_dir),
             "CUTOVER_RESULT_FILE": str(self.results / f"{job_id}.json"),
             "CUTOVER_DEADLINE": str(now + self.timeout),
+            **shadow_env(self.quarantine, job_id),
         }
         popen = spawn(self.command, env, self.logs / f"{job_id}.log")
         write_json(self.running / f"{job_id}.pid", {"pid": popen.pid, "started_at": now})

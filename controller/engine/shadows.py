@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path as FsPath
 from typing import Any
 
@@ -93,6 +93,7 @@ class ShadowConfig:
     lease_seconds: float = 30.0
     pending_seconds: float = 6 * 3600.0  # a sampled shadow that got no room by then is skipped
     max_preemptions: int = 3
+    resubmits: int = 1  # a failed shadow is run again as often as a failed conversion is
     max_batch: int = 200
     routing: RoutingPolicy = field(default_factory=RoutingPolicy)
 
@@ -195,11 +196,14 @@ class ShadowRunner:
                 state.status is JobStatus.UNKNOWN
                 and now - (r.dispatched_at or now) > self.config.intent_grace_seconds
             ):
-                finishes.append(
-                    ShadowFinish(
-                        r.shadow_id, r.fence, ShadowState.FAILED, None, state.reason or "no such job"
+                why = state.reason or "no such job"
+                if r.fence - r.preemptions <= self.config.resubmits:
+                    # The same second chance a conversion gets, so parity compares like with like.
+                    self.store.release_shadows(
+                        [(r.shadow_id, r.fence)], now, f"attempt failed ({why}); again"
                     )
-                )
+                else:
+                    finishes.append(ShadowFinish(r.shadow_id, r.fence, ShadowState.FAILED, None, why))
         if finishes:
             done = self.store.finish_shadows(finishes, now)
             log.info("shadow.finished", extra={"kind": kind.value, "shadows": len(done)})
@@ -402,7 +406,9 @@ class ShadowChecks:
         holder: str = "controller",
         batch: int = 50,
         lease_seconds: float = 120.0,
+        plan: Callable[[], RolloutPlan | None] = lambda: None,
     ) -> None:
+        self.plan = plan
         self.store = store
         self.conversions = conversions
         self.judge = judge
@@ -427,6 +433,11 @@ class ShadowChecks:
     def compare(self, now: float) -> int:
         """Judge shadows that ran and whose conversion has ended; returns how many were judged."""
         judged = 0
+        plan = self.plan()
+        if plan is not None:
+            self.judge.options = replace(
+                self.judge.options, ignore=plan.shadow.ignore, compare_styles=plan.shadow.compare_styles
+            )
         for shadow in self.store.shadows([ShadowState.SUCCEEDED, ShadowState.FAILED], limit=self.batch):
             real = self.conversions.get(shadow.conversion_id)
             if real is not None and not real.state.terminal:
@@ -459,6 +470,23 @@ class ShadowChecks:
             done += self.store.mark_cleaned(shadow.shadow_id, now)
         self.cleaned += done
         return done
+
+
+@dataclass
+class Shadows:
+    """Shadow runs as one process runs them: the cycle's steps, the checks, the plan they follow."""
+
+    runner: ShadowRunner
+    checks: ShadowChecks
+    plan: PlanWatch
+    backends: Mapping[Path, Backend]
+
+    def report(self, *, group: str | None = None, tenant: int | None = None) -> dict[str, Any]:
+        return parity_report(self.runner.store, self.plan(), group=group, tenant=tenant)
+
+    def close(self) -> None:
+        for backend in self.backends.values():
+            backend.close()
 
 
 # -- the report -------------------------------------------------------------------------------------
