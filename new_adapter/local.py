@@ -112,9 +112,12 @@ class LocalParallelRunner:
                 self._finish(ref.job_id, ref.conversion_id, "cancelled before it started")
                 queued.unlink(missing_ok=True)
                 return
-            proc = self._procs.get(ref.job_id)
+            proc = self._procs.pop(ref.job_id, None)
             if proc is not None:
+                # Stopped and closed at once, so the slot it held is free when cancel returns.
                 kill(proc.popen.pid)
+                proc.popen.wait()
+                self._close_run(ref.job_id, "cancelled while running")
                 return
             info = read_json(self.running / f"{ref.job_id}.pid")
             if info is not None:

@@ -18,6 +18,7 @@ from controller.api.charts import Segment, clock_label, share_chart, stacked_bar
 from controller.api.history import MinuteShare, minute_series
 from controller.api.metrics import FailureNote, ServiceMetrics
 from controller.api.readmodel import RECENT_FAILURES, ReadModel
+from controller.api.shadow_panel import shadow_section
 from controller.api.tenants import TenantsOverview, TenantState
 from controller.core.domain import ConversionRecord, Path
 from controller.core.errors import CutoverError
@@ -55,6 +56,8 @@ class DashboardData:
     tenants_problem: str = ""
     failures: Sequence[FailureRow] = field(default_factory=list)
     failures_problem: str = ""
+    shadow: Mapping[str, Any] | None = None
+    shadow_problem: str = ""
 
 
 def attempt(read: Callable[[], T]) -> tuple[T | None, str]:
@@ -86,6 +89,8 @@ def gather(views: ReadModel, loop: CycleLoop | None, metrics: ServiceMetrics, no
     series, series_problem = attempt(lambda: minute_series(views.decisions(), now, 60))
     tenants, tenants_problem = attempt(lambda: views.tenants(views.flag(now).snapshot))
     failures, failures_problem = attempt(lambda: failure_rows(views.failures(), list(metrics.failures)))
+    shadows = views.service.shadows
+    shadow, shadow_problem = attempt(lambda: shadows.report(now=now, fresh_for=10.0) if shadows else None)
     return DashboardData(
         now=now,
         ready=ready,
@@ -100,6 +105,8 @@ def gather(views: ReadModel, loop: CycleLoop | None, metrics: ServiceMetrics, no
         tenants_problem=tenants_problem,
         failures=failures or [],
         failures_problem=failures_problem,
+        shadow=shadow,
+        shadow_problem=shadow_problem,
     )
 
 
@@ -219,6 +226,7 @@ def render(data: DashboardData, nonce: str) -> str:
             _groups_section(data),
             _conversions_section(data),
             _failures_section(data),
+            shadow_section(data.shadow, data.shadow_problem),
             "</main>",
             '<footer>JSON: <a href="/status">/status</a> · <a href="/tenants">/tenants</a> · '
             '<a href="/metrics">/metrics</a> · <a href="/docs">API</a></footer>',

@@ -28,8 +28,8 @@ from controller.core.domain import (
     JobStatus,
     Path,
 )
-from controller.core.errors import BackendError, CutoverError, SubmitRejectedError
-from controller.core.parity import Parity, build_report, group_verdicts
+from controller.core.errors import BackendError, CutoverError, NotFoundError, SubmitRejectedError
+from controller.core.parity import UNGROUPED, Parity, build_report, group_verdicts
 from controller.core.ports import Backend, LeaseStore, OwnershipStore, ShadowFinish, ShadowStore
 from controller.core.routing import RoutingPolicy, decide
 from controller.core.shadow import ShadowKind, ShadowPlan, ShadowRecord, ShadowScope, ShadowState, shadow_id
@@ -247,29 +247,34 @@ class ShadowRunner:
         return out
 
     def make_room(self, room: int, now: float) -> int:
-        """Stop shadows holding more than ``room`` slots (newest first) and cap the new-path shadow
-        backend to what is left; returns the slots shadows still hold beyond ``room`` (stops that
-        failed), which the cycle must keep from real work."""
+        """Stop shadows while they hold more than ``room`` slots (those found running first, newest
+        first), then cap the new-path shadow backend to what is left; returns the slots shadows
+        still hold beyond ``room`` (stops that failed), which the cycle must keep from real work."""
         self._room = max(0, room)
         held = self.held()
-        excess = sum(held.values()) - self._room
-        if excess > 0:
-            stopped = self._preempt(excess, now)
-            for path, n in stopped.items():
-                held[path] = max(0, held.get(path, 0) - n)
+        if sum(held.values()) > self._room:
+            held = self._preempt(held, now)
         self._held = held
         self._cap_new(now)
         return max(0, sum(held.values()) - self._room)
 
-    def _preempt(self, excess: int, now: float) -> dict[Path, int]:
-        running = [
+    def _preempt(self, held: dict[Path, int], now: float) -> dict[Path, int]:
+        """Stop shadows one at a time until what the backends say they hold fits in the room."""
+        dispatched = self.store.shadows([ShadowState.DISPATCHED], limit=100_000)
+        # Those seen running first (they hold a slot), the newest first (they have done the least).
+        seen = self._status
+        order = [
             r
-            for r in self.store.shadows([ShadowState.DISPATCHED], limit=100_000)
-            if self._status.get(r.shadow_id, JobStatus.RUNNING) is JobStatus.RUNNING
+            for _, r in sorted(
+                enumerate(dispatched),
+                key=lambda pair: (
+                    seen.get(pair[1].shadow_id, JobStatus.RUNNING) is not JobStatus.RUNNING,
+                    -pair[0],
+                ),
+            )
         ]
-        stopped: dict[Path, int] = {}
-        for r in reversed(running):  # the newest have done the least work
-            if sum(stopped.values()) >= excess:
+        for r in order:
+            if sum(held.values()) <= self._room:
                 break
             backend = self.backends.get(r.path)
             if backend is None:
@@ -279,7 +284,6 @@ class ShadowRunner:
             except BackendError as exc:
                 log.warning("shadow.preempt_failed", extra={"shadow_id": r.shadow_id, "error": str(exc)})
                 continue
-            stopped[r.path] = stopped.get(r.path, 0) + 1
             self.store.release_shadows(
                 [(r.shadow_id, r.fence)], now, "stopped to make room for real work", preempted=True
             )
@@ -287,7 +291,8 @@ class ShadowRunner:
                 why = f"stopped {r.preemptions + 1} times to make room for real work"
                 self.store.skip_shadows([r.shadow_id], why, now)
             log.info("shadow.preempted", extra={"shadow_id": r.shadow_id})
-        return stopped
+            held = self.held()  # what the backends hold now, not what the stop was hoped to free
+        return held
 
     def _cap_new(self, now: float) -> None:
         backend = self.backends.get(Path.NEW)
@@ -308,12 +313,13 @@ class ShadowRunner:
         chosen = self._eligible(pending, snapshot, now)[:free]
         if not chosen or self.clock() > lease_until - self.config.lease_seconds / 2:
             return 0
-        sent = 0
-        for record in [c for c in chosen if c.kind is ShadowKind.AA]:
-            sent += self._submit(ShadowKind.AA, [record], now)
-        self._held[Path.LEGACY] = self._held.get(Path.LEGACY, 0) + sent
-        self._cap_new(now)
+        aa = [c for c in chosen if c.kind is ShadowKind.AA]
         fresh = [c for c in chosen if c.kind is ShadowKind.NEW]
+        # Old-path shadows start as soon as they are handed over: lower the new-path shadows' cap
+        # by them first, so that no moment (a crash between the two) has both over the room.
+        self._held[Path.LEGACY] = self._held.get(Path.LEGACY, 0) + len(aa)
+        self._cap_new(now)
+        sent = sum(self._submit(ShadowKind.AA, [record], now) for record in aa)
         if fresh:
             sent += self._submit(ShadowKind.NEW, fresh, now)
         return sent
@@ -481,8 +487,32 @@ class Shadows:
     plan: PlanWatch
     backends: Mapping[Path, Backend]
 
-    def report(self, *, group: str | None = None, tenant: int | None = None) -> dict[str, Any]:
-        return parity_report(self.runner.store, self.plan(), group=group, tenant=tenant)
+    _cached: tuple[float, dict[str, Any]] | None = None
+
+    def report(
+        self,
+        *,
+        group: str | None = None,
+        tenant: int | None = None,
+        now: float | None = None,
+        fresh_for: float = 0.0,
+    ) -> dict[str, Any]:
+        """The parity report; ``NotFoundError`` for a group the plan does not have. The whole
+        report may be served from the last one while younger than ``fresh_for`` seconds (pages)."""
+        plan = self.plan()
+        if (
+            group is not None
+            and group != UNGROUPED
+            and (plan is None or group not in [g.name for g in plan.groups])
+        ):
+            raise NotFoundError(f"no rollout group {group!r} in the plan")
+        whole = group is None and tenant is None
+        if whole and now is not None and self._cached is not None and now - self._cached[0] < fresh_for:
+            return self._cached[1]
+        report = parity_report(self.runner.store, plan, group=group, tenant=tenant)
+        if whole and now is not None:
+            self._cached = (now, report)
+        return report
 
     def close(self) -> None:
         for backend in self.backends.values():

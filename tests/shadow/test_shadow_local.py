@@ -82,3 +82,31 @@ def test_a_bad_comparator_setting_stops_the_start(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="CUTOVER_SHADOW_COMPARATOR: cannot import 'no_such_module'"):
         build(settings(tmp_path, shadow_comparator="no_such_module:compare"))
+
+
+def test_cancelling_a_running_local_job_frees_its_slot_at_once(tmp_path: Path) -> None:
+    """What preempting a shadow relies on: when cancel returns, the job no longer holds a slot."""
+    import time
+
+    from controller.core.domain import DispatchBatch, DispatchItem, JobStatus
+    from controller.plumbing.localproc import worker_command
+    from new_adapter.local import LocalParallelRunner
+
+    runner = LocalParallelRunner(
+        tmp_path / "state", worker_command(None), tmp_path / "out", timeout=60, quarantine=str(tmp_path / "q")
+    )
+    try:
+        runner.set_capacity(1)
+        item = DispatchItem("h1", 5, {"simulate": "hang"}, "v1", 1)
+        [ref] = runner.submit(DispatchBatch("Sabc", ExecPath.NEW, (item,), 0))
+        deadline = time.monotonic() + 30
+        while runner.in_use() == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        runner.cancel(ref)
+        assert runner.in_use() == 0
+        state = runner.poll([ref])[ref]
+        assert state.status is JobStatus.FAILED
+        assert "cancelled" in state.reason
+    finally:
+        runner.close()
