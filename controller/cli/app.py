@@ -192,7 +192,8 @@ def demo_cmd(
                     out.print(
                         f"[bold]{stage.name:>9}[/]  flag {stage.flag_version or '—':<18} "
                         f"migrated {stage.migrated_tenants:>3}  legacy {stage.legacy:>3}  "
-                        f"new {stage.new:>3}  failed {stage.failed}  ({stage.seconds:.1f}s)"
+                        f"new {stage.new:>3}  failed {stage.failed}  parity {_parity(stage.parity)}  "
+                        f"({stage.seconds:.1f}s)"
                     )
 
             result = run_stages(service, workdir, on_stage=on_stage, tick=lambda n: progress.advance(task, n))
@@ -209,18 +210,35 @@ def demo_cmd(
         raise typer.Exit(1)
 
 
+def _parity(parity: dict[str, Any] | None) -> str:
+    """A stage's shadow parity as the table shows it: ``pass 20/20``, ``fail 2/30``, or ``—``."""
+    if parity is None:
+        return "—"
+    matched = parity["samples"] - parity["mismatches"]
+    return f"{parity['verdict']} {matched}/{parity['samples']}"
+
+
 def _print_verdict(result: Any) -> None:
-    table = Table("stage", "flag version", "migrated", "legacy", "new", "failed", title="cutover demo")
+    table = Table(
+        "stage", "flag version", "migrated", "legacy", "new", "failed", "shadow parity", title="cutover demo"
+    )
     for s in result.stages:
         table.add_row(
-            s.name, s.flag_version or "—", str(s.migrated_tenants), str(s.legacy), str(s.new), str(s.failed)
+            s.name,
+            s.flag_version or "—",
+            str(s.migrated_tenants),
+            str(s.legacy),
+            str(s.new),
+            str(s.failed),
+            _parity(s.parity),
         )
     out.print(table)
     verdict = "[green]PASS[/]" if result.ok else "[red]FAIL[/]"
     out.print(
         f"{verdict}  conversions {result.conversions}  succeeded {result.succeeded}  "
         f"failed {result.failed}  duplicates {result.duplicates}  lost {result.lost}  "
-        f"wrong path {result.wrong_path}  max in flight {result.max_in_flight}/{result.budget}  "
+        f"wrong path {result.wrong_path}  max in flight {result.max_in_flight}/{result.budget} "
+        f"(with {result.shadow_runs} shadow runs)  "
         f"({result.seconds:.1f}s)"
     )
 

@@ -5,8 +5,10 @@ the old path), advances through groups 1-3 with the operation behind ``cutover f
 rolls back to the previous flag version with the one behind ``cutover flag rollback``, then
 advances through group 5. Flag versions are numbered files beside the flag file, as AppConfig
 numbers its versions. Each stage submits a wave of conversions through the intake and runs
-cycles until they are drained. The verdict comes from the worker outputs and the ledger, not from
-the controller's own counters.
+cycles until they are drained. Before each advance, the wave of the stage before it runs shadows
+of the tenants the advance will move (the plan's ``shadow:`` section names their groups), on
+budget real work leaves free, and the advance's row shows their parity. The verdict comes from the
+worker outputs and the ledger, not from the controller's own counters.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any, Literal
 
 from controller.core.domain import ConversionRequest, ConversionState, Path
 from controller.core.ports import Ledger
+from controller.core.shadow import ShadowState
 from controller.service import Service
 from controller.settings import Settings
 from flags import ops
@@ -67,6 +70,7 @@ class StageResult:
     removed_on_legacy: int = 0
     removed_on_new: int = 0
     seconds: float = 0.0
+    parity: dict[str, Any] | None = None  # the shadows run before this advance, and their verdict
 
 
 @dataclass
@@ -83,6 +87,7 @@ class DemoResult:
     budget: int = 0
     outputs: int = 0
     seconds: float = 0.0
+    shadow_runs: int = 0
 
     @property
     def ok(self) -> bool:
@@ -102,6 +107,7 @@ class DemoResult:
                     "removed_tenants_on_legacy": s.removed_on_legacy,
                     "removed_tenants_on_new": s.removed_on_new,
                     "seconds": round(s.seconds, 2),
+                    "parity": s.parity,
                 }
                 for s in self.stages
             ],
@@ -113,6 +119,7 @@ class DemoResult:
             "wrong_path": self.wrong_path,
             "resubmitted_ids_folded": self.resubmitted_ids_folded,
             "max_in_flight": self.max_in_flight,
+            "shadow_runs": self.shadow_runs,
             "budget": self.budget,
             "outputs": self.outputs,
             "seconds": round(self.seconds, 2),
@@ -151,6 +158,7 @@ def demo_settings(base: Settings, workdir: FsPath) -> Settings:
             "rollout_file": workdir / "rollout.json",
             "cycle_seconds": 0.1,
             "intent_grace_seconds": 10.0,
+            "shadow_retention_seconds": 0.0,
         }
     )
 
@@ -180,13 +188,16 @@ def wave(stage_index: int, tenants: list[int], previous: list[str]) -> list[Conv
 
 
 def drain(service: Service, ids: list[str], tick: Callable[[int], None], timeout: float) -> None:
-    """Run cycles until every conversion in ``ids`` is terminal."""
+    """Run cycles until every conversion in ``ids`` is terminal and every shadow is judged."""
     deadline = time.monotonic() + timeout
     pending = set(ids)
-    while pending:
+    while pending or _shadows_unsettled(service):
         if time.monotonic() > deadline:
             raise TimeoutError(f"{len(pending)} conversions did not finish within {timeout:.0f}s")
         service.controller.run_cycle()
+        if service.shadows is not None and not pending:
+            # Real work drained: judge what is left now rather than at the housekeeping's pace.
+            service.shadows.checks.tick(service.clock())
         done = set()
         for cid in pending:
             record = service.ledger.get(cid)
@@ -194,8 +205,66 @@ def drain(service: Service, ids: list[str], tick: Callable[[int], None], timeout
                 done.add(cid)
         pending -= done
         tick(len(done))
-        if pending:
-            time.sleep(service.settings.cycle_seconds)
+        time.sleep(service.settings.cycle_seconds)
+
+
+def _shadows_unsettled(service: Service) -> bool:
+    """Shadows still to run, to be judged or to be cleaned up."""
+    if service.shadows is None:
+        return False
+    store = service.shadows.runner.store
+    judged = (ShadowState.COMPARED, ShadowState.SKIPPED)
+    waiting = store.shadows([s for s in ShadowState if s not in judged], limit=1)
+    uncleaned = store.shadows([ShadowState.COMPARED], compared_before=service.clock() + 1, limit=1)
+    return bool(waiting or uncleaned)
+
+
+SHADOW_SAMPLES = 22  # shadows per group: 14 bound its mismatch rate under 20% when none differs
+
+
+def write_plan(path: FsPath, groups: dict[str, list[int]], shadow_groups: list[str]) -> None:
+    """The demo's rollout plan; its ``shadow:`` section names the groups the next advance moves."""
+    doc: dict[str, Any] = {"groups": [{"name": name, "tenant_ids": ids} for name, ids in groups.items()]}
+    # About SHADOW_SAMPLES conversions of each group get a shadow (a new-path run is a process of
+    # its own: the demo's machine pays for every one), one in ten an A/A run as well.
+    smallest = min((len(groups[g]) for g in shadow_groups), default=0)
+    doc["shadow"] = {
+        "groups": shadow_groups,
+        "rate": min(1.0, SHADOW_SAMPLES / smallest) if smallest else 0.0,
+        "aa_rate": 0.1,
+        "max_mismatch_rate": 0.2,
+    }
+    write_json_atomically(path, doc)
+
+
+def moving(stage_index: int, groups: dict[str, list[int]], migrated: set[int]) -> list[str]:
+    """The groups with tenants the next stage's advance will move (none when it is not an advance)."""
+    if stage_index + 1 >= len(STAGES) or STAGES[stage_index + 1].action != "advance":
+        return []
+    target = STAGES[stage_index + 1].group
+    out: list[str] = []
+    for name, ids in groups.items():
+        if not set(ids) <= migrated:
+            out.append(name)
+        if name == target:
+            return out
+    return out
+
+
+def parity_of(service: Service, names: list[str]) -> dict[str, Any] | None:
+    """The shadows' verdict on the groups an advance is about to move."""
+    if service.shadows is None or not names:
+        return None
+    report = service.shadows.report()
+    chosen = [g for g in report["groups"] if g["name"] in names]
+    verdicts = [g["parity"] for g in chosen]
+    verdict = "fail" if "fail" in verdicts else "inconclusive" if "inconclusive" in verdicts else "pass"
+    return {
+        "groups": names,
+        "samples": sum(g["samples"] for g in chosen),
+        "mismatches": sum(g["mismatches"] for g in chosen),
+        "verdict": verdict if chosen else "inconclusive",
+    }
 
 
 def run_stages(
@@ -210,10 +279,7 @@ def run_stages(
     started = time.monotonic()
     groups = rollout_groups()
     plan_file = service.settings.rollout_file or workdir / "rollout.json"
-    write_json_atomically(
-        plan_file,
-        {"groups": [{"name": name, "tenant_ids": ids} for name, ids in groups.items()]},
-    )
+    write_plan(plan_file, groups, [])
     plan = load_plan(plan_file)
     store = FileVersionStore(service.settings.flag_file, service.settings.flag_key)
     operator = ops.Operator(by="cutover demo", clock=service.clock)
@@ -222,6 +288,8 @@ def run_stages(
     accepted: list[str] = []
     previous: list[str] = []
     migrated_before: set[int] = set()
+    parity: dict[str, Any] | None = None
+    sampled: set[str] = set()
     for index, stage in enumerate(STAGES):
         stage_started = time.monotonic()
         version = None
@@ -231,6 +299,10 @@ def run_stages(
             ops.rollback(store, op=operator)
         current = store.in_force()
         migrated = set(current.content.migrated) if current else set()
+        shadowed = moving(index, groups, migrated)
+        # A group shadowed before an earlier advance (then rolled back) has its samples already.
+        write_plan(plan_file, groups, [g for g in shadowed if g not in sampled])
+        sampled.update(shadowed)
         requests = wave(index, tenants, previous)
         answer = service.ledger.accept(requests, service.clock())
         result.resubmitted_ids_folded += len(answer.duplicates)
@@ -262,11 +334,13 @@ def run_stages(
             removed_on_legacy=removed_legacy,
             removed_on_new=removed_new,
             seconds=time.monotonic() - stage_started,
+            parity=parity if stage.action == "advance" else None,
         )
         result.stages.append(stage_result)
         on_stage(stage_result)
         previous = answer.accepted
         migrated_before = migrated
+        parity = parity_of(service, shadowed)
     judge(service, workdir, accepted, result)
     result.seconds = time.monotonic() - started
     return result
@@ -282,7 +356,14 @@ def judge(service: Service, workdir: FsPath, accepted: list[str], result: DemoRe
     result.succeeded = found.succeeded
     result.failed = found.failed
     result.wrong_path = found.wrong_path
-    result.max_in_flight = found.max_in_flight
+    shadow_runs = shadow_intervals(service.settings.local_state_dir)
+    result.shadow_runs = len(shadow_runs)
+    real_runs = [
+        (o["started_at"], o["finished_at"])
+        for v in produced_lines(service.settings.output_dir).values()
+        for o in v
+    ]
+    result.max_in_flight = max_overlap(real_runs + shadow_runs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,6 +431,21 @@ def outcome(ledger: Ledger, output_dir: FsPath, accepted: Iterable[str]) -> Outc
         duplicate_ids=duplicate_ids,
         lost_ids=tuple(lost_ids),
     )
+
+
+def shadow_intervals(state_dir: FsPath) -> list[tuple[float, float]]:
+    """When each shadow run worked, from the results the shadow runners' jobs wrote: shadow work
+    counts against the one budget too."""
+    out: list[tuple[float, float]] = []
+    for results in (
+        state_dir / "shadow-new" / "results",
+        *sorted((state_dir / "shadow-legacy" / "builds").glob("*/results")),
+    ):
+        for path in results.glob("*.json") if results.is_dir() else ():
+            doc = json.loads(path.read_text())
+            if isinstance(doc.get("started_at"), float) and isinstance(doc.get("finished_at"), float):
+                out.append((doc["started_at"], doc["finished_at"]))
+    return out
 
 
 def max_overlap(intervals: list[tuple[float, float]]) -> int:
