@@ -40,6 +40,7 @@ from flags.snapshot import FlagSnapshot
 
 log = logging.getLogger("cutover.shadow")
 
+_LIVE = (ShadowState.PENDING, ShadowState.DISPATCHING, ShadowState.DISPATCHED)
 CHECKS_LEASE = "shadow-checks"  # the lease whose holder compares and cleans for all replicas
 DAY = 86_400.0
 
@@ -127,6 +128,7 @@ class ShadowRunner:
         self._status: dict[str, JobStatus] = {}
         self._held: dict[Path, int] = {}
         self._room = 0
+        self._active = True
 
     # -- sampling ------------------------------------------------------------------------------
 
@@ -167,6 +169,10 @@ class ShadowRunner:
     def poll(self, now: float) -> None:
         """Record finished shadow runs and settle shadow intents a crash left behind."""
         self._status.clear()
+        # Nothing sampled and nothing in flight: the poll and the dispatch have nothing to do.
+        self._active = self.scope().enabled or bool(self.store.shadows(_LIVE, limit=1))
+        if not self._active:
+            return
         for kind in ShadowKind:
             backend = self.backends.get(kind.path)
             if backend is None:
@@ -307,7 +313,7 @@ class ShadowRunner:
     def dispatch(self, snapshot: FlagSnapshot | None, now: float, lease_until: float) -> int:
         """Hand pending shadows to the shadow backends, within the room ``make_room`` found."""
         free = self._room - sum(self._held.values())
-        if free <= 0:
+        if free <= 0 or not self._active:
             return 0
         pending = self.store.shadows([ShadowState.PENDING], limit=min(self.config.max_batch, free * 4 + 20))
         chosen = self._eligible(pending, snapshot, now)[:free]
