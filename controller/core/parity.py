@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from controller.core.shadow import IgnoreRule, ShadowKind, ShadowPlan, ShadowRecord, ShadowState, Verdict
+from controller.core.shadow import (
+    IgnoreRule,
+    ShadowKind,
+    ShadowPlan,
+    ShadowRecord,
+    ShadowState,
+    ShadowVerdict,
+)
 
 # What one comparison keeps: enough to show and to learn noise from, bounded whatever the outputs.
 EXAMPLES_PER_FIELD = 3
@@ -231,7 +238,7 @@ def _judge(
     record: ShadowRecord, noisy: frozenset[tuple[str, str]]
 ) -> tuple[bool, list[dict[str, Any]], dict[tuple[str, str], int]]:
     """Whether a compared new-path shadow is a mismatch, its examples, and its noisy fields."""
-    if record.verdict is Verdict.SHADOW_FAILED:
+    if record.verdict is ShadowVerdict.SHADOW_FAILED:
         example = {"sheet": "", "cell": "", "legacy": "succeeded", "new": f"failed: {record.reason}"}
         return True, [{"conversion_id": record.conversion_id, **example}], {}
     comparison = Comparison.from_json(record.detail)
@@ -274,7 +281,7 @@ def build_report(
         for r in shadows
         if r.kind is ShadowKind.AA
         and r.state is ShadowState.COMPARED
-        and r.verdict in (Verdict.MATCH, Verdict.DIFFERENT)
+        and r.verdict in (ShadowVerdict.MATCH, ShadowVerdict.DIFFERENT)
     ]
     noise = learn_noise(aa)
     noisy = frozenset((n.sheet, n.column) for n in noise)
@@ -305,7 +312,7 @@ def _count(t: _Tally, r: ShadowRecord, noisy: frozenset[tuple[str, str]]) -> Non
     if r.state is not ShadowState.COMPARED or r.verdict is None:
         return
     if not r.verdict.counts:
-        t.unreadable += r.verdict in (Verdict.TOO_LARGE, Verdict.UNREADABLE)
+        t.unreadable += r.verdict in (ShadowVerdict.TOO_LARGE, ShadowVerdict.UNREADABLE)
         return
     t.samples += 1
     mismatch, examples, noise = _judge(r, noisy)

@@ -26,7 +26,7 @@ from controller.core.domain import (
     Ownership,
     Path,
 )
-from controller.core.shadow import ShadowKind, ShadowRecord, ShadowState, Verdict
+from controller.core.shadow import ShadowKind, ShadowRecord, ShadowState, ShadowVerdict
 from flags.snapshot import FlagSnapshot, FlagState, FlagStatus
 from flags.versions import Deployment, FlagContent, InForce, Note, Version
 
@@ -363,7 +363,9 @@ class ShadowStore(Protocol):
         """PENDING → SKIPPED: it will not run (its tenant moved, no spare budget in time)."""
         ...
 
-    def record_comparison(self, shadow_id: str, verdict: Verdict, detail: str, note: str, now: float) -> bool:
+    def record_comparison(
+        self, shadow_id: str, verdict: ShadowVerdict, detail: str, note: str, now: float
+    ) -> bool:
         """SUCCEEDED | FAILED → COMPARED with the comparison's verdict and findings."""
         ...
 

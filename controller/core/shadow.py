@@ -53,7 +53,7 @@ class ShadowState(StrEnum):
         return self in (ShadowState.PENDING, ShadowState.DISPATCHING, ShadowState.DISPATCHED)
 
 
-class Verdict(StrEnum):
+class ShadowVerdict(StrEnum):
     """What a comparison concluded."""
 
     MATCH = "match"  # the same canonical content (beyond the ignore rules)
@@ -66,7 +66,7 @@ class Verdict(StrEnum):
     @property
     def counts(self) -> bool:
         """Whether the verdict is a sample of the new path's parity."""
-        return self in (Verdict.MATCH, Verdict.DIFFERENT, Verdict.SHADOW_FAILED)
+        return self in (ShadowVerdict.MATCH, ShadowVerdict.DIFFERENT, ShadowVerdict.SHADOW_FAILED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +86,7 @@ class ShadowRecord:
     fence: int = 0
     preemptions: int = 0
     output: str | None = None
-    verdict: Verdict | None = None
+    verdict: ShadowVerdict | None = None
     detail: str = ""  # the comparison's findings, JSON (``controller.core.parity``)
     created_at: float | None = None
     dispatched_at: float | None = None

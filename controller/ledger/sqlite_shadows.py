@@ -15,7 +15,7 @@ from dataclasses import fields, replace
 from typing import Any, Protocol
 
 from controller.core.ports import ShadowFinish
-from controller.core.shadow import ShadowKind, ShadowRecord, ShadowState, Verdict
+from controller.core.shadow import ShadowKind, ShadowRecord, ShadowState, ShadowVerdict
 
 SHADOW_SCHEMA = """
 CREATE TABLE IF NOT EXISTS shadows (
@@ -63,7 +63,7 @@ def _record(row: tuple[Any, ...]) -> ShadowRecord:
     values["params"] = json.loads(values["params"])
     values["kind"] = ShadowKind(values["kind"])
     values["state"] = ShadowState(values["state"])
-    values["verdict"] = Verdict(values["verdict"]) if values["verdict"] else None
+    values["verdict"] = ShadowVerdict(values["verdict"]) if values["verdict"] else None
     return ShadowRecord(**values)
 
 
@@ -186,7 +186,7 @@ class SQLiteShadows:
         return sum(applied)
 
     def record_comparison(
-        self: _Store, shadow_id: str, verdict: Verdict, detail: str, note: str, now: float
+        self: _Store, shadow_id: str, verdict: ShadowVerdict, detail: str, note: str, now: float
     ) -> bool:
         with self._write() as db:
             cur = db.execute(

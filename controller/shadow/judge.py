@@ -1,5 +1,5 @@
 """One comparison of a shadow's output with its conversion's: fetch both (bounded), run the
-comparator, and say what it found as a ``Verdict`` and a ``Comparison``.
+comparator, and say what it found as a ``ShadowVerdict`` and a ``Comparison``.
 
 The comparator is the ``.xlsx`` one unless ``CUTOVER_SHADOW_COMPARATOR`` names another
 (``package.module:callable`` taking the two local files and the options). Whatever it raises is
@@ -15,7 +15,7 @@ from typing import Any
 
 from controller.core.errors import ConfigError
 from controller.core.parity import Comparator, CompareOptions, Comparison
-from controller.core.shadow import ShadowRecord, ShadowState, Verdict
+from controller.core.shadow import ShadowRecord, ShadowState, ShadowVerdict
 from controller.shadow.outputs import OutputError, Outputs
 from controller.shadow.xlsx import TooLargeError, compare_workbooks
 
@@ -40,7 +40,7 @@ def load_comparator(spec: str) -> Comparator:
 class Finding:
     """What one comparison concluded, and a note for the record."""
 
-    verdict: Verdict
+    verdict: ShadowVerdict
     comparison: Comparison
     note: str = ""
 
@@ -67,9 +67,11 @@ class Judge:
     def judge(self, shadow: ShadowRecord, baseline: str | None) -> Finding:
         """Judge ``shadow`` against its conversion's output ``baseline`` (None: it has none)."""
         if baseline is None:
-            return Finding(Verdict.NO_BASELINE, Comparison(), "the conversion has no output to compare with")
+            return Finding(
+                ShadowVerdict.NO_BASELINE, Comparison(), "the conversion has no output to compare with"
+            )
         if shadow.state is ShadowState.FAILED or not shadow.output:
-            return Finding(Verdict.SHADOW_FAILED, Comparison(), shadow.reason or "no output")
+            return Finding(ShadowVerdict.SHADOW_FAILED, Comparison(), shadow.reason or "no output")
         try:
             with (
                 self.outputs.local(baseline, self.max_bytes) as legacy,
@@ -77,11 +79,13 @@ class Judge:
             ):
                 comparison = self._compare(legacy, new, self.options)
         except TooLargeError as exc:
-            return Finding(Verdict.TOO_LARGE, Comparison(), str(exc))
+            return Finding(ShadowVerdict.TOO_LARGE, Comparison(), str(exc))
         except OutputError as exc:
-            return Finding(Verdict.UNREADABLE, Comparison(), str(exc))
+            return Finding(ShadowVerdict.UNREADABLE, Comparison(), str(exc))
         except Exception as exc:  # a comparator (or a workbook it cannot parse) must not stop the rest
-            return Finding(Verdict.UNREADABLE, Comparison(), f"{type(exc).__name__}: {exc}")
+            return Finding(ShadowVerdict.UNREADABLE, Comparison(), f"{type(exc).__name__}: {exc}")
         if not isinstance(comparison, Comparison):
-            return Finding(Verdict.UNREADABLE, Comparison(), "the comparator did not return a Comparison")
-        return Finding(Verdict.MATCH if comparison.equal else Verdict.DIFFERENT, comparison)
+            return Finding(
+                ShadowVerdict.UNREADABLE, Comparison(), "the comparator did not return a Comparison"
+            )
+        return Finding(ShadowVerdict.MATCH if comparison.equal else ShadowVerdict.DIFFERENT, comparison)

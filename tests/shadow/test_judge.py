@@ -12,7 +12,7 @@ from controller.core.domain import ConversionRecord, ConversionState
 from controller.core.domain import Path as ExecPath
 from controller.core.errors import ConfigError
 from controller.core.parity import CompareOptions
-from controller.core.shadow import ShadowKind, ShadowPlan, ShadowRecord, ShadowState, Verdict
+from controller.core.shadow import ShadowKind, ShadowPlan, ShadowRecord, ShadowState, ShadowVerdict
 from controller.engine.shadows import ShadowConfig, ShadowRunner
 from controller.ledger.sqlite import SQLiteLedger
 from controller.shadow.judge import Judge, load_comparator
@@ -31,27 +31,27 @@ def test_the_default_judge_compares_workbooks(tmp_path: Path) -> None:
     same = write(tmp_path / "s.xlsx", content, path_stamp="new")
     other = write(tmp_path / "o.xlsx", changed(content, lambda c: set_cell(c, "Form 1", 4, 2, "x")))
     judge = Judge(Outputs(), CompareOptions())
-    assert judge.judge(_shadow(str(same)), str(legacy)).verdict is Verdict.MATCH
+    assert judge.judge(_shadow(str(same)), str(legacy)).verdict is ShadowVerdict.MATCH
     different = judge.judge(_shadow(str(other)), str(legacy))
-    assert different.verdict is Verdict.DIFFERENT
+    assert different.verdict is ShadowVerdict.DIFFERENT
     assert [(d.sheet, d.cell) for d in different.comparison.examples] == [("Form 1", "B4")]
 
 
 def test_each_kind_of_outcome_has_its_verdict(tmp_path: Path) -> None:
     legacy = write(tmp_path / "l.xlsx", sheets(forms=1))
     judge = Judge(Outputs(), CompareOptions(), max_bytes=2000)
-    assert judge.judge(_shadow(str(legacy)), None).verdict is Verdict.NO_BASELINE
+    assert judge.judge(_shadow(str(legacy)), None).verdict is ShadowVerdict.NO_BASELINE
     failed = judge.judge(_shadow(None, ShadowState.FAILED, "worker exited with status 1"), str(legacy))
-    assert (failed.verdict, failed.note) == (Verdict.SHADOW_FAILED, "worker exited with status 1")
-    assert judge.judge(_shadow(str(legacy)), str(legacy)).verdict is Verdict.TOO_LARGE
+    assert (failed.verdict, failed.note) == (ShadowVerdict.SHADOW_FAILED, "worker exited with status 1")
+    assert judge.judge(_shadow(str(legacy)), str(legacy)).verdict is ShadowVerdict.TOO_LARGE
     missing = Judge(Outputs(), CompareOptions()).judge(_shadow(str(tmp_path / "gone.xlsx")), str(legacy))
-    assert missing.verdict is Verdict.UNREADABLE
+    assert missing.verdict is ShadowVerdict.UNREADABLE
     assert "gone.xlsx" in missing.note
     junk = tmp_path / "junk.xlsx"
     junk.write_text("not a workbook")
     assert (
         Judge(Outputs(), CompareOptions()).judge(_shadow(str(junk)), str(legacy)).verdict
-        is Verdict.UNREADABLE
+        is ShadowVerdict.UNREADABLE
     )
 
 
@@ -63,12 +63,12 @@ def test_a_pluggable_comparator_judges_other_formats(tmp_path: Path) -> None:
         Outputs(), CompareOptions(), comparator=load_comparator("tests.shadow.plugin_comparator:compare")
     )
     found = judge.judge(_shadow(str(b)), str(a))
-    assert found.verdict is Verdict.DIFFERENT
+    assert found.verdict is ShadowVerdict.DIFFERENT
     assert found.comparison.counts == {("text", "line"): 1}
     broken = Judge(
         Outputs(), CompareOptions(), comparator=load_comparator("tests.shadow.plugin_comparator:broken")
     )
-    assert broken.judge(_shadow(str(b)), str(a)).verdict is Verdict.UNREADABLE
+    assert broken.judge(_shadow(str(b)), str(a)).verdict is ShadowVerdict.UNREADABLE
 
 
 @pytest.mark.parametrize(

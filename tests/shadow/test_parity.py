@@ -20,7 +20,7 @@ from controller.core.parity import (
     samples_needed,
     upper_bound,
 )
-from controller.core.shadow import ShadowKind, ShadowPlan, ShadowRecord, ShadowState, Threshold, Verdict
+from controller.core.shadow import ShadowKind, ShadowPlan, ShadowRecord, ShadowState, ShadowVerdict, Threshold
 
 # One-sided 95% bounds, from the regularised incomplete beta function (mpmath, 30 digits); the
 # first three are the textbook 0.2589, 0.3942 and 0.1023.
@@ -66,7 +66,7 @@ def _record(
     cid: str,
     tenant: int,
     kind: ShadowKind = ShadowKind.NEW,
-    verdict: Verdict | None = Verdict.MATCH,
+    verdict: ShadowVerdict | None = ShadowVerdict.MATCH,
     diffs: list[Difference] | None = None,
     state: ShadowState = ShadowState.COMPARED,
 ) -> ShadowRecord:
@@ -82,7 +82,7 @@ def _record(
         state=state,
         verdict=verdict,
         detail=found.to_json(),
-        reason="worker exited with status 1" if verdict is Verdict.SHADOW_FAILED else "",
+        reason="worker exited with status 1" if verdict is ShadowVerdict.SHADOW_FAILED else "",
     )
 
 
@@ -93,10 +93,10 @@ GROUPS = {1: "g1", 2: "g1", 3: "g2"}
 
 def test_noise_is_learned_from_aa_runs_and_not_held_against_the_new_path() -> None:
     shadows = [
-        _record("c1", 1, ShadowKind.AA, Verdict.DIFFERENT, [STAMP]),
-        _record("c2", 1, ShadowKind.AA, Verdict.MATCH),
-        _record("c1", 1, ShadowKind.NEW, Verdict.DIFFERENT, [STAMP]),
-        _record("c3", 2, ShadowKind.NEW, Verdict.DIFFERENT, [STAMP, AMOUNT]),
+        _record("c1", 1, ShadowKind.AA, ShadowVerdict.DIFFERENT, [STAMP]),
+        _record("c2", 1, ShadowKind.AA, ShadowVerdict.MATCH),
+        _record("c1", 1, ShadowKind.NEW, ShadowVerdict.DIFFERENT, [STAMP]),
+        _record("c3", 2, ShadowKind.NEW, ShadowVerdict.DIFFERENT, [STAMP, AMOUNT]),
         _record("c4", 3, ShadowKind.NEW),
     ]
     report = build_report(shadows, GROUPS.get, ShadowPlan())
@@ -115,7 +115,7 @@ def test_noise_is_learned_from_aa_runs_and_not_held_against_the_new_path() -> No
 
 def test_without_aa_runs_every_difference_is_a_mismatch() -> None:
     report = build_report(
-        [_record("c1", 1, ShadowKind.NEW, Verdict.DIFFERENT, [STAMP])], GROUPS.get, ShadowPlan()
+        [_record("c1", 1, ShadowKind.NEW, ShadowVerdict.DIFFERENT, [STAMP])], GROUPS.get, ShadowPlan()
     )
     assert report["groups"][0]["mismatches"] == 1
     assert report["noise"] == []
@@ -123,9 +123,9 @@ def test_without_aa_runs_every_difference_is_a_mismatch() -> None:
 
 def test_the_report_has_the_stable_shape() -> None:
     shadows = [_record(f"c{i}", 1 + i % 3) for i in range(6)]
-    shadows.append(_record("c9", 3, verdict=Verdict.SHADOW_FAILED))
+    shadows.append(_record("c9", 3, verdict=ShadowVerdict.SHADOW_FAILED))
     shadows.append(_record("c10", 3, verdict=None, state=ShadowState.DISPATCHED))
-    shadows.append(_record("c11", 3, verdict=Verdict.TOO_LARGE))
+    shadows.append(_record("c11", 3, verdict=ShadowVerdict.TOO_LARGE))
     shadows.append(_record("c12", 99))
     report = build_report(shadows, GROUPS.get, ShadowPlan())
     assert set(report) >= {"groups", "noise"}

@@ -16,7 +16,7 @@ from controller.api.app import create_app
 from controller.api.shadow_panel import shadow_section
 from controller.bootstrap import build
 from controller.core.parity import Comparison, Difference
-from controller.core.shadow import ShadowKind, ShadowRecord, ShadowState, Verdict
+from controller.core.shadow import ShadowKind, ShadowRecord, ShadowState, ShadowVerdict
 from controller.ledger.sqlite import SQLiteLedger
 from controller.service import Service
 from tests.api.support import serve
@@ -46,7 +46,7 @@ def _seed(ledger: SQLiteLedger) -> None:
         differs = r.tenant_id == 3
         detail = found.to_json() if differs else Comparison().to_json()
         ledger.record_comparison(
-            r.shadow_id, Verdict.DIFFERENT if differs else Verdict.MATCH, detail, "", 5.0
+            r.shadow_id, ShadowVerdict.DIFFERENT if differs else ShadowVerdict.MATCH, detail, "", 5.0
         )
 
 
