@@ -162,9 +162,8 @@ def shadow_outputs(assignment: cutover_job.Assignment, scratch: Path) -> Outputs
     quarantine; ``scratch`` (``CUTOVER_OUTPUT_DIR``) keeps only what tests simulate."""
     quarantine = assignment.quarantined()
     if not is_s3(quarantine):
-        directory = Path(quarantine)
-        directory.mkdir(parents=True, exist_ok=True)
-        return Outputs(directory, record=False, scratch=scratch)
+        # Made when a workbook is written into it: a failed attempt leaves nothing to clean up.
+        return Outputs(Path(quarantine), record=False, scratch=scratch)
     storage = Storage(os.environ)
     storage.prepare(quarantine)
     local = Path(tempfile.mkdtemp(prefix="cutover-shadow-"))
