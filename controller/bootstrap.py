@@ -4,6 +4,7 @@ and a controller. Nothing else in ``controller`` names an adapter.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -13,7 +14,16 @@ from typing import Any
 
 from controller.core.domain import ConversionRecord, ConversionState, Path
 from controller.core.errors import ConfigError, LedgerError
-from controller.core.ports import Backend, FlagSource, Intake, Ledger, MetricSink, Notifier, VersionStore
+from controller.core.ports import (
+    Backend,
+    FlagSource,
+    Intake,
+    Ledger,
+    MetricSink,
+    Notifier,
+    ShadowStore,
+    VersionStore,
+)
 from controller.core.routing import FallbackPolicy, RoutingPolicy, StalePolicy
 from controller.core.transitions import RetryPolicy
 from controller.engine.autoadvance import AutoAdvancer
@@ -21,10 +31,13 @@ from controller.engine.cycle import Controller, CycleConfig
 from controller.engine.housekeeping import Housekeeping
 from controller.engine.notify import LogMetrics, LogNotifier, Signals
 from controller.engine.reconcile import Reconciler
+from controller.engine.shadows import Shadows
 from controller.plumbing.tally import ReconcileTally
 from controller.service import Service
 from controller.settings import Settings
 from flags.lkg import FlagChange, LastKnownGood
+
+log = logging.getLogger("cutover.bootstrap")
 
 
 def make_ledger(settings: Settings) -> Ledger:
@@ -197,6 +210,91 @@ def _aws_backends(
     }
 
 
+def make_shadows(
+    settings: Settings, ledger: Ledger, clock: Callable[[], float], holder: str
+) -> Shadows | None:
+    """Shadow runs, when something may sample them (``CUTOVER_SHADOW_RATE`` or a rollout plan, whose
+    ``shadow:`` section is read as it changes) and the ledger keeps shadow records; None otherwise."""
+    if settings.shadow_rate <= 0 and settings.rollout_file is None:
+        return None
+    if not isinstance(ledger, ShadowStore):
+        log.warning("shadow.unsupported", extra={"reason": "this ledger keeps no shadow records"})
+        return None
+    if settings.backend != "local":
+        log.warning("shadow.unsupported", extra={"reason": "shadow runs need the local runners for now"})
+        return None
+    from controller.core.parity import CompareOptions
+    from controller.engine.shadows import PlanWatch, ShadowChecks, ShadowConfig, ShadowRunner
+    from controller.shadow.judge import Judge, load_comparator
+    from controller.shadow.outputs import Outputs
+
+    quarantine = settings.shadow_quarantine or str((settings.local_state_dir / "quarantine").resolve())
+    comparator = load_comparator(settings.shadow_comparator) if settings.shadow_comparator else None
+    backends = _shadow_backends(settings, clock, quarantine)
+    plan = PlanWatch(settings.rollout_file)
+    config = ShadowConfig(
+        global_rate=settings.shadow_rate,
+        global_aa_rate=settings.shadow_aa_rate,
+        intent_grace_seconds=settings.intent_grace_seconds,
+        lease_seconds=cycle_config(settings).lease_seconds,
+        pending_seconds=settings.shadow_pending_seconds,
+        resubmits=settings.resubmits,
+        routing=cycle_config(settings).routing,
+    )
+    outputs = Outputs(make_s3=lambda: _aws_client(settings, "s3"))
+    judge = Judge(outputs, CompareOptions(), comparator=comparator, max_bytes=settings.shadow_max_bytes)
+    return Shadows(
+        runner=ShadowRunner(ledger, backends, config, plan=plan, clock=clock),
+        checks=ShadowChecks(
+            ledger,
+            ledger,
+            judge,
+            outputs,
+            quarantine=quarantine,
+            retention_seconds=settings.shadow_retention_seconds,
+            leases=ledger,
+            holder=holder,
+            plan=plan,
+        ),
+        plan=plan,
+        backends=backends,
+    )
+
+
+def _shadow_backends(settings: Settings, clock: Callable[[], float], quarantine: str) -> dict[Path, Backend]:
+    """Shadow runners of their own beside the real ones: their own state, every job a shadow."""
+    from controller.plumbing.localproc import worker_command
+    from legacy_adapter.local import LocalBuildRunner
+    from new_adapter.local import LocalParallelRunner
+
+    command = worker_command(settings.local_worker)
+    state = settings.local_state_dir.resolve()
+    scratch = state / "shadow-scratch"  # CUTOVER_OUTPUT_DIR of shadow jobs; a shadow writes nowhere else
+    try:
+        return {
+            Path.LEGACY: LocalBuildRunner(
+                state,
+                command,
+                scratch,
+                build_timeout=settings.job_timeout * 32,
+                clock=clock,
+                quarantine=quarantine,
+                name="shadow-legacy",
+            ),
+            Path.NEW: LocalParallelRunner(
+                state,
+                command,
+                scratch,
+                timeout=settings.job_timeout,
+                clock=clock,
+                quarantine=quarantine,
+                name="shadow-new",
+            ),
+        }
+    except OSError as exc:
+        raise ConfigError(f"CUTOVER_LOCAL_STATE_DIR: cannot use {state} ({exc.strerror})") from exc
+
+
 def make_signals(settings: Settings, clock: Callable[[], float]) -> Signals | None:
     """Messages (SNS when ``CUTOVER_SNS_TOPIC_ARN`` is set, else the log) and metrics (CloudWatch
     with ``CUTOVER_METRICS=cloudwatch``, or ``auto`` on AWS); None when there is nothing to send."""
@@ -290,6 +388,13 @@ def build(
     except BaseException:
         ledger.close()
         raise
+    try:
+        shadows = make_shadows(settings, ledger, clock, holder)
+    except BaseException:
+        for backend in backends.values():
+            backend.close()
+        ledger.close()
+        raise
     controller = Controller(
         ledger=ledger,
         flags=flags,
@@ -298,8 +403,9 @@ def build(
         clock=clock,
         holder=holder,
         on_finished=_all(on_finished, signals.conversion_finished if signals is not None else None),
+        shadows=shadows.runner if shadows is not None else None,
     )
-    service = Service(settings, ledger, flags, backends, controller, clock)
+    service = Service(settings, ledger, flags, backends, controller, clock, shadows=shadows)
     if settings.flag_source == "file":
         from flags.holds import FileHolds
 
@@ -338,6 +444,8 @@ def build(
     if reconciler.enabled:
         service.reconciler = reconciler
         tasks.append(reconciler.tick)
+    if shadows is not None:
+        tasks.append(shadows.checks.tick)
     service.housekeeping = Housekeeping(
         tasks, interval=min(15.0, max(1.0, settings.cycle_seconds * 3)), clock=clock
     )

@@ -17,6 +17,7 @@ from controller.engine.gates import GateWatch, PlanWatch
 from controller.engine.housekeeping import Housekeeping
 from controller.engine.notify import Signals
 from controller.engine.reconcile import Reconciler
+from controller.engine.shadows import Shadows
 from controller.settings import Settings
 from flags.holds import Hold
 from flags.lkg import LastKnownGood
@@ -40,6 +41,7 @@ class Service:
     # Tenants held back from the rollout, where the flag's history can be read from here (the
     # flag file's); None otherwise (``cutover flag show`` lists them against AppConfig).
     held: Callable[[], Mapping[int, Hold]] | None = None
+    shadows: Shadows | None = None  # shadow runs, when the ledger keeps them and something samples
     auto: AutoAdvancer | None = None  # auto-advance, when a rollout plan is configured
     gates: GateWatch = field(init=False)  # the rollout gates, worked out again now and then
 
@@ -71,6 +73,8 @@ class Service:
             self.housekeeping.stop()
         for backend in self.backends.values():
             backend.close()
+        if self.shadows is not None:
+            self.shadows.close()
         # The agent source holds a pooled HTTP connection to the sidecar.
         close_source = getattr(self.flags.source, "close", None)
         if callable(close_source):

@@ -122,6 +122,13 @@ class Settings(BaseSettings):
     ledger_retention_days: Annotated[float, Field(ge=14)] = 30.0
     max_request_items: PositiveInt = 1000
     max_body_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
+    shadow_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    shadow_aa_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    shadow_comparator: str | None = None
+    shadow_quarantine: str | None = None  # else <local state dir>/quarantine
+    shadow_retention_seconds: Annotated[float, Field(ge=0)] = 86_400.0
+    shadow_max_bytes: Annotated[int, Field(ge=1024)] = 50 * 1024 * 1024
+    shadow_pending_seconds: Annotated[float, Field(gt=0)] = 21_600.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_decisions: bool = True
 
@@ -210,7 +217,18 @@ class Settings(BaseSettings):
             raise ValueError("must be an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)")
         return value
 
-    @field_validator("target_finder")
+    @field_validator("shadow_quarantine")
+    @classmethod
+    def _quarantine(cls, value: str | None) -> str | None:
+        if (
+            value is not None
+            and value.startswith("s3://")
+            and not _S3_URI.fullmatch(value.rstrip("/") + "/x")
+        ):
+            raise ValueError("must be s3://bucket/prefix/ or a directory")
+        return value
+
+    @field_validator("target_finder", "shadow_comparator")
     @classmethod
     def _finder(cls, value: str | None) -> str | None:
         if value is not None and not _FINDER_SPEC.fullmatch(value):

@@ -29,6 +29,7 @@ from cutover_job.errors import (
     JobContractError,
     ManifestError,
     NotAssignedError,
+    QuarantineError,
     ResultWriteError,
 )
 
@@ -45,6 +46,7 @@ __all__ = [
     "ManifestError",
     "NotAssignedError",
     "Outcome",
+    "QuarantineError",
     "Result",
     "ResultWriteError",
     "Shape",

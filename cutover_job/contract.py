@@ -8,6 +8,7 @@ gets a new version, and a helper refuses a manifest of a version newer than it k
 from __future__ import annotations
 
 import math
+import posixpath
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -51,6 +52,9 @@ class Env:
     RESULTS_URI = "CUTOVER_RESULTS_URI"  # s3:// or path prefix; results at <prefix><id>.json
     RESULTS_DIR = "CUTOVER_RESULTS_DIR"  # directory of results <dir>/<id>.json (local runner)
     ARRAY_INDEX = "AWS_BATCH_JOB_ARRAY_INDEX"  # int >= 0, set by Batch in an array job's child
+    # a shadow run: the same work, compared and never published (both added within version 1)
+    SHADOW = "CUTOVER_SHADOW"  # "1": a shadow; its outputs must stay under CUTOVER_QUARANTINE_URI
+    QUARANTINE_URI = "CUTOVER_QUARANTINE_URI"  # s3:// prefix or directory of a shadow's outputs
     # set by the platforms, read for the job id when CUTOVER_JOB_ID is absent
     BATCH_JOB_ID = "AWS_BATCH_JOB_ID"
     BUILD_ID = "CODEBUILD_BUILD_ID"
@@ -69,6 +73,26 @@ class Status(StrEnum):
 
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+
+
+def within_quarantine(location: str, quarantine: str) -> bool:
+    """True when ``location`` lies under the ``quarantine`` prefix or directory (no ``..`` way out).
+
+    S3 locations compare as key prefixes; files as normalised absolute paths (the helper makes
+    them absolute against the working directory, without following links).
+    """
+    s3 = location.startswith("s3://"), quarantine.startswith("s3://")
+    if s3[0] or s3[1]:
+        if not all(s3):
+            return False
+        prefix = quarantine if quarantine.endswith("/") else quarantine + "/"
+        rest = location[len(prefix) :]
+        return location.startswith(prefix) and bool(rest) and ".." not in rest.split("/")
+    base = posixpath.normpath(posixpath.join("/", quarantine)) if quarantine.startswith("/") else None
+    target = posixpath.normpath(location) if location.startswith("/") else None
+    if base is None or target is None:
+        return False
+    return target != base and target.startswith(base.rstrip("/") + "/")
 
 
 def valid_conversion_id(value: object) -> bool:

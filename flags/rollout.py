@@ -19,6 +19,8 @@ A YAML or JSON file (``CUTOVER_ROLLOUT_FILE``)::
         tenant_ids: [1001, 1002, "1010-1020", {from: 2000, to: 2049}]
         gates: {min_conversions: 50}   # this group's own thresholds over the defaults
 
+    shadow: {groups: [group-1], rate: 0.1}   # optional: see controller.core.shadow
+
 Ranges are inclusive. A tenant belongs to at most one group. Errors name the group and the
 position of the first bad entry, or the group and key of a bad threshold. Reading only: the plan
 is never written here.
@@ -40,6 +42,7 @@ from controller.core.domain import Path as ExecPath
 from controller.core.errors import InputError
 from controller.core.gates import GatePolicy, Thresholds
 from controller.core.schedule import parse_duration, parse_schedule
+from controller.core.shadow import ShadowPlan, parse_shadow_section
 from flags.document import MAX_TENANT_ID
 
 # A typo such as "1001-10020000" must not become ten million tenants.
@@ -47,7 +50,7 @@ MAX_PLAN_TENANTS = 1_000_000
 _RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
 _ONE = re.compile(r"^\s*(\d+)\s*$")
 _GROUP_KEYS = {"name", "tenant_ids", "tenants", "note", "gates"}
-_PLAN_KEYS = {"groups", "gates", "auto"}
+_PLAN_KEYS = {"groups", "gates", "auto", "shadow"}
 _THRESHOLD_KEYS = ("min_conversions", "success_floor", "max_slowdown", "max_resubmit_rate")
 _AUTO_KEYS = {"enabled", "bake", "blackout", "on_fail", "deadline"}
 
@@ -69,6 +72,7 @@ class RolloutPlan:
     source: str = "rollout plan"
     gates: GatePolicy = field(default_factory=GatePolicy)
     auto: AutoPolicy | None = None  # None: no ``auto:`` section, so nothing advances by itself
+    shadow: ShadowPlan = field(default_factory=ShadowPlan)
 
     def group(self, ref: str) -> Group:
         """The group named ``ref`` (or at 1-based position ``ref``); ``InputError`` otherwise."""
@@ -178,7 +182,7 @@ def parse_plan(doc: Any, where: str = "rollout plan") -> RolloutPlan:
     raw_groups = doc.get("groups") if isinstance(doc, dict) else doc
     if isinstance(doc, dict) and set(doc) - _PLAN_KEYS:
         raise InputError(
-            f"{where}: unknown keys {sorted(set(doc) - _PLAN_KEYS)} (expected groups, gates, auto)"
+            f"{where}: unknown keys {sorted(set(doc) - _PLAN_KEYS)} (expected groups, gates, auto, shadow)"
         )
     if not isinstance(raw_groups, list) or not raw_groups:
         raise InputError(f"{where}: expected a non-empty list of groups")
@@ -196,7 +200,10 @@ def parse_plan(doc: Any, where: str = "rollout plan") -> RolloutPlan:
     options = doc if isinstance(doc, dict) else {}
     gates = _gate_policy(options.get("gates"), raw_groups, where)
     auto = _auto(options["auto"], f"{where}: auto") if options.get("auto") is not None else None
-    return RolloutPlan(tuple(groups), where, gates, auto)
+    raw_shadow = options.get("shadow")
+    names = [g.name for g in groups]
+    shadow = ShadowPlan() if raw_shadow is None else parse_shadow_section(raw_shadow, names, where)
+    return RolloutPlan(tuple(groups), where, gates, auto, shadow)
 
 
 # -- gates and auto ------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from controller.plumbing.localproc import (
     process_identity,
     read_json,
     result_state,
+    shadow_env,
     spawn,
     write_json,
 )
@@ -46,8 +47,12 @@ class LocalBuildRunner:
         build_timeout: float,
         clock: Callable[[], float] = time.time,
         tick_seconds: float = 0.1,
+        quarantine: str | None = None,
+        name: str = "legacy",
     ) -> None:
-        self.builds = state_dir / "legacy" / "builds"
+        self.builds = state_dir / name / "builds"
+        # A shadow runner: every build is a shadow whose outputs go under <quarantine>/<build key>/.
+        self.quarantine = quarantine
         self.builds.mkdir(parents=True, exist_ok=True)
         self.command = command
         self.output_dir = output_dir
@@ -82,6 +87,7 @@ class LocalBuildRunner:
                 "CUTOVER_FLAG_VERSION": ",".join(sorted({i.flag_version for i in batch.items})),
                 "CUTOVER_OUTPUT_DIR": str(self.output_dir),
                 "CUTOVER_DEADLINE": str(now + self.build_timeout),
+                **shadow_env(self.quarantine, batch.key),
             }
             popen = spawn(self.command, env, build / "build.log")
         except OSError as exc:

@@ -28,6 +28,7 @@ from controller.plumbing.localproc import (
     process_identity,
     read_json,
     result_state,
+    shadow_env,
     spawn,
     write_json,
 )
@@ -55,8 +56,12 @@ class LocalParallelRunner:
         timeout: float,
         clock: Callable[[], float] = time.time,
         tick_seconds: float = 0.05,
+        quarantine: str | None = None,
+        name: str = "new",
     ) -> None:
-        self.root = state_dir / "new"
+        self.root = state_dir / name
+        # A shadow runner: every job is a shadow whose outputs go under <quarantine>/<job id>/.
+        self.quarantine = quarantine
         self.queue = self.root / "queue"
         self.running = self.root / "running"
         self.results = self.root / "results"
@@ -108,9 +113,12 @@ class LocalParallelRunner:
                 self._finish(ref.job_id, ref.conversion_id, "cancelled before it started")
                 queued.unlink(missing_ok=True)
                 return
-            proc = self._procs.get(ref.job_id)
+            proc = self._procs.pop(ref.job_id, None)
             if proc is not None:
+                # Stopped and closed at once, so the slot it held is free when cancel returns.
                 kill(proc.popen.pid)
+                proc.popen.wait()
+                self._close_run(ref.job_id, "cancelled while running")
                 return
             info = read_json(self.running / f"{ref.job_id}.pid")
             if info is not None and pid_alive(int(info["pid"]), info.get("proc")):
@@ -166,6 +174,7 @@ class LocalParallelRunner:
             "CUTOVER_OUTPUT_DIR": str(self.output_dir),
             "CUTOVER_RESULT_FILE": str(self.results / f"{job_id}.json"),
             "CUTOVER_DEADLINE": str(now + self.timeout),
+            **shadow_env(self.quarantine, job_id),
         }
         try:
             popen = spawn(self.command, env, self.logs / f"{job_id}.log")

@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from controller.api.context import ApiContext, error_responses
 from controller.api.metrics import ServiceMetrics
 from controller.api.readmodel import ReadModel
-from controller.api.routes import conversions, dashboard, health, tenants
+from controller.api.routes import conversions, dashboard, health, shadow, tenants
 from controller.api.routes import status as status_routes
 from controller.api.schemas import GatesOut
 from controller.api.tenants import PlanFile
@@ -56,7 +56,14 @@ _INTAKE_STATUS = {
     IntakeProblem.INVALID_ITEM: 422,
 }
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}
-_ROUTERS = (health, status_routes, conversions, tenants, dashboard)  # the order the OpenAPI document lists
+_ROUTERS = (
+    health,
+    status_routes,
+    conversions,
+    tenants,
+    shadow,
+    dashboard,
+)  # the order the OpenAPI document lists
 
 
 _BEARER = HTTPBearer(auto_error=False, description="CUTOVER_API_TOKEN, sent as a bearer token.")

@@ -18,6 +18,7 @@ from controller.api.charts import Segment, clock_label, share_chart, stacked_bar
 from controller.api.history import MinuteShare, from_first_activity, minute_series
 from controller.api.metrics import FailureNote, ServiceMetrics
 from controller.api.readmodel import RECENT_FAILURES, ReadModel
+from controller.api.shadow_panel import shadow_section
 from controller.api.tenants import TenantsOverview, TenantState
 from controller.core.domain import ConversionRecord, Path
 from controller.core.errors import CutoverError
@@ -59,6 +60,8 @@ class DashboardData:
     held: Sequence[Hold] = ()
     gates: Mapping[str, Any] | None = None
     gates_problem: str = ""
+    shadow: Mapping[str, Any] | None = None
+    shadow_problem: str = ""
 
 
 def attempt(read: Callable[[], T]) -> tuple[T | None, str]:
@@ -94,6 +97,8 @@ def gather(views: ReadModel, loop: CycleLoop | None, metrics: ServiceMetrics, no
     service = views.service
     held = list(service.held().values()) if service.held else []
     gates, gates_problem = attempt(lambda: views.service.gates.report().to_json())
+    shadows = views.service.shadows
+    shadow, shadow_problem = attempt(lambda: shadows.report(now=now, fresh_for=10.0) if shadows else None)
     return DashboardData(
         now=now,
         ready=ready,
@@ -111,6 +116,8 @@ def gather(views: ReadModel, loop: CycleLoop | None, metrics: ServiceMetrics, no
         held=held,
         gates=gates,
         gates_problem=gates_problem,
+        shadow=shadow,
+        shadow_problem=shadow_problem,
     )
 
 
@@ -231,6 +238,7 @@ def render(data: DashboardData, nonce: str) -> str:
             gates_section(data),
             _conversions_section(data),
             _failures_section(data),
+            shadow_section(data.shadow, data.shadow_problem),
             "</main>",
             '<footer>JSON: <a href="/status">/status</a> · <a href="/tenants">/tenants</a> · '
             '<a href="/metrics">/metrics</a> · <a href="/docs">API</a></footer>',

@@ -20,6 +20,7 @@ from controller.cli.common import State as _State
 from controller.cli.common import console, emit_json, settings
 from controller.cli.flag import flag_app
 from controller.cli.gate import gate_cmd
+from controller.cli.shadow import shadow_cmd
 from controller.core.errors import ConfigError, CutoverError, InputError, NotFoundError
 from controller.settings import Settings
 
@@ -38,6 +39,7 @@ app = typer.Typer(
 )
 app.add_typer(flag_app, name="flag")
 app.command("gate")(gate_cmd)
+app.command("shadow")(shadow_cmd)
 out = console()
 err = console(stderr=True)
 
@@ -246,6 +248,7 @@ def demo_cmd(
                         f"[bold]{stage.name:>9}[/]  flag {stage.flag_version or '—':<18} "
                         f"migrated {stage.migrated_tenants:>3}  legacy {stage.legacy:>3}  "
                         f"new {stage.new:>3}  failed {stage.failed:>2}  gate {_gate_word(stage.gates)}  "
+                        f"parity {_parity(stage.parity)}  "
                         f"({stage.seconds:.1f}s)"
                     )
                     if stage.action == "rollback":
@@ -276,9 +279,25 @@ def _log_to(path: FsPath) -> None:
     root.setLevel(logging.INFO)
 
 
+def _parity(parity: dict[str, Any] | None) -> str:
+    """A stage's shadow parity as the table shows it: ``pass 20/20``, ``fail 2/30``, or ``—``."""
+    if parity is None:
+        return "—"
+    matched = parity["samples"] - parity["mismatches"]
+    return f"{parity['verdict']} {matched}/{parity['samples']}"
+
+
 def _print_verdict(result: Any) -> None:
     table = Table(
-        "stage", "flag version", "migrated", "legacy", "new", "failed", "gate", title="cutover demo"
+        "stage",
+        "flag version",
+        "migrated",
+        "legacy",
+        "new",
+        "failed",
+        "gate",
+        "shadow parity",
+        title="cutover demo",
     )
     for s in result.stages:
         table.add_row(
@@ -289,6 +308,7 @@ def _print_verdict(result: Any) -> None:
             str(s.new),
             str(s.failed),
             _gate_word(s.gates),
+            _parity(s.parity),
         )
     out.print(table)
     verdict = "[green]PASS[/]" if result.ok else "[red]FAIL[/]"
@@ -296,7 +316,8 @@ def _print_verdict(result: Any) -> None:
         f"{verdict}  conversions {result.conversions}  succeeded {result.succeeded}  "
         f"{result.failed_on_purpose} failed on purpose, {result.unexpected_failures} unexpected  "
         f"duplicates {result.duplicates}  lost {result.lost}  "
-        f"wrong path {result.wrong_path}  max in flight {result.max_in_flight}/{result.budget}  "
+        f"wrong path {result.wrong_path}  max in flight {result.max_in_flight}/{result.budget} "
+        f"(with {result.shadow_runs} shadow runs)  "
         f"({result.seconds:.1f}s)"
     )
 

@@ -7,8 +7,10 @@ the new path (the sample worker's ``simulate=fail_on_new``); once group-3 has mo
 ``fail`` with its reasons and the demo rolls back with the operation behind ``cutover flag
 rollback``, removes the cause, and advances again. Flag versions are numbered files beside the
 flag file, as AppConfig numbers its versions. Each stage submits a wave of conversions through
-the intake and runs cycles until they are drained, then judges the gate. The verdict comes from
-the worker outputs and the ledger, not from the controller's own counters.
+the intake and runs cycles until they are drained, then judges the gate. Each wave also runs
+shadows of the tenants the next advance will move (the plan's ``shadow:`` section names their
+groups), on budget real work leaves free, and the advance's row shows their parity. The verdict
+comes from the worker outputs and the ledger, not from the controller's own counters.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from controller.core.domain import ConversionRequest, ConversionState, Path
 from controller.core.errors import ConflictError, GateRefusedError
 from controller.core.gates import GateReport, GateVerdict, refusal
 from controller.core.ports import Ledger
+from controller.core.shadow import ShadowState
 from controller.engine.gates import evaluate
 from controller.service import Service
 from controller.settings import Settings
@@ -74,6 +77,7 @@ class StageResult:
     action: str = "none"
     why: str = ""
     gates: dict[str, Any] | None = None
+    parity: dict[str, Any] | None = None  # the shadows run before this advance, and their verdict
 
 
 @dataclass
@@ -96,6 +100,8 @@ class DemoResult:
     def unexpected_failures(self) -> int:
         return self.failed - self.failed_on_purpose
 
+    shadow_runs: int = 0
+
     @property
     def ok(self) -> bool:
         return self.duplicates == self.lost == self.wrong_path == self.unexpected_failures == 0
@@ -117,6 +123,7 @@ class DemoResult:
                     "action": s.action,
                     "why": s.why,
                     "gates": s.gates,
+                    "parity": s.parity,
                 }
                 for s in self.stages
             ],
@@ -130,6 +137,7 @@ class DemoResult:
             "wrong_path": self.wrong_path,
             "resubmitted_ids_folded": self.resubmitted_ids_folded,
             "max_in_flight": self.max_in_flight,
+            "shadow_runs": self.shadow_runs,
             "budget": self.budget,
             "outputs": self.outputs,
             "seconds": round(self.seconds, 2),
@@ -168,6 +176,7 @@ def demo_settings(base: Settings, workdir: FsPath) -> Settings:
             "rollout_file": workdir / "rollout.json",
             "cycle_seconds": 0.1,
             "intent_grace_seconds": 10.0,
+            "shadow_retention_seconds": 0.0,
         }
     )
 
@@ -205,13 +214,16 @@ def wave(
 
 
 def drain(service: Service, ids: list[str], tick: Callable[[int], None], timeout: float) -> None:
-    """Run cycles until every conversion in ``ids`` is terminal."""
+    """Run cycles until every conversion in ``ids`` is terminal and every shadow is judged."""
     deadline = time.monotonic() + timeout
     pending = set(ids)
-    while pending:
+    while pending or _shadows_unsettled(service):
         if time.monotonic() > deadline:
             raise TimeoutError(f"{len(pending)} conversions did not finish within {timeout:.0f}s")
         service.controller.run_cycle()
+        if service.shadows is not None and not pending:
+            # Real work drained: judge what is left now rather than at the housekeeping's pace.
+            service.shadows.checks.tick(service.clock())
         done = set()
         for cid in pending:
             record = service.ledger.get(cid)
@@ -219,8 +231,68 @@ def drain(service: Service, ids: list[str], tick: Callable[[int], None], timeout
                 done.add(cid)
         pending -= done
         tick(len(done))
-        if pending:
-            time.sleep(service.settings.cycle_seconds)
+        time.sleep(service.settings.cycle_seconds)
+
+
+def _shadows_unsettled(service: Service) -> bool:
+    """Shadows still to run, to be judged or to be cleaned up."""
+    if service.shadows is None:
+        return False
+    store = service.shadows.runner.store
+    judged = (ShadowState.COMPARED, ShadowState.SKIPPED)
+    waiting = store.shadows([s for s in ShadowState if s not in judged], limit=1)
+    uncleaned = store.shadows([ShadowState.COMPARED], compared_before=service.clock() + 1, limit=1)
+    return bool(waiting or uncleaned)
+
+
+SHADOW_SAMPLES = 22  # shadows per group: 14 bound its mismatch rate under 20% when none differs
+
+
+def write_plan(path: FsPath, groups: dict[str, list[int]], shadow_groups: list[str]) -> None:
+    """The demo's rollout plan; its ``shadow:`` section names the groups the next advance moves."""
+    doc: dict[str, Any] = {
+        "gates": DEMO_GATES,
+        "groups": [{"name": name, "tenant_ids": ids} for name, ids in groups.items()],
+    }
+    # About SHADOW_SAMPLES conversions of each group get a shadow (a new-path run is a process of
+    # its own: the demo's machine pays for every one), one in ten an A/A run as well.
+    smallest = min((len(groups[g]) for g in shadow_groups), default=0)
+    doc["shadow"] = {
+        "groups": shadow_groups,
+        "rate": min(1.0, SHADOW_SAMPLES / smallest) if smallest else 0.0,
+        "aa_rate": 0.1,
+        "max_mismatch_rate": 0.2,
+    }
+    write_json_atomically(path, doc)
+
+
+def moving(groups: dict[str, list[int]], migrated: set[int], target: str | None) -> list[str]:
+    """The groups with tenants the advance to ``target`` would move (none without a target)."""
+    out: list[str] = []
+    if target is None:
+        return out
+    for name, ids in groups.items():
+        if not set(ids) <= migrated:
+            out.append(name)
+        if name == target:
+            break
+    return out
+
+
+def parity_of(service: Service, names: list[str]) -> dict[str, Any] | None:
+    """The shadows' verdict on the groups an advance is about to move."""
+    if service.shadows is None or not names:
+        return None
+    report = service.shadows.report()
+    chosen = [g for g in report["groups"] if g["name"] in names]
+    verdicts = [g["parity"] for g in chosen]
+    verdict = "fail" if "fail" in verdicts else "inconclusive" if "inconclusive" in verdicts else "pass"
+    return {
+        "groups": names,
+        "samples": sum(g["samples"] for g in chosen),
+        "mismatches": sum(g["mismatches"] for g in chosen),
+        "verdict": verdict if chosen else "inconclusive",
+    }
 
 
 def next_stage(index: int, gate: GateReport | None, pending: list[str]) -> Stage:
@@ -248,13 +320,7 @@ def run_stages(
     started = time.monotonic()
     groups = rollout_groups()
     plan_file = service.settings.rollout_file or workdir / "rollout.json"
-    write_json_atomically(
-        plan_file,
-        {
-            "gates": DEMO_GATES,
-            "groups": [{"name": name, "tenant_ids": ids} for name, ids in groups.items()],
-        },
-    )
+    write_plan(plan_file, groups, [])
     plan = load_plan(plan_file)
     store = FileVersionStore(service.settings.flag_file, service.settings.flag_key)
     operator = ops.Operator(by="cutover demo", clock=service.clock)
@@ -266,6 +332,8 @@ def run_stages(
     pending = list(ADVANCES)
     cause = frozenset(t for t in groups[FAILING_GROUP] if t % 2 == 0)
     gate: GateReport | None = None
+    parity: dict[str, Any] | None = None
+    sampled: set[str] = set()
     for index in range(WAVES):
         stage_started = time.monotonic()
         stage = next_stage(index, gate, pending)
@@ -288,6 +356,10 @@ def run_stages(
             cause = frozenset()  # the new path's environment is fixed before the group moves again
         current = store.in_force()
         migrated = set(current.content.migrated) if current else set()
+        shadowed = moving(groups, migrated, pending[0] if pending else None)
+        # A group shadowed before an earlier advance (then rolled back) has its samples already.
+        write_plan(plan_file, groups, [g for g in shadowed if g not in sampled])
+        sampled.update(shadowed)
         requests = wave(index, tenants, previous, cause)
         answer = service.ledger.accept(requests, service.clock())
         result.resubmitted_ids_folded += len(answer.duplicates)
@@ -298,11 +370,13 @@ def run_stages(
         stage_result.seconds = time.monotonic() - stage_started
         stage_result.why = why
         stage_result.gates = ops.gate_summary(gate)
+        stage_result.parity = parity if stage.action == "advance" else None
         result.stages.append(stage_result)
         on_stage(stage_result)
         fresh = set(answer.accepted)
         previous = [r for r in requests if r.conversion_id in fresh]
         migrated_before = migrated
+        parity = parity_of(service, shadowed)
     judge(service, workdir, accepted, result)
     result.seconds = time.monotonic() - started
     return result
@@ -370,7 +444,14 @@ def judge(service: Service, workdir: FsPath, accepted: list[str], result: DemoRe
     result.failed = found.failed
     result.failed_on_purpose = found.failed_on_purpose
     result.wrong_path = found.wrong_path
-    result.max_in_flight = found.max_in_flight
+    shadow_runs = shadow_intervals(service.settings.local_state_dir)
+    result.shadow_runs = len(shadow_runs)
+    real_runs = [
+        (o["started_at"], o["finished_at"])
+        for v in produced_lines(service.settings.output_dir).values()
+        for o in v
+    ]
+    result.max_in_flight = max_overlap(real_runs + shadow_runs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,6 +528,21 @@ def outcome(ledger: Ledger, output_dir: FsPath, accepted: Iterable[str]) -> Outc
         lost_ids=tuple(lost_ids),
         failed_on_purpose=on_purpose,
     )
+
+
+def shadow_intervals(state_dir: FsPath) -> list[tuple[float, float]]:
+    """When each shadow run worked, from the results the shadow runners' jobs wrote: shadow work
+    counts against the one budget too."""
+    out: list[tuple[float, float]] = []
+    for results in (
+        state_dir / "shadow-new" / "results",
+        *sorted((state_dir / "shadow-legacy" / "builds").glob("*/results")),
+    ):
+        for path in results.glob("*.json") if results.is_dir() else ():
+            doc = json.loads(path.read_text())
+            if isinstance(doc.get("started_at"), float) and isinstance(doc.get("finished_at"), float):
+                out.append((doc["started_at"], doc["finished_at"]))
+    return out
 
 
 def max_overlap(intervals: list[tuple[float, float]]) -> int:

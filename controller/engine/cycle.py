@@ -14,10 +14,10 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
-from controller.core.admission import Load, clamp_threads, split_budget
+from controller.core.admission import Load, clamp_threads, spare, split_budget
 from controller.core.domain import (
     ConversionRecord,
     ConversionState,
@@ -28,11 +28,14 @@ from controller.core.domain import (
     JobStatus,
     Path,
 )
-from controller.core.errors import BackendError, SubmitRejectedError
+from controller.core.errors import BackendError, CutoverError, SubmitRejectedError
 from controller.core.ports import Backend, Claim, Dispatched, Finish, FlagReader, Inventory, Ledger
 from controller.core.routing import RoutingPolicy, basis, decide
 from controller.core.transitions import RetryPolicy, Verdict, after_poll
-from flags.snapshot import FlagState, FlagStatus
+from flags.snapshot import FlagSnapshot, FlagState, FlagStatus
+
+if TYPE_CHECKING:
+    from controller.engine.shadows import ShadowRunner
 
 log = logging.getLogger("cutover.cycle")
 
@@ -92,8 +95,10 @@ class Controller:
         clock: Callable[[], float] = time.time,
         holder: str = "controller",
         on_finished: Callable[[ConversionRecord, ConversionState, str], None] | None = None,
+        shadows: ShadowRunner | None = None,
     ) -> None:
         self.ledger = ledger
+        self.shadows = shadows  # shadow runs, in budget real work leaves free
         self.flags = flags
         self.backends = backends
         self.config = config
@@ -109,6 +114,7 @@ class Controller:
         self._cap_before = 0
         # Since when the answers about a dispatch attempt (conversion, fence) have all been UNKNOWN.
         self._unseen_since: dict[tuple[str, int], float] = {}
+        self._snapshot: FlagSnapshot | None = None
 
     # -- the cycle ---------------------------------------------------------------------------
 
@@ -123,10 +129,13 @@ class Controller:
     def _cycle(self) -> CycleReport:
         started = self.clock()
         status = self.flags.read()
+        self._snapshot = status.snapshot
         errors: list[str] = []
         reconciled, released = self.reconcile_intents(started - self.config.intent_grace_seconds)
         held, hold_reason, claimed = self._route(status, started)
         polled = self._poll(started, errors)
+        if self.shadows is not None:
+            self._shadow_step("poll", errors, self.shadows.poll, started)
         # Taken at the time of taking, not the cycle's start: the lease must cover the dispatch ahead.
         lease_at = self.clock()
         dispatcher = self.ledger.try_lease(DISPATCH_LEASE, self.holder, lease_at, self.config.lease_seconds)
@@ -183,6 +192,8 @@ class Controller:
         counts: Counter[Path] = Counter(
             o.record.path for o in owned if o.created and o.record.path is not None
         )
+        if self.shadows is not None:
+            self._shadow_step("sample", [], self.shadows.sample, [o.record for o in owned if o.created], now)
         if log.isEnabledFor(logging.DEBUG):
             for o in owned:
                 if o.created and o.record.path is not None:
@@ -342,6 +353,17 @@ class Controller:
             admitted_new = max(new_running, handed)
         load = Load(legacy_in_use, admitted_new, len(legacy_todo), len(new_todo) + queued.get(Path.NEW, 0))
         split = split_budget(cfg.budget, load, cfg.legacy_max_threads)
+        budget = cfg.budget
+        if self.shadows is not None:
+            # Before real work is submitted: shadows holding budget it needs are stopped first.
+            stuck = self._shadow_step(
+                "make_room", errors, self.shadows.make_room, spare(budget, load, split), now
+            )
+            if isinstance(stuck, int) and stuck > 0:
+                # Shadows that could not be stopped still load the database: real work waits for them.
+                budget -= stuck
+                load = replace(load, legacy_in_use=load.legacy_in_use + stuck)
+                split = split_budget(cfg.budget, load, cfg.legacy_max_threads)
         dispatched: dict[Path, int] = {}
         cap_in_force = split.new_capacity
         if new is not None:
@@ -359,7 +381,7 @@ class Controller:
         # a lowering frees are handed to a build from the next cycle on, never in this one.
         capped = max(cap_in_force, self._cap_before) if self._new_caps else cap_in_force
         self._cap_before = cap_in_force
-        threads = clamp_threads(split.legacy_threads, cfg.budget, legacy_in_use, capped)
+        threads = clamp_threads(split.legacy_threads, budget, legacy_in_use, capped)
         if legacy is not None and legacy_todo and threads >= 1:
             dispatched[Path.LEGACY] = self._submit(legacy, legacy_todo, threads, now, lease_until, errors)
         else:
@@ -367,7 +389,20 @@ class Controller:
         in_use = {Path.LEGACY: legacy_in_use + threads, Path.NEW: new_running}
         for backend in self.backends.values():
             self._stop_strays(backend)
+        if self.shadows is not None:
+            self._shadow_step("dispatch", errors, self.shadows.dispatch, self._snapshot, now, lease_until)
         return dispatched, cap_in_force, threads, in_use
+
+    def _shadow_step(
+        self, name: str, errors: list[str], step: Callable[..., object], *args: object
+    ) -> object:
+        """Run a shadow step; its failure is reported and never stops the real cycle."""
+        try:
+            return step(*args)
+        except CutoverError as exc:
+            errors.append(f"shadow {name}: {exc}")
+            log.warning("shadow.step_failed", extra={"step": name, "error": str(exc)})
+            return None
 
     def _submit(
         self,

@@ -29,6 +29,7 @@ from controller.core.domain import (
 from controller.core.errors import LedgerError, NotFoundError
 from controller.core.ports import AcceptResult, Claim, Counts, Dispatched, Finish, FinishedConversion
 from controller.core.requeue import REQUEUE_FIELDS, requeued
+from controller.ledger.sqlite_shadows import SHADOW_SCHEMA, SQLiteShadows
 from flags.snapshot import FlagSnapshot
 
 S = ConversionState
@@ -231,8 +232,9 @@ def _dispatching(r: ConversionRecord, intent: str, now: float) -> ConversionReco
     )
 
 
-class SQLiteLedger:
-    """The ledger port on one SQLite file in WAL mode; one connection per thread."""
+class SQLiteLedger(SQLiteShadows):
+    """The ledger port on one SQLite file in WAL mode; one connection per thread (and the shadow
+    store, in a table of its own)."""
 
     def __init__(self, path: FsPath, *, busy_timeout_ms: int = 30_000) -> None:
         self.path = path
@@ -245,7 +247,7 @@ class SQLiteLedger:
         except OSError as exc:
             raise LedgerError(f"ledger {path}: cannot create its directory ({exc.strerror})") from exc
         try:
-            self._connection().executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
+            self._connection().executescript("BEGIN IMMEDIATE;" + SCHEMA + SHADOW_SCHEMA + "COMMIT;")
             self._add_missing_columns()
         except sqlite3.Error as exc:
             raise LedgerError(f"ledger {path}: cannot create the schema ({exc})") from exc

@@ -31,6 +31,15 @@ def worker_command(configured: str | None) -> list[str]:
     return [sys.executable, str(SAMPLE_WORKER)]
 
 
+def shadow_env(quarantine: str | None, job: str) -> dict[str, str]:
+    """The job contract's shadow variables for one job of a shadow runner (none for a real one):
+    its outputs go under ``<quarantine>/<job>/``, a directory or an S3 prefix."""
+    if quarantine is None:
+        return {}
+    separator = "" if quarantine.endswith("/") else "/"
+    return {"CUTOVER_SHADOW": "1", "CUTOVER_QUARANTINE_URI": f"{quarantine}{separator}{job}/"}
+
+
 def write_json(path: Path, doc: Any) -> None:
     """Write ``doc`` to ``path`` atomically (write, fsync, rename)."""
     write_atomically(path, json.dumps(doc, separators=(",", ":")).encode())

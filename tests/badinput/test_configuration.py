@@ -107,6 +107,8 @@ SPECIFIC: dict[str, list[str]] = {
         "https://sqs.eu-west-1.amazonaws.com/my-queue",
     ],
     "finder_sql_url": ["host=db user=app", "not a url", "postgresql://app:hunter2 @db/cutover"],
+    "shadow_comparator": ["controller.shadow.xlsx", "not a module:compare", "/path/to/compare.py:compare"],
+    "shadow_quarantine": ["s3://", "s3://Bad_Bucket/q/"],
 }
 
 # Well-formed values the process cannot use, found only when it starts (``{blocker}`` is a file).

@@ -127,3 +127,25 @@ def test_the_gate_decides_the_rollback_and_the_advance_after_it(demo):
     ]
     rollback = next(d for d in history if d["rollback"])
     assert "group-3 failed its gate" in rollback["description"]
+
+
+def test_each_advance_was_preceded_by_shadows_that_match(demo):
+    """Before every advance, shadows of the tenants it moves ran on the new path and matched; their
+    runs counted in the budget, and their workbooks were cleaned out of the quarantine."""
+    report, workdir = demo
+    for s in report["stages"]:
+        if s["name"].startswith("group-"):
+            assert s["parity"]["verdict"] == "pass", s
+            assert s["parity"]["mismatches"] == 0
+            assert s["parity"]["samples"] >= 14  # what bounds the mismatch rate under 20%
+        else:
+            assert s["parity"] is None
+    stages = {s["name"]: s for s in report["stages"]}
+    assert stages["group-4"]["parity"]["groups"] == [
+        "group-3",
+        "group-4",
+    ]  # group-3 came back after the rollback
+    # Every sample is a shadow run (A/A runs and second attempts come on top).
+    assert report["shadow_runs"] >= max(s["parity"]["samples"] for s in report["stages"] if s["parity"])
+    assert report["max_in_flight"] <= report["budget"]
+    assert not list((workdir / "state" / "quarantine").rglob("*.xlsx"))

@@ -20,6 +20,9 @@ Invariants, after every step:
 - work being done on both paths together never exceeds the budget, at any tick (promise 2);
 - every claim follows the flag its replica held: new path only under a valid flag that lists the
   tenant; a source failure never changes the flag a replica routes by (promise 3, 4);
+- shadow runs (sampled in some examples, on shadow backends of their own, with crashes around
+  their steps too) are counted in the load above, exist only for conversions the old path owns,
+  and never change their conversion: every promise above holds with them as without them;
 
 and once the faults stop and time passes the intent grace, every accepted conversion becomes
 terminal: none lost, none still running anywhere, a failure only after the promised retries.
@@ -69,8 +72,10 @@ from controller.core.domain import (
 )
 from controller.core.ports import Claim
 from controller.core.routing import FallbackPolicy, RoutingPolicy, StalePolicy
+from controller.core.shadow import ShadowState
 from controller.core.transitions import RetryPolicy
 from controller.engine.cycle import Controller, CycleConfig
+from controller.engine.shadows import ShadowConfig, ShadowRunner
 from controller.ledger.sqlite import SQLiteLedger
 from flags.lkg import LastKnownGood
 from flags.snapshot import FlagSnapshot, FlagState, FlagStatus
@@ -123,6 +128,7 @@ class Setup:
     pause_without_flag: bool
     max_flag_age: float | None
     pause_when_stale: bool
+    shadow_rate: float
 
     def cycle_config(self) -> CycleConfig:
         return CycleConfig(
@@ -152,6 +158,7 @@ setups = st.builds(
     pause_without_flag=st.booleans(),
     max_flag_age=st.sampled_from([None, 90.0]),
     pause_when_stale=st.booleans(),
+    shadow_rate=st.sampled_from([0.0, 0.5, 1.0]),
 )
 
 
@@ -181,6 +188,27 @@ class RecordingLedger(SQLiteLedger):
             if o.created:
                 self._on_claim(o.record)
         return owned
+
+
+class ShadowFakeBackend(FakeBackend):
+    """A shadow backend in the same world: its work counts in the load, but its runs are kept
+    apart from the conversions' own (a shadow is not an execution of its conversion)."""
+
+    def __init__(self, path: Path, world: World, *, ticks: int) -> None:
+        super().__init__(path, world, ticks=ticks)
+        self.shadow_runs: list[Run] = []
+        self.cancel_stops_running = True
+
+    def _start(self, job_id: str) -> None:
+        runs = self.world.runs
+        self.world.runs = self.shadow_runs
+        try:
+            super()._start(job_id)
+        finally:
+            self.world.runs = runs
+
+
+SHADOW_PATHS = {"shadow_legacy": Path.LEGACY, "shadow_new": Path.NEW}
 
 
 class ModelSource(FakeFlagSource):
@@ -226,6 +254,7 @@ class Replica:
     basis: FlagSnapshot | None = None  # the flag this incarnation routes by
     has_read: bool = False
     raw_ledger: SQLiteLedger | None = None
+    shadow_backends: dict[Path, Tripwire] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -235,7 +264,7 @@ class Replica:
         return f"{self.name} (process {self.generation}, {'alive' if self.alive else 'dead'})"
 
     def tripwires(self) -> list[Tripwire]:
-        return [self.ledger, self.reader, *self.backends.values()]
+        return [self.ledger, self.reader, *self.backends.values(), *self.shadow_backends.values()]
 
 
 @dataclass
@@ -279,6 +308,16 @@ CRASH_POINTS = [
     ("new", "find", "after"),
     ("legacy", "cancel", "before"),
     ("new", "cancel", "before"),
+    ("ledger", "add_shadows", "after"),
+    ("ledger", "mark_shadows_dispatching", "after"),
+    ("ledger", "finish_shadows", "before"),
+    ("ledger", "release_shadows", "after"),
+    ("shadow_new", "cancel", "before"),
+    ("shadow_new", "cancel", "after"),
+    ("shadow_new", "submit", "after"),
+    ("shadow_new", "set_capacity", "after"),
+    ("shadow_legacy", "submit", "before"),
+    ("shadow_legacy", "submit", "after"),
 ]
 
 DISPATCH_STEPS = {"mark_dispatching", "mark_dispatched", "submit", "set_capacity", "cancel", "release"}
@@ -339,6 +378,7 @@ class ControllerMachine(RuleBasedStateMachine):
         self.intake: SQLiteLedger | None = None
         self.beyond_call_timeout = False  # a submit call outlived half the lease: promise 2 is off
         self.dispatcher: tuple[Replica, int, float] | None = None  # lease holder, its process, until
+        self.shadow_shared: dict[Path, ShadowFakeBackend] = {}
 
     # -- set-up ----------------------------------------------------------------------------------
 
@@ -353,6 +393,12 @@ class ControllerMachine(RuleBasedStateMachine):
         for backend in self.shared.values():
             backend.cancel_stops_running = True  # as TerminateJob and StopBuild do
             backend.on_cancel = self.check_cancel
+            backend.clock = self.clock
+        self.shadow_shared = {
+            Path.LEGACY: ShadowFakeBackend(Path.LEGACY, self.world, ticks=setup.ticks + 1),
+            Path.NEW: ShadowFakeBackend(Path.NEW, self.world, ticks=setup.ticks + 1),
+        }
+        for backend in self.shadow_shared.values():
             backend.clock = self.clock
         self.intake = SQLiteLedger(self.db)  # the API process: intake, requeue, and the model's reads
         for i in range(setup.replicas):
@@ -372,6 +418,18 @@ class ControllerMachine(RuleBasedStateMachine):
         r.backends = {p: Tripwire(b) for p, b in self.shared.items()}
         r.lkg = LastKnownGood(r.source, r.ledger, self.clock, max_age_seconds=self.setup.max_flag_age)
         r.reader = Tripwire(CheckedReader(self, r, r.lkg))
+        runner = None
+        if self.setup.shadow_rate > 0:
+            r.shadow_backends = {p: Tripwire(b) for p, b in self.shadow_shared.items()}
+            config = ShadowConfig(
+                global_rate=self.setup.shadow_rate,
+                global_aa_rate=0.5,
+                intent_grace_seconds=GRACE,
+                lease_seconds=LEASE,
+                resubmits=self.setup.resubmits,
+                routing=self.setup.cycle_config().routing,
+            )
+            runner = ShadowRunner(r.ledger, r.shadow_backends, config, clock=self.clock)
         r.controller = Controller(
             ledger=r.ledger,
             flags=r.reader,
@@ -379,6 +437,7 @@ class ControllerMachine(RuleBasedStateMachine):
             config=self.setup.cycle_config(),
             clock=self.clock,
             holder=f"{r.name}.{r.generation}",
+            shadows=runner,
         )
         r.basis, r.has_read, r.alive = None, False, True
 
@@ -613,10 +672,15 @@ class ControllerMachine(RuleBasedStateMachine):
 
     def _crash(self, data: st.DataObject, point: tuple[str, str, str]) -> None:
         where, method, when = point
-        if method in DISPATCH_STEPS and where != "ledger":
+        if method in DISPATCH_STEPS and where in ("legacy", "new"):
             where = self._busy_path(data, where)
         r = self._victim(data, method)
-        target = {"reader": r.reader, "ledger": r.ledger}.get(where) or r.backends[Path(where)]
+        if where in SHADOW_PATHS:
+            target = r.shadow_backends.get(SHADOW_PATHS[where])
+            if target is None:
+                return  # this example samples no shadows
+        else:
+            target = {"reader": r.reader, "ledger": r.ledger}.get(where) or r.backends[Path(where)]
 
         def die() -> None:
             raise Crash(f"{r.name} died {when} {where}.{method}")
@@ -681,17 +745,21 @@ class ControllerMachine(RuleBasedStateMachine):
         for _ in range(n):
             self.world.tick()
 
-    @rule(path=st.sampled_from([Path.LEGACY, Path.NEW]), fault=st.sampled_from(BACKEND_FAULTS))
-    def backend_fault(self, path: Path, fault: str) -> None:
-        """The next call of that kind to the shared backend fails this way."""
-        setattr(self.shared[path], fault, True)
+    @rule(
+        path=st.sampled_from([Path.LEGACY, Path.NEW]),
+        fault=st.sampled_from(BACKEND_FAULTS),
+        shadow=st.booleans(),
+    )
+    def backend_fault(self, path: Path, fault: str, shadow: bool) -> None:
+        """The next call of that kind to the shared backend (or shadow backend) fails this way."""
+        setattr((self.shadow_shared if shadow else self.shared)[path], fault, True)
 
     @precondition(lambda self: self.conversions)
     @rule(data=st.data(), always=st.booleans())
     def fail_job(self, data: st.DataObject, always: bool) -> None:
         """A conversion's next execution fails (or every one does)."""
         cid = self._some(data, sorted(self.conversions), "id")
-        for backend in self.shared.values():
+        for backend in [*self.shared.values(), *self.shadow_shared.values()]:
             (backend.fail_ids if always else backend.fail_once).add(cid)
 
     # -- invariants ------------------------------------------------------------------------------
@@ -746,6 +814,26 @@ class ControllerMachine(RuleBasedStateMachine):
                 assert before.ended < after.started
                 assert before.fence < after.fence, (cid, "same fence twice", runs)
 
+    @invariant()
+    def shadows_stand_apart(self) -> None:
+        """Shadows exist only for conversions the old path owns, and ran only on shadow backends."""
+        if self.setup is None or self.intake is None:
+            return
+        records = self._records()
+        for shadow in self.intake.shadows(list(ShadowState), limit=100_000):
+            owner = records.get(shadow.conversion_id)
+            assert owner is not None, ("a shadow of no conversion", shadow)
+            assert shadow.tenant_id == owner.tenant_id
+            epochs = self.conversions[shadow.conversion_id].owners
+            assert any(o is not None and o[0] is Path.LEGACY for o in epochs), (
+                "shadow of new-path work",
+                shadow,
+            )
+        for backend in self.shadow_shared.values():
+            assert all(b.key[0] in "SA" for b in backend.submits), "real work on a shadow backend"
+        for backend in self.shared.values():
+            assert all(b.key[0] in "LN" for b in backend.submits), "a shadow on a real backend"
+
     def _runs_by_epoch(self) -> list[tuple[str, int, list[Run]]]:
         by_cid: dict[str, list[tuple[int, Run]]] = {}
         for i, run in enumerate(self.world.runs):
@@ -776,7 +864,7 @@ class ControllerMachine(RuleBasedStateMachine):
     def _drain(self) -> None:
         """Promise 1 (none lost): with the faults gone, every accepted conversion becomes terminal."""
         assert self.setup is not None
-        for backend in self.shared.values():
+        for backend in [*self.shared.values(), *self.shadow_shared.values()]:
             for fault in BACKEND_FAULTS:
                 setattr(backend, fault, False)
         if not self.deployments:
