@@ -17,7 +17,7 @@ from controller.engine.gates import GateWatch, PlanWatch
 from controller.engine.housekeeping import Housekeeping
 from controller.engine.notify import Signals
 from controller.engine.reconcile import Reconciler
-from controller.engine.shadows import Shadows
+from controller.engine.shadows import Shadows, gate_parity
 from controller.settings import Settings
 from flags.holds import Hold
 from flags.lkg import LastKnownGood
@@ -47,8 +47,10 @@ class Service:
 
     def __post_init__(self) -> None:
         ttl = max(2.0, min(30.0, self.settings.cycle_seconds * 3))
+        shadows = self.shadows
+        parity = (lambda plan: gate_parity(shadows.runner.store, plan)) if shadows is not None else None
         self.gates = GateWatch(
-            self.ledger, PlanWatch(self.settings.rollout_file), self.migrated, self.clock, ttl
+            self.ledger, PlanWatch(self.settings.rollout_file), self.migrated, self.clock, ttl, parity
         )
 
     def migrated(self) -> frozenset[int]:

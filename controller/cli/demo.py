@@ -2,8 +2,8 @@
 
 ~200 tenants in five rollout groups (least active first). The run starts with no flag (all on
 the old path) and advances group by group with the operation behind ``cutover flag advance``,
-which consults the rollout gate before each move. Half of group-3's tenants are made to fail on
-the new path (the sample worker's ``simulate=fail_on_new``); once group-3 has moved, the gate says
+which consults the rollout gate before each move. With group-3's move, half of its tenants start
+failing on the new path (the sample worker's ``simulate=fail_on_new``); the gate says
 ``fail`` with its reasons and the demo rolls back with the operation behind ``cutover flag
 rollback``, removes the cause, and advances again. Flag versions are numbered files beside the
 flag file, as AppConfig numbers its versions. Each stage submits a wave of conversions through
@@ -31,6 +31,7 @@ from controller.core.gates import GateReport, GateVerdict, refusal
 from controller.core.ports import Ledger
 from controller.core.shadow import ShadowState
 from controller.engine.gates import evaluate
+from controller.engine.shadows import gate_parity
 from controller.service import Service
 from controller.settings import Settings
 from flags import ops
@@ -330,7 +331,11 @@ def run_stages(
     previous: list[ConversionRequest] = []
     migrated_before: set[int] = set()
     pending = list(ADVANCES)
-    cause = frozenset(t for t in groups[FAILING_GROUP] if t % 2 == 0)
+    # The fault comes with group-3's move (as a change shipped beside it would), so the shadows run
+    # before the move match; the gate finds it in the finished conversions afterwards.
+    broken = frozenset(t for t in groups[FAILING_GROUP] if t % 2 == 0)
+    cause: frozenset[int] = frozenset()
+    fixed = False
     gate: GateReport | None = None
     parity: dict[str, Any] | None = None
     sampled: set[str] = set()
@@ -349,11 +354,13 @@ def run_stages(
                     gate=gate,
                 )
                 pending.pop(0)
+                if stage.group == FAILING_GROUP and not fixed:
+                    cause = broken
             except GateRefusedError as exc:
                 why = f"held: {exc}"
         elif stage.action == "rollback":
             roll_back(store, plan, stage.group, operator)
-            cause = frozenset()  # the new path's environment is fixed before the group moves again
+            cause, fixed = frozenset(), True  # the fault is fixed before the group moves again
         current = store.in_force()
         migrated = set(current.content.migrated) if current else set()
         shadowed = moving(groups, migrated, pending[0] if pending else None)
@@ -365,7 +372,7 @@ def run_stages(
         result.resubmitted_ids_folded += len(answer.duplicates)
         accepted.extend(answer.accepted)
         drain(service, answer.accepted, tick, stage_timeout)
-        gate = judge_gate(service, plan, current)
+        gate = judge_gate(service, plan_file, current)
         stage_result = tally(service, stage, answer.accepted, migrated, migrated_before)
         stage_result.seconds = time.monotonic() - stage_started
         stage_result.why = why
@@ -395,10 +402,14 @@ def roll_back(store: FileVersionStore, plan: RolloutPlan, group: str | None, ope
         ops.rollback(store, tenants=members & listed, op=operator, text=note)
 
 
-def judge_gate(service: Service, plan: RolloutPlan, current: InForce | None) -> GateReport:
-    """The gate over the groups the flag in force has moved, from the demo's ledger."""
+def judge_gate(service: Service, plan_file: FsPath, current: InForce | None) -> GateReport:
+    """The gate over the groups the flag in force has moved, from the demo's ledger and the parity
+    of the shadows run before they moved."""
     migrated = current.content.migrated if current else frozenset()
-    return evaluate(service.ledger, plan, migrated, service.clock())
+    plan = load_plan(plan_file)
+    shadows = service.shadows
+    parity = gate_parity(shadows.runner.store, plan) if shadows is not None else None
+    return evaluate(service.ledger, plan, migrated, service.clock(), parity=parity)
 
 
 def tally(

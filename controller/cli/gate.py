@@ -12,17 +12,17 @@ import time
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from controller.cli.common import emit_json, settings
+from controller.cli.common import console, emit_json, settings
 from controller.core.errors import CutoverError
 from controller.core.gates import GateReport, GateVerdict
+from controller.core.ports import ShadowStore
 from controller.core.schedule import parse_duration
 from controller.settings import Settings
 from flags.rollout import RolloutPlan, load_plan
 
-out = Console()
+out = console()
 EXIT = {GateVerdict.PASS: 0, GateVerdict.FAIL: 1, GateVerdict.INCONCLUSIVE: 2}
 _MARK = {"pass": "[green]✓[/]", "fail": "[red]✗[/]", "inconclusive": "[yellow]?[/]"}
 _STYLE = {"pass": "green", "fail": "bold red", "inconclusive": "yellow"}
@@ -59,7 +59,14 @@ def judge_now(
             problem = f"ledger: {exc}"
         else:
             try:
-                return evaluate(ledger, plan, migrated, now, window_seconds=window_seconds, group=group)
+                parity = None
+                if plan is not None and isinstance(ledger, ShadowStore):
+                    from controller.engine.shadows import gate_parity
+
+                    parity = gate_parity(ledger, plan)
+                return evaluate(
+                    ledger, plan, migrated, now, window_seconds=window_seconds, group=group, parity=parity
+                )
             finally:
                 ledger.close()
     report = evaluate_rows([], plan, migrated, now, window_seconds=window_seconds, group=group)

@@ -6,13 +6,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from controller.cli.common import emit_json, settings
+from controller.cli.common import console, emit_json, settings
 from controller.core.errors import ConfigError, NotFoundError
 
-out = Console()
+out = console()
 
 
 def shadow_cmd(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -488,13 +488,15 @@ def judge(
     now: float,
     window_seconds: float | None = None,
     only: str | None = None,
+    parity: Mapping[str, tuple[GateVerdict, str]] | None = None,
 ) -> GateReport:
     """The gate for every group with tenants on the new path (or just ``only``).
 
     ``rows`` are the conversions finished since ``now - MAX_WINDOW_SECONDS`` (or the window, when
     longer). By default each group's window starts when it was last moved; ``window_seconds`` fixes
     it instead. The old path is judged on the same tenants before they moved, or on the tenants
-    still on the old path in the window when those are too few.
+    still on the old path in the window when those are too few. ``parity`` is the verdict and reason
+    of each group's shadow runs (only for groups that had any): it joins that group's checks.
     """
     by_tenant: dict[int, list[FinishedConversion]] = defaultdict(list)
     for r in rows:
@@ -504,7 +506,10 @@ def judge(
         moved = spec.tenant_ids & migrated
         if not moved or (only is not None and spec.name != only):
             continue
-        judged.append(_judge_one(spec, moved, migrated, by_tenant, rows, policy, now, window_seconds))
+        group_gate = _judge_one(spec, moved, migrated, by_tenant, rows, policy, now, window_seconds)
+        if parity is not None and spec.name in parity:
+            group_gate = with_parity(group_gate, *parity[spec.name])
+        judged.append(group_gate)
     verdict = combine(g.verdict for g in judged)
     if judged:
         reasons = tuple(f"{g.name}: {g.verdict.value}" for g in judged)
@@ -558,6 +563,19 @@ def _judge_one(
         verdict,
         reasons,
     )
+
+
+def with_parity(group: GroupGate, verdict: GateVerdict, why: str) -> GroupGate:
+    """``group`` with the parity of its shadow runs as one more check. A mismatch beyond noise
+    fails the group however few conversions it has finished: a changed file is a changed file."""
+    check = Check("parity", None, 0.0, verdict, f"shadows: {why}: {verdict.value}")
+    checks = (*group.checks, check)
+    combined = combine((group.verdict, verdict))
+    if combined is group.verdict:
+        reasons = (*group.reasons, check.reason) if verdict is combined else group.reasons
+    else:
+        reasons = (check.reason,)
+    return replace(group, checks=checks, verdict=combined, reasons=reasons)
 
 
 def refusal(report: GateReport) -> str:

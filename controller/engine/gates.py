@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,8 @@ from controller.core.ports import FinishedConversion, LedgerQueries
 from flags.rollout import RolloutPlan, load_plan
 
 OUTSIDE_PLAN = "(not in the plan)"  # tenants on the new path that no group names are gated too
+# Each group's shadow parity, for the groups that had shadow runs: (verdict, reason).
+ParityVerdicts = Mapping[str, tuple[GateVerdict, str]]
 
 
 def evaluate(
@@ -27,10 +29,12 @@ def evaluate(
     *,
     window_seconds: float | None = None,
     group: str | None = None,
+    parity: ParityVerdicts | None = None,
 ) -> GateReport:
-    """The gate for every group with tenants on the new path (or just ``group``), from the ledger."""
+    """The gate for every group with tenants on the new path (or just ``group``), from the ledger
+    (and from the shadows' ``parity``, where given)."""
     rows = queries.finished_since(now - max(MAX_WINDOW_SECONDS, window_seconds or 0.0))
-    return evaluate_rows(rows, plan, migrated, now, window_seconds=window_seconds, group=group)
+    return evaluate_rows(rows, plan, migrated, now, window_seconds=window_seconds, group=group, parity=parity)
 
 
 def evaluate_rows(
@@ -41,6 +45,7 @@ def evaluate_rows(
     *,
     window_seconds: float | None = None,
     group: str | None = None,
+    parity: ParityVerdicts | None = None,
 ) -> GateReport:
     """The gate from finished conversions already read. Tenants on the new path that the plan does
     not name (all of them without a plan) are judged as one more group, so nothing reaches the new
@@ -54,7 +59,9 @@ def evaluate_rows(
             raise InputError("a group needs a rollout plan (CUTOVER_ROLLOUT_FILE)")
         group = plan.group(group).name
     policy = plan.gates if plan is not None else GatePolicy()
-    return judge(specs, migrated, rows, policy, now=now, window_seconds=window_seconds, only=group)
+    return judge(
+        specs, migrated, rows, policy, now=now, window_seconds=window_seconds, only=group, parity=parity
+    )
 
 
 def with_problem(report: GateReport, problem: str) -> GateReport:
@@ -106,8 +113,10 @@ class GateWatch:
         migrated: Callable[[], frozenset[int] | None],
         clock: Callable[[], float] = time.time,
         ttl: float = 30.0,
+        parity: Callable[[RolloutPlan], ParityVerdicts] | None = None,
     ) -> None:
         self.queries = queries
+        self._parity = parity
         self.plan = plan
         self._migrated = migrated
         self._clock = clock
@@ -124,7 +133,8 @@ class GateWatch:
             if latest is not None and not fresh and now - latest.until < self.ttl:
                 return latest
             plan = self.plan.current()
-            report = evaluate(self.queries, plan, self._migrated() or frozenset(), now)
+            parity = self._parity(plan) if self._parity is not None and plan is not None else None
+            report = evaluate(self.queries, plan, self._migrated() or frozenset(), now, parity=parity)
             if self.plan.problem:
                 report = with_problem(report, self.plan.problem)
             self._latest = report

@@ -29,6 +29,7 @@ from controller.core.domain import (
     Path,
 )
 from controller.core.errors import BackendError, CutoverError, NotFoundError, SubmitRejectedError
+from controller.core.gates import GateVerdict
 from controller.core.parity import UNGROUPED, Parity, build_report, group_verdicts
 from controller.core.ports import Backend, LeaseStore, OwnershipStore, ShadowFinish, ShadowStore
 from controller.core.routing import RoutingPolicy, decide
@@ -557,3 +558,14 @@ def parity_verdicts(store: ShadowStore, plan: RolloutPlan) -> dict[str, tuple[Pa
     """Each rollout group's parity verdict, as a gate reads it: a group whose shadows differ
     beyond noise fails; one without enough samples for its threshold is inconclusive."""
     return group_verdicts(parity_report(store, plan))
+
+
+def gate_parity(store: ShadowStore, plan: RolloutPlan) -> dict[str, tuple[GateVerdict, str]]:
+    """The parity the gate judges: for each group that had shadow runs (or is named for them),
+    its verdict and why; groups without any are left out, so a plan without shadows gates as before."""
+    report = parity_report(store, plan)
+    out: dict[str, tuple[GateVerdict, str]] = {}
+    for g in report["groups"]:
+        if g["samples"] or g["pending"] or g["unreadable"] or g["name"] in plan.shadow.groups:
+            out[g["name"]] = (GateVerdict(g["parity"]), str(g["parity_reason"]))
+    return out

@@ -121,6 +121,13 @@ def test_the_gate_decides_the_rollback_and_the_advance_after_it(demo):
     assert [g["name"] for g in stages["rollback"]["gates"]["groups"]] == ["group-1", "group-2"]
     for name in ("rollback", "group-4", "group-5"):
         assert stages[name]["gates"]["verdict"] == "pass", stages[name]["gates"]
+    # The fault came with the move: the shadows run before it matched, and parity is one of the
+    # checks that passed for every group moved.
+    assert stages["group-3"]["parity"]["verdict"] == "pass"
+    assert all(
+        any(r.startswith("shadows: ") and r.endswith(": pass") for r in g["reasons"])
+        for g in stages["group-5"]["gates"]["groups"]
+    ), stages["group-5"]["gates"]
     history = [
         json.loads(line)
         for line in (workdir / "flags.json.history" / "deployments.jsonl").read_text().splitlines()

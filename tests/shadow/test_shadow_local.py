@@ -11,8 +11,10 @@ import pytest
 from controller.bootstrap import build
 from controller.core.domain import ConversionState
 from controller.core.domain import Path as ExecPath
+from controller.core.gates import GateVerdict
 from controller.core.parity import Parity
-from controller.engine.shadows import parity_verdicts
+from controller.engine.gates import evaluate
+from controller.engine.shadows import gate_parity, parity_verdicts
 from tests.shadow.support import accept, run_to_the_end, settings
 
 
@@ -31,6 +33,14 @@ def test_a_planted_difference_shows_in_the_report_and_fails_its_group(
         plan = service.shadows.plan()
         assert plan is not None
         verdicts = parity_verdicts(service.shadows.runner.store, plan)
+        # The gate once both groups moved: the shadows' parity is one of its checks.
+        gate = evaluate(
+            service.ledger,
+            plan,
+            plan.tenant_ids,
+            service.clock(),
+            parity=gate_parity(service.shadows.runner.store, plan),
+        )
         records = [service.ledger.get(cid) for cid in ids]
     finally:
         service.close()
@@ -62,6 +72,12 @@ def test_a_planted_difference_shows_in_the_report_and_fails_its_group(
     assert t4["noisy_fields"]
     assert verdicts["g2"][0] is Parity.FAIL
     assert verdicts["g1"][0] is Parity.PASS
+    judged = {g.name: g for g in gate.groups}
+    g2_parity = next(c for c in judged["g2"].checks if c.name == "parity")
+    assert (g2_parity.verdict, judged["g2"].verdict, gate.verdict) == (GateVerdict.FAIL,) * 3
+    assert "3 of 6 shadows differ beyond noise" in judged["g2"].reasons[0]
+    g1_parity = next(c for c in judged["g1"].checks if c.name == "parity")
+    assert g1_parity.verdict is GateVerdict.PASS
     # Cleaned up: nothing left in the quarantine.
     assert not list((tmp_path / "state" / "quarantine").rglob("*.xlsx"))
 

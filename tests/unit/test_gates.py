@@ -368,3 +368,42 @@ def test_prices_give_cost_per_conversion():
     doc = judge(GROUPS, frozenset({1, 2}), history(), policy, now=NOW).to_json()
     assert doc["groups"][0]["new"]["cost_per_conversion"] == pytest.approx(0.08)  # 8 s of run at 0.01/s
     assert doc["groups"][0]["legacy"]["cost_per_conversion"] is None
+
+
+# -- the shadows' parity as one more check ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("parity", "verdict", "first_reason"),
+    [
+        pytest.param(P, P, "new path: 0 of 120 failed", id="matching-shadows-keep-a-pass"),
+        pytest.param(F, F, "shadows: 2 of 30 differ: fail", id="a-mismatch-fails-a-clean-group"),
+        pytest.param(INC, INC, "shadows: 3 of 14 samples: inconclusive", id="too-few-samples-never-pass"),
+    ],
+)
+def test_parity_joins_a_moved_groups_checks(parity, verdict, first_reason):
+    why = {P: "30 shadows match", F: "2 of 30 differ", INC: "3 of 14 samples"}[parity]
+    report = judge(GROUPS, frozenset({1, 2}), history(), GatePolicy(), now=NOW, parity={"g1": (parity, why)})
+    g1 = report.groups[0]
+    assert [c.name for c in g1.checks][-1] == "parity"
+    assert (g1.verdict, report.verdict) == (verdict, verdict)
+    assert g1.reasons[0].startswith(first_reason)
+    assert any(r == f"shadows: {why}: {parity.value}" for r in g1.reasons)
+
+
+def test_a_parity_mismatch_fails_a_group_below_the_minimum_of_conversions():
+    """Too few conversions decide nothing, but a changed file is a changed file."""
+    few = [r for r in history() if not (r.path is Path.NEW and r.finished_at > NOW - 3590)]
+    clean = judge(GROUPS, frozenset({1, 2}), few, GatePolicy(), now=NOW)
+    assert clean.verdict is INC
+    report = judge(
+        GROUPS, frozenset({1, 2}), few, GatePolicy(), now=NOW, parity={"g1": (F, "1 of 20 differ")}
+    )
+    assert report.verdict is F
+    assert report.groups[0].reasons == ("shadows: 1 of 20 differ: fail",)
+
+
+def test_parity_of_a_group_not_on_the_new_path_is_not_judged():
+    report = judge(GROUPS, frozenset({1, 2}), history(), GatePolicy(), now=NOW, parity={"g2": (F, "x")})
+    assert [g.name for g in report.groups] == ["g1"]
+    assert report.verdict is P
