@@ -161,6 +161,9 @@ class FakeBackend:
         self.cancel_stops_running = False
         self.on_cancel: Callable[[JobRef], None] | None = None  # sees every cancel as it is asked
         self._seen_in_use = 0  # what the last poll saw (see ``in_use``)
+        # The local runners count their own processes: what runs, and what a cancel killed, is
+        # known at once. The AWS adapters know only what their last poll saw (the default).
+        self.live_view = False
         world.backends.append(self)
 
     # -- the port ----------------------------------------------------------------------------
@@ -266,8 +269,9 @@ class FakeBackend:
 
     def in_use(self) -> int:
         """What the last poll saw, as the AWS adapters know it: 0 before the first poll, and
-        nothing of what started, ended or was submitted since (``live_in_use`` is the truth)."""
-        return self._seen_in_use
+        nothing of what started, ended or was submitted since (``live_in_use`` is the truth); with
+        ``live_view``, what holds a slot now, as the local runners know it."""
+        return self._held(None) if self.live_view else self._seen_in_use
 
     def live_in_use(self) -> int:
         return self._held(None)

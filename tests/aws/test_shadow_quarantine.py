@@ -36,8 +36,15 @@ def test_shadow_outputs_live_in_the_s3_quarantine_until_cleaned(
     world.bucket()
     for name, value in world.env().items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("CUTOVER_TEST_PLANTED_TENANT", "4")
-    service = build(settings(tmp_path, shadow_quarantine=QUARANTINE, shadow_retention_seconds=3600.0))
+    service = build(
+        settings(
+            tmp_path,
+            planted=4,
+            worker_env=world.env(),
+            shadow_quarantine=QUARANTINE,
+            shadow_retention_seconds=3600.0,
+        )
+    )
     try:
         assert service.shadows is not None
         ids = accept(service, 8)

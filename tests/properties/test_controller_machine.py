@@ -198,6 +198,7 @@ class ShadowFakeBackend(FakeBackend):
         super().__init__(path, world, ticks=ticks)
         self.shadow_runs: list[Run] = []
         self.cancel_stops_running = True
+        self.live_view = True  # shadows run on the local runners, which see a kill at once
 
     def _start(self, job_id: str) -> None:
         runs = self.world.runs

@@ -1,9 +1,9 @@
 """The sample worker with a planted difference and, on request, noise: what a rewrite that went
 wrong for one tenant looks like, and a report column that differs on every run.
 
-``CUTOVER_TEST_PLANTED_TENANT``: on the new path, that tenant's first form gets another amount in
-row 5 (cell D5). ``CUTOVER_TEST_NOISE=1``: every form gets a "Generated at" column stamped with the
-time of the run, on both paths.
+``--planted-tenant N``: on the new path, that tenant's first form gets another amount in row 5
+(cell D5). ``--noise``: every form gets a "Generated at" column stamped with the time of the run,
+on both paths. (Arguments, not variables: a local job's environment is the job contract's only.)
 """
 
 from __future__ import annotations
@@ -17,8 +17,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
 import sample_worker
 
-PLANTED = int(os.environ.get("CUTOVER_TEST_PLANTED_TENANT", "0") or 0)
-NOISE = os.environ.get("CUTOVER_TEST_NOISE") == "1"
+
+def _options(argv: list[str]) -> tuple[int, bool]:
+    planted = int(argv[argv.index("--planted-tenant") + 1]) if "--planted-tenant" in argv else 0
+    return planted, "--noise" in argv
+
+
+PLANTED, NOISE = _options(sys.argv)
 _records = sample_worker.records
 
 

@@ -4,8 +4,10 @@ judged, for the tests that run real worker processes."""
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,26 @@ PLANTED_WORKER = Path(__file__).resolve().parent / "planted_worker.py"
 GROUPS = {"g1": [1, 2], "g2": [3, 4]}
 
 
-def settings(tmp_path: Path, **extra: Any) -> Settings:
+def worker(*, planted: int = 0, noise: bool = False, env: Mapping[str, str] | None = None) -> str:
+    """The planted worker's command. A local job gets only the job contract's variables, so what
+    it needs besides (its test settings, the credentials its role would give it) is in the command."""
+    words = ["env", *(f"{k}={v}" for k, v in (env or {}).items())] if env else []
+    words += [sys.executable, str(PLANTED_WORKER)]
+    if planted:
+        words += ["--planted-tenant", str(planted)]
+    if noise:
+        words.append("--noise")
+    return shlex.join(words)
+
+
+def settings(
+    tmp_path: Path,
+    *,
+    planted: int = 0,
+    noise: bool = False,
+    worker_env: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> Settings:
     plan = tmp_path / "rollout.json"
     plan.write_text(
         json.dumps(
@@ -32,7 +53,7 @@ def settings(tmp_path: Path, **extra: Any) -> Settings:
         "flag_file": tmp_path / "flags.json",
         "ledger": f"sqlite:///{tmp_path / 'ledger.db'}",
         "backend": "local",
-        "local_worker": f"{sys.executable} {PLANTED_WORKER}",
+        "local_worker": worker(planted=planted, noise=noise, env=worker_env),
         "local_state_dir": tmp_path / "state",
         "output_dir": tmp_path / "output",
         "rollout_file": plan,

@@ -111,7 +111,7 @@ def test_the_daily_allowance_per_tenant_holds(tmp_path: Path) -> None:
     plan = RolloutPlan(
         (Group("g", frozenset({3, 4})),),
         "plan",
-        ShadowPlan(groups=("g",), rate=1.0, max_per_tenant_per_day=5),
+        shadow=ShadowPlan(groups=("g",), rate=1.0, max_per_tenant_per_day=5),
     )
     runner = ShadowRunner(ledger, {}, ShadowConfig(), plan=lambda: plan)
     records = [

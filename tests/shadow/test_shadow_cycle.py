@@ -53,7 +53,8 @@ class Rig:
                 Path.NEW: FakeBackend(Path.NEW, self.world, ticks=shadow_ticks),
             }
             for b in self.shadow_backends.values():
-                b.cancel_stops_running = True  # as TerminateJob and a killed local worker do
+                b.cancel_stops_running = True  # as a killed local worker does
+                b.live_view = True  # shadows run on the local runners, which see a kill at once
             self.runner = ShadowRunner(
                 ledger,
                 self.shadow_backends,
@@ -159,20 +160,38 @@ def _submits(backends: Iterable[object]) -> list[DispatchBatch]:
     return [batch for b in backends for batch in b.submits]  # type: ignore[attr-defined]
 
 
-def test_shadows_holding_the_room_are_stopped_before_real_work_is_submitted(sqlite_ledger, clock) -> None:  # type: ignore[no-untyped-def]
-    flags = FakeFlags.none()
-    flags.publish("v1", set())
-    rig = Rig(sqlite_ledger, clock, flags, budget=4, shadows=True, ticks=2, shadow_ticks=30)
-    rig.ledger.accept([ConversionRequest(f"a{i}", 5, {}) for i in range(4)], clock())
-    for _ in range(30):  # the old path finishes its four; their shadows take the idle budget
-        rig.step()
-        if sum(b.running() for b in rig.shadow_backends.values()) == 4:
-            break
-    assert [rig.ledger.get(f"a{i}").state for i in range(4)] == [ConversionState.SUCCEEDED] * 4  # type: ignore[union-attr]
+def test_shadows_holding_the_room_are_stopped_before_real_work_is_submitted(scratch: FsPath) -> None:
+    """The cycle that sees real work stops the shadows holding its room, and the real work moves
+    cycle by cycle exactly as it does on a rig without shadows."""
+
+    def warmed_up(shadows: bool) -> Rig:
+        clock = FakeClock()
+        flags = FakeFlags.none()
+        flags.publish("v1", set())
+        rig = Rig(
+            _ledger(scratch, f"room{shadows}"), clock, flags, budget=4, shadows=shadows, shadow_ticks=30
+        )
+        rig.ledger.accept([ConversionRequest(f"a{i}", 5, {}) for i in range(4)], clock())
+        for _ in range(30):  # the old path finishes its four; their shadows take the idle budget
+            rig.step()
+            done = all(rig.ledger.get(f"a{i}").state is ConversionState.SUCCEEDED for i in range(4))  # type: ignore[union-attr]
+            if done and sum(b.running() for b in rig.shadow_backends.values()) == (4 if shadows else 0):
+                break
+        assert [rig.ledger.get(f"a{i}").state for i in range(4)] == [ConversionState.SUCCEEDED] * 4  # type: ignore[union-attr]
+        return rig
+
+    plain, rig = warmed_up(False), warmed_up(True)
     assert rig.world.load() == 4
-    rig.ledger.accept([ConversionRequest(f"b{i}", 6, {}) for i in range(3)], clock())
-    rig.step()  # the same cycle stops three shadows and starts the three real conversions
-    assert [rig.ledger.get(f"b{i}").state for i in range(3)] == [ConversionState.DISPATCHED] * 3  # type: ignore[union-attr]
+    for r in (plain, rig):
+        r.ledger.accept([ConversionRequest(f"b{i}", 6, {}) for i in range(3)], r.clock())
+    rig.step()  # the same cycle stops three shadows
+    plain.step()
+    assert rig.states([f"b{i}" for i in range(3)]) == plain.states([f"b{i}" for i in range(3)])
+    for _ in range(3):
+        rig.step()
+        plain.step()
+        assert rig.states([f"b{i}" for i in range(3)]) == plain.states([f"b{i}" for i in range(3)])
+    assert [rig.ledger.get(f"b{i}").state for i in range(3)] != [ConversionState.CLAIMED] * 3  # type: ignore[union-attr]
     preempted = [p for p in rig.ledger.shadows([S.PENDING]) if p.conversion_id.startswith("a")]
     assert len(preempted) == 3
     assert all(p.preemptions == 1 for p in preempted)

@@ -19,12 +19,8 @@ from tests.shadow.support import accept, run_to_the_end, settings
 
 
 @pytest.mark.slow
-def test_a_planted_difference_shows_in_the_report_and_fails_its_group(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("CUTOVER_TEST_PLANTED_TENANT", "3")
-    monkeypatch.setenv("CUTOVER_TEST_NOISE", "1")
-    service = build(settings(tmp_path))
+def test_a_planted_difference_shows_in_the_report_and_fails_its_group(tmp_path: Path) -> None:
+    service = build(settings(tmp_path, planted=3, noise=True))
     try:
         assert service.shadows is not None
         ids = accept(service, 12)
