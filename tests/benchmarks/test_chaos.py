@@ -116,6 +116,11 @@ def test_chaos_on_the_aws_paths_with_aws_faults_loses_and_duplicates_nothing_wit
             "3",
             "--fault-rate",
             "0.05",
+            # Every call crosses one moto server: on a busy machine the drain alone took 169 s of
+            # a longer run, so the drain may take longer than the default 180 s before it counts
+            # as lost work.
+            "--drain-seconds",
+            "480",
             "--keep",
             str(tmp_path / "run"),
         ],
