@@ -103,16 +103,27 @@ def planned_jobs(key: str, conversion_ids: Sequence[str]) -> dict[str, tuple[int
     return out
 
 
-def _status(status: str | None, reason: str, output: str | None = None) -> JobState:
+def _status(
+    status: str | None, reason: str, output: str | None = None, job: Mapping[str, Any] | None = None
+) -> JobState:
     if status in _QUEUED:
         return JobState(JobStatus.QUEUED)
     if status in _RUNNING:
         return JobState(JobStatus.RUNNING)
+    started, stopped = _times(job or {})
     if status == "SUCCEEDED":
-        return JobState(JobStatus.SUCCEEDED, "", output)
+        return JobState(JobStatus.SUCCEEDED, "", output, started, stopped)
     if status == "FAILED":
-        return JobState(JobStatus.FAILED, reason or "job failed")
+        return JobState(JobStatus.FAILED, reason or "job failed", None, started, stopped)
     return JobState(JobStatus.UNKNOWN, f"unknown Batch status {status!r}")
+
+
+def _times(job: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    """A finished job's own start and stop (Batch gives epoch milliseconds), when it ran at all."""
+    started, stopped = job.get("startedAt"), job.get("stoppedAt")
+    if not isinstance(started, int | float) or not isinstance(stopped, int | float) or started <= 0:
+        return None, None
+    return started / 1000.0, stopped / 1000.0
 
 
 def _failure_reason(summary: dict[str, Any]) -> str:
@@ -362,7 +373,7 @@ class BatchBackend:
                     continue
                 running += detail.get("status") in _RUNNING
                 result_uri = _env(detail, "CUTOVER_RESULT_URI")
-                out[r] = _status(detail.get("status"), _failure_reason(detail), result_uri)
+                out[r] = _status(detail.get("status"), _failure_reason(detail), result_uri, detail)
                 if out[r].status is JobStatus.FAILED and result_uri:
                     out[r] = self._failure_from_result(r, out[r], result_uri)
             polled: dict[str, _Children] = {}
@@ -390,7 +401,13 @@ class BatchBackend:
                         else:
                             state = JobState(JobStatus.QUEUED)
                     if state.status is JobStatus.SUCCEEDED and results:
-                        state = JobState(JobStatus.SUCCEEDED, "", f"{results}{r.conversion_id}.json")
+                        state = JobState(
+                            JobStatus.SUCCEEDED,
+                            "",
+                            f"{results}{r.conversion_id}.json",
+                            state.started_at,
+                            state.finished_at,
+                        )
                     elif state.status is JobStatus.FAILED and results:
                         state = self._failure_from_result(r, state, f"{results}{r.conversion_id}.json")
                     out[r] = state
@@ -414,7 +431,13 @@ class BatchBackend:
             return state
         if reported is None or reported.status is not JobStatus.FAILED:
             return state  # the exit status has the last word on how the job ended
-        return JobState(JobStatus.FAILED, f"{reported.reason} ({state.reason})", reported.output)
+        return JobState(
+            JobStatus.FAILED,
+            f"{reported.reason} ({state.reason})",
+            reported.output,
+            reported.started_at or state.started_at,
+            reported.finished_at or state.finished_at,
+        )
 
     def _describe(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
@@ -445,7 +468,8 @@ class BatchBackend:
         for listed_status in wanted:
             for job in self._list(arrayJobId=parent, jobStatus=listed_status, maxResults=LIST_MAX):
                 index = int(str(job["jobId"]).rsplit(":", 1)[1])
-                states[index] = _status(str(job.get("status", listed_status)), _failure_reason(job))
+                status_now = str(job.get("status", listed_status))
+                states[index] = _status(status_now, _failure_reason(job), None, job)
         return _Children(now, summary, states)
 
     def _list(self, **kwargs: Any) -> Iterable[dict[str, Any]]:

@@ -82,6 +82,10 @@ class ConversionRecord:
     dispatched_at: float | None = None
     finished_at: float | None = None
     updated_at: float | None = None
+    # The job's own timing of the attempt that finished it (the job contract's result), when the
+    # backend reported one: the work itself, without queueing, provisioning or cycle latency.
+    job_started_at: float | None = None
+    job_finished_at: float | None = None
 
     @property
     def request(self) -> ConversionRequest:
@@ -123,11 +127,14 @@ class JobStatus(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class JobState:
-    """One poll answer: the status, and for finished work why and where the output went."""
+    """One poll answer: the status, and for finished work why, where the output went and, when the
+    job reported them, when its work started and ended (epoch seconds, the job's own clock)."""
 
     status: JobStatus
     reason: str = ""
     output: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

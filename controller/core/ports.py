@@ -124,6 +124,8 @@ class Finish:
     fence: int
     state: ConversionState
     reason: str = ""
+    job_started_at: float | None = None  # the job's own timing of this attempt, when it gave one
+    job_finished_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from controller.core.admission import Load, clamp_threads, split_budget
+from controller.core.admission import Load, Split, clamp_threads, split_budget
 from controller.core.domain import (
     ConversionRecord,
     ConversionState,
@@ -228,11 +228,20 @@ class Controller:
                             record.fence,
                             ConversionState.SUCCEEDED,
                             state.output or "",
+                            state.started_at,
+                            state.finished_at,
                         )
                     )
                 elif verdict is Verdict.FAIL:
                     finishes.append(
-                        Finish(record.conversion_id, record.fence, ConversionState.FAILED, state.reason)
+                        Finish(
+                            record.conversion_id,
+                            record.fence,
+                            ConversionState.FAILED,
+                            state.reason,
+                            state.started_at,
+                            state.finished_at,
+                        )
                     )
                 elif verdict is Verdict.RESUBMIT:
                     why = f"attempt {record.attempts} failed ({state.reason}); resubmitting on {path.value}"
@@ -262,9 +271,22 @@ class Controller:
 
     # -- dispatch: split the budget, then submit each path's work ------------------------------
 
-    def _dispatch(
-        self, now: float, lease_until: float, queued: Mapping[Path, int], errors: list[str]
-    ) -> tuple[dict[Path, int], int, int, dict[Path, int]]:
+    @dataclass(frozen=True, slots=True)
+    class Admission:
+        """What a dispatch would work from now, and how it would split the budget (read only)."""
+
+        load: Load
+        split: Split
+        legacy_todo: list[ConversionRecord]
+        new_todo: list[ConversionRecord]
+        new_running: int  # new-path jobs the backend says hold a slot
+        admitted_new: int  # new-path work that counts against the budget (running, or handed over)
+
+    def admission(self, queued_new: int) -> Controller.Admission:
+        """The load both paths hold and want now and the split of the budget it gives, reading the
+        ledger and the backends and changing nothing. ``queued_new`` is the new-path work a poll saw
+        waiting in the backend's queue. The dispatch step applies it; a simulation asks it to tell
+        which cycles can change what runs."""
         cfg = self.config
         legacy, new = self.backends.get(Path.LEGACY), self.backends.get(Path.NEW)
         legacy_todo = self.ledger.pending_dispatch(Path.LEGACY, cfg.max_claims) if legacy else []
@@ -281,8 +303,18 @@ class Controller:
                 Path.NEW, ConversionState.DISPATCHED
             )
             admitted_new = max(new_running, handed)
-        load = Load(legacy_in_use, admitted_new, len(legacy_todo), len(new_todo) + queued.get(Path.NEW, 0))
+        load = Load(legacy_in_use, admitted_new, len(legacy_todo), len(new_todo) + queued_new)
         split = split_budget(cfg.budget, load, cfg.legacy_max_threads)
+        return Controller.Admission(load, split, legacy_todo, new_todo, new_running, admitted_new)
+
+    def _dispatch(
+        self, now: float, lease_until: float, queued: Mapping[Path, int], errors: list[str]
+    ) -> tuple[dict[Path, int], int, int, dict[Path, int]]:
+        cfg = self.config
+        legacy, new = self.backends.get(Path.LEGACY), self.backends.get(Path.NEW)
+        plan = self.admission(queued.get(Path.NEW, 0))
+        split, legacy_todo, new_todo = plan.split, plan.legacy_todo, plan.new_todo
+        legacy_in_use, new_running = plan.load.legacy_in_use, plan.new_running
         dispatched: dict[Path, int] = {}
         cap_in_force = split.new_capacity
         if new is not None:
@@ -290,7 +322,7 @@ class Controller:
             self._new_caps = cap is not None
             if cap is None:
                 # The backend cannot cap itself: hold back so that dispatched, unfinished work fits.
-                new_todo = new_todo[: max(0, split.new_capacity - admitted_new)]
+                new_todo = new_todo[: max(0, split.new_capacity - plan.admitted_new)]
             else:
                 cap_in_force = cap
             if new_todo:

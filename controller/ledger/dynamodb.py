@@ -99,7 +99,19 @@ def _record(item: Item) -> ConversionRecord:
         dispatched_at=_num(item, "dispatched_at"),
         finished_at=_num(item, "finished_at"),
         updated_at=_num(item, "updated_at"),
+        job_started_at=_num(item, "job_started_at"),
+        job_finished_at=_num(item, "job_finished_at"),
     )
+
+
+def _job_times(f: Finish) -> dict[str, AttributeValue]:
+    """The attributes keeping the job's own timing of a finished attempt, when it gave one."""
+    out: dict[str, AttributeValue] = {}
+    if f.job_started_at is not None:
+        out["job_started_at"] = _n(f.job_started_at)
+    if f.job_finished_at is not None:
+        out["job_finished_at"] = _n(f.job_finished_at)
+    return out
 
 
 def _seq(item: Item) -> int:
@@ -752,6 +764,7 @@ class DynamoDBLedger:
                     "finished_at": _n(now),
                     "updated_at": _n(now),
                     schema.TTL_ATTRIBUTE: expires,
+                    **_job_times(f),
                 },
             )
             for f in finishes
@@ -803,6 +816,8 @@ class DynamoDBLedger:
                     "claimed_at",
                     "dispatched_at",
                     "finished_at",
+                    "job_started_at",
+                    "job_finished_at",
                     schema.TTL_ATTRIBUTE,
                 ),
                 to_path_none=True,
@@ -823,6 +838,8 @@ class DynamoDBLedger:
             dispatched_at=None,
             finished_at=None,
             updated_at=now,
+            job_started_at=None,
+            job_finished_at=None,
         )
 
     # -- reads -------------------------------------------------------------------------------

@@ -49,7 +49,9 @@ CREATE TABLE IF NOT EXISTS conversions (
     claimed_at REAL,
     dispatched_at REAL,
     finished_at REAL,
-    updated_at REAL
+    updated_at REAL,
+    job_started_at REAL,
+    job_finished_at REAL
 );
 CREATE INDEX IF NOT EXISTS conversions_by_state ON conversions (state, path, seq);
 -- By tenant alone: each entry is (tenant_id, seq), so a tenant's history comes out in order, and a
@@ -118,8 +120,11 @@ END;
 
 _COLUMNS = (
     "conversion_id, tenant_id, params, state, path, flag_version, reason, job_ref, intent, "
-    "fence, attempts, received_at, claimed_at, dispatched_at, finished_at, updated_at"
+    "fence, attempts, received_at, claimed_at, dispatched_at, finished_at, updated_at, "
+    "job_started_at, job_finished_at"
 )
+# Columns added after the first release: a ledger file made before them gets them when opened.
+_ADDED_COLUMNS = (("job_started_at", "REAL"), ("job_finished_at", "REAL"))
 _FLAG_KEY = "flag:last_known_good"
 
 
@@ -194,6 +199,8 @@ def _claimed(c: Claim, now: float) -> ConversionRecord:
         None,  # dispatched_at
         None,  # finished_at
         now,  # updated_at
+        None,  # job_started_at
+        None,  # job_finished_at
     )
 
 
@@ -216,6 +223,8 @@ def _dispatching(r: ConversionRecord, intent: str, now: float) -> ConversionReco
         r.dispatched_at,
         r.finished_at,
         now,
+        r.job_started_at,
+        r.job_finished_at,
     )
 
 
@@ -233,9 +242,26 @@ class SQLiteLedger:
         except OSError as exc:
             raise LedgerError(f"ledger {path}: cannot create its directory ({exc.strerror})") from exc
         try:
-            self._connection().executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
+            db = self._connection()
+            db.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
+            self._add_columns(db)
         except sqlite3.Error as exc:
             raise LedgerError(f"ledger {path}: cannot create the schema ({exc})") from exc
+
+    @staticmethod
+    def _add_columns(db: sqlite3.Connection) -> None:
+        """Add the columns a ledger file made by an older release lacks (nullable, so old rows
+        simply have no value); under the write lock, so two processes opening it do not race."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            have = {row[1] for row in db.execute("PRAGMA table_info(conversions)")}
+            for name, kind in _ADDED_COLUMNS:
+                if name not in have:
+                    db.execute(f"ALTER TABLE conversions ADD COLUMN {name} {kind}")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     # -- connections -------------------------------------------------------------------------
 
@@ -455,9 +481,22 @@ class SQLiteLedger:
             if not f.state.terminal:
                 raise ValueError(f"{f.state} is not a terminal state")
         applied = self._each(
-            "UPDATE conversions SET state = ?, reason = ?, finished_at = ?, updated_at = ? "
+            "UPDATE conversions SET state = ?, reason = ?, finished_at = ?, updated_at = ?, "
+            "job_started_at = ?, job_finished_at = ? "
             "WHERE conversion_id = ? AND state = 'dispatched' AND fence = ?",
-            [(f.state.value, f.reason, now, now, f.conversion_id, f.fence) for f in finishes],
+            [
+                (
+                    f.state.value,
+                    f.reason,
+                    now,
+                    now,
+                    f.job_started_at,
+                    f.job_finished_at,
+                    f.conversion_id,
+                    f.fence,
+                )
+                for f in finishes
+            ],
         )
         return [f.conversion_id for f, ok in zip(finishes, applied, strict=True) if ok]
 
@@ -487,7 +526,8 @@ class SQLiteLedger:
             db.execute(
                 "UPDATE conversions SET state = 'received', path = NULL, flag_version = NULL, "
                 "job_ref = NULL, intent = NULL, reason = 'requeued by operator', attempts = 0, "
-                "claimed_at = NULL, dispatched_at = NULL, finished_at = NULL, updated_at = ? "
+                "claimed_at = NULL, dispatched_at = NULL, finished_at = NULL, updated_at = ?, "
+                "job_started_at = NULL, job_finished_at = NULL "
                 "WHERE conversion_id = ? AND state = 'failed'",
                 (now, conversion_id),
             )
@@ -504,6 +544,8 @@ class SQLiteLedger:
             dispatched_at=None,
             finished_at=None,
             updated_at=now,
+            job_started_at=None,
+            job_finished_at=None,
         )
 
     # -- reads -------------------------------------------------------------------------------

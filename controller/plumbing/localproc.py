@@ -110,9 +110,8 @@ def result_state(doc: Mapping[str, Any] | None, conversion_id: str) -> JobState 
     result = parse_result(doc, conversion_id)
     if result is None:
         return None
-    if result.status is Status.SUCCEEDED:
-        return JobState(JobStatus.SUCCEEDED, result.reason, result.output)
-    return JobState(JobStatus.FAILED, result.reason, result.output)
+    status = JobStatus.SUCCEEDED if result.status is Status.SUCCEEDED else JobStatus.FAILED
+    return JobState(status, result.reason, result.output, result.started_at, result.finished_at)
 
 
 def failed_result(conversion_id: str, reason: str, **fields: Any) -> dict[str, Any]:

@@ -118,6 +118,23 @@ def test_finish_is_compare_and_set_and_never_goes_backwards(ledger):
     assert (final.state, final.reason, final.finished_at) == (S.SUCCEEDED, "out.xlsx", 30.0)
 
 
+def test_finish_keeps_the_jobs_own_timing_and_requeue_forgets_it(ledger):
+    """The job's start and end as it reported them are kept with the outcome; a record finished
+    without them has none, and an operator's requeue drops them with the rest of the attempt."""
+    ledger.accept([req("t1"), req("t2")], 1.0)
+    claim(ledger, "t1")
+    claim(ledger, "t2")
+    one, two = dispatch(ledger, "t1"), dispatch(ledger, "t2")
+    finishes = [Finish("t1", one.fence, S.FAILED, "boom", 21.5, 27.25), Finish("t2", two.fence, S.SUCCEEDED)]
+    assert ledger.mark_finished(finishes, 30.0) == ["t1", "t2"]
+    timed, untimed = ledger.get("t1"), ledger.get("t2")
+    assert (timed.job_started_at, timed.job_finished_at, timed.finished_at) == (21.5, 27.25, 30.0)
+    assert (untimed.job_started_at, untimed.job_finished_at) == (None, None)
+    freed = ledger.requeue("t1", 40.0)
+    assert (freed.job_started_at, freed.job_finished_at) == (None, None)
+    assert (ledger.get("t1").job_started_at, ledger.get("t1").job_finished_at) == (None, None)
+
+
 def test_resubmit_keeps_the_path_and_fences_out_the_old_attempt(ledger):
     ledger.accept([req("r")], 1.0)
     claim(ledger, "r", Path.LEGACY)
