@@ -48,6 +48,9 @@ class CycleConfig:
     lease_seconds: float = 30.0
     routing: RoutingPolicy = field(default_factory=RoutingPolicy)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # None: the project's split (``split_budget``). A simulation may put another policy in its
+    # place to compare with it (benchmarks/peak.py); a running controller never does.
+    split: Callable[[int, Load, int], Split] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,7 +307,7 @@ class Controller:
             )
             admitted_new = max(new_running, handed)
         load = Load(legacy_in_use, admitted_new, len(legacy_todo), len(new_todo) + queued_new)
-        split = split_budget(cfg.budget, load, cfg.legacy_max_threads)
+        split = (cfg.split or split_budget)(cfg.budget, load, cfg.legacy_max_threads)
         return Controller.Admission(load, split, legacy_todo, new_todo, new_running, admitted_new)
 
     def _dispatch(
