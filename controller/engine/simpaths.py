@@ -15,9 +15,9 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
-from functools import partial
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from controller.core.domain import DispatchBatch, JobRef, JobState, JobStatus, Path
 from controller.engine.profile import Profile, Work
