@@ -17,6 +17,7 @@ from rich.table import Table
 from controller.cli.common import State as _State
 from controller.cli.common import emit_json, settings
 from controller.cli.flag import flag_app
+from controller.cli.forecast import forecast_cmd
 from controller.core.errors import CutoverError, InputError
 from controller.settings import Settings
 
@@ -33,6 +34,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(flag_app, name="flag")
+app.command("forecast")(forecast_cmd)
 out = Console()
 err = Console(stderr=True)
 

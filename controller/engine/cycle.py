@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -332,7 +333,14 @@ class Controller:
                 dispatched[Path.NEW] = self._submit(new, new_todo, 0, now, lease_until, errors)
         threads = clamp_threads(split.legacy_threads, cfg.budget, legacy_in_use, cap_in_force)
         if legacy is not None and legacy_todo and threads >= 1:
-            dispatched[Path.LEGACY] = self._submit(legacy, legacy_todo, threads, now, lease_until, errors)
+            # The build takes the split's share of the backlog (one whose threads were clamped, a
+            # share in proportion), and never more than one dispatch may hold: a manifest of many
+            # thousands on a few threads could outlast CodeBuild's timeout.
+            items = len(legacy_todo) if split.legacy_items is None else split.legacy_items
+            if threads < split.legacy_threads:
+                items = math.ceil(items * threads / split.legacy_threads)
+            todo = legacy_todo[: max(1, min(items, cfg.max_batch_items))]
+            dispatched[Path.LEGACY] = self._submit(legacy, todo, threads, now, lease_until, errors)
         else:
             threads = 0
         in_use = {Path.LEGACY: legacy_in_use + threads, Path.NEW: new_running}

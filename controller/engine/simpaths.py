@@ -122,6 +122,7 @@ class SimulatedBatch:
         self.cap = 0
         self.held = 0
         self.peak_held = 0
+        self.peak_cap = 0  # the highest cap the controller asked for
         self._jobs: dict[str, _Job] = {}
         self._queue: deque[str] = deque()
 
@@ -151,6 +152,8 @@ class SimulatedBatch:
 
     def set_capacity(self, slots: int) -> int:
         self.cap = max(0, slots)
+        if self._queue or self.held:
+            self.peak_cap = max(self.peak_cap, min(self.cap, self.held + len(self._queue)))
         self._start_queued()
         return max(slots, self.held)
 

@@ -105,6 +105,7 @@ class SimResult:
     launches: list[float]
     changes: list[tuple[float, int, int]]  # (time, legacy at work, new at work)
     new_slots_peak: int
+    new_cap_wanted: int  # the most new-path slots the split gave while the path had work for them
     cycles_run: int
     cycles_skipped: int
     cpu_seconds: float
@@ -311,6 +312,7 @@ def _result(
         launches=world.launches,
         changes=changes,
         new_slots_peak=new.peak_held,
+        new_cap_wanted=new.peak_cap,
         cycles_run=driver.cycles_run,
         cycles_skipped=driver.cycles_skipped,
         cpu_seconds=cpu,
