@@ -33,7 +33,7 @@ from pathlib import Path as FsPath
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from controller.core.domain import Path
 from controller.core.errors import InputError
@@ -114,14 +114,11 @@ class ProfileSpec(_Strict):
     defaults: DefaultsSpec
     tenants: dict[Annotated[int, Field(ge=1)], PathsSpec] = Field(default_factory=dict)
     provisioning_seconds: ProvisioningSpec = Field(default_factory=ProvisioningSpec)
-    arrivals: SpreadSpec | Annotated[list[ArrivalSpec], Field(min_length=1)]
+    arrivals: dict[str, Any] | list[Any]  # a spread or a list; checked on its own, see _arrivals
     jobs: JobsSpec = Field(default_factory=JobsSpec)
 
-    @model_validator(mode="after")
-    def _not_too_many(self) -> ProfileSpec:
-        if isinstance(self.arrivals, list) and sum(a.count for a in self.arrivals) > MAX_CONVERSIONS:
-            raise ValueError(f"arrivals: more than {MAX_CONVERSIONS:,} conversions")
-        return self
+
+_ARRIVAL_LIST = TypeAdapter(Annotated[list[ArrivalSpec], Field(min_length=1)])
 
 
 def load_profile(path: FsPath) -> tuple[Profile, JobShape]:
@@ -176,9 +173,17 @@ def parse_profile(doc: Any, source: str, origin: str = "file") -> tuple[Profile,
     return profile, JobShape(jobs.vcpus, jobs.memory_gb, jobs.codebuild_compute_type)
 
 
-def _arrivals(spec: SpreadSpec | list[ArrivalSpec], source: str) -> list[Arrival]:
-    if isinstance(spec, list):
-        return sorted((Arrival(a.at_seconds, a.tenant_id, a.count) for a in spec), key=lambda a: a.at)
+def _arrivals(raw: dict[str, Any] | list[Any], source: str) -> list[Arrival]:
+    """A list of arrivals, or a spread of conversions over tenants and time."""
+    try:
+        if isinstance(raw, list):
+            listed = _ARRIVAL_LIST.validate_python(raw)
+            if sum(a.count for a in listed) > MAX_CONVERSIONS:
+                raise InputError(f"{source}: arrivals: more than {MAX_CONVERSIONS:,} conversions")
+            return sorted((Arrival(a.at_seconds, a.tenant_id, a.count) for a in listed), key=lambda a: a.at)
+        spec = SpreadSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise InputError(problem(source, exc, "arrivals")) from exc
     ids: set[int] = set()
     for i, entry in enumerate(spec.tenants):
         ids.update(parse_entry(entry, f"{source}: arrivals.tenants.{i}"))
