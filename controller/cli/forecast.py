@@ -19,7 +19,7 @@ from rich.table import Table
 from controller.cli.common import emit_json, settings
 from controller.core.errors import ConfigError, InputError
 from controller.engine.forecast import Forecast, Scenario, forecast, next_group, sim_config
-from controller.engine.history import history_profile
+from controller.engine.history import Window, history_profile
 from controller.engine.pricing import JobShape, load_prices
 from controller.engine.profile import Profile
 from controller.engine.profile_file import load_profile
@@ -57,7 +57,11 @@ def profile_for(cfg: Settings, name: str, now: float) -> tuple[Profile, JobShape
 
         ledger = make_ledger(cfg)
         try:
-            return history_profile(ledger, "last-peak" if name == "last-peak" else "last-7d", now), None
+            window: Window = "last-peak" if name == "last-peak" else "last-7d"
+            local = cfg.backend == "local"
+            return history_profile(
+                ledger, window, now, same_machine=local, cycle_seconds=cfg.cycle_seconds
+            ), None
         finally:
             ledger.close()
     file = FsPath(name)

@@ -17,9 +17,9 @@ from typing import Any
 from controller.core.domain import Path
 from controller.core.errors import InputError
 from controller.core.ports import Ledger, LedgerQueries
-from controller.engine.history import Window, history_profile
+from controller.engine.history import Window, history_profile, learn, profile_of
 from controller.engine.pricing import JobShape, PriceTable, codebuild_cost, fargate_cost, load_prices
-from controller.engine.profile import Profile
+from controller.engine.profile import Arrival, Profile
 from controller.engine.simulation import SimConfig, SimResult, simulate, summary
 from controller.settings import Settings
 from flags.rollout import RolloutPlan
@@ -252,7 +252,14 @@ def forecast_next_group(
         return {"group": None, "unavailable": "every rollout group is in the flag"}
     name, after = step
     try:
-        profile = history_profile(ledger, window, time.time() if now is None else now)
+        when = time.time() if now is None else now
+        profile = history_profile(
+            ledger,
+            window,
+            when,
+            same_machine=settings.backend == "local",
+            cycle_seconds=settings.cycle_seconds,
+        )
     except InputError as exc:
         return {"group": name, "unavailable": str(exc)}
     result = forecast(
@@ -262,3 +269,29 @@ def forecast_next_group(
         new_ledger,
     )
     return {"group": name, "forecast": result.document}
+
+
+def stage_forecast(
+    history: LedgerQueries,
+    tenants: Sequence[int],
+    migrated: frozenset[int] | None,
+    config: SimConfig,
+    new_ledger: Callable[[], Ledger],
+    *,
+    same_machine: bool = False,
+) -> SimResult:
+    """What a wave of one conversion per tenant in ``tenants``, all arriving at once, will do under
+    ``migrated``, forecast from the history so far (as the demo does before each stage)."""
+    profile = profile_of(
+        learn(history),
+        [Arrival(0.0, t) for t in tenants],
+        name="next stage",
+        source="ledger history so far",
+        same_machine=same_machine,
+        cycle_seconds=config.cycle_seconds,
+    )
+    ledger = new_ledger()
+    try:
+        return simulate(profile, migrated, config, ledger)
+    finally:
+        ledger.close()

@@ -11,7 +11,7 @@ the window, at the moments they came. Reads the ledger through ``LedgerQueries``
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -43,6 +43,7 @@ class Learnt:
     attempts: Counter[tuple[int, Path]] = field(default_factory=Counter)
     failures: Counter[tuple[int, Path]] = field(default_factory=Counter)
     gaps: dict[tuple[Path, str], float] = field(default_factory=dict)  # per dispatch: shortest gap
+    lags: list[float] = field(default_factory=list)  # new path: job's end to the outcome's record
     received: list[tuple[float, int]] = field(default_factory=list)
     untimed: int = 0
 
@@ -59,6 +60,8 @@ class Learnt:
             return
         if r.state is ConversionState.SUCCEEDED:
             self.durations.setdefault(key, []).append(max(0.0, r.job_finished_at - r.job_started_at))
+            if r.path is Path.NEW and r.finished_at is not None:
+                self.lags.append(max(0.0, r.finished_at - r.job_finished_at))
         if r.dispatched_at is not None and r.attempts == 1:
             # A build's conversions share one dispatch (its job reference); a new-path batch's
             # jobs share the moment they were handed over.
@@ -75,7 +78,14 @@ def learn(ledger: LedgerQueries) -> Learnt:
     return out
 
 
-def history_profile(ledger: LedgerQueries, window: Window, now: float) -> Profile:
+def history_profile(
+    ledger: LedgerQueries,
+    window: Window,
+    now: float,
+    *,
+    same_machine: bool = False,
+    cycle_seconds: float = 0.0,
+) -> Profile:
     """The profile of ``window`` (``last-peak``: the busiest UTC day of the last five weeks;
     ``last-7d``: the last seven days) with durations learnt from the whole history."""
     learnt = learn(ledger)
@@ -85,12 +95,32 @@ def history_profile(ledger: LedgerQueries, window: Window, now: float) -> Profil
         raise InputError(f"--profile {window}: the ledger received no conversion in {label}")
     first = min(a.at for a in arrivals)
     arrivals = [Arrival(a.at - first, a.tenant_id) for a in arrivals]
-    profile = profile_of(learnt, arrivals, name=window, source=f"ledger history, arrivals of {label}")
+    profile = profile_of(
+        learnt,
+        arrivals,
+        name=window,
+        source=f"ledger history, arrivals of {label}",
+        same_machine=same_machine,
+    )
     return replace(profile, window=(start + first, end))
 
 
-def profile_of(learnt: Learnt, arrivals: Iterable[Arrival], *, name: str, source: str) -> Profile:
-    """A profile with ``learnt``'s durations, failures and provisioning, and these arrivals."""
+def profile_of(
+    learnt: Learnt,
+    arrivals: Iterable[Arrival],
+    *,
+    name: str,
+    source: str,
+    same_machine: bool = False,
+    cycle_seconds: float = 0.0,
+) -> Profile:
+    """A profile with ``learnt``'s durations, failures, provisioning and release, and these arrivals.
+
+    ``same_machine``: both paths start a worker process on this machine (the local runners), so a
+    path whose provisioning was never measured takes the other path's rather than Fargate's.
+    A new-path job's release is the median lag from its end to the ledger's record of it, less
+    the half cycle the controller takes on average to poll it (``cycle_seconds``).
+    """
     notes: list[str] = []
     pooled: dict[Path, list[float]] = {p: [] for p in Path}
     for (_, path), seen in learnt.durations.items():
@@ -115,13 +145,26 @@ def profile_of(learnt: Learnt, arrivals: Iterable[Arrival], *, name: str, source
     if learnt.untimed:
         notes.append(f"{learnt.untimed} finished conversions carry no job timing and were left out")
     provisioning = dict(DEFAULT_PROVISIONING)
+    measured: dict[Path, Span] = {}
     for path in Path:
         gaps = sorted(g for (p, _), g in learnt.gaps.items() if p is path)
         if gaps:
-            provisioning[path] = _span(gaps)
+            measured[path] = provisioning[path] = _span(gaps)
             notes.append(f"{path.value} provisioning measured over {len(gaps)} dispatches")
+    for path in Path:
+        other = Path.NEW if path is Path.LEGACY else Path.LEGACY
+        if path in measured:
+            continue
+        if same_machine and other in measured:
+            provisioning[path] = measured[other]
+            notes.append(f"{path.value} provisioning: not measured; the {other.value} path's (same machine)")
         else:
             notes.append(f"{path.value} provisioning: the default (nothing measured)")
+    release = 0.0
+    if learnt.lags:
+        lags = sorted(learnt.lags)
+        release = max(0.0, lags[len(lags) // 2] - cycle_seconds / 2)
+        notes.append(f"new path release measured over {len(lags)} jobs")
     return Profile(
         name=name,
         source=source,
@@ -129,6 +172,7 @@ def profile_of(learnt: Learnt, arrivals: Iterable[Arrival], *, name: str, source
         arrivals=tuple(sorted(arrivals, key=lambda a: (a.at, a.tenant_id))),
         tenants=tenants,
         provisioning=provisioning,
+        release=release,
         notes=tuple(notes),
     )
 
@@ -167,11 +211,3 @@ def _date(ts: float) -> str:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
-
-
-def tenant_counts(arrivals: Iterable[Arrival]) -> Mapping[int, int]:
-    """Conversions per tenant among ``arrivals``."""
-    out: Counter[int] = Counter()
-    for a in arrivals:
-        out[a.tenant_id] += a.count
-    return out

@@ -148,6 +148,9 @@ class Profile:
     arrivals: tuple[Arrival, ...]
     tenants: Mapping[int, Mapping[Path, Behaviour]] = field(default_factory=dict)
     provisioning: Mapping[Path, Span] = field(default_factory=lambda: dict(DEFAULT_PROVISIONING))
+    # Seconds a new-path job keeps its slot after its work ends (its process or container
+    # stopping, the path noticing) before the path reports it finished.
+    release: float = 0.0
     window: tuple[float, float] | None = None  # the history it was taken from (epoch seconds)
     notes: tuple[str, ...] = ()
 
@@ -205,6 +208,7 @@ class Profile:
             "defaults": {p.value: self.default[p].describe() for p in Path},
             "tenants_profiled": len(self.tenants),
             "provisioning_seconds": {p.value: self.provisioning[p].describe() for p in Path},
+            "release_seconds": round(self.release, 3),
             "notes": list(self.notes),
         }
 

@@ -196,9 +196,16 @@ class SimulatedBatch:
         world = self.world
         assert job.record is not None
         world.work_ended(job.record, failed)
-        started = job.record.work_at
+        started, ended = job.record.work_at, world.now
         status = JobStatus.FAILED if failed else JobStatus.SUCCEEDED
-        job.state = JobState(status, "simulated failure" if failed else "", None, started, world.now)
+        final = JobState(status, "simulated failure" if failed else "", None, started, ended)
+        if world.profile.release > 0:
+            world.schedule(world.now + world.profile.release, partial(self._release, job, final))
+        else:
+            self._release(job, final)
+
+    def _release(self, job: _Job, final: JobState) -> None:
+        job.state = final
         self.held -= 1
         self._start_queued()
 
