@@ -16,6 +16,7 @@ from rich.table import Table
 
 from controller.cli.common import State as _State
 from controller.cli.common import emit_json, settings
+from controller.cli.decommission import decommission_cmd
 from controller.cli.flag import flag_app
 from controller.cli.forecast import forecast_cmd
 from controller.core.errors import CutoverError, InputError
@@ -35,6 +36,7 @@ app = typer.Typer(
 )
 app.add_typer(flag_app, name="flag")
 app.command("forecast")(forecast_cmd)
+app.command("decommission")(decommission_cmd)
 out = Console()
 err = Console(stderr=True)
 

@@ -317,6 +317,13 @@ class MemoryLedger:
         ids = self._tenants.get(tenant_id, [])
         return [self._records[cid] for cid in reversed(ids[-limit:])] if limit > 0 else []
 
+    def latest_on_path(self, path: Path) -> ConversionRecord | None:
+        """The conversion owned by ``path`` that arrived last."""
+        for cid in reversed(self._order):
+            if self._records[cid].path is path:
+                return self._records[cid]
+        return None
+
     def decisions_since(self, since: float) -> list[tuple[int, Path, str, int]]:
         first = int(since // 60)
         return sorted((m, p, v, n) for (m, p, v), n in self._decisions.items() if m >= first and n)

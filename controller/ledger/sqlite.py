@@ -622,6 +622,17 @@ class SQLiteLedger:
         )
         return [_record(r) for r in rows]
 
+    def latest_on_path(self, path: Path) -> ConversionRecord | None:
+        """The conversion owned by ``path`` that arrived last: one index walk per owned state."""
+        per_state = (
+            f"SELECT * FROM (SELECT seq, {_COLUMNS} FROM conversions WHERE state = ? AND path = ? "
+            "ORDER BY seq DESC LIMIT 1)"
+        )
+        states = [s.value for s in ConversionState if s is not S.RECEIVED]
+        sql = " UNION ALL ".join([per_state] * len(states)) + " ORDER BY seq DESC LIMIT 1"
+        rows = self._read(sql, [arg for state in states for arg in (state, path.value)])
+        return _record(rows[0][1:]) if rows else None
+
     def in_flight_by_tenant(self) -> dict[int, dict[Path, int]]:
         """Conversions owned and not finished, per tenant and path (walks the state index only)."""
         rows = self._read(

@@ -6,7 +6,7 @@ import pytest
 
 from controller.core.domain import ConversionRequest, ConversionState, Path
 from controller.core.errors import ConflictError, NotFoundError
-from controller.core.ports import Claim, Dispatched, Finish
+from controller.core.ports import Claim, Dispatched, Finish, PathHistory
 from flags.snapshot import FlagSnapshot
 
 S = ConversionState
@@ -206,6 +206,24 @@ def test_query_pages_through_everything_once(ledger):
     assert len(tenant_two) == 8
     received, _ = ledger.query(state=S.RECEIVED, path=None, limit=100)
     assert len(received) == 25
+
+
+def test_the_latest_conversion_on_a_path_is_the_last_to_arrive_whatever_its_state(ledger):
+    """For ledgers that offer it (``PathHistory``): what ``cutover decommission`` names as the old
+    path's last conversion."""
+    if not isinstance(ledger, PathHistory):
+        pytest.skip("this ledger does not offer latest_on_path")
+    assert ledger.latest_on_path(Path.LEGACY) is None
+    ledger.accept([req(f"h{i}", tenant=i) for i in range(4)], 1.0)
+    claim(ledger, "h0", Path.LEGACY)
+    claim(ledger, "h1", Path.LEGACY)
+    claim(ledger, "h2", Path.NEW)
+    record = dispatch(ledger, "h1")
+    ledger.mark_finished([Finish("h1", record.fence, S.SUCCEEDED)], 30.0)
+    assert ledger.latest_on_path(Path.LEGACY).conversion_id == "h1"
+    assert ledger.latest_on_path(Path.NEW).conversion_id == "h2"
+    claim(ledger, "h3", Path.LEGACY)
+    assert ledger.latest_on_path(Path.LEGACY).conversion_id == "h3"
 
 
 def test_decisions_are_totalled_per_minute_path_and_version(ledger):
