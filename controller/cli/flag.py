@@ -188,10 +188,14 @@ def plan_cmd(
         float, typer.Option("--window-days", min=0.01, help="Ledger history used for the load shift.")
     ] = 7.0,
     max_add: Annotated[int | None, typer.Option("--max-add", min=1, help="Default: CUTOVER_MAX_ADD.")] = None,
+    forecast: Annotated[
+        bool, typer.Option("--forecast/--no-forecast", help="Simulate the last peak before and after.")
+    ] = True,
     store: StoreOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Show what a change would do (per group) and the load it would shift. Changes nothing."""
+    """Show what a change would do (per group), the load it would shift and, from the ledger's last
+    peak, the forecast of it. Changes nothing."""
     if to_group is None and not add_tenants and not remove_tenants:
         raise InputError("say what to plan: --to-group, --add-tenants or --remove-tenants")
     cfg = _settings()
@@ -210,6 +214,11 @@ def plan_cmd(
         window_days=window_days,
         max_add=max_add or cfg.max_add,
     )
+    if forecast:
+        current = vstore.in_force()
+        content = current.content if current else None
+        after = ops.target(content, plan, to_group=to_group, add=add, remove=remove).migrated
+        result["forecast"] = _forecast(cfg, content.migrated if content else None, after)
     if as_json:
         _emit(result)
         return
@@ -232,6 +241,25 @@ def plan_cmd(
         )
     for problem in result["advance_would_refuse"]:
         out.print(f"[yellow]advance would refuse:[/] {problem}")
+    if forecast:
+        from controller.cli.forecast import summary_lines
+
+        doc = result["forecast"]
+        lines = (
+            [f"forecast unavailable: {doc['unavailable']}"] if "unavailable" in doc else summary_lines(doc)
+        )
+        for line in lines:
+            out.print(line, highlight=False, markup=False)
+
+
+def _forecast(cfg: Settings, before: frozenset[int] | None, after: frozenset[int]) -> dict[str, Any]:
+    """The forecast of the change from the ledger's last peak, or why there is none."""
+    from controller.cli.forecast import run_forecast
+
+    try:
+        return run_forecast(cfg, before, after).document
+    except InputError as exc:
+        return {"unavailable": str(exc)}
 
 
 @flag_app.command("advance")
