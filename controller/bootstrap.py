@@ -334,3 +334,21 @@ def make_intakes(settings: Settings, ledger: Ledger, clock: Callable[[], float],
         sqs_from_settings(settings, ledger, clock),
     ]
     return [intake for intake in found if intake is not None]
+
+
+def next_group_forecast(service: Service, *, now: float | None = None) -> dict[str, Any]:
+    """The forecast of moving the next rollout group, for a dashboard panel to render:
+    ``{"group", "forecast"}`` with the document ``cutover forecast --json`` prints (profile: the
+    ledger's last peak; before: the flag the last cycle routed by), or ``{"group", "unavailable"}``
+    saying why there is none. It reads the whole ledger history and runs two simulations: call it
+    off the request path and keep the answer for a while."""
+    from controller.engine.forecast import forecast_next_group
+    from controller.ledger.memory import MemoryLedger
+    from flags.rollout import load_plan
+
+    cfg = service.settings
+    plan = load_plan(cfg.rollout_file) if cfg.rollout_file is not None and cfg.rollout_file.exists() else None
+    report = service.controller.last_report
+    snapshot = report.flag.snapshot if report is not None else None
+    migrated = None if snapshot is None else (snapshot.tenant_ids if snapshot.enabled else frozenset())
+    return forecast_next_group(service.ledger, migrated, plan, cfg, MemoryLedger, now=now)

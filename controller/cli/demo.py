@@ -17,12 +17,14 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path as FsPath
 from typing import Any, Literal
 
 from controller.core.domain import ConversionRequest, ConversionState, Path
 from controller.core.ports import Ledger
+from controller.engine.forecast import sim_config, stage_forecast
+from controller.ledger.memory import MemoryLedger
 from controller.service import Service
 from controller.settings import Settings
 from flags import ops
@@ -67,6 +69,20 @@ class StageResult:
     removed_on_legacy: int = 0
     removed_on_new: int = 0
     seconds: float = 0.0
+    forecast: dict[str, Any] | None = None  # made just before the stage, from the history so far
+    measured: dict[str, Any] = field(default_factory=dict)
+
+    def error(self) -> dict[str, Any] | None:
+        """How far the forecast was from what the stage measured."""
+        if self.forecast is None or not self.measured:
+            return None
+        f, m = self.forecast, self.measured
+        return {
+            "makespan_percent": round(
+                100.0 * (f["makespan_seconds"] - m["makespan_seconds"]) / m["makespan_seconds"], 1
+            ),
+            "peak_in_flight": f["peak_in_flight"] - m["peak_in_flight"],
+        }
 
 
 @dataclass
@@ -102,6 +118,9 @@ class DemoResult:
                     "removed_tenants_on_legacy": s.removed_on_legacy,
                     "removed_tenants_on_new": s.removed_on_new,
                     "seconds": round(s.seconds, 2),
+                    "forecast": s.forecast,
+                    "measured": s.measured,
+                    "error": s.error(),
                 }
                 for s in self.stages
             ],
@@ -179,11 +198,15 @@ def wave(stage_index: int, tenants: list[int], previous: list[str]) -> list[Conv
     return out
 
 
-def drain(service: Service, ids: list[str], tick: Callable[[int], None], timeout: float) -> None:
-    """Run cycles until every conversion in ``ids`` is terminal."""
-    deadline = time.monotonic() + timeout
+def drain(service: Service, ids: list[str], tick: Callable[[int], None], timeout: float) -> float:
+    """Run cycles until every conversion in ``ids`` is terminal; returns the mean seconds from one
+    cycle's start to the next (the pause between them plus the cycle itself)."""
+    started = time.monotonic()
+    deadline = started + timeout
     pending = set(ids)
+    cycles = 0
     while pending:
+        cycles += 1
         if time.monotonic() > deadline:
             raise TimeoutError(f"{len(pending)} conversions did not finish within {timeout:.0f}s")
         service.controller.run_cycle()
@@ -196,6 +219,7 @@ def drain(service: Service, ids: list[str], tick: Callable[[int], None], timeout
         tick(len(done))
         if pending:
             time.sleep(service.settings.cycle_seconds)
+    return (time.monotonic() - started) / max(1, cycles)
 
 
 def run_stages(
@@ -222,6 +246,7 @@ def run_stages(
     accepted: list[str] = []
     previous: list[str] = []
     migrated_before: set[int] = set()
+    period = service.settings.cycle_seconds
     for index, stage in enumerate(STAGES):
         stage_started = time.monotonic()
         version = None
@@ -232,10 +257,12 @@ def run_stages(
         current = store.in_force()
         migrated = set(current.content.migrated) if current else set()
         requests = wave(index, tenants, previous)
+        flag = frozenset(migrated) if current else None
+        forecast = forecast_stage(service, tenants, flag, period) if index else None
         answer = service.ledger.accept(requests, service.clock())
         result.resubmitted_ids_folded += len(answer.duplicates)
         accepted.extend(answer.accepted)
-        drain(service, answer.accepted, tick, stage_timeout)
+        period = drain(service, answer.accepted, tick, stage_timeout)
         report = service.controller.last_report
         if report is not None and report.flag.snapshot is not None:
             version = report.flag.snapshot.version
@@ -262,6 +289,8 @@ def run_stages(
             removed_on_legacy=removed_legacy,
             removed_on_new=removed_new,
             seconds=time.monotonic() - stage_started,
+            forecast=forecast,
+            measured=measure(service, answer.accepted),
         )
         result.stages.append(stage_result)
         on_stage(stage_result)
@@ -270,6 +299,34 @@ def run_stages(
     judge(service, workdir, accepted, result)
     result.seconds = time.monotonic() - started
     return result
+
+
+def forecast_stage(
+    service: Service, tenants: list[int], migrated: frozenset[int] | None, period: float
+) -> dict[str, Any]:
+    """What the next wave (one conversion per tenant, at once) will do under ``migrated``, from the
+    ledger's history so far: the simulator running the project's own cycle, every ``period``
+    seconds as the last stage's cycles came (the demo's pause between cycles is so short that the
+    cycle's own time counts)."""
+    config = replace(sim_config(service.settings), cycle_seconds=period)
+    run = stage_forecast(service.ledger, tenants, migrated, config, MemoryLedger, same_machine=True)
+    return {"makespan_seconds": round(run.makespan, 2), "peak_in_flight": run.peak()}
+
+
+def measure(service: Service, ids: list[str]) -> dict[str, Any]:
+    """What a stage did, as the ledger recorded it (makespan: first received to last finished) and
+    as the workers wrote it (the most conversions at work at one instant)."""
+    records = [r for r in (service.ledger.get(cid) for cid in ids) if r is not None]
+    if not records:
+        return {}
+    finished = [r.finished_at for r in records if r.finished_at is not None]
+    received = [r.received_at for r in records if r.received_at is not None]
+    wanted = set(ids)
+    lines = [o for cid, v in produced_lines(service.settings.output_dir).items() if cid in wanted for o in v]
+    return {
+        "makespan_seconds": round(max(finished) - min(received), 2),
+        "peak_in_flight": max_overlap([(o["started_at"], o["finished_at"]) for o in lines]),
+    }
 
 
 def judge(service: Service, workdir: FsPath, accepted: list[str], result: DemoResult) -> None:

@@ -187,10 +187,17 @@ def demo_cmd(
 
             def on_stage(stage: Any) -> None:
                 if not as_json:
+                    f, m = stage.forecast, stage.measured
+                    guess = (
+                        f"  forecast {f['makespan_seconds']:.1f}s peak {f['peak_in_flight']}, "
+                        f"measured {m['makespan_seconds']:.1f}s peak {m['peak_in_flight']}"
+                        if f and m
+                        else ""
+                    )
                     out.print(
                         f"[bold]{stage.name:>9}[/]  flag {stage.flag_version or '—':<18} "
                         f"migrated {stage.migrated_tenants:>3}  legacy {stage.legacy:>3}  "
-                        f"new {stage.new:>3}  failed {stage.failed}  ({stage.seconds:.1f}s)"
+                        f"new {stage.new:>3}  failed {stage.failed}  ({stage.seconds:.1f}s){guess}"
                     )
 
             result = run_stages(service, workdir, on_stage=on_stage, tick=lambda n: progress.advance(task, n))
