@@ -23,7 +23,7 @@ from typing import Any
 
 from harness import Timer, arguments, emit, goal, machine  # also puts the repository on sys.path
 
-from controller.core.admission import Load, Split
+from controller.core.admission import Load, Split, build_items
 from controller.core.domain import Path
 from controller.engine.profile import Behaviour, Durations, Profile, Work, spread
 from controller.engine.simulation import SimConfig, SimResult, simulate, summary
@@ -55,10 +55,14 @@ def reference_split(threads: int, jobs: int) -> Any:
 
 
 def half_split(budget: int, load: Load, max_build_threads: int) -> Split:
-    """A static 50/50 split: the old path's half goes to builds as it frees, the new path keeps its half."""
+    """A static 50/50 split: the old path's half goes to builds as it frees, the new path keeps its
+    half; a build takes its part of the backlog as cutover's do, so only the split differs."""
     legacy_half = budget // 2
-    free = max(0, legacy_half - load.legacy_in_use)
-    return Split(min(free, load.legacy_waiting, max_build_threads), budget - legacy_half)
+    threads = min(max(0, legacy_half - load.legacy_in_use), load.legacy_waiting, max_build_threads)
+    if threads == 0:
+        return Split(0, budget - legacy_half)
+    items = build_items(threads, load.legacy_waiting, load.legacy_in_use)
+    return Split(threads, budget - legacy_half, items)
 
 
 def bounds(profile: Profile, works: list[Work], migrated: frozenset[int], budget: int) -> dict[str, float]:

@@ -3,9 +3,12 @@
 Durations per tenant and path come from the job's own timing of each finished conversion (the
 start and end its result reported), never from the ledger's own times, which include queueing
 and cycle latency; a record without that timing is left out and counted. Failure rates are
-failed attempts over attempts. Provisioning is the shortest gap, per dispatch, between handing a
-batch to a path and the first of its jobs starting work. Arrivals are the conversions received in
-the window, at the moments they came. Reads the ledger through ``LedgerQueries`` only.
+failed attempts over attempts. Provisioning: for a build, the gap between its dispatch and its
+first conversion starting work; for the new path, the gaps between a batch's claim and the work
+starting of the jobs that started before any job of the batch ended (they cannot have waited for
+a slot it freed; the claim, not the recorded dispatch, since a large batch's submit can take
+longer than a job's start). Arrivals are the conversions received in the window, at the moments
+they came. Reads the ledger through ``LedgerQueries`` only.
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ class Learnt:
     durations: dict[tuple[int, Path], list[float]] = field(default_factory=dict)
     attempts: Counter[tuple[int, Path]] = field(default_factory=Counter)
     failures: Counter[tuple[int, Path]] = field(default_factory=Counter)
-    gaps: dict[tuple[Path, str], float] = field(default_factory=dict)  # per dispatch: shortest gap
+    gaps: dict[tuple[Path, str], float] = field(default_factory=dict)  # per build: shortest gap
+    batches: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)  # new path
     lags: list[float] = field(default_factory=list)  # new path: job's end to the outcome's record
     received: list[tuple[float, int]] = field(default_factory=list)
     untimed: int = 0
@@ -62,12 +66,22 @@ class Learnt:
             self.durations.setdefault(key, []).append(max(0.0, r.job_finished_at - r.job_started_at))
             if r.path is Path.NEW and r.finished_at is not None:
                 self.lags.append(max(0.0, r.finished_at - r.job_finished_at))
-        if r.dispatched_at is not None and r.attempts == 1:
-            # A build's conversions share one dispatch (its job reference); a new-path batch's
-            # jobs share the moment they were handed over.
-            group = (r.job_ref or "") if r.path is Path.LEGACY else f"{r.dispatched_at:.3f}"
+        if r.dispatched_at is None or r.attempts != 1:
+            return
+        if r.path is Path.LEGACY:  # a build's conversions share one dispatch (its job reference)
             gap = max(0.0, r.job_started_at - r.dispatched_at)
-            self.gaps[(r.path, group)] = min(gap, self.gaps.get((r.path, group), gap))
+            self.gaps[(r.path, r.job_ref or "")] = min(gap, self.gaps.get((r.path, r.job_ref or ""), gap))
+        elif r.claimed_at is not None:  # a new-path batch's jobs were handed over together
+            batch = self.batches.setdefault(f"{r.dispatched_at:.3f}", [])
+            batch.append((r.claimed_at, r.job_started_at, r.job_finished_at))
+
+    def new_path_starts(self) -> list[float]:
+        """Claim-to-work gaps of the new-path jobs that started in their batch's first slots."""
+        out: list[float] = []
+        for jobs in self.batches.values():
+            first_end = min(end for _, _, end in jobs)
+            out.extend(max(0.0, start - claimed) for claimed, start, _ in jobs if start < first_end)
+        return out
 
 
 def learn(ledger: LedgerQueries) -> Learnt:
@@ -147,10 +161,13 @@ def profile_of(
     provisioning = dict(DEFAULT_PROVISIONING)
     measured: dict[Path, Span] = {}
     for path in Path:
-        gaps = sorted(g for (p, _), g in learnt.gaps.items() if p is path)
+        if path is Path.LEGACY:
+            gaps = sorted(g for (p, _), g in learnt.gaps.items() if p is path)
+        else:
+            gaps = sorted(learnt.new_path_starts())
         if gaps:
             measured[path] = provisioning[path] = _span(gaps)
-            notes.append(f"{path.value} provisioning measured over {len(gaps)} dispatches")
+            notes.append(f"{path.value} provisioning measured over {len(gaps)} starts")
     for path in Path:
         other = Path.NEW if path is Path.LEGACY else Path.LEGACY
         if path in measured:
