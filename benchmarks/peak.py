@@ -127,6 +127,7 @@ def policy(run: SimResult, budget: int, bound: dict[str, float]) -> dict[str, An
         "ratio_to_list_schedule": round(run.makespan / bound["list_schedule_seconds"], 4),
         "utilisation_while_work_waits": round(utilisation_while_waiting(run, budget), 4),
         "peak_in_flight": s["peak_in_flight"],
+        "peak_slots": s["peak_slots"],
         "budget": budget,
         "over_budget_by": max(0, run.peak() - budget),
         "over_budget_percent": round(100.0 * max(0, run.peak() - budget) / budget, 1),

@@ -82,6 +82,7 @@ class StageResult:
                 100.0 * (f["makespan_seconds"] - m["makespan_seconds"]) / m["makespan_seconds"], 1
             ),
             "peak_in_flight": f["peak_in_flight"] - m["peak_in_flight"],
+            "peak_slots": f["peak_slots"] - m["peak_slots"],
         }
 
 
@@ -198,18 +199,20 @@ def wave(stage_index: int, tenants: list[int], previous: list[str]) -> list[Conv
     return out
 
 
-def drain(service: Service, ids: list[str], tick: Callable[[int], None], timeout: float) -> float:
-    """Run cycles until every conversion in ``ids`` is terminal; returns the mean seconds from one
-    cycle's start to the next (the pause between them plus the cycle itself)."""
+def drain(service: Service, ids: list[str], tick: Callable[[int], None], timeout: float) -> tuple[float, int]:
+    """Run cycles until every conversion in ``ids`` is terminal. Returns the mean seconds from one
+    cycle's start to the next (the pause between them plus the cycle itself), and the most budget
+    the paths said they held after a cycle (build threads, new-path jobs in a slot)."""
     started = time.monotonic()
     deadline = started + timeout
     pending = set(ids)
-    cycles = 0
+    cycles = held = 0
     while pending:
         cycles += 1
         if time.monotonic() > deadline:
             raise TimeoutError(f"{len(pending)} conversions did not finish within {timeout:.0f}s")
         service.controller.run_cycle()
+        held = max(held, sum(backend.in_use() for backend in service.backends.values()))
         done = set()
         for cid in pending:
             record = service.ledger.get(cid)
@@ -219,7 +222,7 @@ def drain(service: Service, ids: list[str], tick: Callable[[int], None], timeout
         tick(len(done))
         if pending:
             time.sleep(service.settings.cycle_seconds)
-    return (time.monotonic() - started) / max(1, cycles)
+    return (time.monotonic() - started) / max(1, cycles), held
 
 
 def run_stages(
@@ -262,7 +265,7 @@ def run_stages(
         answer = service.ledger.accept(requests, service.clock())
         result.resubmitted_ids_folded += len(answer.duplicates)
         accepted.extend(answer.accepted)
-        period = drain(service, answer.accepted, tick, stage_timeout)
+        period, held = drain(service, answer.accepted, tick, stage_timeout)
         report = service.controller.last_report
         if report is not None and report.flag.snapshot is not None:
             version = report.flag.snapshot.version
@@ -290,7 +293,7 @@ def run_stages(
             removed_on_new=removed_new,
             seconds=time.monotonic() - stage_started,
             forecast=forecast,
-            measured=measure(service, answer.accepted),
+            measured=measure(service, answer.accepted) | {"peak_slots": held},
         )
         result.stages.append(stage_result)
         on_stage(stage_result)
@@ -310,7 +313,11 @@ def forecast_stage(
     cycle's own time counts)."""
     config = replace(sim_config(service.settings), cycle_seconds=period)
     run = stage_forecast(service.ledger, tenants, migrated, config, MemoryLedger, same_machine=True)
-    return {"makespan_seconds": round(run.makespan, 2), "peak_in_flight": run.peak()}
+    return {
+        "makespan_seconds": round(run.makespan, 2),
+        "peak_in_flight": run.peak(),
+        "peak_slots": run.peak_slots,
+    }
 
 
 def measure(service: Service, ids: list[str]) -> dict[str, Any]:

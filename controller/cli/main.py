@@ -189,8 +189,9 @@ def demo_cmd(
                 if not as_json:
                     f, m = stage.forecast, stage.measured
                     guess = (
-                        f"  forecast {f['makespan_seconds']:.1f}s peak {f['peak_in_flight']}, "
-                        f"measured {m['makespan_seconds']:.1f}s peak {m['peak_in_flight']}"
+                        f"  forecast {f['makespan_seconds']:.1f}s, slots {f['peak_slots']}, "
+                        f"at work {f['peak_in_flight']}; measured {m['makespan_seconds']:.1f}s, "
+                        f"slots {m['peak_slots']}, at work {m['peak_in_flight']}"
                         if f and m
                         else ""
                     )

@@ -66,6 +66,12 @@ class World:
         self.failures = 0  # attempts that failed, seen by the poll as FAILED
         self.at_work: dict[Path, int] = {Path.LEGACY: 0, Path.NEW: 0}
         self.changes: list[tuple[float, int, int]] = []  # (time, legacy at work, new at work)
+        self.holders: list[Callable[[], int]] = []  # each path's in_use, as the controller counts
+        self.peak_slots = 0  # the most budget held at once: threads of builds, jobs in a slot
+
+    def slots_changed(self) -> None:
+        """Note the budget both paths hold now (what the split keeps within the budget)."""
+        self.peak_slots = max(self.peak_slots, sum(held() for held in self.holders))
 
     def schedule(self, at: float, action: Callable[[], None]) -> None:
         self._seq += 1
@@ -177,6 +183,7 @@ class SimulatedBatch:
             job = self._jobs[self._queue.popleft()]
             self.held += 1
             self.peak_held = max(self.peak_held, self.held)
+            world.slots_changed()
             job.state = _RUNNING
             job.record = Attempt(job.work.conversion_id, Path.NEW, world.now)
             world.attempts.append(job.record)
@@ -244,6 +251,7 @@ class SimulatedBuilds:
         world = self.world
         record = BuildRecord(batch.key, world.now, max(1, batch.concurrency), len(batch.items))
         world.builds.append(record)
+        world.slots_changed()
         build = _Build(record, [(world.works[i.conversion_id], i.fence) for i in batch.items])
         self._builds[batch.key] = build
         self._live.append(build)

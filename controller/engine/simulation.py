@@ -106,6 +106,7 @@ class SimResult:
     changes: list[tuple[float, int, int]]  # (time, legacy at work, new at work)
     new_slots_peak: int
     new_cap_wanted: int  # the most new-path slots the split gave while the path had work for them
+    peak_slots: int  # the most budget held at once (build threads, jobs in a slot): what it caps
     cycles_run: int
     cycles_skipped: int
     cpu_seconds: float
@@ -150,6 +151,7 @@ def simulate(
     world = World(profile, {w.conversion_id: w for w in works})
     legacy = SimulatedBuilds(world, timeout=config.build_timeout_seconds)
     new = SimulatedBatch(world, quota_slots=config.quota_slots)
+    world.holders = [legacy.in_use, new.in_use]
     controller = Controller(
         ledger=ledger,
         flags=FixedFlag(migrated),
@@ -313,6 +315,7 @@ def _result(
         changes=changes,
         new_slots_peak=new.peak_held,
         new_cap_wanted=new.peak_cap,
+        peak_slots=world.peak_slots,
         cycles_run=driver.cycles_run,
         cycles_skipped=driver.cycles_skipped,
         cpu_seconds=cpu,
@@ -347,8 +350,9 @@ def summary(result: SimResult) -> dict[str, Any]:
             **per_path(lambda p: round(result.at_work_seconds(p) / span, 3)),
             "total": round(result.at_work_seconds() / span, 3),
         },
+        "peak_slots": result.peak_slots,
         "budget": result.config.budget,
-        "within_budget": result.peak() <= result.config.budget,
+        "within_budget": result.peak_slots <= result.config.budget,
         "queue_wait_seconds": {
             "p50": _rounded(percentile(waits, 0.5)),
             "p95": _rounded(percentile(waits, 0.95)),
