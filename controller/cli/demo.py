@@ -6,7 +6,8 @@ rolls back to the previous flag version with the one behind ``cutover flag rollb
 advances through group 5. Flag versions are numbered files beside the flag file, as AppConfig
 numbers its versions. Each stage submits a wave of conversions through the intake and runs
 cycles until they are drained. The verdict comes from the worker outputs and the ledger, not from
-the controller's own counters.
+the controller's own counters. Before each stage after the first, the stage is forecast from the
+ledger's history so far, and recorded beside what it measured.
 """
 
 from __future__ import annotations

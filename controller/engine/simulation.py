@@ -23,7 +23,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from controller.core.admission import Load, Split
@@ -110,7 +110,6 @@ class SimResult:
     cycles_run: int
     cycles_skipped: int
     cpu_seconds: float
-    stats: dict[str, Any] = field(default_factory=dict)
 
     @property
     def makespan(self) -> float:
