@@ -13,9 +13,10 @@ from typing import Any
 
 from controller.core.domain import ConversionRecord, ConversionState, Path
 from controller.core.errors import ConfigError, LedgerError
-from controller.core.ports import Backend, FlagSource, Intake, Ledger, MetricSink, Notifier
+from controller.core.ports import Backend, FlagSource, Intake, Ledger, MetricSink, Notifier, VersionStore
 from controller.core.routing import FallbackPolicy, RoutingPolicy, StalePolicy
 from controller.core.transitions import RetryPolicy
+from controller.engine.autoadvance import AutoAdvancer
 from controller.engine.cycle import Controller, CycleConfig
 from controller.engine.housekeeping import Housekeeping
 from controller.engine.notify import LogMetrics, LogNotifier, Signals
@@ -90,6 +91,26 @@ def make_flag_source(settings: Settings, clock: Callable[[], float]) -> FlagSour
             clock,
         )
     raise ConfigError(f"CUTOVER_FLAG_SOURCE: {settings.flag_source!r} is not supported by this build")
+
+
+def make_version_store(settings: Settings, kind: str | None = None) -> VersionStore:
+    """Where ``cutover flag`` and auto-advance write flag versions: ``file`` (beside
+    ``CUTOVER_FLAG_FILE``) or ``appconfig``; by default file for ``CUTOVER_FLAG_SOURCE=file``."""
+    if (kind or ("file" if settings.flag_source == "file" else "appconfig")) == "file":
+        from flags.file_store import FileVersionStore
+
+        # Absolute, so every answer names the file it read or wrote, wherever the command ran.
+        return FileVersionStore(settings.flag_file.expanduser().resolve(), settings.flag_key)
+    from flags.appconfig_store import AppConfigVersionStore, make_client
+
+    return AppConfigVersionStore(
+        make_client(),
+        application=settings.appconfig_application,
+        environment=settings.appconfig_environment,
+        profile=settings.appconfig_profile,
+        flag_key=settings.flag_key,
+        strategy=settings.deployment_strategy,
+    )
 
 
 def make_backends(
@@ -203,15 +224,22 @@ def make_signals(settings: Settings, clock: Callable[[], float]) -> Signals | No
     )
 
 
+# Where an unreadable last-known-good record is kept for inspection (``ValueStore``), before a good
+# flag is persisted over it.
+UNREADABLE_FLAG_KEY = "flag:last_known_good:unreadable"
+
+
 def cycle_config(settings: Settings) -> CycleConfig:
     """The cycle's knobs from the settings."""
+    lease = max(30.0, settings.cycle_seconds * 6)
     return CycleConfig(
         budget=settings.budget,
         max_claims=settings.max_claims_per_cycle,
         max_batch_items=settings.max_batch_items,
         legacy_max_threads=settings.legacy_max_threads,
-        intent_grace_seconds=settings.intent_grace_seconds,
-        lease_seconds=max(30.0, settings.cycle_seconds * 6),
+        # A submit ends within its lease; an intent younger than that may still have one under way.
+        intent_grace_seconds=max(settings.intent_grace_seconds, lease),
+        lease_seconds=lease,
         routing=RoutingPolicy(
             on_flag_unavailable=FallbackPolicy(settings.on_flag_unavailable),
             on_stale_flag=StalePolicy(settings.on_stale_flag),
@@ -228,15 +256,20 @@ def build(
     on_flag_change: Callable[[FlagChange], None] | None = None,
     on_finished: Callable[[ConversionRecord, ConversionState, str], None] | None = None,
     wrap_backend: Callable[[Backend], Backend] | None = None,
+    holder: str | None = None,
 ) -> Service:
     """Wire one controller process from its settings.
 
+    ``holder`` is the replica's identity for the ledger's leases (``cutover run`` gives its host and
+    listening address, stable across a restart); by default the host and process id.
+
     ``on_finished`` hears every outcome the cycle records; ``wrap_backend`` may decorate each
-    backend (the service's metrics time the calls that way). With signals or an AWS backend, a
-    housekeeping thread starts too (sending signals, reconciling); ``Service.close`` stops it.
+    backend (the service's metrics time the calls that way). A housekeeping thread starts too
+    (working out the rollout gates, auto-advance with a rollout plan, sending signals, reconciling
+    with an AWS backend); ``Service.close`` stops it.
     """
     ledger = make_ledger(settings)
-    holder = f"{socket.gethostname()}:{os.getpid()}"
+    holder = holder or f"{socket.gethostname()}:{os.getpid()}"
     tally = ReconcileTally()
     try:
         signals = make_signals(settings, clock)
@@ -249,6 +282,7 @@ def build(
             clock,
             max_age_seconds=settings.max_flag_age,
             on_change=changed,
+            keep_aside=lambda record: ledger.put_value(UNREADABLE_FLAG_KEY, record, clock()),
         )
         backends = make_backends(settings, clock, tally)
         if wrap_backend is not None:
@@ -256,7 +290,6 @@ def build(
     except BaseException:
         ledger.close()
         raise
-    holder = f"{socket.gethostname()}:{os.getpid()}"
     controller = Controller(
         ledger=ledger,
         flags=flags,
@@ -267,6 +300,10 @@ def build(
         on_finished=_all(on_finished, signals.conversion_finished if signals is not None else None),
     )
     service = Service(settings, ledger, flags, backends, controller, clock)
+    if settings.flag_source == "file":
+        from flags.holds import FileHolds
+
+        service.held = FileHolds(settings.flag_file, settings.flag_key)
     try:
         service.intakes = make_intakes(settings, ledger, clock, holder)
     except BaseException:
@@ -283,20 +320,47 @@ def build(
         tally=tally,
         on_findings=(lambda f: signals.reconciled(len(f.duplicates), len(f.orphans))) if signals else None,
     )
-    tasks: list[Callable[[float], None]] = []
+    gates = service.gates
+
+    def judge_gates(now: float) -> None:
+        # Off the request path: /metrics, the signals and auto-advance read what this works out.
+        gates.report()
+
+    tasks: list[Callable[[float], None]] = [judge_gates]
+    if settings.rollout_file is not None:
+        service.auto = make_auto(settings, service, holder, signals)
+        tasks.append(service.auto.tick)
     if signals is not None:
         signals.view = controller
         service.signals = signals
+        tasks.append(lambda now: signals.gates_judged(gates.report()))
         tasks.append(signals.tick)
     if reconciler.enabled:
         service.reconciler = reconciler
         tasks.append(reconciler.tick)
-    if tasks:
-        service.housekeeping = Housekeeping(
-            tasks, interval=min(15.0, max(1.0, settings.cycle_seconds * 3)), clock=clock
-        )
-        service.housekeeping.start()
+    service.housekeeping = Housekeeping(
+        tasks, interval=min(15.0, max(1.0, settings.cycle_seconds * 3)), clock=clock
+    )
+    service.housekeeping.start()
     return service
+
+
+def make_auto(settings: Settings, service: Service, holder: str, signals: Signals | None) -> AutoAdvancer:
+    """Auto-advance for the service; it acts only while the rollout plan opts in (``auto:``)."""
+    controller = service.controller
+    return AutoAdvancer(
+        leases=service.ledger,
+        values=service.ledger,
+        store=lambda: make_version_store(settings),
+        gates=service.gates,
+        plan=service.gates.plan,
+        notify=signals.announce if signals is not None else LogNotifier().publish,
+        clock=service.clock,
+        holder=holder,
+        max_add=settings.max_add,
+        flag_read=lambda: controller.last_report is not None,
+        lease_seconds=max(60.0, settings.cycle_seconds * 12),
+    )
 
 
 def _all(

@@ -24,6 +24,7 @@ from typing import Any
 
 from cutover_job.contract import (
     CONTRACT_VERSION,
+    PATHS,
     RESULT_SUFFIX,
     Env,
     Result,
@@ -39,8 +40,6 @@ from cutover_job.errors import (
     ResultWriteError,
 )
 from cutover_job.storage import Storage, is_s3, split_s3
-
-PATHS = ("new", "legacy")
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 CONTRACT_VERSION = 1
 
+PATHS = ("new", "legacy")  # the values of CUTOVER_PATH and of a manifest's "path"
+
 # Safe in file names, S3 keys, Batch job names and URLs: no separators, no dot first, no control
-# characters. The same rule as the controller's; a job checks it again rather than trust its input.
+# characters. The controller imports this rule for its intake; a job checks it again rather than
+# trust its input.
 CONVERSION_ID_CHARS = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 CONVERSION_ID_PATTERN = re.compile(rf"\A{CONVERSION_ID_CHARS}\Z")
 
@@ -71,6 +74,55 @@ class Status(StrEnum):
 def valid_conversion_id(value: object) -> bool:
     """True for an id that is safe as one name in a path or key (cannot leave a results prefix)."""
     return isinstance(value, str) and CONVERSION_ID_PATTERN.match(value) is not None
+
+
+class ManifestEntry(Protocol):
+    """What a manifest says of one conversion; the controller's ``DispatchItem`` and this helper's
+    ``Conversion`` both have these fields."""
+
+    @property
+    def conversion_id(self) -> str: ...
+
+    @property
+    def tenant_id(self) -> int: ...
+
+    @property
+    def params(self) -> Mapping[str, str]: ...
+
+    @property
+    def flag_version(self) -> str: ...
+
+    @property
+    def fence(self) -> int | None: ...
+
+
+def manifest_entry(conversion: ManifestEntry) -> dict[str, Any]:
+    """One conversion as a manifest lists it: ``{"conversion_id", "tenant_id", "params",
+    "flag_version", "fence"}``, in that order (a writer that does not sort keys keeps its bytes)."""
+    return {
+        "conversion_id": conversion.conversion_id,
+        "tenant_id": conversion.tenant_id,
+        "params": dict(conversion.params),
+        "flag_version": conversion.flag_version,
+        "fence": conversion.fence,
+    }
+
+
+def manifest_document(
+    batch: str, path: str, conversions: Iterable[ManifestEntry], *, threads: int | None = None
+) -> dict[str, Any]:
+    """The manifest of one dispatch, as every writer writes it: ``{"contract": 1, "batch", "path",
+    "threads", "conversions": [entry, ...]}``. ``threads`` is the old path's (a build's worker
+    threads) and is left out when None. Raises ValueError for a path or thread count a job refuses."""
+    if path not in PATHS:
+        raise ValueError(f"manifest path {path!r} is not one of {list(PATHS)}")
+    doc: dict[str, Any] = {"contract": CONTRACT_VERSION, "batch": batch, "path": path}
+    if threads is not None:
+        if isinstance(threads, bool) or threads < 1:
+            raise ValueError(f"manifest threads {threads!r} is not a whole number of at least 1")
+        doc["threads"] = threads
+    doc["conversions"] = [manifest_entry(c) for c in conversions]
+    return doc
 
 
 @dataclass(frozen=True, slots=True)

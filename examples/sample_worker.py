@@ -12,8 +12,9 @@ Every output records the path that produced it in the workbook's properties and 
 ``CUTOVER_OUTPUT_URI`` (``s3://bucket/prefix/``, as a container on AWS needs, since its disk goes
 with it) the workbook is also put at ``<prefix><tenant_id>/<conversion_id>.xlsx`` and that is the
 output its result names.
-The parameters ``simulate`` (``fail``, ``fail_first``, ``crash``, ``hang``) and ``work_seconds``
-exist for tests.
+The parameters ``simulate`` (``fail``, ``fail_first``, ``fail_on_new``, ``crash``, ``hang``) and
+``work_seconds`` exist for tests and the demo; ``fail_on_new`` fails only on the new path, as a job
+whose new environment lacks something would.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ try:
 except ImportError:  # run from a checkout without installing it: the helper sits next to examples/
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import cutover_job
+# Imported before any conversion starts, so that a conversion's own run time (its result's start
+# and finish, which the rollout gates compare across paths) is the work and not the start-up.
+from openpyxl import Workbook
+
 from cutover_job import Conversion, Outcome
 from cutover_job.storage import Storage, is_s3
 
@@ -65,8 +70,6 @@ def records(tenant_id: int, conversion_id: str) -> dict[str, list[tuple[Any, ...
 
 def write_workbook(target: Path, conversion: Conversion, path: str, job_id: str) -> None:
     """Write the .xlsx for one conversion, stamped with the path and job that produced it."""
-    from openpyxl import Workbook
-
     wb = Workbook(write_only=True)
     wb.properties.creator = "cutover sample worker"
     wb.properties.title = f"Conversion {conversion.conversion_id}"
@@ -118,6 +121,8 @@ def convert(conversion: Conversion, path: str, job_id: str, outputs: Outputs, de
     time.sleep(float(params.get("work_seconds", "0") or 0))
     if simulate == "fail":
         return Outcome.failed("simulated failure")
+    if simulate == "fail_on_new" and path == "new":
+        return Outcome.failed("simulated failure on the new path")
     if simulate == "fail_first":
         marker = out_dir / ".attempted" / cid
         if not marker.exists():

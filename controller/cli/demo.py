@@ -1,13 +1,16 @@
 """``cutover demo``: a whole month of cutover on one machine, in about a minute.
 
 ~200 tenants in five rollout groups (least active first). The run starts with no flag (all on
-the old path), advances through groups 1-3 with the operation behind ``cutover flag advance``,
-rolls back to the previous flag version with the one behind ``cutover flag rollback``, then
-advances through group 5. Flag versions are numbered files beside the flag file, as AppConfig
-numbers its versions. Each stage submits a wave of conversions through the intake and runs
-cycles until they are drained. The verdict comes from the worker outputs and the ledger, not from
-the controller's own counters. Before each stage after the first, the stage is forecast from the
-ledger's history so far, and recorded beside what it measured.
+the old path) and advances group by group with the operation behind ``cutover flag advance``,
+which consults the rollout gate before each move. Half of group-3's tenants are made to fail on
+the new path (the sample worker's ``simulate=fail_on_new``); once group-3 has moved, the gate says
+``fail`` with its reasons and the demo rolls back with the operation behind ``cutover flag
+rollback``, removes the cause, and advances again. Flag versions are numbered files beside the
+flag file, as AppConfig numbers its versions. Each stage submits a wave of conversions through
+the intake and runs cycles until they are drained, then judges the gate. The verdict comes from
+the worker outputs and the ledger, not from the controller's own counters. Before each stage after
+the first, the stage is forecast from the ledger's history so far (the simulator running the
+project's own cycle), and recorded beside what it measured.
 """
 
 from __future__ import annotations
@@ -23,15 +26,19 @@ from pathlib import Path as FsPath
 from typing import Any, Literal
 
 from controller.core.domain import ConversionRequest, ConversionState, Path
+from controller.core.errors import ConflictError, GateRefusedError
+from controller.core.gates import GateReport, GateVerdict, refusal
 from controller.core.ports import Ledger
 from controller.engine.forecast import sim_config, stage_forecast
+from controller.engine.gates import evaluate
 from controller.ledger.memory import MemoryLedger
 from controller.service import Service
 from controller.settings import Settings
 from flags import ops
 from flags.atomic import write_json_atomically
 from flags.file_store import FileVersionStore, history_dir
-from flags.rollout import load_plan
+from flags.rollout import RolloutPlan, load_plan
+from flags.versions import InForce
 
 TENANTS = 200
 GROUP_SIZES = (20, 30, 40, 50, 60)
@@ -45,17 +52,15 @@ class Stage:
     name: str
     action: Literal["none", "advance", "rollback"]
     group: str | None = None
+    why: str = ""
 
 
-STAGES = (
-    Stage("no flag", "none"),
-    Stage("group-1", "advance", "group-1"),
-    Stage("group-2", "advance", "group-2"),
-    Stage("group-3", "advance", "group-3"),
-    Stage("rollback", "rollback"),
-    Stage("group-4", "advance", "group-4"),
-    Stage("group-5", "advance", "group-5"),
-)
+ADVANCES = ("group-1", "group-2", "group-3", "group-4", "group-5")
+FAILING_GROUP = "group-3"  # half of its tenants fail on the new path until the gate rolls it back
+WAVES = 7  # no flag, five advances, and the rollback the gate calls for
+# Thresholds a clean group of this demo meets with its one wave per stage (20 to 60 conversions):
+# the plan's defaults ask for 100 conversions, more than a small group brings in one stage.
+DEMO_GATES = {"min_conversions": 20, "success_floor": 0.8, "max_slowdown": 2, "max_resubmit_rate": 0.1}
 
 
 @dataclass
@@ -70,6 +75,9 @@ class StageResult:
     removed_on_legacy: int = 0
     removed_on_new: int = 0
     seconds: float = 0.0
+    action: str = "none"
+    why: str = ""
+    gates: dict[str, Any] | None = None
     forecast: dict[str, Any] | None = None  # made just before the stage, from the history so far
     measured: dict[str, Any] = field(default_factory=dict)
 
@@ -101,10 +109,15 @@ class DemoResult:
     budget: int = 0
     outputs: int = 0
     seconds: float = 0.0
+    failed_on_purpose: int = 0  # asked to fail (simulate=fail, fail_on_new on the new path)
+
+    @property
+    def unexpected_failures(self) -> int:
+        return self.failed - self.failed_on_purpose
 
     @property
     def ok(self) -> bool:
-        return self.duplicates == 0 and self.lost == 0 and self.wrong_path == 0
+        return self.duplicates == self.lost == self.wrong_path == self.unexpected_failures == 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -120,6 +133,9 @@ class DemoResult:
                     "removed_tenants_on_legacy": s.removed_on_legacy,
                     "removed_tenants_on_new": s.removed_on_new,
                     "seconds": round(s.seconds, 2),
+                    "action": s.action,
+                    "why": s.why,
+                    "gates": s.gates,
                     "forecast": s.forecast,
                     "measured": s.measured,
                     "error": s.error(),
@@ -129,6 +145,8 @@ class DemoResult:
             "conversions": self.conversions,
             "succeeded": self.succeeded,
             "failed": self.failed,
+            "failed_on_purpose": self.failed_on_purpose,
+            "unexpected_failures": self.unexpected_failures,
             "duplicates": self.duplicates,
             "lost": self.lost,
             "wrong_path": self.wrong_path,
@@ -186,17 +204,25 @@ def prepare(workdir: FsPath) -> None:
     shutil.rmtree(history_dir(workdir / "flags.json"), ignore_errors=True)
 
 
-def wave(stage_index: int, tenants: list[int], previous: list[str]) -> list[ConversionRequest]:
-    """One conversion per tenant, a few flaky ones, and some ids submitted again (to be folded)."""
+def wave(
+    stage_index: int,
+    tenants: list[int],
+    previous: list[ConversionRequest],
+    failing: frozenset[int] = frozenset(),
+) -> list[ConversionRequest]:
+    """One conversion per tenant, a few flaky ones, ``failing`` tenants' made to fail on the new
+    path, and some ids submitted again (to be folded)."""
     out = []
     for t in tenants:
         params = {"report": "monthly", "stage": str(stage_index)}
+        if t in failing:
+            params["simulate"] = "fail_on_new"
         if stage_index == 1 and t % 50 == 3:
             params["simulate"] = "fail_first"
         if stage_index == 5 and t % 97 == 0:
             params["simulate"] = "fail"
         out.append(ConversionRequest(f"s{stage_index}-t{t}", t, params))
-    out.extend(ConversionRequest(cid, int(cid.split("-t")[1]), {}) for cid in previous[:5])
+    out.extend(previous[:5])  # sent again as they were: duplicates (other content would be refused)
     return out
 
 
@@ -226,6 +252,19 @@ def drain(service: Service, ids: list[str], tick: Callable[[int], None], timeout
     return (time.monotonic() - started) / max(1, cycles), held
 
 
+def next_stage(index: int, gate: GateReport | None, pending: list[str]) -> Stage:
+    """What the rollout does next: nothing at first, a rollback when the gate says a group fails,
+    otherwise the next group (the advance itself consults the gate too)."""
+    if index == 0:
+        return Stage("no flag", "none")
+    if gate is not None and gate.verdict is GateVerdict.FAIL:
+        failing = [g.name for g in gate.groups if g.verdict is GateVerdict.FAIL]
+        return Stage("rollback", "rollback", failing[0], f"the gate says: {refusal(gate)}")
+    if pending:
+        return Stage(pending[0], "advance", pending[0], "the groups already moved pass their gate")
+    return Stage("steady", "none")
+
+
 def run_stages(
     service: Service,
     workdir: FsPath,
@@ -234,13 +273,16 @@ def run_stages(
     tick: Callable[[int], None],
     stage_timeout: float = 120.0,
 ) -> DemoResult:
-    """Play the rollout and judge it from the outputs."""
+    """Play the rollout, moving on as the gate says, and judge it from the outputs."""
     started = time.monotonic()
     groups = rollout_groups()
     plan_file = service.settings.rollout_file or workdir / "rollout.json"
     write_json_atomically(
         plan_file,
-        {"groups": [{"name": name, "tenant_ids": ids} for name, ids in groups.items()]},
+        {
+            "gates": DEMO_GATES,
+            "groups": [{"name": name, "tenant_ids": ids} for name, ids in groups.items()],
+        },
     )
     plan = load_plan(plan_file)
     store = FileVersionStore(service.settings.flag_file, service.settings.flag_key)
@@ -248,57 +290,52 @@ def run_stages(
     tenants = sorted(t for ids in groups.values() for t in ids)
     result = DemoResult(budget=service.settings.budget)
     accepted: list[str] = []
-    previous: list[str] = []
+    previous: list[ConversionRequest] = []
     migrated_before: set[int] = set()
     period = service.settings.cycle_seconds
-    for index, stage in enumerate(STAGES):
+    pending = list(ADVANCES)
+    cause = frozenset(t for t in groups[FAILING_GROUP] if t % 2 == 0)
+    gate: GateReport | None = None
+    for index in range(WAVES):
         stage_started = time.monotonic()
-        version = None
+        stage = next_stage(index, gate, pending)
+        why = stage.why
         if stage.action == "advance":
-            ops.advance(store, plan, to_group=stage.group, max_add=service.settings.max_add, op=operator)
+            try:
+                ops.advance(
+                    store,
+                    plan,
+                    to_group=stage.group,
+                    max_add=service.settings.max_add,
+                    op=operator,
+                    gate=gate,
+                )
+                pending.pop(0)
+            except GateRefusedError as exc:
+                why = f"held: {exc}"
         elif stage.action == "rollback":
-            ops.rollback(store, op=operator)
+            roll_back(store, plan, stage.group, operator)
+            cause = frozenset()  # the new path's environment is fixed before the group moves again
         current = store.in_force()
         migrated = set(current.content.migrated) if current else set()
-        requests = wave(index, tenants, previous)
+        requests = wave(index, tenants, previous, cause)
         flag = frozenset(migrated) if current else None
         forecast = forecast_stage(service, tenants, flag, period) if index else None
         answer = service.ledger.accept(requests, service.clock())
         result.resubmitted_ids_folded += len(answer.duplicates)
         accepted.extend(answer.accepted)
         period, held = drain(service, answer.accepted, tick, stage_timeout)
-        report = service.controller.last_report
-        if report is not None and report.flag.snapshot is not None:
-            version = report.flag.snapshot.version
-        removed = migrated_before - migrated
-        by_path: Counter[Path] = Counter()
-        failed = removed_legacy = removed_new = 0
-        for cid in answer.accepted:
-            record = service.ledger.get(cid)
-            if record is None or record.path is None:
-                continue
-            by_path[record.path] += 1
-            failed += record.state is ConversionState.FAILED
-            if record.tenant_id in removed:
-                removed_legacy += record.path is Path.LEGACY
-                removed_new += record.path is Path.NEW
-        stage_result = StageResult(
-            name=stage.name,
-            flag_version=version,
-            migrated_tenants=len(migrated),
-            legacy=by_path[Path.LEGACY],
-            new=by_path[Path.NEW],
-            failed=failed,
-            removed_tenants=len(removed),
-            removed_on_legacy=removed_legacy,
-            removed_on_new=removed_new,
-            seconds=time.monotonic() - stage_started,
-            forecast=forecast,
-            measured=measure(service, answer.accepted) | {"peak_slots": held},
-        )
+        gate = judge_gate(service, plan, current)
+        stage_result = tally(service, stage, answer.accepted, migrated, migrated_before)
+        stage_result.seconds = time.monotonic() - stage_started
+        stage_result.why = why
+        stage_result.gates = ops.gate_summary(gate)
+        stage_result.forecast = forecast
+        stage_result.measured = measure(service, answer.accepted) | {"peak_slots": held}
         result.stages.append(stage_result)
         on_stage(stage_result)
-        previous = answer.accepted
+        fresh = set(answer.accepted)
+        previous = [r for r in requests if r.conversion_id in fresh]
         migrated_before = migrated
     judge(service, workdir, accepted, result)
     result.seconds = time.monotonic() - started
@@ -337,6 +374,57 @@ def measure(service: Service, ids: list[str]) -> dict[str, Any]:
     }
 
 
+def roll_back(store: FileVersionStore, plan: RolloutPlan, group: str | None, operator: ops.Operator) -> None:
+    """Back to the version before, as ``cutover flag rollback`` does; with none before (the first
+    group failing), take the group out in a new version, as ``rollback --tenant`` does."""
+    note = f"{group} failed its gate"
+    try:
+        ops.rollback(store, op=operator, text=note)
+    except ConflictError:
+        current = store.in_force()
+        listed = current.content.tenant_ids if current else frozenset()
+        members = plan.group(group).tenant_ids if group else frozenset()
+        ops.rollback(store, tenants=members & listed, op=operator, text=note)
+
+
+def judge_gate(service: Service, plan: RolloutPlan, current: InForce | None) -> GateReport:
+    """The gate over the groups the flag in force has moved, from the demo's ledger."""
+    migrated = current.content.migrated if current else frozenset()
+    return evaluate(service.ledger, plan, migrated, service.clock())
+
+
+def tally(
+    service: Service, stage: Stage, ids: list[str], migrated: set[int], migrated_before: set[int]
+) -> StageResult:
+    """One stage's figures from the ledger: conversions per path, failures, removed tenants."""
+    report = service.controller.last_report
+    version = report.flag.snapshot.version if report is not None and report.flag.snapshot else None
+    removed = migrated_before - migrated
+    by_path: Counter[Path] = Counter()
+    failed = removed_legacy = removed_new = 0
+    for cid in ids:
+        record = service.ledger.get(cid)
+        if record is None or record.path is None:
+            continue
+        by_path[record.path] += 1
+        failed += record.state is ConversionState.FAILED
+        if record.tenant_id in removed:
+            removed_legacy += record.path is Path.LEGACY
+            removed_new += record.path is Path.NEW
+    return StageResult(
+        name=stage.name,
+        flag_version=version,
+        migrated_tenants=len(migrated),
+        legacy=by_path[Path.LEGACY],
+        new=by_path[Path.NEW],
+        failed=failed,
+        removed_tenants=len(removed),
+        removed_on_legacy=removed_legacy,
+        removed_on_new=removed_new,
+        action=stage.action,
+    )
+
+
 def judge(service: Service, workdir: FsPath, accepted: list[str], result: DemoResult) -> None:
     """Count duplicates, losses and wrong-path outputs from the worker outputs and the ledger."""
     found = outcome(service.ledger, service.settings.output_dir, accepted)
@@ -346,6 +434,7 @@ def judge(service: Service, workdir: FsPath, accepted: list[str], result: DemoRe
     result.lost = found.lost
     result.succeeded = found.succeeded
     result.failed = found.failed
+    result.failed_on_purpose = found.failed_on_purpose
     result.wrong_path = found.wrong_path
     result.max_in_flight = found.max_in_flight
 
@@ -370,6 +459,13 @@ class Outcome:
     max_in_flight: int
     duplicate_ids: tuple[str, ...] = ()
     lost_ids: tuple[str, ...] = ()
+    failed_on_purpose: int = 0  # failed conversions that were asked to (see ``asked_to_fail``)
+
+
+def asked_to_fail(simulate: str | None, path: Path | None) -> bool:
+    """Whether the sample worker was asked to fail this conversion where it ran: always for
+    ``simulate=fail``, on the new path for ``fail_on_new`` (the demo's broken group)."""
+    return simulate == "fail" or (simulate == "fail_on_new" and path is Path.NEW)
 
 
 def produced_lines(output_dir: FsPath) -> dict[str, list[dict[str, Any]]]:
@@ -389,7 +485,7 @@ def outcome(ledger: Ledger, output_dir: FsPath, accepted: Iterable[str]) -> Outc
     ids = list(accepted)
     duplicate_ids = tuple(sorted(cid for cid, v in lines.items() if len(v) > 1))
     lost_ids: list[str] = []
-    succeeded = failed = wrong_path = 0
+    succeeded = failed = on_purpose = wrong_path = 0
     for cid in ids:
         record = ledger.get(cid)
         outputs = lines.get(cid, [])
@@ -403,6 +499,7 @@ def outcome(ledger: Ledger, output_dir: FsPath, accepted: Iterable[str]) -> Outc
                 wrong_path += 1
         else:
             failed += 1
+            on_purpose += asked_to_fail(record.params.get("simulate"), record.path)
     return Outcome(
         conversions=len(ids),
         outputs=sum(len(v) for v in lines.values()),
@@ -414,6 +511,7 @@ def outcome(ledger: Ledger, output_dir: FsPath, accepted: Iterable[str]) -> Outc
         max_in_flight=max_overlap([(o["started_at"], o["finished_at"]) for v in lines.values() for o in v]),
         duplicate_ids=duplicate_ids,
         lost_ids=tuple(lost_ids),
+        failed_on_purpose=on_purpose,
     )
 
 

@@ -210,8 +210,9 @@ def forecast_cmd(
         check_plot_path(path)
     cfg = settings()
     plan = _plan(cfg, required=to_group is not None or not add_tenants)
+    store = None
     try:
-        content, _ = flag_now(cfg)
+        content, store = flag_now(cfg)
     except ConfigError:
         content = None
     before = content.migrated if content is not None else None
@@ -222,7 +223,10 @@ def forecast_cmd(
             raise InputError("every rollout group is in the flag already; name tenants with --add-tenants")
         to_group = step[0]
     add = parse_tenants(add_tenants, "--add-tenants") if add_tenants else frozenset()
-    after = ops.target(content, plan, to_group=to_group, add=add).migrated
+    if store is not None:  # held tenants stay out, as the advance would leave them
+        after = ops.planned(store, plan, to_group=to_group, add=add)[0].migrated
+    else:
+        after = ops.target(content, plan, to_group=to_group, add=add).migrated
     result = run_forecast(cfg, before, after, profile=profile, budget=budget, prices=prices, seed=seed)
     doc = result.document
     doc["change"] = {

@@ -124,8 +124,8 @@ class Finish:
     fence: int
     state: ConversionState
     reason: str = ""
-    job_started_at: float | None = None  # the job's own timing of this attempt, when it gave one
-    job_finished_at: float | None = None
+    work_seconds: float | None = None  # the job's own run time, when its result gives one
+    work_started_at: float | None = None  # and when that work started, by the job's clock
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +157,26 @@ class Counts:
 
     def path_state(self, path: Path, state: ConversionState) -> int:
         return self.by_path_state.get((path, state), 0)
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedConversion:
+    """One finished conversion as the rollout gates weigh it (``LedgerQueries.finished_since``).
+
+    ``seconds`` runs from the last dispatch to the recorded outcome (queueing included), the same
+    measure on both paths; ``work_seconds`` is the last attempt's run time by the job's own account,
+    when it gave one. ``attempts`` above 1 means the conversion was cloned and resubmitted after a
+    failure.
+    """
+
+    tenant_id: int
+    path: Path
+    state: ConversionState
+    attempts: int
+    claimed_at: float
+    finished_at: float
+    seconds: float | None
+    work_seconds: float | None = None
 
 
 class OwnershipStore(Protocol):
@@ -243,7 +263,7 @@ class ValueStore(Protocol):
 
 
 class LedgerQueries(Protocol):
-    """Read-side queries for the service pages, the CLI and ``cutover flag plan``."""
+    """Read-side queries for the service pages, the CLI, ``cutover flag plan`` and the rollout gates."""
 
     def counts(self) -> Counts:
         """Conversions per state and path, without a scan."""
@@ -271,6 +291,11 @@ class LedgerQueries(Protocol):
 
     def tenant_activity(self, since: float) -> dict[int, int]:
         """Conversions received per tenant since ``since`` (epoch seconds): the load each tenant brings."""
+        ...
+
+    def finished_since(self, since: float) -> list[FinishedConversion]:
+        """Conversions that succeeded or failed at or after ``since`` (epoch seconds), on either
+        path: the evidence the rollout gates weigh."""
         ...
 
 

@@ -59,21 +59,22 @@ class Learnt:
         key = (r.tenant_id, r.path)
         self.attempts[key] += max(1, r.attempts)
         self.failures[key] += max(0, r.attempts - 1) + (r.state is ConversionState.FAILED)
-        if r.job_started_at is None or r.job_finished_at is None:
+        if r.work_started_at is None or r.work_seconds is None:
             self.untimed += 1
             return
+        began, ended = r.work_started_at, r.work_started_at + max(0.0, r.work_seconds)
         if r.state is ConversionState.SUCCEEDED:
-            self.durations.setdefault(key, []).append(max(0.0, r.job_finished_at - r.job_started_at))
+            self.durations.setdefault(key, []).append(ended - began)
             if r.path is Path.NEW and r.finished_at is not None:
-                self.lags.append(max(0.0, r.finished_at - r.job_finished_at))
+                self.lags.append(max(0.0, r.finished_at - ended))
         if r.dispatched_at is None or r.attempts != 1:
             return
         if r.path is Path.LEGACY:  # a build's conversions share one dispatch (its job reference)
-            gap = max(0.0, r.job_started_at - r.dispatched_at)
+            gap = max(0.0, began - r.dispatched_at)
             self.gaps[(r.path, r.job_ref or "")] = min(gap, self.gaps.get((r.path, r.job_ref or ""), gap))
         elif r.claimed_at is not None:  # a new-path batch's jobs were handed over together
             batch = self.batches.setdefault(f"{r.dispatched_at:.3f}", [])
-            batch.append((r.claimed_at, r.job_started_at, r.job_finished_at))
+            batch.append((r.claimed_at, began, ended))
 
     def new_path_starts(self) -> list[float]:
         """Claim-to-work gaps of the new-path jobs that started in their batch's first slots."""

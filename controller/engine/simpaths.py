@@ -27,6 +27,11 @@ _RUNNING = JobState(JobStatus.RUNNING)
 _UNKNOWN = JobState(JobStatus.UNKNOWN, "no such job")
 
 
+def _work(started: float | None, ended: float) -> tuple[float | None, float | None]:
+    """A finished attempt's run time and start, as a job's result reports them."""
+    return (None, None) if started is None else (ended - started, started)
+
+
 @dataclass(slots=True)
 class Attempt:
     """One attempt at one conversion on one path, as it really ran."""
@@ -205,7 +210,7 @@ class SimulatedBatch:
         world.work_ended(job.record, failed)
         started, ended = job.record.work_at, world.now
         status = JobStatus.FAILED if failed else JobStatus.SUCCEEDED
-        final = JobState(status, "simulated failure" if failed else "", None, started, ended)
+        final = JobState(status, "simulated failure" if failed else "", None, *_work(started, ended))
         if world.profile.release > 0:
             world.schedule(world.now + world.profile.release, partial(self._release, job, final))
         else:
@@ -332,7 +337,7 @@ class SimulatedBuilds:
         world.work_ended(record, failed)
         status = JobStatus.FAILED if failed else JobStatus.SUCCEEDED
         reason = "simulated failure" if failed else ""
-        build.states[work.conversion_id] = JobState(status, reason, None, record.work_at, world.now)
+        build.states[work.conversion_id] = JobState(status, reason, None, *_work(record.work_at, world.now))
         build.done += 1
         if build.done == len(build.items):
             build.record.ended_at = world.now

@@ -202,6 +202,7 @@ class _Driver:
         must_run = True
         last_key: tuple[Any, ...] | None = None
         failures = self.world.failures
+        cap = 0  # the new path's cap at the last cycle run
         while True:
             t = origin + tick * period
             self.world.run_until(t)
@@ -212,7 +213,12 @@ class _Driver:
                 report = self.controller.run_cycle()
                 self.cycles_run += 1
                 failures = self.world.failures
-                must_run = bool(report.claimed or report.dispatched or report.resubmitted or report.released)
+                # A cap that moved frees its slots for a build from the next cycle on, not this one.
+                moved_cap = report.new_capacity != cap
+                cap = report.new_capacity
+                must_run = moved_cap or bool(
+                    report.claimed or report.dispatched or report.resubmitted or report.released
+                )
                 last_key = self._key()
                 if self._finished():
                     return

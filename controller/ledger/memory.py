@@ -13,9 +13,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from itertools import islice
 
+from controller.core import resend
 from controller.core.domain import ConversionRecord, ConversionRequest, ConversionState, Ownership, Path
-from controller.core.errors import ConflictError, NotFoundError
-from controller.core.ports import AcceptResult, Claim, Counts, Dispatched, Finish
+from controller.core.errors import NotFoundError
+from controller.core.ports import AcceptResult, Claim, Counts, Dispatched, Finish, FinishedConversion
+from controller.core.requeue import requeued
+from controller.ledger.evidence import finished
 from flags.snapshot import FlagSnapshot
 
 S = ConversionState
@@ -110,6 +113,12 @@ class MemoryLedger:
     # -- intake and claims -----------------------------------------------------------------------
 
     def accept(self, requests: Sequence[ConversionRequest], now: float) -> AcceptResult:
+        resend.within(requests)
+        # Checked before anything is recorded: a conflict leaves the whole batch out.
+        again = [req for req in requests if req.conversion_id in self._records]
+        resend.refuse_conflicts(
+            {r.conversion_id: self._records[r.conversion_id].request for r in again}, again
+        )
         out = AcceptResult()
         for req in requests:
             if req.conversion_id in self._records:
@@ -227,8 +236,8 @@ class MemoryLedger:
                 reason=f.reason,
                 finished_at=now,
                 updated_at=now,
-                job_started_at=f.job_started_at,
-                job_finished_at=f.job_finished_at,
+                work_seconds=f.work_seconds,
+                work_started_at=f.work_started_at,
             )
             self._put(new, old)
             done.append(f.conversion_id)
@@ -246,26 +255,7 @@ class MemoryLedger:
         old = self._records.get(conversion_id)
         if old is None:
             raise NotFoundError(f"conversion {conversion_id!r} is not in the ledger")
-        if old.state is not S.FAILED:
-            raise ConflictError(
-                f"conversion {conversion_id!r} is {old.state.value}; only a failed conversion can be requeued"
-            )
-        new = replace(
-            old,
-            state=S.RECEIVED,
-            path=None,
-            flag_version=None,
-            job_ref=None,
-            intent=None,
-            reason="requeued by operator",
-            attempts=0,
-            claimed_at=None,
-            dispatched_at=None,
-            finished_at=None,
-            updated_at=now,
-            job_started_at=None,
-            job_finished_at=None,
-        )
+        new = requeued(old, now)
         self._put(new, old)
         return new
 
@@ -316,6 +306,16 @@ class MemoryLedger:
     def by_tenant(self, tenant_id: int, limit: int = 1000) -> list[ConversionRecord]:
         ids = self._tenants.get(tenant_id, [])
         return [self._records[cid] for cid in reversed(ids[-limit:])] if limit > 0 else []
+
+    def finished_since(self, since: float) -> list[FinishedConversion]:
+        out: list[FinishedConversion] = []
+        for state in (S.SUCCEEDED, S.FAILED):
+            for path in Path:
+                for record in self._listed(state, path, len(self._order)):
+                    row = finished(record)
+                    if row is not None and row.finished_at >= since:
+                        out.append(row)
+        return out
 
     def latest_on_path(self, path: Path) -> ConversionRecord | None:
         """The conversion owned by ``path`` that arrived last."""

@@ -18,6 +18,7 @@ from functools import lru_cache
 from pathlib import Path as FsPath
 from typing import Any
 
+from controller.core import resend
 from controller.core.domain import (
     ConversionRecord,
     ConversionRequest,
@@ -25,8 +26,9 @@ from controller.core.domain import (
     Ownership,
     Path,
 )
-from controller.core.errors import ConflictError, LedgerError, NotFoundError
-from controller.core.ports import AcceptResult, Claim, Counts, Dispatched, Finish
+from controller.core.errors import LedgerError, NotFoundError
+from controller.core.ports import AcceptResult, Claim, Counts, Dispatched, Finish, FinishedConversion
+from controller.core.requeue import REQUEUE_FIELDS, requeued
 from flags.snapshot import FlagSnapshot
 
 S = ConversionState
@@ -50,8 +52,8 @@ CREATE TABLE IF NOT EXISTS conversions (
     dispatched_at REAL,
     finished_at REAL,
     updated_at REAL,
-    job_started_at REAL,
-    job_finished_at REAL
+    work_seconds REAL,
+    work_started_at REAL
 );
 CREATE INDEX IF NOT EXISTS conversions_by_state ON conversions (state, path, seq);
 -- By tenant alone: each entry is (tenant_id, seq), so a tenant's history comes out in order, and a
@@ -120,11 +122,11 @@ END;
 
 _COLUMNS = (
     "conversion_id, tenant_id, params, state, path, flag_version, reason, job_ref, intent, "
-    "fence, attempts, received_at, claimed_at, dispatched_at, finished_at, updated_at, "
-    "job_started_at, job_finished_at"
+    "fence, attempts, received_at, claimed_at, dispatched_at, finished_at, updated_at, work_seconds, "
+    "work_started_at"
 )
 # Columns added after the first release: a ledger file made before them gets them when opened.
-_ADDED_COLUMNS = (("job_started_at", "REAL"), ("job_finished_at", "REAL"))
+_ADDED_COLUMNS = (("work_seconds", "REAL"), ("work_started_at", "REAL"))
 _FLAG_KEY = "flag:last_known_good"
 
 
@@ -174,6 +176,15 @@ _CLAIM_RECEIVED = (
     "claimed_at = ?, updated_at = ? WHERE conversion_id = ? AND state = 'received'"
 )
 
+# Columns are named as the record's fields (checked against _COLUMNS above), so the core's list of
+# what a requeue rewrites names them too.
+_REQUEUE_SET = ", ".join(f"{name} = ?" for name in REQUEUE_FIELDS)
+
+
+def _column(value: object) -> object:
+    """A record field as its column holds it: states and paths by their words."""
+    return value.value if isinstance(value, (ConversionState, Path)) else value
+
 
 class _Undo(Exception):
     """Raised inside a write to roll it back on purpose."""
@@ -199,8 +210,6 @@ def _claimed(c: Claim, now: float) -> ConversionRecord:
         None,  # dispatched_at
         None,  # finished_at
         now,  # updated_at
-        None,  # job_started_at
-        None,  # job_finished_at
     )
 
 
@@ -223,8 +232,6 @@ def _dispatching(r: ConversionRecord, intent: str, now: float) -> ConversionReco
         r.dispatched_at,
         r.finished_at,
         now,
-        r.job_started_at,
-        r.job_finished_at,
     )
 
 
@@ -242,26 +249,19 @@ class SQLiteLedger:
         except OSError as exc:
             raise LedgerError(f"ledger {path}: cannot create its directory ({exc.strerror})") from exc
         try:
-            db = self._connection()
-            db.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
-            self._add_columns(db)
+            self._connection().executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
+            self._add_missing_columns()
         except sqlite3.Error as exc:
             raise LedgerError(f"ledger {path}: cannot create the schema ({exc})") from exc
 
-    @staticmethod
-    def _add_columns(db: sqlite3.Connection) -> None:
-        """Add the columns a ledger file made by an older release lacks (nullable, so old rows
-        simply have no value); under the write lock, so two processes opening it do not race."""
-        db.execute("BEGIN IMMEDIATE")
-        try:
+    def _add_missing_columns(self) -> None:
+        """Bring a ledger file made by an earlier version up to the columns this one records
+        (nullable, so old rows simply have no value)."""
+        with self._write() as db:
             have = {row[1] for row in db.execute("PRAGMA table_info(conversions)")}
             for name, kind in _ADDED_COLUMNS:
                 if name not in have:
                     db.execute(f"ALTER TABLE conversions ADD COLUMN {name} {kind}")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
 
     # -- connections -------------------------------------------------------------------------
 
@@ -317,17 +317,41 @@ class SQLiteLedger:
     # -- intake and claims -------------------------------------------------------------------
 
     def accept(self, requests: Sequence[ConversionRequest], now: float) -> AcceptResult:
-        applied = self._each(
+        resend.within(requests)
+        sql = (
             "INSERT OR IGNORE INTO conversions "
             "(conversion_id, tenant_id, params, state, received_at, updated_at) "
-            "VALUES (?, ?, ?, 'received', ?, ?)",
-            [(req.conversion_id, req.tenant_id, _params(req.params), now, now) for req in requests],
+            "VALUES (?, ?, ?, 'received', ?, ?)"
         )
+        rows = [(req.conversion_id, req.tenant_id, _params(req.params), now, now) for req in requests]
+        if not rows or self._all_apply(sql, rows):
+            applied = [True] * len(rows)
+        else:
+            with self._write() as db:
+                applied = [db.execute(sql, row).rowcount == 1 for row in rows]
+                again = [req for req, new in zip(requests, applied, strict=True) if not new]
+                # Compared inside the same transaction: a conflict rolls the whole batch back.
+                resend.refuse_conflicts(self._known(db, again), again)
         accepted: list[str] = []
         duplicates: list[str] = []
         for req, new in zip(requests, applied, strict=True):
             (accepted if new else duplicates).append(req.conversion_id)
         return AcceptResult(accepted, duplicates)
+
+    def _known(
+        self, db: sqlite3.Connection, requests: Sequence[ConversionRequest]
+    ) -> dict[str, ConversionRequest]:
+        """What the ledger holds for the ids of ``requests``, read in the caller's transaction."""
+        out: dict[str, ConversionRequest] = {}
+        ids = sorted({r.conversion_id for r in requests})
+        for start in range(0, len(ids), 500):  # under SQLite's limit of bound variables
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in db.execute(
+                f"SELECT {_COLUMNS} FROM conversions WHERE conversion_id IN ({marks})", chunk
+            ).fetchall():
+                out[row[0]] = _record(row).request
+        return out
 
     def unclaimed(self, limit: int) -> list[ConversionRecord]:
         # A received request has no path yet (intake and requeue leave it NULL); saying so lets
@@ -482,7 +506,7 @@ class SQLiteLedger:
                 raise ValueError(f"{f.state} is not a terminal state")
         applied = self._each(
             "UPDATE conversions SET state = ?, reason = ?, finished_at = ?, updated_at = ?, "
-            "job_started_at = ?, job_finished_at = ? "
+            "work_seconds = ?, work_started_at = ? "
             "WHERE conversion_id = ? AND state = 'dispatched' AND fence = ?",
             [
                 (
@@ -490,8 +514,8 @@ class SQLiteLedger:
                     f.reason,
                     now,
                     now,
-                    f.job_started_at,
-                    f.job_finished_at,
+                    f.work_seconds,
+                    f.work_started_at,
                     f.conversion_id,
                     f.fence,
                 )
@@ -517,36 +541,12 @@ class SQLiteLedger:
             ).fetchone()
             if row is None:
                 raise NotFoundError(f"conversion {conversion_id!r} is not in the ledger")
-            record = _record(row)
-            if record.state is not S.FAILED:
-                raise ConflictError(
-                    f"conversion {conversion_id!r} is {record.state.value}; only a failed "
-                    "conversion can be requeued"
-                )
+            freed = requeued(_record(row), now)
             db.execute(
-                "UPDATE conversions SET state = 'received', path = NULL, flag_version = NULL, "
-                "job_ref = NULL, intent = NULL, reason = 'requeued by operator', attempts = 0, "
-                "claimed_at = NULL, dispatched_at = NULL, finished_at = NULL, updated_at = ?, "
-                "job_started_at = NULL, job_finished_at = NULL "
-                "WHERE conversion_id = ? AND state = 'failed'",
-                (now, conversion_id),
+                f"UPDATE conversions SET {_REQUEUE_SET} WHERE conversion_id = ? AND state = 'failed'",
+                (*(_column(getattr(freed, name)) for name in REQUEUE_FIELDS), conversion_id),
             )
-        return _replace(
-            record,
-            state=S.RECEIVED,
-            path=None,
-            flag_version=None,
-            job_ref=None,
-            intent=None,
-            reason="requeued by operator",
-            attempts=0,
-            claimed_at=None,
-            dispatched_at=None,
-            finished_at=None,
-            updated_at=now,
-            job_started_at=None,
-            job_finished_at=None,
-        )
+        return freed
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -613,6 +613,19 @@ class SQLiteLedger:
             "SELECT tenant_id, count(*) FROM conversions WHERE received_at >= ? GROUP BY tenant_id", (since,)
         )
         return {int(t): int(n) for t, n in rows}
+
+    def finished_since(self, since: float) -> list[FinishedConversion]:
+        """Conversions that succeeded or failed at or after ``since``, for the rollout gates."""
+        rows = self._read(
+            "SELECT tenant_id, path, state, attempts, coalesce(claimed_at, finished_at), finished_at, "
+            "max(0.0, finished_at - dispatched_at), work_seconds FROM conversions "
+            "WHERE state IN ('succeeded', 'failed') AND path IS NOT NULL AND finished_at >= ?",
+            (since,),
+        )
+        return [
+            FinishedConversion(int(t), _PATHS[p], _STATES[st], int(a), c, f, s, w)
+            for t, p, st, a, c, f, s, w in rows
+        ]
 
     def by_tenant(self, tenant_id: int, limit: int = 1000) -> list[ConversionRecord]:
         """A tenant's conversions, newest first."""
@@ -702,9 +715,3 @@ class SQLiteLedger:
         with self._write() as db:
             cur = db.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
             return cur.rowcount == 1
-
-
-def _replace(record: ConversionRecord, **changes: Any) -> ConversionRecord:
-    from dataclasses import replace
-
-    return replace(record, **changes)

@@ -70,6 +70,7 @@ OPERATIONS = [
     ("POST", "/conversions/{conversion_id}/requeue"),
     ("GET", "/tenants"),
     ("GET", "/tenants/{tenant_id}/route"),
+    ("GET", "/gates"),
     ("GET", "/"),
 ]
 

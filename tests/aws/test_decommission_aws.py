@@ -16,7 +16,7 @@ from flags.file_store import FileVersionStore
 from flags.rollout import Group, RolloutPlan
 from tests.aws.moto_world import BUCKET, JOB_DEFINITION, PROJECT, QUEUE, TABLE, World
 
-cli = importlib.import_module("controller.cli.main")
+cli = importlib.import_module("controller.cli.app")
 
 
 @pytest.fixture

@@ -101,3 +101,45 @@ def test_each_stage_is_forecast_from_the_history_before_it_and_measured(demo):
         assert forecast["peak_slots"] == measured["peak_slots"] == report["budget"], stage["name"]
         assert 0 < measured["peak_in_flight"] <= report["budget"], stage["name"]
         assert set(stage["error"]) == {"makespan_percent", "peak_in_flight", "peak_slots"}
+
+
+def test_failures_are_the_ones_asked_for_and_the_log_keeps_ids_and_reasons(demo):
+    report, workdir = demo
+    assert report["failed"] == report["failed_on_purpose"] > 0
+    assert report["unexpected_failures"] == 0
+    events = [json.loads(line) for line in (workdir / "cutover.log").read_text().splitlines()]
+    assert events
+    assert any(e.get("conversion_id") for e in events)
+    assert all({"ts", "level", "event"} <= e.keys() for e in events)
+
+
+def test_the_gate_decides_the_rollback_and_the_advance_after_it(demo):
+    """The group made to fail on the new path fails its gate; the next stage rolls it back because
+    of that; once the cause is gone every group moved passes and the rollout goes on."""
+    report, workdir = demo
+    stages = {s["name"]: s for s in report["stages"]}
+    assert [s["action"] for s in report["stages"]] == [
+        "none",
+        "advance",
+        "advance",
+        "advance",
+        "rollback",
+        "advance",
+        "advance",
+    ]
+    after_group_3 = {g["name"]: g for g in stages["group-3"]["gates"]["groups"]}
+    assert stages["group-3"]["gates"]["verdict"] == "fail"
+    assert (after_group_3["group-1"]["verdict"], after_group_3["group-2"]["verdict"]) == ("pass", "pass")
+    assert after_group_3["group-3"]["verdict"] == "fail"
+    assert after_group_3["group-3"]["reasons"][0].startswith("new path: 20 of 40 failed (20 after resubmit)")
+    assert stages["group-3"]["failed"] == 20
+    assert stages["rollback"]["why"].startswith("the gate says: group-3 is fail (new path: 20 of 40 failed")
+    assert [g["name"] for g in stages["rollback"]["gates"]["groups"]] == ["group-1", "group-2"]
+    for name in ("rollback", "group-4", "group-5"):
+        assert stages[name]["gates"]["verdict"] == "pass", stages[name]["gates"]
+    history = [
+        json.loads(line)
+        for line in (workdir / "flags.json.history" / "deployments.jsonl").read_text().splitlines()
+    ]
+    rollback = next(d for d in history if d["rollback"])
+    assert "group-3 failed its gate" in rollback["description"]

@@ -45,7 +45,7 @@ def test_the_next_group_is_forecast_from_the_last_peak_and_the_flag_in_force(tmp
             owned = service.ledger.claim([Claim(request, route, "1", "test")], day + i)[0].record
             taken = service.ledger.mark_dispatching([owned], f"b{i}", day + i)[0]
             service.ledger.mark_dispatched([Dispatched(f"h{i}", taken.fence, f"j{i}")], day + i)
-            done = Finish(f"h{i}", taken.fence, ConversionState.SUCCEEDED, "", day + i + 30, day + i + 90)
+            done = Finish(f"h{i}", taken.fence, ConversionState.SUCCEEDED, "", 60.0, day + i + 30)
             service.ledger.mark_finished([done], day + i + 95)
         panel = next_group_forecast(service)
     finally:

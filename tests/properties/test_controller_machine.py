@@ -1,5 +1,7 @@
 """The promises under faults: replicas sharing one ledger, lagging and failing flag sources, backends
-that refuse, time out, throttle and lose answers, crashes at every step boundary and long pauses.
+that refuse, time out, throttle and lose answers, throttle stop calls, answer UNKNOWN and list with a lag, crashes at every step
+boundary and long pauses. The fake backends know what is in use only from their last poll, as the
+AWS adapters do.
 
 The model is a hypothesis state machine. Two or three controller replicas share one SQLite ledger
 file and the two backends (as AWS is shared); each replica reads the flag through a real
@@ -22,8 +24,8 @@ Invariants, after every step:
 and once the faults stop and time passes the intent grace, every accepted conversion becomes
 terminal: none lost, none still running anywhere, a failure only after the promised retries.
 
-One assumption is stated rather than checked: a backend call comes back within half the dispatch
-lease (the adapters' timeouts must keep to it). A submit that reaches its backend later may meet
+One assumption is stated rather than checked here: a backend call comes back within half the
+dispatch lease (the AWS adapters keep to it: ``tests/aws/test_lease_bounds.py``). A submit that reaches its backend later may meet
 a second dispatcher's admission, which nothing on the controller's side can see; the machine
 still makes such calls, and from then on checks every promise but the budget.
 
@@ -242,6 +244,7 @@ class Conversion:
 
     tenant: int
     owners: list[tuple[Path, str | None] | None] = field(default_factory=lambda: [None])
+    params: dict[str, str] = field(default_factory=dict)  # as first sent: a repeat sends the same
     epoch_starts: list[int] = field(default_factory=lambda: [0])  # index into World.runs
     last_state: ConversionState = S.RECEIVED
 
@@ -312,6 +315,9 @@ BACKEND_FAULTS = [
     "unavailable_after_submit",  # did the work, then the answer was lost
     "poll_unavailable",  # status call throttled
     "find_unavailable",  # lookup throttled during reconciliation
+    "poll_unknown",  # a status answer that cannot be read: UNKNOWN for every job asked about
+    "cancel_unavailable",  # a stop call (StopBuild, TerminateJob) throttled
+    "listing_lag",  # listings leave out what was submitted in the last seconds (until the drain)
 ]
 
 
@@ -347,6 +353,7 @@ class ControllerMachine(RuleBasedStateMachine):
         for backend in self.shared.values():
             backend.cancel_stops_running = True  # as TerminateJob and StopBuild do
             backend.on_cancel = self.check_cancel
+            backend.clock = self.clock
         self.intake = SQLiteLedger(self.db)  # the API process: intake, requeue, and the model's reads
         for i in range(setup.replicas):
             replica = Replica(i, ModelSource(self.clock, self._valid_flag_seen))
@@ -514,16 +521,18 @@ class ControllerMachine(RuleBasedStateMachine):
             tenant = self._some(data, TENANTS, "tenant")
             if self.conversions and data.draw(st.integers(0, 3), label="repeat?") == 0:
                 cid = self._some(data, sorted(self.conversions), "old id")
-            else:
-                cid = f"c{self.next_id}"
-                self.next_id += 1
+                known = self.conversions[cid]
+                requests.append(ConversionRequest(cid, known.tenant, dict(known.params)))
+                continue
+            cid = f"c{self.next_id}"
+            self.next_id += 1
             requests.append(ConversionRequest(cid, tenant, {"n": str(len(requests))}))
         result = self.intake.accept(requests, self.clock())
         expected_new: list[str] = []
         for req in requests:
             if req.conversion_id not in self.conversions and req.conversion_id not in expected_new:
                 expected_new.append(req.conversion_id)
-                self.conversions[req.conversion_id] = Conversion(req.tenant_id)
+                self.conversions[req.conversion_id] = Conversion(req.tenant_id, params=dict(req.params))
         assert result.accepted == expected_new
         assert len(result.accepted) + len(result.duplicates) == len(requests)
 
