@@ -18,6 +18,7 @@ from controller.core.routing import FallbackPolicy, RoutingPolicy, StalePolicy
 from controller.core.transitions import RetryPolicy
 from controller.engine.autoadvance import AutoAdvancer
 from controller.engine.cycle import Controller, CycleConfig
+from controller.engine.forecastwatch import ForecastWatch
 from controller.engine.housekeeping import Housekeeping
 from controller.engine.notify import LogMetrics, LogNotifier, Signals
 from controller.engine.reconcile import Reconciler
@@ -338,6 +339,15 @@ def build(
     if reconciler.enabled:
         service.reconciler = reconciler
         tasks.append(reconciler.tick)
+    if settings.rollout_file is not None:
+        # Last in the round: it may take seconds, and only the dashboard waits for it.
+        service.forecasts = ForecastWatch(
+            lambda now: next_group_forecast(service, now=now),
+            lambda: routed_by(service),
+            clock=clock,
+            retry=max(2.0, min(30.0, settings.cycle_seconds * 8)),
+        )
+        tasks.append(service.forecasts.tick)
     service.housekeeping = Housekeeping(
         tasks, interval=min(15.0, max(1.0, settings.cycle_seconds * 3)), clock=clock
     )
@@ -412,7 +422,11 @@ def next_group_forecast(service: Service, *, now: float | None = None) -> dict[s
 
     cfg = service.settings
     plan = load_plan(cfg.rollout_file) if cfg.rollout_file is not None and cfg.rollout_file.exists() else None
+    return forecast_next_group(service.ledger, routed_by(service), plan, cfg, MemoryLedger, now=now)
+
+
+def routed_by(service: Service) -> frozenset[int] | None:
+    """The tenants the flag the last cycle routed by lists (None before any flag was read)."""
     report = service.controller.last_report
     snapshot = report.flag.snapshot if report is not None else None
-    migrated = None if snapshot is None else (snapshot.tenant_ids if snapshot.enabled else frozenset())
-    return forecast_next_group(service.ledger, migrated, plan, cfg, MemoryLedger, now=now)
+    return None if snapshot is None else (snapshot.tenant_ids if snapshot.enabled else frozenset())
