@@ -98,11 +98,11 @@ def gather(views: ReadModel, loop: CycleLoop | None, metrics: ServiceMetrics, no
     held = list(service.held().values()) if service.held else []
     gates, gates_problem = attempt(lambda: views.service.gates.report().to_json())
     forecasts = service.forecasts
-    forecast = forecasts.latest if forecasts is not None else None
+    forecast = forecasts.read() if forecasts is not None else None
     if forecasts is None:
         forecast_problem = "no rollout plan is configured (CUTOVER_ROLLOUT_FILE)"
     elif forecast is None:
-        forecast_problem = "not worked out yet: the housekeeping thread works it out in the background"
+        forecast_problem = "being worked out in the background; it shows at the next refresh"
     else:
         forecast_problem = forecast.problem
     return DashboardData(

@@ -1,9 +1,10 @@
 """The forecast for moving the next rollout group, kept for the dashboard.
 
 Working it out reads the ledger's whole history and runs two simulations, seconds on a large
-ledger: the housekeeping thread does it (``tick``), again when the flag in force has changed,
-every ``retry`` seconds while there is none (no history yet), and otherwise every ``ttl`` seconds;
-the page only reads what is kept (``latest``). The
+ledger: the housekeeping thread does it (``tick``) once a page has asked for it (``read``), again
+when the flag in force has changed, every ``retry`` seconds while there is none (no history yet),
+and otherwise every ``ttl`` seconds; the page only reads what is kept. A service nobody watches
+spends nothing on it. The
 work itself is the caller's (``controller.bootstrap.next_group_forecast``); this module only
 decides when, and keeps the answer with when it was made or why there is none.
 """
@@ -58,11 +59,14 @@ class ForecastWatch:
         self.retry = retry
         self._latest: KeptForecast | None = None
         self._worked_on: Hashable = None
+        self._wanted = False
         self._lock = threading.Lock()
 
     def tick(self, now: float) -> None:
         """Work the forecast out again if the flag in force changed or the kept one is old: ``ttl``
         for a forecast, ``retry`` for the reason there is none."""
+        if not self._wanted:
+            return
         inputs = self._inputs()
         latest = self._latest
         kept_for = (self.ttl if latest.made else self.retry) if latest is not None else 0.0
@@ -82,6 +86,11 @@ class ForecastWatch:
             self._latest = kept
             self._worked_on = self._inputs() if inputs is None else inputs
             return kept
+
+    def read(self) -> KeptForecast | None:
+        """The forecast kept, for a page: from now on the housekeeping thread keeps one."""
+        self._wanted = True
+        return self._latest
 
     @property
     def latest(self) -> KeptForecast | None:

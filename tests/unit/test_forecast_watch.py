@@ -43,7 +43,8 @@ def test_the_watch_works_it_out_again_when_the_flag_moves_or_it_is_old():
     flag = {"migrated": frozenset({1})}
     compute = Counter([{"group": "group-2", "unavailable": "no history"}, DOC])
     watch = ForecastWatch(compute, lambda: flag["migrated"], ttl=300.0, retry=30.0)
-    assert watch.latest is None
+    watch.tick(0.0)  # nobody has asked for it: nothing is worked out
+    assert (watch.read(), compute.calls) == (None, 0)
     watch.tick(0.0)
     assert (compute.calls, watch.latest.made) == (1, False)
     watch.tick(10.0)  # none yet: tried again only after ``retry``
@@ -92,4 +93,4 @@ def test_the_panel_shows_both_sides_the_warnings_escaped_and_why_there_is_none()
     assert "worked out at 01:00 UTC" in page
     none = forecast_section(data(KeptForecast({"group": None, "unavailable": "every group is in"}, 0.0, 0.1)))
     assert 'id="forecast-unavailable">no forecast: every group is in' in none
-    assert "not worked out yet" in forecast_section(data(None, "not worked out yet"))
+    assert "being worked out" in forecast_section(data(None, "being worked out"))
