@@ -205,7 +205,10 @@ def ours(world: World, workdir: FsPath, path: Path, n: int, per_cycle: int) -> d
     cycles, taken = 0, 0
     t0 = time.perf_counter()
     try:
-        while cycles < 10 + 2 * (n // per_cycle + 1):
+        # A legacy build takes at most CUTOVER_LEGACY_MAX_THREADS x MAX_ROUNDS (16 x 32 = 512) of a
+        # backlog, one build a cycle: a burst on the old path takes a cycle per 512 to hand over.
+        limit = 10 + 2 * (n // per_cycle + 1) + (n // 256 if path is Path.LEGACY else 0)
+        while cycles < limit:
             if taken < n:
                 ledger.accept(requests(min(per_cycle, n - taken), taken), time.time())
                 taken += min(per_cycle, n - taken)

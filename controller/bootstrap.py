@@ -28,6 +28,7 @@ from controller.core.routing import FallbackPolicy, RoutingPolicy, StalePolicy
 from controller.core.transitions import RetryPolicy
 from controller.engine.autoadvance import AutoAdvancer
 from controller.engine.cycle import Controller, CycleConfig
+from controller.engine.forecastwatch import ForecastWatch
 from controller.engine.housekeeping import Housekeeping
 from controller.engine.notify import LogMetrics, LogNotifier, Signals
 from controller.engine.reconcile import Reconciler
@@ -446,6 +447,15 @@ def build(
         tasks.append(reconciler.tick)
     if shadows is not None:
         tasks.append(shadows.checks.tick)
+    if settings.rollout_file is not None:
+        # Last in the round: it may take seconds, and only the dashboard waits for it.
+        service.forecasts = ForecastWatch(
+            lambda now: next_group_forecast(service, now=now),
+            lambda: routed_by(service),
+            clock=clock,
+            retry=max(2.0, min(30.0, settings.cycle_seconds * 8)),
+        )
+        tasks.append(service.forecasts.tick)
     service.housekeeping = Housekeeping(
         tasks, interval=min(15.0, max(1.0, settings.cycle_seconds * 3)), clock=clock
     )
@@ -506,3 +516,25 @@ def make_intakes(settings: Settings, ledger: Ledger, clock: Callable[[], float],
         sqs_from_settings(settings, ledger, clock),
     ]
     return [intake for intake in found if intake is not None]
+
+
+def next_group_forecast(service: Service, *, now: float | None = None) -> dict[str, Any]:
+    """The forecast of moving the next rollout group, for a dashboard panel to render:
+    ``{"group", "forecast"}`` with the document ``cutover forecast --json`` prints (profile: the
+    ledger's last peak; before: the flag the last cycle routed by), or ``{"group", "unavailable"}``
+    saying why there is none. It reads the whole ledger history and runs two simulations: call it
+    off the request path and keep the answer for a while."""
+    from controller.engine.forecast import forecast_next_group
+    from controller.ledger.memory import MemoryLedger
+    from flags.rollout import load_plan
+
+    cfg = service.settings
+    plan = load_plan(cfg.rollout_file) if cfg.rollout_file is not None and cfg.rollout_file.exists() else None
+    return forecast_next_group(service.ledger, routed_by(service), plan, cfg, MemoryLedger, now=now)
+
+
+def routed_by(service: Service) -> frozenset[int] | None:
+    """The tenants the flag the last cycle routed by lists (None before any flag was read)."""
+    report = service.controller.last_report
+    snapshot = report.flag.snapshot if report is not None else None
+    return None if snapshot is None else (snapshot.tenant_ids if snapshot.enabled else frozenset())

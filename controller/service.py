@@ -13,6 +13,7 @@ from controller.core.domain import Path
 from controller.core.ports import Advisories, Backend, Intake, Ledger
 from controller.engine.autoadvance import AutoAdvancer
 from controller.engine.cycle import Controller
+from controller.engine.forecastwatch import ForecastWatch
 from controller.engine.gates import GateWatch, PlanWatch
 from controller.engine.housekeeping import Housekeeping
 from controller.engine.notify import Signals
@@ -44,6 +45,7 @@ class Service:
     shadows: Shadows | None = None  # shadow runs, when the ledger keeps them and something samples
     auto: AutoAdvancer | None = None  # auto-advance, when a rollout plan is configured
     gates: GateWatch = field(init=False)  # the rollout gates, worked out again now and then
+    forecasts: ForecastWatch | None = None  # the next group's forecast, with a rollout plan
 
     def __post_init__(self) -> None:
         ttl = max(2.0, min(30.0, self.settings.cycle_seconds * 3))

@@ -192,8 +192,8 @@ def plan_change(
     verdicts of the groups already moved and whether they hold the change back. Writes nothing."""
     current = store.in_force()
     before = current.content if current else None
-    after, kept_out, _ = _without_held(
-        store, before, target(before, plan, to_group=to_group, add=add, remove=remove), include_held
+    after, kept_out = planned(
+        store, plan, to_group=to_group, add=add, remove=remove, include_held=include_held
     )
     d = diff(before, after)
     problems = check(before, after, kind=ChangeKind.ADVANCE, max_add=max_add)
@@ -211,6 +211,25 @@ def plan_change(
         "held": [h.as_json() for h in kept_out],
         "gate": gate_summary(gate),
     }
+
+
+def planned(
+    store: VersionStore,
+    plan: RolloutPlan | None,
+    *,
+    to_group: str | None,
+    add: Iterable[int] = (),
+    remove: Iterable[int] = (),
+    include_held: bool = False,
+) -> tuple[FlagContent, list[Hold]]:
+    """The flag content a change would publish (held tenants left out unless ``include_held``), and
+    the holds it keeps out. Writes nothing."""
+    current = store.in_force()
+    before = current.content if current else None
+    after, kept_out, _ = _without_held(
+        store, before, target(before, plan, to_group=to_group, add=add, remove=remove), include_held
+    )
+    return after, kept_out
 
 
 def _without_held(

@@ -34,7 +34,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from controller.core.domain import DispatchBatch, JobRef, JobState, JobStatus, Path
 from controller.core.errors import BackendUnavailableError, SubmitRejectedError
-from controller.core.ports import Run
+from controller.core.ports import BuildSummary, Run
 from controller.plumbing.aws import (
     ManifestStore,
     Retrier,
@@ -349,6 +349,31 @@ class CodeBuildBackend(AwsBackend):
         key = self.manifests.key_of(build.manifest_uri or "")
         manifest = self.manifests.get(key) if key else None
         return [str(c["conversion_id"]) for c in (manifest or {}).get("conversions", [])]
+
+    def builds_since(self, since: float) -> list[BuildSummary]:
+        """Every build of the project started at or after ``since``, newest first, whoever
+        started it: ListBuildsForProject (newest first, paged) and BatchGetBuilds for their start
+        and status, stopping at the first page that reaches back before ``since``."""
+        out: list[BuildSummary] = []
+        token: str | None = None
+        with self._unknown("ListBuildsForProject"):
+            while True:
+                request: dict[str, Any] = {"projectName": self.project, "sortOrder": "DESCENDING"}
+                if token:
+                    request["nextToken"] = token
+                answer = self._read(partial(self.codebuild.list_builds_for_project, **request))
+                ids = [str(i) for i in answer.get("ids", [])]
+                builds = self._get_builds(ids)
+                page = [
+                    BuildSummary(i, _started(builds[i]), str(builds[i].get("buildStatus", "")))
+                    for i in ids
+                    if i in builds
+                ]
+                out.extend(b for b in page if b.started_at >= since)
+                token = answer.get("nextToken")
+                if not token or any(b.started_at < since for b in page):
+                    break
+        return sorted(out, key=lambda b: b.started_at, reverse=True)
 
     def inventory(self, since: float) -> list[Run]:
         """Every conversion in the project's builds started since ``since``. A build's per-conversion

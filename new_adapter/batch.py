@@ -34,7 +34,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -103,16 +103,28 @@ def planned_jobs(key: str, conversion_ids: Sequence[str]) -> dict[str, tuple[int
     return out
 
 
-def _status(status: str | None, reason: str, output: str | None = None) -> JobState:
+def _status(
+    status: str | None, reason: str, output: str | None = None, job: Mapping[str, Any] | None = None
+) -> JobState:
     if status in _QUEUED:
         return JobState(JobStatus.QUEUED)
     if status in _RUNNING:
         return JobState(JobStatus.RUNNING)
+    work, started = _work(job or {})
     if status == "SUCCEEDED":
-        return JobState(JobStatus.SUCCEEDED, "", output)
+        return JobState(JobStatus.SUCCEEDED, "", output, work, started)
     if status == "FAILED":
-        return JobState(JobStatus.FAILED, reason or "job failed")
+        return JobState(JobStatus.FAILED, reason or "job failed", None, work, started)
     return JobState(JobStatus.UNKNOWN, f"unknown Batch status {status!r}")
+
+
+def _work(job: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    """A finished job's run time and start by Batch's account (it gives epoch milliseconds), when
+    it ran at all."""
+    started, stopped = job.get("startedAt"), job.get("stoppedAt")
+    if not isinstance(started, int | float) or not isinstance(stopped, int | float) or started <= 0:
+        return None, None
+    return max(0.0, stopped - started) / 1000.0, started / 1000.0
 
 
 def _failure_reason(summary: dict[str, Any]) -> str:
@@ -342,7 +354,7 @@ class BatchBackend(AwsBackend):
                     continue
                 running += detail.get("status") in _RUNNING
                 result_uri = _env(detail, "CUTOVER_RESULT_URI")
-                out[r] = _status(detail.get("status"), _failure_reason(detail), result_uri)
+                out[r] = _status(detail.get("status"), _failure_reason(detail), result_uri, detail)
                 if out[r].status is JobStatus.FAILED and result_uri:
                     out[r] = self._failure_from_result(r, out[r], result_uri)
             polled: dict[str, _Children] = {}
@@ -370,7 +382,13 @@ class BatchBackend(AwsBackend):
                         else:
                             state = JobState(JobStatus.QUEUED)
                     if state.status is JobStatus.SUCCEEDED and results:
-                        state = JobState(JobStatus.SUCCEEDED, "", f"{results}{r.conversion_id}.json")
+                        state = JobState(
+                            JobStatus.SUCCEEDED,
+                            "",
+                            f"{results}{r.conversion_id}.json",
+                            state.work_seconds,
+                            state.work_started_at,
+                        )
                     elif state.status is JobStatus.FAILED and results:
                         state = self._failure_from_result(r, state, f"{results}{r.conversion_id}.json")
                     out[r] = state
@@ -394,7 +412,14 @@ class BatchBackend(AwsBackend):
             return state
         if reported is None or reported.status is not JobStatus.FAILED:
             return state  # the exit status has the last word on how the job ended
-        return JobState(JobStatus.FAILED, f"{reported.reason} ({state.reason})", reported.output)
+        timed = reported if reported.work_seconds is not None else state  # the job's own account first
+        return JobState(
+            JobStatus.FAILED,
+            f"{reported.reason} ({state.reason})",
+            reported.output,
+            timed.work_seconds,
+            timed.work_started_at,
+        )
 
     def _describe(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
@@ -425,7 +450,8 @@ class BatchBackend(AwsBackend):
         for listed_status in wanted:
             for job in self._list(arrayJobId=parent, jobStatus=listed_status, maxResults=LIST_MAX):
                 index = int(str(job["jobId"]).rsplit(":", 1)[1])
-                states[index] = _status(str(job.get("status", listed_status)), _failure_reason(job))
+                status_now = str(job.get("status", listed_status))
+                states[index] = _status(status_now, _failure_reason(job), None, job)
         return _Children(now, summary, states)
 
     def _list(self, **kwargs: Any) -> Iterable[dict[str, Any]]:

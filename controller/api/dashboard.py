@@ -22,6 +22,7 @@ from controller.api.shadow_panel import shadow_section
 from controller.api.tenants import TenantsOverview, TenantState
 from controller.core.domain import ConversionRecord, Path
 from controller.core.errors import CutoverError
+from controller.engine.forecastwatch import KeptForecast
 from controller.engine.loop import CycleLoop
 from flags.holds import Hold
 
@@ -62,6 +63,8 @@ class DashboardData:
     gates_problem: str = ""
     shadow: Mapping[str, Any] | None = None
     shadow_problem: str = ""
+    forecast: KeptForecast | None = None  # the next group's, as the housekeeping thread kept it
+    forecast_problem: str = ""
 
 
 def attempt(read: Callable[[], T]) -> tuple[T | None, str]:
@@ -99,6 +102,14 @@ def gather(views: ReadModel, loop: CycleLoop | None, metrics: ServiceMetrics, no
     gates, gates_problem = attempt(lambda: views.service.gates.report().to_json())
     shadows = views.service.shadows
     shadow, shadow_problem = attempt(lambda: shadows.report(now=now, fresh_for=10.0) if shadows else None)
+    forecasts = service.forecasts
+    forecast = forecasts.read() if forecasts is not None else None
+    if forecasts is None:
+        forecast_problem = "no rollout plan is configured (CUTOVER_ROLLOUT_FILE)"
+    elif forecast is None:
+        forecast_problem = "being worked out in the background; it shows at the next refresh"
+    else:
+        forecast_problem = forecast.problem
     return DashboardData(
         now=now,
         ready=ready,
@@ -118,6 +129,8 @@ def gather(views: ReadModel, loop: CycleLoop | None, metrics: ServiceMetrics, no
         gates_problem=gates_problem,
         shadow=shadow,
         shadow_problem=shadow_problem,
+        forecast=forecast,
+        forecast_problem=forecast_problem,
     )
 
 
@@ -236,6 +249,7 @@ def render(data: DashboardData, nonce: str) -> str:
             _share_section(data),
             _groups_section(data),
             gates_section(data),
+            forecast_section(data),
             _conversions_section(data),
             _failures_section(data),
             shadow_section(data.shadow, data.shadow_problem),
@@ -491,6 +505,69 @@ def gates_section(data: DashboardData) -> str:
         '<section id="gates" class="wide"><h2>Rollout gates · '
         f'<span class="badge {_VERDICT_CSS[g["verdict"]]}" id="gate-verdict">{g["verdict"]}</span></h2>'
         f'{table}<p class="muted" id="auto-advance">{line}</p></section>'
+    )
+
+
+def forecast_section(data: DashboardData) -> str:
+    """The forecast for moving the next rollout group: the last peak with the flag as it is and as
+    it would be, side by side, and the warnings; what was kept, never worked out per request."""
+    title = "Next group forecast"
+    kept = data.forecast
+    if kept is None or kept.document is None:
+        return _unavailable(title, data.forecast_problem or "none kept", wide=True)
+    doc, made = kept.document, f"worked out at {clock_label(kept.worked_at)} UTC"
+    group = doc.get("group")
+    if "forecast" not in doc:
+        why = escape(str(doc.get("unavailable", "")))
+        name = f" · {escape(group)}" if group else ""
+        return (
+            f'<section id="forecast" class="wide"><h2>{title}{name}</h2>'
+            f'<p class="muted" id="forecast-unavailable">no forecast: {why} ({made})</p></section>'
+        )
+    f = doc["forecast"]
+    before, after, profile = f["before"], f["after"], f["profile"]
+
+    def row(label: str, show: Callable[[Mapping[str, Any]], str]) -> str:
+        return (
+            f'<tr><td>{label}</td><td class="num">{show(before)}</td><td class="num">{show(after)}</td></tr>'
+        )
+
+    def peak(side: Mapping[str, Any]) -> str:
+        p = side["peak_in_flight"]
+        return f"{p['total']} of {side['budget']} (old {p['legacy']}, new {p['new']})"
+
+    def cost(side: Mapping[str, Any]) -> str:
+        c = side["cost"]
+        return f"{c['total']:,.2f} {escape(c['currency'])}"
+
+    rows = "".join(
+        [
+            row("tenants on the new path", lambda x: f"{x['migrated_tenants']:,}"),
+            row("makespan", lambda x: age(x["makespan_seconds"])),
+            row("peak at work", peak),
+            row(
+                "queue wait p50 / p95",
+                lambda x: f"{age(x['queue_wait_seconds']['p50'])} / {age(x['queue_wait_seconds']['p95'])}",
+            ),
+            row(
+                "conversions old / new",
+                lambda x: f"{x['conversions']['legacy']:,} / {x['conversions']['new']:,}",
+            ),
+            row("cost", cost),
+        ]
+    )
+    warnings = "".join(f"<li>{escape(_clip(str(w), 300))}</li>" for w in f.get("warnings", []))
+    listed = f'<ul class="problem" id="forecast-warnings">{warnings}</ul>' if warnings else ""
+    source = (
+        f"profile {escape(str(profile.get('name')))}: {profile.get('conversions', 0):,} conversions "
+        f"of {escape(str(profile.get('source', '')))}; {made}"
+    )
+    return (
+        f'<section id="forecast" class="wide"><h2>{title} · <span id="forecast-group">'
+        f"{escape(str(group))}</span></h2>"
+        '<table><thead><tr><th></th><th class="num">flag as it is</th>'
+        f'<th class="num">after moving {escape(str(group))}</th></tr></thead><tbody>{rows}</tbody></table>'
+        f'{listed}<p class="muted">{source}</p></section>'
     )
 
 

@@ -18,7 +18,9 @@ from rich.table import Table
 from controller.cli import where
 from controller.cli.common import State as _State
 from controller.cli.common import console, emit_json, settings
+from controller.cli.decommission import decommission_cmd
 from controller.cli.flag import flag_app
+from controller.cli.forecast import forecast_cmd
 from controller.cli.gate import gate_cmd
 from controller.cli.shadow import shadow_cmd
 from controller.core.errors import ConfigError, CutoverError, InputError, NotFoundError
@@ -40,6 +42,8 @@ app = typer.Typer(
 app.add_typer(flag_app, name="flag")
 app.command("gate")(gate_cmd)
 app.command("shadow")(shadow_cmd)
+app.command("forecast")(forecast_cmd)
+app.command("decommission")(decommission_cmd)
 out = console()
 err = console(stderr=True)
 
@@ -244,12 +248,20 @@ def demo_cmd(
 
             def on_stage(stage: Any) -> None:
                 if not as_json:
+                    f, m = stage.forecast, stage.measured
+                    guess = (
+                        f"  forecast {f['makespan_seconds']:.1f}s, slots {f['peak_slots']}, "
+                        f"at work {f['peak_in_flight']}; measured {m['makespan_seconds']:.1f}s, "
+                        f"slots {m['peak_slots']}, at work {m['peak_in_flight']}"
+                        if f and m
+                        else ""
+                    )
                     out.print(
                         f"[bold]{stage.name:>9}[/]  flag {stage.flag_version or '—':<18} "
                         f"migrated {stage.migrated_tenants:>3}  legacy {stage.legacy:>3}  "
                         f"new {stage.new:>3}  failed {stage.failed:>2}  gate {_gate_word(stage.gates)}  "
                         f"parity {_parity(stage.parity)}  "
-                        f"({stage.seconds:.1f}s)"
+                        f"({stage.seconds:.1f}s){guess}"
                     )
                     if stage.action == "rollback":
                         out.print(f"           {stage.why}", markup=False, highlight=False)

@@ -9,8 +9,10 @@ rollback``, removes the cause, and advances again. Flag versions are numbered fi
 flag file, as AppConfig numbers its versions. Each stage submits a wave of conversions through
 the intake and runs cycles until they are drained, then judges the gate. Each wave also runs
 shadows of the tenants the next advance will move (the plan's ``shadow:`` section names their
-groups), on budget real work leaves free, and the advance's row shows their parity. The verdict
-comes from the worker outputs and the ledger, not from the controller's own counters.
+groups), on budget real work leaves free, and the advance's row shows their parity. Before each
+stage after the first, the stage is forecast from the ledger's history so far (the simulator
+running the project's own cycle), and recorded beside what it measured. The verdict comes from the
+worker outputs and the ledger, not from the controller's own counters.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path as FsPath
 from typing import Any, Literal
 
@@ -30,8 +32,10 @@ from controller.core.errors import ConflictError, GateRefusedError
 from controller.core.gates import GateReport, GateVerdict, refusal
 from controller.core.ports import Ledger
 from controller.core.shadow import ShadowState
+from controller.engine.forecast import sim_config, stage_forecast
 from controller.engine.gates import evaluate
 from controller.engine.shadows import gate_parity
+from controller.ledger.memory import MemoryLedger
 from controller.service import Service
 from controller.settings import Settings
 from flags import ops
@@ -79,6 +83,21 @@ class StageResult:
     why: str = ""
     gates: dict[str, Any] | None = None
     parity: dict[str, Any] | None = None  # the shadows run before this advance, and their verdict
+    forecast: dict[str, Any] | None = None  # made just before the stage, from the history so far
+    measured: dict[str, Any] = field(default_factory=dict)
+
+    def error(self) -> dict[str, Any] | None:
+        """How far the forecast was from what the stage measured."""
+        if self.forecast is None or not self.measured:
+            return None
+        f, m = self.forecast, self.measured
+        return {
+            "makespan_percent": round(
+                100.0 * (f["makespan_seconds"] - m["makespan_seconds"]) / m["makespan_seconds"], 1
+            ),
+            "peak_in_flight": f["peak_in_flight"] - m["peak_in_flight"],
+            "peak_slots": f["peak_slots"] - m["peak_slots"],
+        }
 
 
 @dataclass
@@ -125,6 +144,9 @@ class DemoResult:
                     "why": s.why,
                     "gates": s.gates,
                     "parity": s.parity,
+                    "forecast": s.forecast,
+                    "measured": s.measured,
+                    "error": s.error(),
                 }
                 for s in self.stages
             ],
@@ -214,25 +236,38 @@ def wave(
     return out
 
 
-def drain(service: Service, ids: list[str], tick: Callable[[int], None], timeout: float) -> None:
-    """Run cycles until every conversion in ``ids`` is terminal and every shadow is judged."""
-    deadline = time.monotonic() + timeout
+def drain(service: Service, ids: list[str], tick: Callable[[int], None], timeout: float) -> tuple[float, int]:
+    """Run cycles until every conversion in ``ids`` is terminal and every shadow is judged. Returns
+    the mean seconds from one cycle's start to the next while conversions were pending (the pause
+    between them plus the cycle itself), and the most budget the paths said they held after a cycle
+    (build threads, new-path jobs in a slot)."""
+    started = time.monotonic()
+    deadline = started + timeout
     pending = set(ids)
+    cycles = held = 0
+    busy = 0.0
     while pending or _shadows_unsettled(service):
         if time.monotonic() > deadline:
             raise TimeoutError(f"{len(pending)} conversions did not finish within {timeout:.0f}s")
         service.controller.run_cycle()
-        if service.shadows is not None and not pending:
+        if pending:
+            cycles += 1
+            held = max(held, sum(backend.in_use() for backend in service.backends.values()))
+        elif service.shadows is not None:
             # Real work drained: judge what is left now rather than at the housekeeping's pace.
             service.shadows.checks.tick(service.clock())
-        done = set()
-        for cid in pending:
-            record = service.ledger.get(cid)
-            if record is not None and record.state.terminal:
-                done.add(cid)
+        done = {cid for cid in pending if _terminal(service, cid)}
+        if done and done == pending:
+            busy = time.monotonic() - started
         pending -= done
         tick(len(done))
         time.sleep(service.settings.cycle_seconds)
+    return busy / max(1, cycles), held
+
+
+def _terminal(service: Service, conversion_id: str) -> bool:
+    record = service.ledger.get(conversion_id)
+    return record is not None and record.state.terminal
 
 
 def _shadows_unsettled(service: Service) -> bool:
@@ -330,6 +365,7 @@ def run_stages(
     accepted: list[str] = []
     previous: list[ConversionRequest] = []
     migrated_before: set[int] = set()
+    period = service.settings.cycle_seconds
     pending = list(ADVANCES)
     # The fault comes with group-3's move (as a change shipped beside it would), so the shadows run
     # before the move match; the gate finds it in the finished conversions afterwards.
@@ -368,16 +404,20 @@ def run_stages(
         write_plan(plan_file, groups, [g for g in shadowed if g not in sampled])
         sampled.update(shadowed)
         requests = wave(index, tenants, previous, cause)
+        flag = frozenset(migrated) if current else None
+        forecast = forecast_stage(service, tenants, flag, period) if index else None
         answer = service.ledger.accept(requests, service.clock())
         result.resubmitted_ids_folded += len(answer.duplicates)
         accepted.extend(answer.accepted)
-        drain(service, answer.accepted, tick, stage_timeout)
+        period, held = drain(service, answer.accepted, tick, stage_timeout)
         gate = judge_gate(service, plan_file, current)
         stage_result = tally(service, stage, answer.accepted, migrated, migrated_before)
         stage_result.seconds = time.monotonic() - stage_started
         stage_result.why = why
         stage_result.gates = ops.gate_summary(gate)
         stage_result.parity = parity if stage.action == "advance" else None
+        stage_result.forecast = forecast
+        stage_result.measured = measure(service, answer.accepted) | {"peak_slots": held}
         result.stages.append(stage_result)
         on_stage(stage_result)
         fresh = set(answer.accepted)
@@ -387,6 +427,38 @@ def run_stages(
     judge(service, workdir, accepted, result)
     result.seconds = time.monotonic() - started
     return result
+
+
+def forecast_stage(
+    service: Service, tenants: list[int], migrated: frozenset[int] | None, period: float
+) -> dict[str, Any]:
+    """What the next wave (one conversion per tenant, at once) will do under ``migrated``, from the
+    ledger's history so far: the simulator running the project's own cycle, every ``period``
+    seconds as the last stage's cycles came (the demo's pause between cycles is so short that the
+    cycle's own time counts)."""
+    config = replace(sim_config(service.settings), cycle_seconds=period)
+    run = stage_forecast(service.ledger, tenants, migrated, config, MemoryLedger, same_machine=True)
+    return {
+        "makespan_seconds": round(run.makespan, 2),
+        "peak_in_flight": run.peak(),
+        "peak_slots": run.peak_slots,
+    }
+
+
+def measure(service: Service, ids: list[str]) -> dict[str, Any]:
+    """What a stage did, as the ledger recorded it (makespan: first received to last finished) and
+    as the workers wrote it (the most conversions at work at one instant)."""
+    records = [r for r in (service.ledger.get(cid) for cid in ids) if r is not None]
+    if not records:
+        return {}
+    finished = [r.finished_at for r in records if r.finished_at is not None]
+    received = [r.received_at for r in records if r.received_at is not None]
+    wanted = set(ids)
+    lines = [o for cid, v in produced_lines(service.settings.output_dir).items() if cid in wanted for o in v]
+    return {
+        "makespan_seconds": round(max(finished) - min(received), 2),
+        "peak_in_flight": max_overlap([(o["started_at"], o["finished_at"]) for o in lines]),
+    }
 
 
 def roll_back(store: FileVersionStore, plan: RolloutPlan, group: str | None, operator: ops.Operator) -> None:

@@ -228,10 +228,14 @@ def plan_cmd(
     include_held: Annotated[
         bool, typer.Option("--include-held", help="Let held tenants back in too (releases them).")
     ] = False,
+    forecast: Annotated[
+        bool, typer.Option("--forecast/--no-forecast", help="Simulate the last peak before and after.")
+    ] = True,
     store: StoreOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Show what a change would do (per group) and the load it would shift. Changes nothing."""
+    """Show what a change would do (per group), the load it would shift and, from the ledger's last
+    peak, the forecast of it. Changes nothing."""
     if to_group is None and not add_tenants and not remove_tenants:
         raise InputError("say what to plan: --to-group, --add-tenants or --remove-tenants")
     cfg = _settings()
@@ -252,6 +256,13 @@ def plan_cmd(
         include_held=include_held,
         gate=_gate(cfg, plan, vstore),
     )
+    if forecast:
+        current = vstore.in_force()
+        before = current.content.migrated if current else None
+        after, _ = ops.planned(
+            vstore, plan, to_group=to_group, add=add, remove=remove, include_held=include_held
+        )
+        result["forecast"] = _forecast(cfg, before, after.migrated)
     if as_json:
         _emit(result)
         return
@@ -277,6 +288,25 @@ def plan_cmd(
         out.print(f"[yellow]advance would refuse:[/] {problem}")
     _print_held(result["held"], "held back, left out (--include-held to release them)")
     _print_gate(result["gate"])
+    if forecast:
+        from controller.cli.forecast import summary_lines
+
+        doc = result["forecast"]
+        lines = (
+            [f"forecast unavailable: {doc['unavailable']}"] if "unavailable" in doc else summary_lines(doc)
+        )
+        for line in lines:
+            out.print(line, highlight=False, markup=False)
+
+
+def _forecast(cfg: Settings, before: frozenset[int] | None, after: frozenset[int]) -> dict[str, Any]:
+    """The forecast of the change from the ledger's last peak, or why there is none."""
+    from controller.cli.forecast import run_forecast
+
+    try:
+        return run_forecast(cfg, before, after).document
+    except InputError as exc:
+        return {"unavailable": str(exc)}
 
 
 @flag_app.command("advance")

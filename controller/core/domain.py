@@ -81,6 +81,9 @@ class ConversionRecord:
     finished_at: float | None = None
     updated_at: float | None = None
     work_seconds: float | None = None  # the last attempt's run time by the job's own account
+    # When that attempt's work started by the job's own clock, when it said: with ``work_seconds``
+    # the work itself, without queueing, provisioning or cycle latency (the forecast learns both).
+    work_started_at: float | None = None
 
     @property
     def request(self) -> ConversionRequest:
@@ -123,12 +126,14 @@ class JobStatus(StrEnum):
 @dataclass(frozen=True, slots=True)
 class JobState:
     """One poll answer: the status, and for finished work why and where the output went, and how
-    long the work took by the job's own account (its result's start and finish), when it says."""
+    long the work took by the job's own account (its result's start and finish) and when it started
+    (epoch seconds, the job's clock), when it says."""
 
     status: JobStatus
     reason: str = ""
     output: str | None = None
     work_seconds: float | None = None
+    work_started_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -126,6 +126,7 @@ class Finish:
     state: ConversionState
     reason: str = ""
     work_seconds: float | None = None  # the job's own run time, when its result gives one
+    work_started_at: float | None = None  # and when that work started, by the job's clock
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,6 +402,16 @@ class ShadowStore(Protocol):
 
 
 @runtime_checkable
+class PathHistory(Protocol):
+    """Optional: a ledger that finds a path's most recent conversion without a scan (the SQLite
+    ledger does); without it ``cutover decommission`` pages through ``LedgerQueries.query``."""
+
+    def latest_on_path(self, path: Path) -> ConversionRecord | None:
+        """The conversion owned by ``path`` that arrived last, or None."""
+        ...
+
+
+@runtime_checkable
 class ReconcileCounts(Protocol):
     """Optional: a backend that counts what its reconciliation found, for ``/metrics``."""
 
@@ -474,6 +485,25 @@ class Inventory(Protocol):
 
     def outcomes(self, refs: Sequence[JobRef]) -> dict[JobRef, JobState]:
         """What ``Backend.poll`` would say of these references, leaving the cycle's view alone."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class BuildSummary:
+    """One build of the old path's project as the build service lists it, whoever started it."""
+
+    build_id: str
+    started_at: float
+    status: str
+
+
+@runtime_checkable
+class BuildHistory(Protocol):
+    """Optional: an old-path backend that lists every build of its project (CodeBuild's
+    ListBuildsForProject), the evidence that nothing runs there any more."""
+
+    def builds_since(self, since: float) -> list[BuildSummary]:
+        """The project's builds started at or after ``since`` (epoch seconds), newest first."""
         ...
 
 

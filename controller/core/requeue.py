@@ -32,6 +32,7 @@ REQUEUE_FIELDS: tuple[str, ...] = (
     "finished_at",
     "updated_at",
     "work_seconds",
+    "work_started_at",
 )
 
 
@@ -65,4 +66,5 @@ def requeued(record: ConversionRecord, now: float) -> ConversionRecord:
         finished_at=None,
         updated_at=now,
         work_seconds=None,
+        work_started_at=None,
     )

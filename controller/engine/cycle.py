@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -17,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from controller.core.admission import Load, clamp_threads, spare, split_budget
+from controller.core.admission import Load, Split, clamp_threads, spare, split_budget
 from controller.core.domain import (
     ConversionRecord,
     ConversionState,
@@ -55,6 +56,9 @@ class CycleConfig:
     lease_seconds: float = 30.0
     routing: RoutingPolicy = field(default_factory=RoutingPolicy)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # None: the project's split (``split_budget``). A simulation may put another policy in its
+    # place to compare with it (benchmarks/peak.py); a running controller never does.
+    split: Callable[[int, Load, int], Split] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +258,7 @@ class Controller:
                             ConversionState.SUCCEEDED,
                             state.output or "",
                             state.work_seconds,
+                            state.work_started_at,
                         )
                     )
                 elif verdict is Verdict.FAIL:
@@ -264,6 +269,7 @@ class Controller:
                             ConversionState.FAILED,
                             state.reason,
                             state.work_seconds,
+                            state.work_started_at,
                         )
                     )
                 elif verdict is Verdict.RESUBMIT:
@@ -308,6 +314,17 @@ class Controller:
 
     # -- dispatch: split the budget, then submit each path's work ------------------------------
 
+    @dataclass(frozen=True, slots=True)
+    class Admission:
+        """What a dispatch would work from now, and how it would split the budget (read only)."""
+
+        load: Load
+        split: Split
+        legacy_todo: list[ConversionRecord]
+        new_todo: list[ConversionRecord]
+        new_running: int  # budget slots the new path holds (see ``_held``)
+        admitted_new: int  # new-path work that counts against the budget (running, or handed over)
+
     def _held(self, polled: Controller._Polled) -> dict[Path, int]:
         """Budget slots each path may hold now, never less than the truth.
 
@@ -328,17 +345,19 @@ class Controller:
             held[path] = seen + intents[path] + polled.unknown.get(path, 0)
         return held
 
-    def _dispatch(
-        self, now: float, lease_until: float, polled: Controller._Polled, errors: list[str]
-    ) -> tuple[dict[Path, int], int, int, dict[Path, int]]:
+    def admission(self, queued_new: int, polled: Controller._Polled | None = None) -> Controller.Admission:
+        """The load both paths hold and want now and the split of the budget it gives, reading the
+        ledger and the backends and changing nothing. ``queued_new`` is the new-path work a poll saw
+        waiting in the backend's queue; ``polled`` what this cycle's poll found (None: every poll
+        answered, nothing unknown). The dispatch step applies it; a simulation asks it to tell
+        which cycles can change what runs."""
         cfg = self.config
-        queued = polled.queued
         legacy, new = self.backends.get(Path.LEGACY), self.backends.get(Path.NEW)
         # One dispatch per path per cycle carries at most max_batch_items (a manifest's, an array
         # job's size); max_claims bounds only what one cycle routes.
         legacy_todo = self.ledger.pending_dispatch(Path.LEGACY, cfg.max_batch_items) if legacy else []
         new_todo = self.ledger.pending_dispatch(Path.NEW, cfg.max_batch_items) if new else []
-        held = self._held(polled)
+        held = self._held(polled or Controller._Polled())
         legacy_in_use = held.get(Path.LEGACY, 0)
         new_running = held.get(Path.NEW, 0)
         admitted_new = new_running
@@ -351,8 +370,18 @@ class Controller:
                 Path.NEW, ConversionState.DISPATCHED
             )
             admitted_new = max(new_running, handed)
-        load = Load(legacy_in_use, admitted_new, len(legacy_todo), len(new_todo) + queued.get(Path.NEW, 0))
-        split = split_budget(cfg.budget, load, cfg.legacy_max_threads)
+        load = Load(legacy_in_use, admitted_new, len(legacy_todo), len(new_todo) + queued_new)
+        split = (cfg.split or split_budget)(cfg.budget, load, cfg.legacy_max_threads)
+        return Controller.Admission(load, split, legacy_todo, new_todo, new_running, admitted_new)
+
+    def _dispatch(
+        self, now: float, lease_until: float, polled: Controller._Polled, errors: list[str]
+    ) -> tuple[dict[Path, int], int, int, dict[Path, int]]:
+        cfg = self.config
+        legacy, new = self.backends.get(Path.LEGACY), self.backends.get(Path.NEW)
+        plan = self.admission(polled.queued.get(Path.NEW, 0), polled)
+        load, split, legacy_todo, new_todo = plan.load, plan.split, plan.legacy_todo, plan.new_todo
+        legacy_in_use, new_running = plan.load.legacy_in_use, plan.new_running
         budget = cfg.budget
         if self.shadows is not None:
             # Before real work is submitted: shadows holding budget it needs are stopped first.
@@ -363,7 +392,7 @@ class Controller:
                 # Shadows that could not be stopped still load the database: real work waits for them.
                 budget -= stuck
                 load = replace(load, legacy_in_use=load.legacy_in_use + stuck)
-                split = split_budget(cfg.budget, load, cfg.legacy_max_threads)
+                split = (cfg.split or split_budget)(cfg.budget, load, cfg.legacy_max_threads)
         dispatched: dict[Path, int] = {}
         cap_in_force = split.new_capacity
         if new is not None:
@@ -371,7 +400,7 @@ class Controller:
             self._new_caps = cap is not None
             if cap is None:
                 # The backend cannot cap itself: hold back so that dispatched, unfinished work fits.
-                new_todo = new_todo[: max(0, split.new_capacity - admitted_new)]
+                new_todo = new_todo[: max(0, split.new_capacity - plan.admitted_new)]
             else:
                 cap_in_force = cap
             if new_todo:
@@ -383,7 +412,14 @@ class Controller:
         self._cap_before = cap_in_force
         threads = clamp_threads(split.legacy_threads, budget, legacy_in_use, capped)
         if legacy is not None and legacy_todo and threads >= 1:
-            dispatched[Path.LEGACY] = self._submit(legacy, legacy_todo, threads, now, lease_until, errors)
+            # The build takes the split's share of the backlog (one whose threads were clamped, a
+            # share in proportion), and never more than one dispatch may hold: a manifest of many
+            # thousands on a few threads could outlast CodeBuild's timeout.
+            items = len(legacy_todo) if split.legacy_items is None else split.legacy_items
+            if threads < split.legacy_threads:
+                items = math.ceil(items * threads / split.legacy_threads)
+            todo = legacy_todo[: max(1, min(items, cfg.max_batch_items))]
+            dispatched[Path.LEGACY] = self._submit(legacy, todo, threads, now, lease_until, errors)
         else:
             threads = 0
         in_use = {Path.LEGACY: legacy_in_use + threads, Path.NEW: new_running}

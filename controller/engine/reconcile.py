@@ -9,6 +9,7 @@ is allowed to run the conversion again).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,11 @@ from controller.core.ports import Backend, Inventory, Ledger, Run
 from controller.plumbing.tally import ReconcileTally
 
 log = logging.getLogger("cutover.reconcile")
+
+# Kept in the ledger's value store (JSON: at, since, conversions, duplicates, orphans).
+FIRST_RUN = "reconcile:first_run"
+LAST_RUN = "reconcile:last_run"
+LAST_FINDING = "reconcile:last_finding"  # the last run that found a duplicate or an orphan
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +132,7 @@ class Reconciler:
             by_path=by_path,
         )
         self.latest = findings
+        self._remember(findings)
         level = logging.WARNING if duplicates or orphans else logging.INFO
         log.log(
             level,
@@ -141,6 +148,27 @@ class Reconciler:
         if self._on_findings is not None:
             self._on_findings(findings)
         return findings
+
+    def _remember(self, findings: Findings) -> None:
+        """Keep in the ledger when reconciliation first and last ran, and when it last found
+        anything: ``cutover decommission`` reads them as evidence that a period was clean."""
+        doc = json.dumps(
+            {
+                "at": findings.at,
+                "since": findings.since,
+                "conversions": findings.conversions_seen,
+                "duplicates": len(findings.duplicates),
+                "orphans": len(findings.orphans),
+            }
+        )
+        try:
+            if self.ledger.get_value(FIRST_RUN) is None:
+                self.ledger.put_value(FIRST_RUN, doc, findings.at)
+            self.ledger.put_value(LAST_RUN, doc, findings.at)
+            if findings.duplicates or findings.orphans:
+                self.ledger.put_value(LAST_FINDING, doc, findings.at)
+        except CutoverError as exc:
+            log.warning("reconcile.unrecorded", extra={"error": str(exc)})
 
     def _settle(self, candidates: dict[str, list[tuple[Path, Run]]]) -> None:
         """Ask the backends for the exact outcome of candidate runs the listing could not tell."""

@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS conversions (
     dispatched_at REAL,
     finished_at REAL,
     updated_at REAL,
-    work_seconds REAL
+    work_seconds REAL,
+    work_started_at REAL
 );
 CREATE INDEX IF NOT EXISTS conversions_by_state ON conversions (state, path, seq);
 -- By tenant alone: each entry is (tenant_id, seq), so a tenant's history comes out in order, and a
@@ -122,8 +123,11 @@ END;
 
 _COLUMNS = (
     "conversion_id, tenant_id, params, state, path, flag_version, reason, job_ref, intent, "
-    "fence, attempts, received_at, claimed_at, dispatched_at, finished_at, updated_at, work_seconds"
+    "fence, attempts, received_at, claimed_at, dispatched_at, finished_at, updated_at, work_seconds, "
+    "work_started_at"
 )
+# Columns added after the first release: a ledger file made before them gets them when opened.
+_ADDED_COLUMNS = (("work_seconds", "REAL"), ("work_started_at", "REAL"))
 _FLAG_KEY = "flag:last_known_good"
 
 
@@ -253,11 +257,13 @@ class SQLiteLedger(SQLiteShadows):
             raise LedgerError(f"ledger {path}: cannot create the schema ({exc})") from exc
 
     def _add_missing_columns(self) -> None:
-        """Bring a ledger file made by an earlier version up to the columns this one records."""
+        """Bring a ledger file made by an earlier version up to the columns this one records
+        (nullable, so old rows simply have no value)."""
         with self._write() as db:
             have = {row[1] for row in db.execute("PRAGMA table_info(conversions)")}
-            if "work_seconds" not in have:
-                db.execute("ALTER TABLE conversions ADD COLUMN work_seconds REAL")
+            for name, kind in _ADDED_COLUMNS:
+                if name not in have:
+                    db.execute(f"ALTER TABLE conversions ADD COLUMN {name} {kind}")
 
     # -- connections -------------------------------------------------------------------------
 
@@ -501,9 +507,22 @@ class SQLiteLedger(SQLiteShadows):
             if not f.state.terminal:
                 raise ValueError(f"{f.state} is not a terminal state")
         applied = self._each(
-            "UPDATE conversions SET state = ?, reason = ?, finished_at = ?, updated_at = ?, work_seconds = ? "
+            "UPDATE conversions SET state = ?, reason = ?, finished_at = ?, updated_at = ?, "
+            "work_seconds = ?, work_started_at = ? "
             "WHERE conversion_id = ? AND state = 'dispatched' AND fence = ?",
-            [(f.state.value, f.reason, now, now, f.work_seconds, f.conversion_id, f.fence) for f in finishes],
+            [
+                (
+                    f.state.value,
+                    f.reason,
+                    now,
+                    now,
+                    f.work_seconds,
+                    f.work_started_at,
+                    f.conversion_id,
+                    f.fence,
+                )
+                for f in finishes
+            ],
         )
         return [f.conversion_id for f, ok in zip(finishes, applied, strict=True) if ok]
 
@@ -617,6 +636,17 @@ class SQLiteLedger(SQLiteShadows):
             (tenant_id, limit),
         )
         return [_record(r) for r in rows]
+
+    def latest_on_path(self, path: Path) -> ConversionRecord | None:
+        """The conversion owned by ``path`` that arrived last: one index walk per owned state."""
+        per_state = (
+            f"SELECT * FROM (SELECT seq, {_COLUMNS} FROM conversions WHERE state = ? AND path = ? "
+            "ORDER BY seq DESC LIMIT 1)"
+        )
+        states = [s.value for s in ConversionState if s is not S.RECEIVED]
+        sql = " UNION ALL ".join([per_state] * len(states)) + " ORDER BY seq DESC LIMIT 1"
+        rows = self._read(sql, [arg for state in states for arg in (state, path.value)])
+        return _record(rows[0][1:]) if rows else None
 
     def in_flight_by_tenant(self) -> dict[int, dict[Path, int]]:
         """Conversions owned and not finished, per tenant and path (walks the state index only)."""

@@ -153,7 +153,8 @@ def result_state(doc: Mapping[str, Any] | None, conversion_id: str) -> JobState 
     if result.started_at is not None and result.finished_at is not None:
         work = max(0.0, result.finished_at - result.started_at)
     status = JobStatus.SUCCEEDED if result.status is Status.SUCCEEDED else JobStatus.FAILED
-    return JobState(status, result.reason, result.output, work)
+    started = result.started_at if work is not None else None
+    return JobState(status, result.reason, result.output, work, started)
 
 
 def failed_result(conversion_id: str, reason: str, **fields: Any) -> dict[str, Any]:

@@ -2,8 +2,9 @@
 of history and a live wave of demo conversions worked by the local runners.
 
 The page must render, its SVG chart must have data points, its group bars must show the flag's
-tenants, its nonce-bound style and script must run under the CSP, and it must refresh itself. A
-screenshot is written to the test's temporary directory.
+tenants, its panel must forecast moving the next group, its nonce-bound style and script must run
+under the CSP, and it must refresh itself. A screenshot is written to the test's temporary
+directory.
 """
 
 from __future__ import annotations
@@ -152,6 +153,20 @@ def live_wave(base: str, groups: dict[str, list[int]]) -> list[str]:
         time.sleep(0.5)
 
 
+def forecast_kept(base: str, timeout: float = 60.0) -> str:
+    """The page once the housekeeping thread has forecast the next group from the live wave's
+    timings (the seeded history has none): the forecast is never worked out per request."""
+    deadline = time.monotonic() + timeout
+    while True:
+        page = httpx.get(base + "/", timeout=10).text
+        if 'id="forecast-group"' in page:
+            return page
+        if time.monotonic() > deadline:
+            found = re.search(r'<section id="forecast".*?</section>', page, re.S)
+            raise AssertionError(f"no forecast kept: {found.group(0) if found else 'no panel'}")
+        time.sleep(0.5)
+
+
 def chromium(args: list[str], profile: FsPath) -> subprocess.CompletedProcess[str]:
     assert BROWSER is not None
     return subprocess.run(
@@ -179,6 +194,7 @@ def test_the_dashboard_renders_in_chromium(
     status = httpx.get(base + "/status", timeout=10).json()
     assert status["cycle"]["count"] >= 3
     flag_tenants = set(groups["group-1"] + groups["group-2"])
+    forecast_kept(base)
 
     dom = chromium(["--virtual-time-budget=7000", "--dump-dom", base + "/"], tmp_path / "profile-dom")
     html = dom.stdout
@@ -194,6 +210,15 @@ def test_the_dashboard_renders_in_chromium(
     ]
     assert sum(int(m) for _, _, m in bars) == status["flag"]["tenant_count"] == len(flag_tenants)
     assert "unavailable:" not in html
+    panel = re.search(r'<section id="forecast".*?</section>', html, re.S)
+    assert panel, "the next group's forecast is on the page"
+    assert re.search(r'id="forecast-group">group-3<', panel.group(0)), "the next group is group-3"
+    assert "after moving group-3" in panel.group(0)
+    cells = re.findall(
+        r"<tr><td>(makespan|peak at work|cost)</td><td[^>]*>([^<]+)</td><td[^>]*>([^<]+)</td>", panel.group(0)
+    )
+    assert [c[0] for c in cells] == ["makespan", "peak at work", "cost"]
+    assert all(" of 6 " in c for c in cells[1][1:]), "peak at work against the budget of 6"
     assert int(re.search(r'data-refreshes="(\d+)"', html).group(1)) >= 1, "the page refreshed itself"  # type: ignore[union-attr]
     failed = [cid for cid in live if httpx.get(f"{base}/conversions/{cid}").json()["state"] == "failed"]
     assert failed

@@ -319,10 +319,13 @@ def codebuild_as_documented() -> Iterator[None]:
     def start_build(self: Any) -> Any:
         token = self._get_param("idempotencyToken")
         backend = self.codebuild_backend
-        if token and token in tokens:
-            build = next(
-                b for h in backend.build_metadata_history.values() for b in h if b["id"] == tokens[token]
-            )
+        known = tokens.get(token) if token else None
+        # A reset server forgot the build the token started: then it is a new start, as on AWS
+        # once the token's five minutes are over.
+        build = next(
+            (b for h in backend.build_metadata_history.values() for b in h if b["id"] == known), None
+        )
+        if build is not None:
             from moto.core.responses import ActionResult
 
             return ActionResult({"build": build})

@@ -343,6 +343,23 @@ def test_inventory_lists_every_conversion_of_recent_builds(
     assert aws.calls.params("ListBuildsForProject")[-1]["sortOrder"] == "DESCENDING"
 
 
+def test_builds_since_lists_every_build_of_the_project_whoever_started_it(
+    aws: World, make_backend: Callable[..., CodeBuildBackend], clock: Clock
+) -> None:
+    """The evidence ``cutover decommission`` wants from CodeBuild itself: a build some scheduler
+    started by hand is listed beside cutover's own, newest first, with its start and status."""
+    backend = make_backend()
+    ours = backend.submit(DispatchBatch("Lhist1", Path.LEGACY, items(2, "h"), 1))[0].job_id
+    theirs = aws.client("codebuild", hooked=False).start_build(projectName=PROJECT)["build"]["id"]
+    listed = make_backend().builds_since(clock.now - 3600)
+    assert {b.build_id for b in listed} == {ours, theirs}
+    assert [b.started_at for b in listed] == sorted((b.started_at for b in listed), reverse=True)
+    assert all(b.status for b in listed)
+    assert all(b.started_at >= clock.now - 3600 for b in listed)
+    assert make_backend().builds_since(clock.now + 3600) == []
+    assert aws.calls.params("ListBuildsForProject")[-1]["sortOrder"] == "DESCENDING"
+
+
 def test_a_working_builds_results_are_listed_now_and_then_and_once_more_at_its_end(
     aws: World, make_backend: Callable[..., CodeBuildBackend], clock: Clock
 ) -> None:

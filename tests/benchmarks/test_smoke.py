@@ -65,6 +65,7 @@ def test_every_benchmark_has_a_smoke_test():
         "api_calls.py",
         "status_load.py",
         "chaos.py",
+        "peak.py",
     }
 
 
@@ -198,3 +199,34 @@ def test_status_load_measures_both_endpoints_before_and_during_the_burst():
     assert checks["all_accepted"] is True
     assert checks["all_succeeded"] is True
     assert checks["only_ok_answers"] is True
+
+
+def test_peak_compares_the_policies_against_the_bounds_and_keeps_the_budget():
+    """Every policy ran the same conversions; cutover's admission and the 50/50 split stay within
+    the budget while the reference setup runs two budgets' worth; nothing beats the bound."""
+    doc = run("peak.py")
+    assert doc["benchmark"] == "peak"
+    bound = doc["bound"]
+    for key in (
+        "total_work_seconds",
+        "bound_seconds",
+        "bound_with_provisioning_seconds",
+        "list_schedule_seconds",
+    ):
+        assert positive(bound[key]), key
+    assert bound["bound_with_provisioning_seconds"] >= bound["bound_seconds"]
+    policies = doc["policies"]
+    assert set(policies) == {"cutover", "reference_static", "static_half"}
+    budget = doc["inputs"]["budget"]
+    for name, figures in policies.items():
+        assert figures["ratio_to_bound"] >= 1.0 or name == "reference_static", name
+        assert 0 < figures["utilisation_while_work_waits"] <= 2.0, name
+    assert policies["cutover"]["peak_in_flight"]["total"] <= budget
+    assert policies["static_half"]["peak_in_flight"]["total"] <= budget
+    assert policies["reference_static"]["over_budget_by"] > 0
+    assert set(doc["goals"]) == {"ratio_to_bound_with_provisioning", "cpu_seconds_per_1000_conversions"}
+    assert doc["checks"] == {
+        "cutover_within_budget": True,
+        "static_half_within_budget": True,
+        "cutover_every_conversion_succeeded": True,
+    }

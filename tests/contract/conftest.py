@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from controller.ledger.memory import MemoryLedger
 from controller.ledger.sqlite import SQLiteLedger
 
 
@@ -31,6 +32,7 @@ def _dynamodb(tmp_path: Path, request: pytest.FixtureRequest) -> Any:
 LEDGER_FACTORIES: dict[str, Callable[[Path, pytest.FixtureRequest], Any]] = {
     "sqlite": lambda tmp_path, request: SQLiteLedger(tmp_path / "contract.db"),
     "dynamodb": _dynamodb,
+    "memory": lambda tmp_path, request: MemoryLedger(),
 }
 
 

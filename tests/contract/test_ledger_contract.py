@@ -6,7 +6,7 @@ import pytest
 
 from controller.core.domain import ConversionRequest, ConversionState, Path
 from controller.core.errors import ConflictError, NotFoundError
-from controller.core.ports import Claim, Dispatched, Finish, FinishedConversion
+from controller.core.ports import Claim, Dispatched, Finish, FinishedConversion, PathHistory
 from controller.core.requeue import requeued
 from flags.snapshot import FlagSnapshot
 
@@ -145,6 +145,23 @@ def test_finish_is_compare_and_set_and_never_goes_backwards(ledger):
     assert (final.state, final.reason, final.finished_at) == (S.SUCCEEDED, "out.xlsx", 30.0)
 
 
+def test_finish_keeps_the_jobs_own_timing_and_requeue_forgets_it(ledger):
+    """The job's run time and start as it reported them are kept with the outcome; a record finished
+    without them has none, and an operator's requeue drops them with the rest of the attempt."""
+    ledger.accept([req("t1"), req("t2")], 1.0)
+    claim(ledger, "t1")
+    claim(ledger, "t2")
+    one, two = dispatch(ledger, "t1"), dispatch(ledger, "t2")
+    finishes = [Finish("t1", one.fence, S.FAILED, "boom", 5.75, 21.5), Finish("t2", two.fence, S.SUCCEEDED)]
+    assert ledger.mark_finished(finishes, 30.0) == ["t1", "t2"]
+    timed, untimed = ledger.get("t1"), ledger.get("t2")
+    assert (timed.work_seconds, timed.work_started_at, timed.finished_at) == (5.75, 21.5, 30.0)
+    assert (untimed.work_seconds, untimed.work_started_at) == (None, None)
+    freed = ledger.requeue("t1", 40.0)
+    assert (freed.work_seconds, freed.work_started_at) == (None, None)
+    assert (ledger.get("t1").work_seconds, ledger.get("t1").work_started_at) == (None, None)
+
+
 def test_resubmit_keeps_the_path_and_fences_out_the_old_attempt(ledger):
     ledger.accept([req("r")], 1.0)
     claim(ledger, "r", Path.LEGACY)
@@ -232,6 +249,24 @@ def test_query_pages_through_everything_once(ledger):
     assert len(tenant_two) == 8
     received, _ = ledger.query(state=S.RECEIVED, path=None, limit=100)
     assert len(received) == 25
+
+
+def test_the_latest_conversion_on_a_path_is_the_last_to_arrive_whatever_its_state(ledger):
+    """For ledgers that offer it (``PathHistory``): what ``cutover decommission`` names as the old
+    path's last conversion."""
+    if not isinstance(ledger, PathHistory):
+        pytest.skip("this ledger does not offer latest_on_path")
+    assert ledger.latest_on_path(Path.LEGACY) is None
+    ledger.accept([req(f"h{i}", tenant=i) for i in range(4)], 1.0)
+    claim(ledger, "h0", Path.LEGACY)
+    claim(ledger, "h1", Path.LEGACY)
+    claim(ledger, "h2", Path.NEW)
+    record = dispatch(ledger, "h1")
+    ledger.mark_finished([Finish("h1", record.fence, S.SUCCEEDED)], 30.0)
+    assert ledger.latest_on_path(Path.LEGACY).conversion_id == "h1"
+    assert ledger.latest_on_path(Path.NEW).conversion_id == "h2"
+    claim(ledger, "h3", Path.LEGACY)
+    assert ledger.latest_on_path(Path.LEGACY).conversion_id == "h3"
 
 
 def test_decisions_are_totalled_per_minute_path_and_version(ledger):

@@ -87,6 +87,22 @@ def test_outputs_are_real_workbooks_stamped_with_their_path(demo):
         assert len(rows) > 10
 
 
+def test_each_stage_is_forecast_from_the_history_before_it_and_measured(demo):
+    """From the second stage on, the forecast made before the stage sits beside what it measured;
+    the budget held at peak is the budget on both sides (the split fills it while work waits)."""
+    report, _ = demo
+    first, *rest = report["stages"]
+    assert first["forecast"] is None
+    assert first["error"] is None
+    for stage in rest:
+        forecast, measured = stage["forecast"], stage["measured"]
+        assert forecast["makespan_seconds"] > 0, stage["name"]
+        assert measured["makespan_seconds"] > 0, stage["name"]
+        assert forecast["peak_slots"] == measured["peak_slots"] == report["budget"], stage["name"]
+        assert 0 < measured["peak_in_flight"] <= report["budget"], stage["name"]
+        assert set(stage["error"]) == {"makespan_percent", "peak_in_flight", "peak_slots"}
+
+
 def test_failures_are_the_ones_asked_for_and_the_log_keeps_ids_and_reasons(demo):
     report, workdir = demo
     assert report["failed"] == report["failed_on_purpose"] > 0

@@ -32,6 +32,7 @@ def record(state: S = S.FAILED) -> ConversionRecord:
         finished_at=4.0,
         updated_at=4.0,
         work_seconds=0.8,
+        work_started_at=3.1,
     )
 
 

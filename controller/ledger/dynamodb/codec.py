@@ -86,6 +86,7 @@ def to_record(item: Item) -> ConversionRecord:
         finished_at=number_of(item, "finished_at"),
         updated_at=number_of(item, "updated_at"),
         work_seconds=number_of(item, "work_seconds"),
+        work_started_at=number_of(item, "work_started_at"),
     )
 
 

@@ -14,10 +14,16 @@ from controller.core.errors import ConflictError, NotFoundError
 from controller.core.ports import Finish
 from controller.core.requeue import REQUEUE_FIELDS, requeued
 from controller.ledger.dynamodb import schema
-from controller.ledger.dynamodb.codec import item_update, number, text, to_record
+from controller.ledger.dynamodb.codec import AttributeValue, item_update, number, text, to_record
 from controller.ledger.dynamodb.writes import Move, Writes, in_order
 
 S = ConversionState
+_WORK = ("work_seconds", "work_started_at")  # the job's own account of the attempt, when it gave one
+
+
+def _work(f: Finish) -> dict[str, AttributeValue]:
+    """The attributes keeping the job's own timing of a finished attempt, those it gave."""
+    return {name: number(value) for name in _WORK if (value := getattr(f, name)) is not None}
 
 
 class Outcomes(Writes):
@@ -41,9 +47,9 @@ class Outcomes(Writes):
                     "finished_at": number(now),
                     "updated_at": number(now),
                     schema.TTL_ATTRIBUTE: expires,
-                    **({"work_seconds": number(f.work_seconds)} if f.work_seconds is not None else {}),
+                    **_work(f),
                 },
-                removes=() if f.work_seconds is not None else ("work_seconds",),
+                removes=tuple(name for name in _WORK if getattr(f, name) is None),
             )
             for f in finishes
         ]

@@ -1,0 +1,231 @@
+"""A forecast profile learnt from the ledger's history (``--profile last-peak`` or ``last-7d``).
+
+Durations per tenant and path come from the job's own timing of each finished conversion (the
+start and end its result reported), never from the ledger's own times, which include queueing
+and cycle latency; a record without that timing is left out and counted. Failure rates are
+failed attempts over attempts. Provisioning: for a build, the gap between its dispatch and its
+first conversion starting work; for the new path, the gaps between a batch's claim and the work
+starting of the jobs that started before any job of the batch ended (they cannot have waited for
+a slot it freed; the claim, not the recorded dispatch, since a large batch's submit can take
+longer than a job's start). Arrivals are the conversions received in the window, at the moments
+they came. Reads the ledger through ``LedgerQueries`` only.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from controller.core.domain import ConversionRecord, ConversionState, Path
+from controller.core.errors import InputError
+from controller.core.ports import LedgerQueries
+from controller.engine.profile import DEFAULT_PROVISIONING, Arrival, Behaviour, Durations, Profile, Span
+
+DAY = 86400.0
+PEAK_LOOKBACK_DAYS = 35  # a month-start peak is found within the last five weeks
+Window = Literal["last-peak", "last-7d"]
+
+
+def records(ledger: LedgerQueries, page: int = 2000) -> Iterator[ConversionRecord]:
+    """Every conversion in the ledger, in receipt order."""
+    cursor: str | None = None
+    while True:
+        found, cursor = ledger.query(after=cursor, limit=page)
+        yield from found
+        if cursor is None:
+            return
+
+
+@dataclass
+class Learnt:
+    """What the history says, before it is cut into a profile."""
+
+    durations: dict[tuple[int, Path], list[float]] = field(default_factory=dict)
+    attempts: Counter[tuple[int, Path]] = field(default_factory=Counter)
+    failures: Counter[tuple[int, Path]] = field(default_factory=Counter)
+    gaps: dict[tuple[Path, str], float] = field(default_factory=dict)  # per build: shortest gap
+    batches: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)  # new path
+    lags: list[float] = field(default_factory=list)  # new path: job's end to the outcome's record
+    received: list[tuple[float, int]] = field(default_factory=list)
+    untimed: int = 0
+
+    def add(self, r: ConversionRecord) -> None:
+        if r.received_at is not None:
+            self.received.append((r.received_at, r.tenant_id))
+        if r.path is None or not r.state.terminal:
+            return
+        key = (r.tenant_id, r.path)
+        self.attempts[key] += max(1, r.attempts)
+        self.failures[key] += max(0, r.attempts - 1) + (r.state is ConversionState.FAILED)
+        if r.work_started_at is None or r.work_seconds is None:
+            self.untimed += 1
+            return
+        began, ended = r.work_started_at, r.work_started_at + max(0.0, r.work_seconds)
+        if r.state is ConversionState.SUCCEEDED:
+            self.durations.setdefault(key, []).append(ended - began)
+            if r.path is Path.NEW and r.finished_at is not None:
+                self.lags.append(max(0.0, r.finished_at - ended))
+        if r.dispatched_at is None or r.attempts != 1:
+            return
+        if r.path is Path.LEGACY:  # a build's conversions share one dispatch (its job reference)
+            gap = max(0.0, began - r.dispatched_at)
+            self.gaps[(r.path, r.job_ref or "")] = min(gap, self.gaps.get((r.path, r.job_ref or ""), gap))
+        elif r.claimed_at is not None:  # a new-path batch's jobs were handed over together
+            batch = self.batches.setdefault(f"{r.dispatched_at:.3f}", [])
+            batch.append((r.claimed_at, began, ended))
+
+    def new_path_starts(self) -> list[float]:
+        """Claim-to-work gaps of the new-path jobs that started in their batch's first slots."""
+        out: list[float] = []
+        for jobs in self.batches.values():
+            first_end = min(end for _, _, end in jobs)
+            out.extend(max(0.0, start - claimed) for claimed, start, _ in jobs if start < first_end)
+        return out
+
+
+def learn(ledger: LedgerQueries) -> Learnt:
+    """Read the whole history once."""
+    out = Learnt()
+    for r in records(ledger):
+        out.add(r)
+    return out
+
+
+def history_profile(
+    ledger: LedgerQueries,
+    window: Window,
+    now: float,
+    *,
+    same_machine: bool = False,
+    cycle_seconds: float = 0.0,
+) -> Profile:
+    """The profile of ``window`` (``last-peak``: the busiest UTC day of the last five weeks;
+    ``last-7d``: the last seven days) with durations learnt from the whole history."""
+    learnt = learn(ledger)
+    start, end, label = _window(learnt.received, window, now)
+    arrivals = [Arrival(at - start, tenant) for at, tenant in learnt.received if start <= at < end]
+    if not arrivals:
+        raise InputError(f"--profile {window}: the ledger received no conversion in {label}")
+    first = min(a.at for a in arrivals)
+    arrivals = [Arrival(a.at - first, a.tenant_id) for a in arrivals]
+    profile = profile_of(
+        learnt,
+        arrivals,
+        name=window,
+        source=f"ledger history, arrivals of {label}",
+        same_machine=same_machine,
+    )
+    return replace(profile, window=(start + first, end))
+
+
+def profile_of(
+    learnt: Learnt,
+    arrivals: Iterable[Arrival],
+    *,
+    name: str,
+    source: str,
+    same_machine: bool = False,
+    cycle_seconds: float = 0.0,
+) -> Profile:
+    """A profile with ``learnt``'s durations, failures, provisioning and release, and these arrivals.
+
+    ``same_machine``: both paths start a worker process on this machine (the local runners), so a
+    path whose provisioning was never measured takes the other path's rather than Fargate's.
+    A new-path job's release is the median lag from its end to the ledger's record of it, less
+    the half cycle the controller takes on average to poll it (``cycle_seconds``).
+    """
+    notes: list[str] = []
+    pooled: dict[Path, list[float]] = {p: [] for p in Path}
+    for (_, path), seen in learnt.durations.items():
+        pooled[path].extend(seen)
+    if not pooled[Path.LEGACY] and not pooled[Path.NEW]:
+        raise InputError(
+            "the ledger has no finished conversion with the job's own timing to learn durations "
+            "from; give --profile FILE"
+        )
+    for path in Path:
+        if not pooled[path]:
+            other = Path.NEW if path is Path.LEGACY else Path.LEGACY
+            pooled[path] = list(pooled[other])
+            notes.append(
+                f"nothing has finished on the {path.value} path yet: "
+                f"its durations are the {other.value} path's"
+            )
+    default = {p: Behaviour(Durations.of(pooled[p]), _rate(learnt, p, None)) for p in Path}
+    tenants: dict[int, dict[Path, Behaviour]] = {}
+    for (tenant, path), seen in learnt.durations.items():
+        tenants.setdefault(tenant, {})[path] = Behaviour(Durations.of(seen), _rate(learnt, path, tenant))
+    if learnt.untimed:
+        notes.append(f"{learnt.untimed} finished conversions carry no job timing and were left out")
+    provisioning = dict(DEFAULT_PROVISIONING)
+    measured: dict[Path, Span] = {}
+    for path in Path:
+        if path is Path.LEGACY:
+            gaps = sorted(g for (p, _), g in learnt.gaps.items() if p is path)
+        else:
+            gaps = sorted(learnt.new_path_starts())
+        if gaps:
+            measured[path] = provisioning[path] = _span(gaps)
+            notes.append(f"{path.value} provisioning measured over {len(gaps)} starts")
+    for path in Path:
+        other = Path.NEW if path is Path.LEGACY else Path.LEGACY
+        if path in measured:
+            continue
+        if same_machine and other in measured:
+            provisioning[path] = measured[other]
+            notes.append(f"{path.value} provisioning: not measured; the {other.value} path's (same machine)")
+        else:
+            notes.append(f"{path.value} provisioning: the default (nothing measured)")
+    release = 0.0
+    if learnt.lags:
+        lags = sorted(learnt.lags)
+        release = max(0.0, lags[len(lags) // 2] - cycle_seconds / 2)
+        notes.append(f"new path release measured over {len(lags)} jobs")
+    return Profile(
+        name=name,
+        source=source,
+        default=default,
+        arrivals=tuple(sorted(arrivals, key=lambda a: (a.at, a.tenant_id))),
+        tenants=tenants,
+        provisioning=provisioning,
+        release=release,
+        notes=tuple(notes),
+    )
+
+
+def _rate(learnt: Learnt, path: Path, tenant: int | None) -> float:
+    attempts = sum(
+        n for (t, p), n in learnt.attempts.items() if p is path and (tenant is None or t == tenant)
+    )
+    failed = sum(n for (t, p), n in learnt.failures.items() if p is path and (tenant is None or t == tenant))
+    return min(0.99, failed / attempts) if attempts else 0.0
+
+
+def _span(gaps: list[float]) -> Span:
+    """The middle of the measured gaps (the 10th to the 90th percentile), or the one there is."""
+    if len(gaps) < 3:
+        middle = gaps[len(gaps) // 2]
+        return Span(middle, middle)
+    return Span(gaps[int(0.1 * (len(gaps) - 1))], gaps[round(0.9 * (len(gaps) - 1))])
+
+
+def _window(received: list[tuple[float, int]], window: Window, now: float) -> tuple[float, float, str]:
+    if window == "last-7d":
+        return now - 7 * DAY, now + 1e-6, "the last 7 days"
+    recent = [at for at, _ in received if at >= now - PEAK_LOOKBACK_DAYS * DAY]
+    if not recent:
+        raise InputError(
+            f"--profile last-peak: the ledger received nothing in the last {PEAK_LOOKBACK_DAYS} days"
+        )
+    by_day: Counter[int] = Counter(int(at // DAY) for at in recent)
+    day, _ = max(by_day.items(), key=lambda item: (item[1], item[0]))
+    start = day * DAY
+    return start, start + DAY, f"the busiest day of the last {PEAK_LOOKBACK_DAYS} ({_date(start)})"
+
+
+def _date(ts: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")

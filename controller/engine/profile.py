@@ -1,0 +1,235 @@
+"""What a simulation is fed: how long each tenant's conversions take on each path, how often they
+fail, how long each path takes to provision, and when the conversions arrive.
+
+A profile is a value. It comes from a file of distributions (``controller.engine.profile_file``)
+or from the ledger's history (``controller.engine.history``); this module only holds it and
+answers the simulation's questions with numbers drawn from uniforms it is given, so it never
+draws randomness of its own and never reads anything.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from statistics import NormalDist
+from typing import Any
+
+from controller.core.domain import Path
+
+_Z99 = NormalDist().inv_cdf(0.99)  # a log-normal's p99 sits this many sigmas above its median
+_STANDARD = NormalDist()
+# Draws kept per conversion: a duration and a failure draw for each of this many attempts (a
+# conversion retried more often reuses them from the start, which changes no property a run has).
+ATTEMPT_DRAWS = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Durations:
+    """A duration distribution: log-normal by its median and p99, or the durations seen (sorted),
+    whose empirical quantiles are used when there are any."""
+
+    median: float
+    p99: float
+    samples: tuple[float, ...] = ()
+
+    @property
+    def sigma(self) -> float:
+        return math.log(self.p99 / self.median) / _Z99 if self.p99 > self.median else 0.0
+
+    def quantile(self, u: float) -> float:
+        """The duration at quantile ``u`` (0 < u < 1)."""
+        if self.samples:
+            position = u * (len(self.samples) - 1)
+            low = int(position)
+            high = min(low + 1, len(self.samples) - 1)
+            return self.samples[low] + (self.samples[high] - self.samples[low]) * (position - low)
+        if self.sigma == 0.0:
+            return self.median
+        return self.median * math.exp(self.sigma * _STANDARD.inv_cdf(min(max(u, 1e-12), 1 - 1e-12)))
+
+    def mean(self) -> float:
+        if self.samples:
+            return sum(self.samples) / len(self.samples)
+        return self.median * math.exp(self.sigma**2 / 2)
+
+    def scaled(self, factor: float) -> Durations:
+        """The same shape, every duration multiplied by ``factor``."""
+        return Durations(self.median * factor, self.p99 * factor, tuple(s * factor for s in self.samples))
+
+    @classmethod
+    def of(cls, seen: Sequence[float]) -> Durations:
+        """The empirical distribution of ``seen`` (non-empty)."""
+        ordered = tuple(sorted(seen))
+        return cls(_at(ordered, 0.5), _at(ordered, 0.99), ordered)
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"median_seconds": round(self.median, 3), "p99_seconds": round(self.p99, 3)}
+        if self.samples:
+            out["samples"] = len(self.samples)
+        return out
+
+
+def _at(ordered: Sequence[float], q: float) -> float:
+    position = q * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+@dataclass(frozen=True, slots=True)
+class Behaviour:
+    """How one tenant's conversions behave on one path."""
+
+    durations: Durations
+    failure_rate: float = 0.0
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.durations.describe(), "failure_rate": round(self.failure_rate, 4)}
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """Seconds between ``low`` and ``high`` (spread evenly); ``low == high`` is a fixed delay."""
+
+    low: float
+    high: float
+
+    def at(self, u: float) -> float:
+        return self.low + (self.high - self.low) * u
+
+    def describe(self) -> list[float] | float:
+        return self.low if self.low == self.high else [self.low, self.high]
+
+
+# Cited in the README: Fargate tasks take about 30 s to 2 min to start; a CodeBuild build about a
+# minute to provision.
+DEFAULT_PROVISIONING: Mapping[Path, Span] = {Path.NEW: Span(30.0, 120.0), Path.LEGACY: Span(60.0, 60.0)}
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """Conversions of one tenant arriving at one moment (seconds from the profile's start)."""
+
+    at: float
+    tenant_id: int
+    count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """One conversion as a simulation knows it: who, when it arrives, and its draws (uniforms in
+    (0, 1)): a duration and a failure draw per attempt, then one for each provisioning."""
+
+    conversion_id: str
+    tenant_id: int
+    arrives_at: float
+    draws: tuple[float, ...]
+
+    def duration_draw(self, attempt: int) -> float:
+        return self.draws[2 * ((attempt - 1) % ATTEMPT_DRAWS)]
+
+    def failure_draw(self, attempt: int) -> float:
+        return self.draws[2 * ((attempt - 1) % ATTEMPT_DRAWS) + 1]
+
+    def provisioning_draw(self, attempt: int) -> float:
+        return self.draws[2 * ATTEMPT_DRAWS + (attempt - 1) % ATTEMPT_DRAWS]
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """Everything a simulation needs to know about the work, and where it came from."""
+
+    name: str
+    source: str
+    default: Mapping[Path, Behaviour]
+    arrivals: tuple[Arrival, ...]
+    tenants: Mapping[int, Mapping[Path, Behaviour]] = field(default_factory=dict)
+    provisioning: Mapping[Path, Span] = field(default_factory=lambda: dict(DEFAULT_PROVISIONING))
+    # Seconds a new-path job keeps its slot after its work ends (its process or container
+    # stopping, the path noticing) before the path reports it finished.
+    release: float = 0.0
+    window: tuple[float, float] | None = None  # the history it was taken from (epoch seconds)
+    notes: tuple[str, ...] = ()
+
+    def behaviour(self, tenant_id: int, path: Path) -> Behaviour:
+        """How ``tenant_id`` behaves on ``path``: as seen there; else as seen on the other path,
+        scaled by how the paths compare overall; else the path's default."""
+        own = self.tenants.get(tenant_id, {})
+        seen = own.get(path)
+        if seen is not None:
+            return seen
+        other = Path.NEW if path is Path.LEGACY else Path.LEGACY
+        elsewhere = own.get(other)
+        if elsewhere is not None:
+            ratio = self.default[path].durations.median / self.default[other].durations.median
+            return Behaviour(elsewhere.durations.scaled(ratio), self.default[path].failure_rate)
+        return self.default[path]
+
+    def duration(self, work: Work, path: Path, attempt: int) -> float:
+        return self.behaviour(work.tenant_id, path).durations.quantile(work.duration_draw(attempt))
+
+    def fails(self, work: Work, path: Path, attempt: int) -> bool:
+        return work.failure_draw(attempt) < self.behaviour(work.tenant_id, path).failure_rate
+
+    def provisioning_for(self, path: Path, u: float) -> float:
+        return self.provisioning[path].at(u)
+
+    @property
+    def conversions(self) -> int:
+        return sum(a.count for a in self.arrivals)
+
+    @property
+    def tenant_ids(self) -> frozenset[int]:
+        return frozenset(a.tenant_id for a in self.arrivals)
+
+    def workload(self, seed: int) -> list[Work]:
+        """The conversions of this profile with their draws: the same seed, the same work."""
+        rng = random.Random(seed)  # noqa: S311 - a simulation's draws, not secrets
+        out: list[Work] = []
+        width = 3 * ATTEMPT_DRAWS
+        for a in sorted(self.arrivals, key=lambda a: (a.at, a.tenant_id)):
+            for _ in range(a.count):
+                draws = tuple(rng.random() or 0.5 for _ in range(width))
+                out.append(Work(f"sim-{len(out):07d}-t{a.tenant_id}", a.tenant_id, a.at, draws))
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        """The profile as ``cutover forecast --json`` shows it."""
+        return {
+            "name": self.name,
+            "source": self.source,
+            "window": list(self.window) if self.window else None,
+            "conversions": self.conversions,
+            "tenants": len(self.tenant_ids),
+            "arrival_seconds": round(max((a.at for a in self.arrivals), default=0.0), 3),
+            "defaults": {p.value: self.default[p].describe() for p in Path},
+            "tenants_profiled": len(self.tenants),
+            "provisioning_seconds": {p.value: self.provisioning[p].describe() for p in Path},
+            "release_seconds": round(self.release, 3),
+            "notes": list(self.notes),
+        }
+
+
+def spread(conversions: int, tenants: Sequence[int], within: float, seed: int, skew: float) -> list[Arrival]:
+    """``conversions`` arrivals over ``tenants`` in ``within`` seconds, deterministic in ``seed``.
+
+    ``skew`` 0 gives every tenant the same share; above 0 the shares are log-normal with that
+    sigma (a few busy tenants, many quiet ones).
+    """
+    if not tenants or conversions <= 0:
+        return []
+    rng = random.Random(seed)  # noqa: S311 - a simulation's arrivals, not secrets
+    weights = [rng.lognormvariate(0.0, skew) if skew > 0 else 1.0 for _ in tenants]
+    cumulative: list[float] = []
+    total = 0.0
+    for w in weights:
+        total += w
+        cumulative.append(total)
+    out = []
+    for _ in range(conversions):
+        tenant = tenants[min(bisect.bisect_left(cumulative, rng.random() * total), len(tenants) - 1)]
+        out.append(Arrival(round(rng.random() * within, 3), tenant))
+    return sorted(out, key=lambda a: (a.at, a.tenant_id))

@@ -1,0 +1,161 @@
+"""The simulator runs the project's own cycle: deterministic, fast, and moved by the real split."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from controller.core import admission
+from controller.core.admission import Load, Split
+from controller.core.domain import Path
+from controller.engine import cycle
+from controller.engine.profile import Arrival, Behaviour, Durations, Profile, Span, spread
+from controller.engine.simulation import SimConfig, SimulationError, simulate, summary
+from controller.ledger.memory import MemoryLedger
+
+TENANTS = list(range(1001, 1041))
+MIGRATED = frozenset(TENANTS[::2])
+
+
+def profile(conversions: int = 400, *, failure_rate: float = 0.0, within: float = 60.0) -> Profile:
+    legacy = Behaviour(Durations(60.0, 1200.0), failure_rate)
+    new = Behaviour(Durations(40.0, 900.0), failure_rate)
+    return Profile(
+        "test",
+        "tests",
+        {Path.LEGACY: legacy, Path.NEW: new},
+        tuple(spread(conversions, TENANTS, within, 3, 1.0)),
+        provisioning={Path.NEW: Span(30.0, 120.0), Path.LEGACY: Span(60.0, 60.0)},
+    )
+
+
+def run(p: Profile, migrated: frozenset[int] | None = MIGRATED, **config):
+    return simulate(p, migrated, SimConfig(budget=config.pop("budget", 10), **config), MemoryLedger())
+
+
+def fingerprint(result) -> list[tuple]:
+    """Everything that ran, when and where: two runs with equal fingerprints did the same."""
+    return [(a.conversion_id, a.path, a.slot_at, a.work_at, a.ended_at, a.failed) for a in result.attempts]
+
+
+def test_the_same_seed_gives_the_same_run_and_another_seed_another():
+    """A run is a function of its profile, flag, settings and seed."""
+    p = profile(failure_rate=0.05)
+    first, again = run(p, seed=7), run(p, seed=7)
+    assert fingerprint(first) == fingerprint(again)
+    assert summary(first) | {"simulation": None} == summary(again) | {"simulation": None}
+    assert fingerprint(run(p, seed=8)) != fingerprint(first)
+
+
+def test_skipping_quiet_cycles_changes_nothing_that_ran():
+    """The simulation skips cycles that cannot change what runs; running every cycle instead gives
+    the very same attempts at the very same moments and the same makespan. Only the ledger's
+    record of an outcome may come a little later, never earlier."""
+    p = profile(300, failure_rate=0.05)
+    quick = run(p, skip_quiet_cycles=True)
+    every = run(p, skip_quiet_cycles=False)
+    assert fingerprint(quick) == fingerprint(every)
+    assert quick.makespan == every.makespan
+    for q, e in zip(quick.conversions, every.conversions, strict=True):
+        assert q.finished_at >= e.finished_at
+    assert every.cycles_skipped == 0
+    assert quick.cycles_run < every.cycles_run / 3
+
+
+def test_every_conversion_ends_on_the_path_the_flag_gives_it_and_the_budget_holds():
+    """Routing is the project's own: listed tenants on the new path, the rest on the old; work at
+    once never exceeds the budget, and failures are resubmitted once before they count."""
+    result = run(profile(failure_rate=0.1), budget=8)
+    assert all(c.path is (Path.NEW if c.tenant_id in MIGRATED else Path.LEGACY) for c in result.conversions)
+    assert 0 < result.peak() <= result.peak_slots == 8  # budget held: build threads, jobs in a slot
+    assert result.peak(Path.LEGACY) > 0
+    assert result.peak(Path.NEW) > 0
+    attempts: dict[str, int] = {}
+    for a in result.attempts:
+        attempts[a.conversion_id] = attempts.get(a.conversion_id, 0) + 1
+    assert max(attempts.values()) == 2  # CUTOVER_RESUBMITS=1: one clone-and-resubmit
+    failed = [c for c in result.conversions if not c.succeeded]
+    assert failed
+    assert all(attempts[c.conversion_id] == 2 for c in failed)
+
+
+def test_no_flag_sends_everything_to_the_old_path():
+    result = run(profile(100), migrated=None)
+    assert {c.path for c in result.conversions} == {Path.LEGACY}
+    assert result.peak(Path.NEW) == 0
+
+
+def test_changing_the_split_changes_the_simulation(monkeypatch):
+    """The cycle's split is what the simulation runs: patch it, and the run follows the patch."""
+    p = profile(300)
+    as_is = run(p)
+    calls: list[Load] = []
+
+    def old_path_only(budget: int, load: Load, max_build_threads: int) -> Split:
+        calls.append(load)
+        threads = min(load.legacy_waiting, max(0, budget - load.legacy_in_use), max_build_threads)
+        return Split(threads, 0)  # the new path gets no capacity at all
+
+    monkeypatch.setattr(cycle, "split_budget", old_path_only)
+    with pytest.raises(SimulationError, match="nothing will move"):
+        run(p)  # migrated tenants' conversions wait forever for a cap of zero
+    assert calls
+    monkeypatch.setattr(cycle, "split_budget", admission.split_budget)
+    assert fingerprint(run(p)) == fingerprint(as_is)
+
+
+def test_a_policy_given_in_the_settings_replaces_the_split():
+    """A simulation can run another policy beside the project's, as the peak benchmark does."""
+    p = profile(300)
+    as_is = run(p, budget=10)
+    half = run(
+        p,
+        budget=10,
+        split=lambda budget, load, m: Split(min(load.legacy_waiting, 5 - min(5, load.legacy_in_use)), 5),
+    )
+    assert fingerprint(half) != fingerprint(as_is)
+    assert half.peak(Path.NEW) <= 5
+    assert half.peak(Path.LEGACY) <= 5
+
+
+def test_a_legacy_build_past_its_timeout_fails_what_it_has_not_finished():
+    """A CodeBuild build stopped at its timeout fails its unfinished conversions; the controller
+    resubmits them in a new build."""
+    slow = Profile(
+        "slow",
+        "tests",
+        {p: Behaviour(Durations(600.0, 600.0)) for p in Path},
+        (Arrival(0.0, 1001, 40),),
+        provisioning={p: Span(0.0, 0.0) for p in Path},
+    )
+    result = run(slow, migrated=frozenset(), budget=2, legacy_max_threads=2, build_timeout_seconds=1500.0)
+    assert any(b.timed_out for b in result.builds)
+    assert all(c.succeeded for c in result.conversions[:4])
+    assert len(result.builds) > 1
+
+
+def test_the_fargate_quota_holds_the_new_path_below_its_share():
+    """With a 6-vCPU quota, no more than three 2-vCPU jobs hold a slot, whatever the split allows."""
+    result = run(profile(200), budget=10, fargate_quota_vcpus=6.0, vcpus_per_job=2.0)
+    assert result.new_slots_peak == 3
+    assert result.new_cap_wanted > 3
+
+
+def test_a_peak_simulates_in_well_under_a_second_of_cpu_per_thousand_conversions():
+    """A 3,000-conversion peak, whole (benchmarks/peak.py measures the 10,000 one the same way)."""
+    tenants = list(range(1001, 1061))
+    same = Behaviour(Durations(60.0, 1200.0))
+    peak = Profile(
+        "peak", "tests", {Path.LEGACY: same, Path.NEW: same}, tuple(spread(3000, tenants, 300, 1, 1.0))
+    )
+    result = simulate(peak, frozenset(tenants[::2]), SimConfig(budget=20, seed=1), MemoryLedger())
+    assert all(c.succeeded for c in result.conversions)
+    assert result.peak() <= 20
+    assert result.cpu_seconds / 3 < 0.5
+
+
+def test_settings_are_a_plain_value():
+    assert dataclasses.replace(SimConfig(), budget=3).budget == 3
+    assert SimConfig(fargate_quota_vcpus=6.0, vcpus_per_job=4.0).quota_slots == 1
+    assert SimConfig().quota_slots is None
