@@ -60,7 +60,7 @@ def profile_for(cfg: Settings, name: str, now: float) -> tuple[Profile, JobShape
             window: Window = "last-peak" if name == "last-peak" else "last-7d"
             local = cfg.backend == "local"
             return history_profile(
-                ledger, window, now, same_machine=local, cycle_seconds=cfg.cycle_seconds
+                ledger, window, now, same_machine=local, cycle_seconds=cfg.cycle_seconds, budget=cfg.budget
             ), None
         finally:
             ledger.close()

@@ -259,6 +259,7 @@ def forecast_next_group(
             when,
             same_machine=settings.backend == "local",
             cycle_seconds=settings.cycle_seconds,
+            budget=settings.budget,
         )
     except InputError as exc:
         return {"group": name, "unavailable": str(exc)}
@@ -289,6 +290,7 @@ def stage_forecast(
         source="ledger history so far",
         same_machine=same_machine,
         cycle_seconds=config.cycle_seconds,
+        budget=config.budget,
     )
     ledger = new_ledger()
     try:
