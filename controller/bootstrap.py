@@ -526,11 +526,15 @@ def next_group_forecast(service: Service, *, now: float | None = None) -> dict[s
     off the request path and keep the answer for a while."""
     from controller.engine.forecast import forecast_next_group
     from controller.ledger.memory import MemoryLedger
+    from flags.holds import holds
     from flags.rollout import load_plan
 
     cfg = service.settings
     plan = load_plan(cfg.rollout_file) if cfg.rollout_file is not None and cfg.rollout_file.exists() else None
-    return forecast_next_group(service.ledger, routed_by(service), plan, cfg, MemoryLedger, now=now)
+    held = frozenset(holds(make_version_store(cfg))) if plan is not None else frozenset()
+    return forecast_next_group(
+        service.ledger, routed_by(service), plan, cfg, MemoryLedger, now=now, held=held
+    )
 
 
 def routed_by(service: Service) -> frozenset[int] | None:

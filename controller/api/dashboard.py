@@ -562,6 +562,13 @@ def forecast_section(data: DashboardData) -> str:
         f"profile {escape(str(profile.get('name')))}: {profile.get('conversions', 0):,} conversions "
         f"of {escape(str(profile.get('source', '')))}; {made}"
     )
+    held = doc.get("held") or []
+    if held:
+        shown = ", ".join(str(t) for t in held[:20]) + (" …" if len(held) > 20 else "")
+        listed += (
+            f'<p class="muted" id="forecast-held">held back, left out of the move as an advance '
+            f"leaves them: {escape(shown)}</p>"
+        )
     return (
         f'<section id="forecast" class="wide"><h2>{title} · <span id="forecast-group">'
         f"{escape(str(group))}</span></h2>"

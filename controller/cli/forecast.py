@@ -26,6 +26,7 @@ from controller.engine.profile_file import load_profile
 from controller.ledger.memory import MemoryLedger
 from controller.settings import Settings
 from flags import ops
+from flags.holds import holds
 from flags.rollout import RolloutPlan, load_plan, parse_tenants
 from flags.versions import FlagContent
 
@@ -60,7 +61,7 @@ def profile_for(cfg: Settings, name: str, now: float) -> tuple[Profile, JobShape
             window: Window = "last-peak" if name == "last-peak" else "last-7d"
             local = cfg.backend == "local"
             return history_profile(
-                ledger, window, now, same_machine=local, cycle_seconds=cfg.cycle_seconds
+                ledger, window, now, same_machine=local, cycle_seconds=cfg.cycle_seconds, budget=cfg.budget
             ), None
         finally:
             ledger.close()
@@ -218,7 +219,8 @@ def forecast_cmd(
     before = content.migrated if content is not None else None
     if to_group is None and not add_tenants:
         assert plan is not None
-        step = next_group(plan, before or frozenset())
+        held = frozenset(holds(store)) if store is not None else frozenset()
+        step = next_group(plan, before or frozenset(), held)
         if step is None:
             raise InputError("every rollout group is in the flag already; name tenants with --add-tenants")
         to_group = step[0]

@@ -224,12 +224,14 @@ def launch_burst(launches: Sequence[float]) -> Burst:
     return Burst(most, throttled)
 
 
-def next_group(plan: RolloutPlan, migrated: frozenset[int]) -> tuple[str, frozenset[int]] | None:
-    """The first rollout group not wholly in the flag, and the flag's tenants once it is; None
-    when every group is in."""
+def next_group(
+    plan: RolloutPlan, migrated: frozenset[int], held: frozenset[int] = frozenset()
+) -> tuple[str, frozenset[int]] | None:
+    """The first rollout group not wholly in the flag (its ``held`` tenants aside: an advance
+    leaves them out), and the flag's tenants once it is; None when every group is in."""
     for group in plan.groups:
-        if not group.tenant_ids <= migrated:
-            return group.name, migrated | group.tenant_ids
+        if not group.tenant_ids <= migrated | held:
+            return group.name, migrated | (group.tenant_ids - held)
     return None
 
 
@@ -242,15 +244,19 @@ def forecast_next_group(
     *,
     window: Window = "last-peak",
     now: float | None = None,
+    held: frozenset[int] = frozenset(),
 ) -> dict[str, Any]:
     """The forecast for moving the next rollout group, as a dashboard panel shows it:
-    ``{"group", "forecast"}`` with the forecast document, or ``{"group", "unavailable"}`` with why."""
+    ``{"group", "forecast", "held"}`` with the forecast document and the group's tenants the move
+    leaves out because they are held back (as ``cutover flag advance`` and ``cutover forecast``
+    leave them out), or ``{"group", "unavailable"}`` with why."""
     if plan is None:
         return {"group": None, "unavailable": "no rollout plan is configured (CUTOVER_ROLLOUT_FILE)"}
-    step = next_group(plan, migrated or frozenset())
+    step = next_group(plan, migrated or frozenset(), held)
     if step is None:
         return {"group": None, "unavailable": "every rollout group is in the flag"}
     name, after = step
+    left_out = sorted(plan.group(name).tenant_ids & held - (migrated or frozenset()))
     try:
         when = time.time() if now is None else now
         profile = history_profile(
@@ -259,6 +265,7 @@ def forecast_next_group(
             when,
             same_machine=settings.backend == "local",
             cycle_seconds=settings.cycle_seconds,
+            budget=settings.budget,
         )
     except InputError as exc:
         return {"group": name, "unavailable": str(exc)}
@@ -268,7 +275,7 @@ def forecast_next_group(
         sim_config(settings),
         new_ledger,
     )
-    return {"group": name, "forecast": result.document}
+    return {"group": name, "forecast": result.document, "held": left_out}
 
 
 def stage_forecast(
@@ -289,6 +296,7 @@ def stage_forecast(
         source="ledger history so far",
         same_machine=same_machine,
         cycle_seconds=config.cycle_seconds,
+        budget=config.budget,
     )
     ledger = new_ledger()
     try:

@@ -3,16 +3,23 @@
 Durations per tenant and path come from the job's own timing of each finished conversion (the
 start and end its result reported), never from the ledger's own times, which include queueing
 and cycle latency; a record without that timing is left out and counted. Failure rates are
-failed attempts over attempts. Provisioning: for a build, the gap between its dispatch and its
-first conversion starting work; for the new path, the gaps between a batch's claim and the work
-starting of the jobs that started before any job of the batch ended (they cannot have waited for
-a slot it freed; the claim, not the recorded dispatch, since a large batch's submit can take
-longer than a job's start). Arrivals are the conversions received in the window, at the moments
-they came. Reads the ledger through ``LedgerQueries`` only.
+failed attempts over attempts. Provisioning is a distribution of the delays seen, which the
+simulation samples: for a build, the gap between its dispatch and its first conversion starting
+work; for the new path, each job's gap between taking its slot and its work starting. The ledger
+does not hold when a job took its slot, so the history is replayed: jobs take slots in the order
+their work started, each as soon as it was handed over (its batch's claim: a large batch's
+submit can take longer than a job's start) and a slot was free, a slot being free once its job's
+work ended and the job let it go (the release below), within the budget less the threads the old
+path's builds held then. Without a budget, only the jobs that started before any job of their
+batch ended are measured (they cannot have waited for a slot), which favours quick starters.
+Arrivals are the conversions received in the window, at the moments they came. Reads the ledger
+through ``LedgerQueries`` only.
 """
 
 from __future__ import annotations
 
+import bisect
+import heapq
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -47,6 +54,10 @@ class Learnt:
     failures: Counter[tuple[int, Path]] = field(default_factory=Counter)
     gaps: dict[tuple[Path, str], float] = field(default_factory=dict)  # per build: shortest gap
     batches: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)  # new path
+    # New-path jobs (handed over, work started, work ended, first attempt) and old-path items per
+    # build (claimed, work started, work ended): the replay of the slots reads them.
+    jobs: list[tuple[float, float, float, bool]] = field(default_factory=list)
+    items: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)
     lags: list[float] = field(default_factory=list)  # new path: job's end to the outcome's record
     received: list[tuple[float, int]] = field(default_factory=list)
     untimed: int = 0
@@ -67,6 +78,15 @@ class Learnt:
             self.durations.setdefault(key, []).append(ended - began)
             if r.path is Path.NEW and r.finished_at is not None:
                 self.lags.append(max(0.0, r.finished_at - ended))
+        if r.dispatched_at is not None and r.path is Path.LEGACY:
+            # held from the cycle whose split gave its build threads: the claim's, or a retry's dispatch
+            claimed = r.claimed_at if r.attempts == 1 and r.claimed_at is not None else r.dispatched_at
+            taken = min(claimed, r.dispatched_at)
+            self.items.setdefault(r.job_ref or "", []).append((taken, began, ended))
+        elif r.path is Path.NEW:
+            first = r.attempts == 1 and r.claimed_at is not None
+            handed = r.claimed_at if first and r.claimed_at is not None else (r.dispatched_at or began)
+            self.jobs.append((min(handed, began), began, ended, first))
         if r.dispatched_at is None or r.attempts != 1:
             return
         if r.path is Path.LEGACY:  # a build's conversions share one dispatch (its job reference)
@@ -82,6 +102,68 @@ class Learnt:
         for jobs in self.batches.values():
             first_end = min(end for _, _, end in jobs)
             out.extend(max(0.0, start - claimed) for claimed, start, _ in jobs if start < first_end)
+        return out
+
+    def legacy_held(self) -> tuple[list[float], list[int]]:
+        """The threads the old path's builds held over time, as a step function (change times and
+        the count from each on): a build holds from its claim (the cycle whose split gave it its
+        threads) as many threads as it had at work
+        at once, fewer once fewer conversions than that are left, none once its last one ended."""
+        steps: list[tuple[float, int]] = []
+        for items in self.items.values():
+            dispatched = min(d for d, _, _ in items)
+            moves = sorted([(s, 1) for _, s, _ in items] + [(e, -1) for _, _, e in items])
+            threads = now = 0
+            for _, step in moves:
+                now += step
+                threads = max(threads, now)
+            ends = sorted(e for _, _, e in items)
+            held = min(threads, len(ends))
+            steps.append((dispatched, held))
+            for i, end in enumerate(ends):
+                left = min(threads, len(ends) - i - 1)
+                if left < held:
+                    steps.append((end, left - held))
+                    held = left
+        steps.sort()
+        times: list[float] = []
+        counts: list[int] = []
+        total = 0
+        for at, step in steps:
+            total += step
+            if times and times[-1] == at:
+                counts[-1] = total
+            else:
+                times.append(at)
+                counts.append(total)
+        return times, counts
+
+    def new_path_provisioning(self, budget: int, release: float) -> list[float]:
+        """Each first-attempt new-path job's gap from taking its slot to its work starting, by the
+        replay the module describes."""
+        times, counts = self.legacy_held()
+
+        def cap(t: float) -> int:
+            i = bisect.bisect_right(times, t) - 1
+            return max(1, budget - (counts[i] if i >= 0 else 0))
+
+        held: list[float] = []  # when each slot taken so far is let go (a heap)
+        out: list[float] = []
+        t = -float("inf")
+        for handed, began, ended, first in sorted(self.jobs, key=lambda j: (j[1], j[0])):
+            t = max(t, handed)
+            while True:
+                while held and held[0] <= t:
+                    heapq.heappop(held)
+                if len(held) < cap(t):
+                    break
+                later = bisect.bisect_right(times, t)
+                t = min(held[0], times[later] if later < len(times) else held[0])
+            if t > began:  # the replay is behind the history: this job cannot be measured
+                t = began
+            elif first:
+                out.append(began - t)
+            heapq.heappush(held, ended + release)
         return out
 
 
@@ -100,9 +182,11 @@ def history_profile(
     *,
     same_machine: bool = False,
     cycle_seconds: float = 0.0,
+    budget: int | None = None,
 ) -> Profile:
     """The profile of ``window`` (``last-peak``: the busiest UTC day of the last five weeks;
-    ``last-7d``: the last seven days) with durations learnt from the whole history."""
+    ``last-7d``: the last seven days) with durations learnt from the whole history, which ran
+    under ``budget``."""
     learnt = learn(ledger)
     start, end, label = _window(learnt.received, window, now)
     arrivals = [Arrival(at - start, tenant) for at, tenant in learnt.received if start <= at < end]
@@ -116,6 +200,8 @@ def history_profile(
         name=window,
         source=f"ledger history, arrivals of {label}",
         same_machine=same_machine,
+        cycle_seconds=cycle_seconds,
+        budget=budget,
     )
     return replace(profile, window=(start + first, end))
 
@@ -128,8 +214,10 @@ def profile_of(
     source: str,
     same_machine: bool = False,
     cycle_seconds: float = 0.0,
+    budget: int | None = None,
 ) -> Profile:
     """A profile with ``learnt``'s durations, failures, provisioning and release, and these arrivals.
+    ``budget``: the one the history ran under, which the replay of the new path's slots needs.
 
     ``same_machine``: both paths start a worker process on this machine (the local runners), so a
     path whose provisioning was never measured takes the other path's rather than Fargate's.
@@ -159,15 +247,22 @@ def profile_of(
         tenants.setdefault(tenant, {})[path] = Behaviour(Durations.of(seen), _rate(learnt, path, tenant))
     if learnt.untimed:
         notes.append(f"{learnt.untimed} finished conversions carry no job timing and were left out")
+    release = 0.0
+    if learnt.lags:
+        lags = sorted(learnt.lags)
+        release = max(0.0, lags[len(lags) // 2] - cycle_seconds / 2)
+        notes.append(f"new path release measured over {len(lags)} jobs")
     provisioning = dict(DEFAULT_PROVISIONING)
     measured: dict[Path, Span] = {}
     for path in Path:
         if path is Path.LEGACY:
-            gaps = sorted(g for (p, _), g in learnt.gaps.items() if p is path)
+            gaps = [g for (p, _), g in learnt.gaps.items() if p is path]
+        elif budget is not None:
+            gaps = learnt.new_path_provisioning(budget, release)
         else:
-            gaps = sorted(learnt.new_path_starts())
+            gaps = learnt.new_path_starts()
         if gaps:
-            measured[path] = provisioning[path] = _span(gaps)
+            measured[path] = provisioning[path] = Span.of(gaps)
             notes.append(f"{path.value} provisioning measured over {len(gaps)} starts")
     for path in Path:
         other = Path.NEW if path is Path.LEGACY else Path.LEGACY
@@ -178,11 +273,6 @@ def profile_of(
             notes.append(f"{path.value} provisioning: not measured; the {other.value} path's (same machine)")
         else:
             notes.append(f"{path.value} provisioning: the default (nothing measured)")
-    release = 0.0
-    if learnt.lags:
-        lags = sorted(learnt.lags)
-        release = max(0.0, lags[len(lags) // 2] - cycle_seconds / 2)
-        notes.append(f"new path release measured over {len(lags)} jobs")
     return Profile(
         name=name,
         source=source,
@@ -201,14 +291,6 @@ def _rate(learnt: Learnt, path: Path, tenant: int | None) -> float:
     )
     failed = sum(n for (t, p), n in learnt.failures.items() if p is path and (tenant is None or t == tenant))
     return min(0.99, failed / attempts) if attempts else 0.0
-
-
-def _span(gaps: list[float]) -> Span:
-    """The middle of the measured gaps (the 10th to the 90th percentile), or the one there is."""
-    if len(gaps) < 3:
-        middle = gaps[len(gaps) // 2]
-        return Span(middle, middle)
-    return Span(gaps[int(0.1 * (len(gaps) - 1))], gaps[round(0.9 * (len(gaps) - 1))])
 
 
 def _window(received: list[tuple[float, int]], window: Window, now: float) -> tuple[float, float, str]:

@@ -92,16 +92,27 @@ class Behaviour:
 
 @dataclass(frozen=True, slots=True)
 class Span:
-    """Seconds between ``low`` and ``high`` (spread evenly); ``low == high`` is a fixed delay."""
+    """Seconds between ``low`` and ``high`` (spread evenly); ``low == high`` is a fixed delay. With
+    ``samples`` (the delays seen, sorted) it is their empirical distribution instead, and ``low``
+    and ``high`` only say where its middle 80% lies."""
 
     low: float
     high: float
+    samples: tuple[float, ...] = ()
 
     def at(self, u: float) -> float:
+        if self.samples:
+            return _at(self.samples, u)
         return self.low + (self.high - self.low) * u
 
     def describe(self) -> list[float] | float:
         return self.low if self.low == self.high else [self.low, self.high]
+
+    @classmethod
+    def of(cls, seen: Sequence[float]) -> Span:
+        """The empirical distribution of the delays ``seen`` (non-empty)."""
+        ordered = tuple(sorted(seen))
+        return cls(round(_at(ordered, 0.1), 3), round(_at(ordered, 0.9), 3), ordered)
 
 
 # Cited in the README: Fargate tasks take about 30 s to 2 min to start; a CodeBuild build about a

@@ -8,8 +8,9 @@ import pytest
 
 from controller.core import admission
 from controller.core.admission import Load, Split
-from controller.core.domain import Path
+from controller.core.domain import ConversionRecord, ConversionState, Path
 from controller.engine import cycle
+from controller.engine.history import Learnt, profile_of
 from controller.engine.profile import Arrival, Behaviour, Durations, Profile, Span, spread
 from controller.engine.simulation import SimConfig, SimulationError, simulate, summary
 from controller.ledger.memory import MemoryLedger
@@ -159,3 +160,32 @@ def test_settings_are_a_plain_value():
     assert dataclasses.replace(SimConfig(), budget=3).budget == 3
     assert SimConfig(fargate_quota_vcpus=6.0, vcpus_per_job=4.0).quota_slots == 1
     assert SimConfig().quota_slots is None
+
+
+def _done(cid: str, path: Path, claimed: float, began: float, seconds: float, job: str) -> ConversionRecord:
+    return ConversionRecord(
+        cid, 1, {}, ConversionState.SUCCEEDED, path, job_ref=job, attempts=1, received_at=0.0,
+        claimed_at=claimed, dispatched_at=claimed, finished_at=began + seconds,
+        work_seconds=seconds, work_started_at=began,
+    )  # fmt: skip
+
+
+def test_new_path_provisioning_is_learnt_from_every_job_not_only_the_quickest_starters():
+    """Budget 3, one old-path thread held: two new-path slots. Four jobs handed over at 0, each
+    takes 1 s to start and 1 s to work, so the last two wait for the first two's slots: each
+    job's own start still took 1 s, which the replay of the slots finds and the simulation draws."""
+    learnt = Learnt()
+    learnt.add(_done("old", Path.LEGACY, 0.0, 0.5, 5.0, "build"))
+    for i, began in enumerate((1.0, 1.0, 3.0, 3.0)):
+        learnt.add(_done(f"n{i}", Path.NEW, 0.0, began, 1.0, "batch"))
+    assert learnt.new_path_provisioning(budget=3, release=0.0) == [1.0, 1.0, 1.0, 1.0]
+    profile = profile_of(learnt, [Arrival(0.0, 1)], name="t", source="t", budget=3)
+    assert profile.provisioning[Path.NEW] == Span(1.0, 1.0, (1.0, 1.0, 1.0, 1.0))
+    without_budget = profile_of(learnt, [Arrival(0.0, 1)], name="t", source="t")
+    assert without_budget.provisioning[Path.NEW].samples == (1.0, 1.0)  # the first slots only
+
+
+def test_a_measured_delay_is_drawn_from_what_was_seen():
+    seen = Span.of([1.0, 2.0, 3.0, 10.0])
+    assert [seen.at(u) for u in (0.0, 0.5, 1.0)] == [1.0, 2.5, 10.0]
+    assert seen.describe() == [1.3, 7.9]
