@@ -225,7 +225,8 @@ def make_shadows(
         log.warning("shadow.unsupported", extra={"reason": "shadow runs need the local runners for now"})
         return None
     from controller.core.parity import CompareOptions
-    from controller.engine.shadows import PlanWatch, ShadowChecks, ShadowConfig, ShadowRunner
+    from controller.engine.planwatch import PlanWatch
+    from controller.engine.shadows import ShadowChecks, ShadowConfig, ShadowRunner
     from controller.shadow.judge import Judge, load_comparator
     from controller.shadow.outputs import Outputs
 

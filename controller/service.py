@@ -14,9 +14,10 @@ from controller.core.ports import Advisories, Backend, Intake, Ledger
 from controller.engine.autoadvance import AutoAdvancer
 from controller.engine.cycle import Controller
 from controller.engine.forecastwatch import ForecastWatch
-from controller.engine.gates import GateWatch, PlanWatch
+from controller.engine.gates import GateWatch
 from controller.engine.housekeeping import Housekeeping
 from controller.engine.notify import Signals
+from controller.engine.planwatch import PlanWatch
 from controller.engine.reconcile import Reconciler
 from controller.engine.shadows import Shadows, gate_parity
 from controller.settings import Settings

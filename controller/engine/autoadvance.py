@@ -20,7 +20,8 @@ from controller.core.autoadvance import AUTO_BY, Action, AutoPolicy, Decision, S
 from controller.core.errors import CutoverError
 from controller.core.gates import GateReport, GateVerdict, refusal
 from controller.core.ports import LeaseStore, ValueStore, VersionStore
-from controller.engine.gates import GateWatch, PlanWatch
+from controller.engine.gates import GateWatch
+from controller.engine.planwatch import PlanWatch
 from flags import ops
 from flags.rollout import RolloutPlan
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-from controller.core.errors import CutoverError, InputError
+from controller.core.errors import InputError
 from controller.core.gates import MAX_WINDOW_SECONDS, GatePolicy, GateReport, GateVerdict, GroupSpec, judge
 from controller.core.ports import FinishedConversion, LedgerQueries
-from flags.rollout import RolloutPlan, load_plan
+from controller.engine.planwatch import PlanWatch
+from flags.rollout import RolloutPlan
 
 OUTSIDE_PLAN = "(not in the plan)"  # tenants on the new path that no group names are gated too
 # Each group's shadow parity, for the groups that had shadow runs: (verdict, reason).
@@ -70,36 +70,6 @@ def with_problem(report: GateReport, problem: str) -> GateReport:
     return GateReport(
         report.until, report.window_seconds, report.groups, verdict, (*report.reasons, problem), report.policy
     )
-
-
-class PlanWatch:
-    """The rollout plan file, re-read when it changes on disk; the last good plan stays in use
-    while the file is missing or malformed, and ``problem`` says why."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self.problem = "" if path else "no rollout plan configured (CUTOVER_ROLLOUT_FILE)"
-        self._stamp: tuple[int, int] | None = None
-        self._plan: RolloutPlan | None = None
-        self._lock = threading.Lock()
-
-    def current(self) -> RolloutPlan | None:
-        """The plan in force (None without one)."""
-        if self.path is None:
-            return None
-        with self._lock:
-            try:
-                st = self.path.stat()
-                stamp = (st.st_mtime_ns, st.st_size)
-                if stamp != self._stamp:
-                    self._plan = load_plan(self.path)
-                    self._stamp = stamp
-                self.problem = ""
-            except OSError as exc:
-                self.problem = f"rollout plan {self.path}: {exc.strerror or exc}"
-            except CutoverError as exc:
-                self.problem = str(exc)
-            return self._plan
 
 
 class GateWatch:

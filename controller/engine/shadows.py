@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path as FsPath
 from typing import Any
 
 from controller.core.domain import (
@@ -28,15 +26,16 @@ from controller.core.domain import (
     JobStatus,
     Path,
 )
-from controller.core.errors import BackendError, CutoverError, NotFoundError, SubmitRejectedError
+from controller.core.errors import BackendError, NotFoundError, SubmitRejectedError
 from controller.core.gates import GateVerdict
 from controller.core.parity import UNGROUPED, Parity, build_report, group_verdicts
 from controller.core.ports import Backend, LeaseStore, OwnershipStore, ShadowFinish, ShadowStore
 from controller.core.routing import RoutingPolicy, decide
 from controller.core.shadow import ShadowKind, ShadowPlan, ShadowRecord, ShadowScope, ShadowState, shadow_id
+from controller.engine.planwatch import PlanWatch
 from controller.shadow.judge import Judge
 from controller.shadow.outputs import OutputError, Outputs
-from flags.rollout import RolloutPlan, load_plan
+from flags.rollout import RolloutPlan
 from flags.snapshot import FlagSnapshot
 
 log = logging.getLogger("cutover.shadow")
@@ -44,35 +43,6 @@ log = logging.getLogger("cutover.shadow")
 _LIVE = (ShadowState.PENDING, ShadowState.DISPATCHING, ShadowState.DISPATCHED)
 CHECKS_LEASE = "shadow-checks"  # the lease whose holder compares and cleans for all replicas
 DAY = 86_400.0
-
-
-class PlanWatch:
-    """The rollout plan (``CUTOVER_ROLLOUT_FILE``), re-read when the file changes; the last good
-    plan stays in use while the file is missing or malformed."""
-
-    def __init__(self, path: FsPath | None) -> None:
-        self.path = path
-        self._stamp: tuple[int, int] | None = None
-        self._plan: RolloutPlan | None = None
-        self.problem = ""
-        self._lock = threading.Lock()
-
-    def __call__(self) -> RolloutPlan | None:
-        if self.path is None:
-            return None
-        with self._lock:
-            try:
-                st = self.path.stat()
-                stamp = (st.st_mtime_ns, st.st_size)
-                if stamp != self._stamp:
-                    self._plan = load_plan(self.path)
-                    self._stamp = stamp
-                self.problem = ""
-            except OSError as exc:
-                self.problem = f"rollout plan {self.path}: {exc.strerror or exc}"
-            except CutoverError as exc:
-                self.problem = str(exc)
-            return self._plan
 
 
 def scope_of(plan: RolloutPlan | None, global_rate: float, global_aa_rate: float) -> ShadowScope:

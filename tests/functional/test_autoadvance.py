@@ -16,7 +16,8 @@ import pytest
 from controller.core.autoadvance import Action
 from controller.core.domain import Path
 from controller.engine.autoadvance import AutoAdvancer
-from controller.engine.gates import GateWatch, PlanWatch
+from controller.engine.gates import GateWatch
+from controller.engine.planwatch import PlanWatch
 from controller.ledger.sqlite import SQLiteLedger
 from flags import ops
 from flags.file_store import FileVersionStore
