@@ -109,11 +109,11 @@ _ADD_TO_DECISIONS = (
     "INSERT INTO decisions_by_minute (minute, path, flag_version, n) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (minute, path, flag_version) DO UPDATE SET n = n + excluded.n"
 )
-# What a batch moved, by the state and path each conversion has now; the batch's ids are handed
-# over as one JSON array (CROSS JOIN keeps SQLite walking the array and probing the id index).
+# Where the conversions a batch moved are now; the batch's ids go in as one JSON array (CROSS JOIN
+# keeps SQLite walking the array and probing the id index, never the table).
 _MOVED = (
-    "SELECT c.state, coalesce(c.path, ''), count(*) FROM json_each(?) AS j "
-    "CROSS JOIN conversions AS c ON c.conversion_id = j.value GROUP BY c.state, c.path"
+    "SELECT c.state, coalesce(c.path, '') FROM json_each(?) AS j "
+    "CROSS JOIN conversions AS c ON c.conversion_id = j.value"
 )
 
 _COLUMNS = (
@@ -567,8 +567,8 @@ class SQLiteLedger:
         def count(db: sqlite3.Connection, applied: Sequence[bool]) -> None:
             moved = [cid for cid, ok in zip(ids, applied, strict=True) if ok]
             if moved:
-                landed = db.execute(_MOVED, (json.dumps(moved),)).fetchall()
-                _add_counts(db, _moved(source, Counter({(s, p): n for s, p, n in landed})))
+                landed: Tally = Counter(db.execute(_MOVED, (json.dumps(moved),)).fetchall())
+                _add_counts(db, _moved(source, landed))
 
         return self._each(sql, rows, count)
 
