@@ -61,6 +61,7 @@ def test_every_benchmark_has_a_smoke_test():
         "scale.py",
         "service_reads.py",
         "api_calls.py",
+        "dynamodb_writes.py",
         "status_load.py",
         "chaos.py",
     }
@@ -139,6 +140,28 @@ def test_service_reads_times_every_read_endpoint():
     for url, figures in doc["endpoints"].items():
         assert positive(figures["p50_ms"]), url
         assert figures["p50_ms"] <= figures["max_ms"], url
+
+
+def test_dynamodb_writes_prices_every_phase_of_a_conversions_life():
+    """Each conversion is written once per step of its life, and the counters ride along per batch."""
+    doc = run("dynamodb_writes.py")
+    assert doc["benchmark"] == "dynamodb_writes"
+    n = doc["inputs"]["conversions"]
+    phases, per = doc["phases"], doc["per_conversion"]
+    assert set(phases) == set(per) == {"intake", "route_claim", "the_rest"}
+    # intake puts each conversion; the claim updates each; the rest moves each three times
+    for name, writes in (("intake", 1), ("route_claim", 1), ("the_rest", 3)):
+        assert phases[name]["items"]["conv"] == writes * n, name
+        assert per[name]["table_wru"] >= 2 * writes, name  # transactional: 2 units per item
+        assert per[name]["counter_and_decision_items"] < 0.5, name  # per batch, not per conversion
+        assert per[name]["total_wru"] == pytest.approx(
+            per[name]["table_wru"] + per[name]["index_wru"], abs=0.002
+        )
+    assert doc["life_total_wru_per_conversion"] == pytest.approx(
+        sum(p["total_wru"] for p in per.values()), abs=0.01
+    )
+    assert set(doc["goals"]) == {"route_claim_table_wru_per_conversion"}
+    assert doc["checks"] == {"all_claimed": True, "all_succeeded": True, "new_path_count_matches_flag": True}
 
 
 def test_api_calls_counts_every_call_of_both_sides_on_both_paths():
