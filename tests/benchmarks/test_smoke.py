@@ -152,6 +152,7 @@ def test_dynamodb_writes_prices_every_phase_of_a_conversions_life():
     # intake puts each conversion; the claim updates each; the rest moves each three times
     for name, writes in (("intake", 1), ("route_claim", 1), ("the_rest", 3)):
         assert phases[name]["items"]["conv"] == writes * n, name
+        assert phases[name]["largest_item_kb"]["conv"] == 1, name  # the units assume items under 1 KB
         assert per[name]["table_wru"] >= 2 * writes, name  # transactional: 2 units per item
         assert per[name]["counter_and_decision_items"] < 0.5, name  # per batch, not per conversion
         assert per[name]["total_wru"] == pytest.approx(
