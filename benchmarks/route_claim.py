@@ -24,9 +24,9 @@ Both sides run in this one process, alternating, for ``--rounds`` rounds on fres
 figures are medians over the rounds. Rates are wall-clock; the ``cpu`` figures divide by the
 process's CPU time instead, which shows the code's own cost on a machine shared with other work
 (and leaves out the naive side's wait for each commit to reach the disk). ``--profile FILE``
-runs the first round's cycles under cProfile, writes its statistics to FILE (``pstats``) and adds
-the functions with the most time of their own to the output; the profiler slows Python code more
-than SQLite's, so take shares from it, not rates. Prints one JSON object.
+runs the first round's cycles under cProfile on CPU time, writes its statistics to FILE
+(``pstats``) and adds the functions with the most time of their own to the output; the profiler
+slows Python code more than SQLite's, so take shares from it, not rates. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -187,7 +187,8 @@ def main() -> None:
     rounds_ours: list[dict[str, Any]] = []
     rounds_naive: list[dict[str, Any]] = []
     load_at_start = round(os.getloadavg()[0], 2)
-    profiler = cProfile.Profile() if args.profile else None
+    # On CPU time: on a shared machine, wall-clock shares would follow the other work's load.
+    profiler = cProfile.Profile(time.process_time) if args.profile else None
     with Agent(migrated, version="7") as agent:
         for n in range(args.rounds):
             with tempfile.TemporaryDirectory(prefix="bench-route-") as tmp:
@@ -255,7 +256,7 @@ def profile(profiler: cProfile.Profile, target: FsPath) -> dict[str, Any]:
     rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:12]
     return {
         "file": str(target),
-        "tool": "cProfile",
+        "tool": "cProfile, on process CPU time",
         "seconds": round(total, 3),
         "own_time": [
             {"function": pstats.func_std_string(func), "calls": row[1], "share": round(row[2] / total, 3)}

@@ -3,7 +3,8 @@ intakes, signals, and the flag version stores of ``cutover flag``.
 
 Protocols and the small values they exchange; no implementation. A caller names the narrowest
 role it uses (``OwnershipStore``, ``LeaseStore``, ``ValueStore``, ``FlagStore``,
-``LedgerQueries``); ``Ledger`` is their union, what an implementation owes. Implementations:
+``LedgerQueries``); ``Ledger`` is their union, what an implementation owes, and ``BatchClaims``
+the routing hot path a ledger may offer besides (the SQLite one does). Implementations:
 ``flags/`` (flag sources, version stores), ``controller.ledger`` (SQLite, DynamoDB),
 ``legacy_adapter/`` and ``new_adapter/`` (backends), ``controller.intake`` (intakes),
 ``controller.engine.notify`` (log transports) and ``controller.engine.notify_aws`` (SNS, CloudWatch).
