@@ -24,6 +24,16 @@ What runs, all real OS processes on this machine:
 - A killer: every ``--kill-every`` seconds (0.5-1.5 times that, from ``--seed``) one replica,
   chosen at random, gets SIGKILL and is restarted a moment later. Workers its runners started run
   in their own sessions and outlive it; the replicas adopt them.
+- With ``--backend aws`` the paths are CodeBuild and Batch instead of the local runners:
+  ``benchmarks/aws_world.py`` hosts a moto server (builds, jobs, the manifest bucket, and the
+  ledger's table with ``--ledger dynamodb``) and a player that does what the jobs would: it reads
+  each manifest from moto's S3 through the job contract, works a build's conversions
+  ``CUTOVER_THREADS`` at once and starts Batch jobs only as the compute environment's maxvCpus
+  allows, writes the results, and records every conversion it worked as the sample worker does.
+  Every AWS call of the replicas goes through the fault layer of the AWS tests
+  (``tests/aws/faults.py``): throttling, 5xx, slow and lost answers and lagging listings as the
+  services send them, ``--aws-fault-rate`` times as often as ``FaultSchedule.scaled`` puts a
+  month-start peak.
 
 After ``--seconds`` (or once ``--conversions`` were accepted) the load, the flag changes and the
 kills stop, a valid flag is put back, and the replicas run until every accepted conversion is
@@ -50,6 +60,7 @@ replica lost the last good flag, or when the drain did not finish.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import secrets
@@ -61,6 +72,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
@@ -77,6 +89,7 @@ from flags.file_store import FileVersionStore
 from flags.rollout import RolloutPlan, load_plan
 
 REPLICA = FsPath(__file__).resolve().parent / "chaos_replica.py"
+AWS_WORLD = FsPath(__file__).resolve().parent / "aws_world.py"
 TERMINAL = ("succeeded", "failed")
 INVALID_DOCUMENTS: tuple[tuple[str, bytes], ...] = (
     ("not JSON", b"{migrated_tenants: [1001,"),
@@ -107,6 +120,18 @@ def _options(parser: Any) -> None:
     parser.add_argument("--cycle-seconds", type=float, default=0.5)
     parser.add_argument("--drain-seconds", type=float, default=180.0)
     parser.add_argument("--ledger", choices=("sqlite", "dynamodb"), default="sqlite")
+    parser.add_argument(
+        "--backend",
+        choices=("local", "aws"),
+        default="local",
+        help="local runners, or CodeBuild and Batch on a moto server with a player doing the jobs' work",
+    )
+    parser.add_argument(
+        "--aws-fault-rate",
+        type=float,
+        default=1.0,
+        help="with --backend aws: AWS faults (throttling, 5xx, slow and lost answers), 1.0 = a peak's",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", type=FsPath, default=None, help="work in this directory and keep it")
 
@@ -124,9 +149,16 @@ class Replica:
     """One ``cutover run`` process on a fixed port, started again after each kill."""
 
     def __init__(
-        self, index: int, env: dict[str, str], workdir: FsPath, fault_rate: float, seed: int
+        self,
+        index: int,
+        env: dict[str, str],
+        workdir: FsPath,
+        fault_rate: float,
+        seed: int,
+        aws_fault_rate: float | None = None,
     ) -> None:
         self.index = index
+        self.aws_fault_rate = aws_fault_rate
         self.port = free_port()
         self.env = env
         self.workdir = workdir
@@ -159,6 +191,11 @@ class Replica:
                         str(self.workdir / "faults.jsonl"),
                         "--seed",
                         str(self.seed * 1000 + self.index * 100 + self.starts),
+                        *(
+                            ["--aws-fault-rate", str(self.aws_fault_rate)]
+                            if self.aws_fault_rate is not None
+                            else []
+                        ),
                     ],
                     env=self.env,
                     stdin=subprocess.DEVNULL,
@@ -342,6 +379,17 @@ class FlagChanges:
     broken_at: float = 0.0
     sampled: bool = True  # whether the replicas were asked about the current broken document
     kinds: dict[str, int] = field(default_factory=dict)
+    # (wall-clock time, version) each time the valid version in the file changed
+    in_force: list[tuple[float, int | None]] = field(default_factory=list)
+
+    def was_in_force(self, version: str, at: float, slack: float = 1.0) -> bool:
+        """Whether ``version`` was the valid version in the file at some moment within ``slack``
+        seconds of ``at``."""
+        for i, (since, v) in enumerate(self.in_force):
+            until = self.in_force[i + 1][0] if i + 1 < len(self.in_force) else float("inf")
+            if str(v) == version and since - slack <= at <= until + slack:
+                return True
+        return False
 
 
 def change_flag(
@@ -378,6 +426,8 @@ def change_flag(
         fc.refused += 1
     now = store.in_force()
     fc.last_good = now.version if now else fc.last_good
+    if not fc.in_force or fc.in_force[-1][1] != fc.last_good:
+        fc.in_force.append((time.time(), fc.last_good))
 
 
 @dataclass
@@ -386,15 +436,17 @@ class HeldFlag:
 
     samples: int = 0
     kept: int = 0
-    behind: int = 0  # not judged: the replica's last cycle read the file before it broke
+    behind: int = 0  # its last read of a valid file predates the version last in force
     problems: list[str] = field(default_factory=list)
 
 
 def check_held_flag(replicas: list[Replica], token: str, fc: FlagChanges, held: HeldFlag) -> None:
     """Ask each replica that has been up a while which flag it routes by. One that has read the
     invalid file (``flag.state`` is ``invalid``) must still route by the version last in force
-    (``flag.version``); one whose last cycle read the file before it broke (``ok``) is behind, not
-    judged; any other state is a problem."""
+    (``flag.version``), or, when its cycles are slower than the flag changes (the AWS backend under
+    faults), by the version that was in force when it last read a valid file (``age_seconds`` ago):
+    it is behind, as during a gradual deployment, not wrong. One whose last cycle read the file
+    before it broke (``ok``) is behind, not judged; any other state is a problem."""
     import httpx
 
     fc.sampled = True
@@ -413,6 +465,10 @@ def check_held_flag(replicas: list[Replica], token: str, fc: FlagChanges, held: 
             held.behind += 1
         elif flag["version"] == str(fc.last_good) and flag["state"] == "invalid":
             held.kept += 1
+        elif flag["state"] == "invalid" and fc.was_in_force(
+            str(flag["version"]), time.time() - float(flag.get("age_seconds") or 0.0)
+        ):
+            held.behind += 1
         else:
             held.problems.append(f"replica {r.index}: {flag} (last good {fc.last_good})")
 
@@ -456,6 +512,85 @@ def dynamodb_table(workdir: FsPath) -> Iterator[dict[str, str]]:
             else:
                 os.environ[k] = v
         server.stop()
+
+
+@contextlib.contextmanager
+def aws_world(workdir: FsPath, output: FsPath, args: Any) -> Iterator[dict[str, str]]:
+    """``benchmarks/aws_world.py`` in a process of its own: moto with CodeBuild, Batch, the manifest
+    bucket and the ledger's table, and the player doing the jobs' work; yields the environment that
+    reaches it (this process uses it too while it lasts)."""
+    ready = workdir / "aws-world.url"
+    log = (workdir / "aws-world.log").open("ab")
+    with log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(AWS_WORLD),
+                "--ready-file",
+                str(ready),
+                "--output",
+                str(output),
+                "--work-seconds",
+                str(args.work_seconds),
+                "--max-vcpus",
+                str(2 * args.budget),
+                "--table",
+                "cutover-chaos",
+                "--seed",
+                str(args.seed),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+        )
+    deadline = time.monotonic() + 120
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(
+                "the AWS world did not start:\n" + (workdir / "aws-world.log").read_text()[-2000:]
+            )
+        time.sleep(0.1)
+    env = {
+        "AWS_ENDPOINT_URL": ready.read_text().strip(),
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield env
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def aws_settings(args: Any) -> dict[str, str]:
+    """What a replica needs to run the paths on the AWS world (``tests/aws/moto_world.py``'s names)."""
+    from tests.aws.moto_world import BUCKET, COMPUTE_ENVIRONMENT, JOB_DEFINITION, PROJECT, QUEUE
+
+    return {
+        "CUTOVER_BACKEND": "aws",
+        "CUTOVER_LEGACY_PROJECT": PROJECT,
+        "CUTOVER_BATCH_JOB_QUEUE": QUEUE,
+        "CUTOVER_BATCH_JOB_DEFINITION": JOB_DEFINITION,
+        "CUTOVER_BATCH_COMPUTE_ENVIRONMENT": COMPUTE_ENVIRONMENT,
+        "CUTOVER_MANIFEST_BUCKET": BUCKET,
+        "CUTOVER_BATCH_VCPUS_PER_JOB": "2",
+        "CUTOVER_FARGATE_VCPU_QUOTA": str(max(40, 2 * args.budget)),
+    }
 
 
 def open_ledger(url: str) -> Ledger:
@@ -526,8 +661,11 @@ def run(args: Any, workdir: FsPath) -> dict[str, Any]:
     state, output = workdir / "state", workdir / "output"
     with contextlib.ExitStack() as stack:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CUTOVER_")}
+        if args.backend == "aws":
+            env.update(stack.enter_context(aws_world(workdir, output, args)))
         if args.ledger == "dynamodb":
-            env.update(stack.enter_context(dynamodb_table(workdir)))
+            if args.backend != "aws":
+                env.update(stack.enter_context(dynamodb_table(workdir)))
             ledger_url = "dynamodb://cutover-chaos"
         else:
             ledger_url = f"sqlite:///{workdir / 'ledger.db'}"
@@ -550,9 +688,14 @@ def run(args: Any, workdir: FsPath) -> dict[str, Any]:
                 "CUTOVER_METRICS": "off",
             }
         )
+        if args.backend == "aws":
+            env.update(aws_settings(args))
         ledger = open_ledger(ledger_url)
         stack.callback(ledger.close)
-        replicas = [Replica(i, env, workdir, args.fault_rate, args.seed) for i in range(args.replicas)]
+        aws_rate = args.aws_fault_rate if args.backend == "aws" else None
+        replicas = [
+            Replica(i, env, workdir, args.fault_rate, args.seed, aws_rate) for i in range(args.replicas)
+        ]
         stack.callback(lambda: [r.stop() for r in replicas])
         for r in replicas:
             r.start()
@@ -627,9 +770,14 @@ def run(args: Any, workdir: FsPath) -> dict[str, Any]:
             r.stop()
         strays = stray_workers(state)
         found = outcome(ledger, output, ids)
-    faults = 0
+    faults, aws_faults = 0, Counter[str]()
     with contextlib.suppress(FileNotFoundError):
-        faults = len((workdir / "faults.jsonl").read_text().splitlines())
+        for line in (workdir / "faults.jsonl").read_text().splitlines():
+            fault = json.loads(line)
+            if "aws" in fault:
+                aws_faults[fault["kind"]] += 1
+            else:
+                faults += 1
     ok = (
         found.duplicates == 0
         and found.lost == 0
@@ -650,6 +798,7 @@ def run(args: Any, workdir: FsPath) -> dict[str, Any]:
         "kills": kills,
         "invalid_flags": fc.invalid,
         "faults_injected": faults,
+        "aws_faults_injected": dict(sorted(aws_faults.items())),
         "duplicates": found.duplicates,
         "lost": found.lost,
         "max_in_flight": found.max_in_flight,
@@ -701,6 +850,8 @@ def run(args: Any, workdir: FsPath) -> dict[str, Any]:
             "max_backlog": args.max_backlog,
             "cycle_seconds": args.cycle_seconds,
             "ledger": args.ledger,
+            "backend": args.backend,
+            "aws_fault_rate": args.aws_fault_rate if args.backend == "aws" else None,
             "seed": args.seed,
         },
         "goals": {"max_in_flight": goal(found.max_in_flight, args.budget, "<=")},

@@ -36,7 +36,7 @@ from harness import MemoryBackend, arguments, emit, goal, machine
 from controller.core.domain import ConversionRequest, ConversionState, Path
 from controller.engine.cycle import Controller, CycleConfig
 from controller.ledger.dynamodb import DynamoDBLedger, create_table
-from controller.ledger.dynamodb_schema import STATE_INDEX_HASH_KEY
+from controller.ledger.dynamodb.schema import STATE_INDEX_HASH_KEY
 from controller.plumbing.aws import Retrier
 from tests.aws.moto_world import MotoServer, World
 from tests.fakes import FakeFlags

@@ -121,7 +121,7 @@ def run(workdir: FsPath, args: Any) -> dict[str, Any]:
         ledger=ledger,
         flags=LastKnownGood(FileFlagSource(flag_file, FLAG_KEY, time.time), ledger, time.time),
         backends=dict(backends),
-        config=CycleConfig(budget=big, max_claims=big, legacy_max_threads=big),
+        config=CycleConfig(budget=big, max_claims=big, max_batch_items=big, legacy_max_threads=big),
     )
 
     def cycle() -> tuple[float, float]:

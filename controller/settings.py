@@ -5,13 +5,17 @@ Built once by the composition root and passed down; tests construct it directly.
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import os
 import re
 import shlex
 import typing
+from collections.abc import Iterable
 from pathlib import Path as FsPath
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from controller.core.errors import ConfigError
@@ -32,6 +36,9 @@ _SQLALCHEMY_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+]*://\S*$")
 _SNS_TOPIC_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$")
 
 PositiveInt = Annotated[int, Field(ge=1)]
+# Read by the command line, not by the service: known names all the same.
+COMMAND_LINE_NAMES = ("CUTOVER_URL",)
+_ENV_LINE = re.compile(r"^\s*(export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=")
 
 
 class Settings(BaseSettings):
@@ -109,11 +116,29 @@ class Settings(BaseSettings):
     metric_namespace: str = "Cutover"
     reconcile_hours: Annotated[float, Field(gt=0, le=14 * 24)] = 24.0
     reconcile_seconds: Annotated[float, Field(ge=10)] = 300.0
-    ledger_retention_days: Annotated[float, Field(gt=0)] = 30.0
+    # A finished record is its id's tombstone: a re-sent id is a duplicate only while the record is
+    # kept, so it must outlive every re-send. SQS keeps a message 14 days at most, the longest any
+    # intake can deliver an id again (HTTP senders retry within minutes).
+    ledger_retention_days: Annotated[float, Field(ge=14)] = 30.0
     max_request_items: PositiveInt = 1000
     max_body_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
+    shadow_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    shadow_aa_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
+    shadow_comparator: str | None = None
+    shadow_quarantine: str | None = None  # else <local state dir>/quarantine
+    shadow_retention_seconds: Annotated[float, Field(ge=0)] = 86_400.0
+    shadow_max_bytes: Annotated[int, Field(ge=1024)] = 50 * 1024 * 1024
+    shadow_pending_seconds: Annotated[float, Field(gt=0)] = 21_600.0
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_decisions: bool = True
+
+    # What start-up found worth telling but not worth stopping for (misspelt names).
+    _warnings: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Readable warnings about the configuration itself, e.g. a ``CUTOVER_*`` name not known."""
+        return self._warnings
 
     @field_validator("find_every")
     @classmethod
@@ -192,7 +217,18 @@ class Settings(BaseSettings):
             raise ValueError("must be an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)")
         return value
 
-    @field_validator("target_finder")
+    @field_validator("shadow_quarantine")
+    @classmethod
+    def _quarantine(cls, value: str | None) -> str | None:
+        if (
+            value is not None
+            and value.startswith("s3://")
+            and not _S3_URI.fullmatch(value.rstrip("/") + "/x")
+        ):
+            raise ValueError("must be s3://bucket/prefix/ or a directory")
+        return value
+
+    @field_validator("target_finder", "shadow_comparator")
     @classmethod
     def _finder(cls, value: str | None) -> str | None:
         if value is not None and not _FINDER_SPEC.fullmatch(value):
@@ -270,16 +306,20 @@ class Settings(BaseSettings):
             return self.ledger.removeprefix("dynamodb://")
         return None
 
-    def masked(self) -> dict[str, Any]:
-        """Every setting as its environment variable, secrets masked: what ``cutover config`` prints."""
+    def masked(self, *, absolute_paths: bool = False) -> dict[str, Any]:
+        """Every setting as its environment variable, secrets masked: what ``cutover config`` prints.
+        With ``absolute_paths``, paths (and a SQLite ledger's) as this process resolves them, since a
+        relative default means another file in every folder."""
         out: dict[str, Any] = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
             if isinstance(value, SecretStr):
                 value = "********"
             elif isinstance(value, FsPath):
-                value = str(value)
+                value = str(value.expanduser().resolve() if absolute_paths else value)
             out[ENV_PREFIX + name.upper()] = value
+        if absolute_paths and self.sqlite_path is not None:
+            out[ENV_PREFIX + "LEDGER"] = f"sqlite:///{self.sqlite_path.expanduser().resolve()}"
         return out
 
 
@@ -294,14 +334,56 @@ def env_names() -> list[str]:
     return [ENV_PREFIX + name.upper() for name in Settings.model_fields]
 
 
+def env_file_names(path: FsPath) -> list[str]:
+    """The names an env file sets; ``ConfigError`` naming the file and line of one that is not
+    ``NAME=value`` (a blank line or ``# comment`` is fine), which the settings library would skip."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--config {path}: cannot read it ({exc})") from exc
+    names = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        match = _ENV_LINE.match(line)
+        if match is None:
+            raise ConfigError(f"--config {path}, line {number}: {line.strip()[:60]!r} is not NAME=value")
+        names.append(match[2])
+    return names
+
+
+def unknown_names(names: Iterable[str]) -> list[str]:
+    """A warning for each ``CUTOVER_*`` name that no setting reads, with the closest known name."""
+    known = [*env_names(), *COMMAND_LINE_NAMES]
+    out = []
+    for name in sorted(set(names)):
+        if not name.upper().startswith(ENV_PREFIX) or name.upper() in known:
+            continue
+        close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        out.append(f"{name} is not a setting cutover knows{hint}; it is ignored")
+    return out
+
+
 def load_settings(env_file: FsPath | None = None, **overrides: Any) -> Settings:
-    """Build the settings from the environment, or raise ``ConfigError`` naming the first bad variable."""
+    """Build the settings from the environment, or raise ``ConfigError`` naming the first bad variable
+    (or the line of ``env_file`` that is not ``NAME=value``). Unknown ``CUTOVER_*`` names in either
+    become the settings' ``warnings``."""
     if env_file is not None and not env_file.is_file():
         raise ConfigError(f"--config {env_file}: no such file")
+    names = list(os.environ)
+    if env_file is not None:
+        names += env_file_names(env_file)
+    dotenv = FsPath(".env")
+    if dotenv.is_file():
+        # A .env of another tool: the settings library reads what it can of it, as before.
+        with contextlib.suppress(ConfigError):
+            names += env_file_names(dotenv)
+    files: dict[str, Any] = {} if env_file is None else {"_env_file": env_file}
     try:
-        if env_file is not None:
-            return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
-        return Settings(**overrides)
+        cfg = Settings(**files, **overrides)
+        cfg._warnings = tuple(unknown_names(names))
+        return cfg
     except ValidationError as exc:
         first = exc.errors()[0]
         if not first["loc"]:

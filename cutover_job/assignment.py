@@ -24,23 +24,24 @@ from typing import Any
 
 from cutover_job.contract import (
     CONTRACT_VERSION,
+    PATHS,
     RESULT_SUFFIX,
     Env,
     Result,
     Shape,
     Status,
     valid_conversion_id,
+    within_quarantine,
 )
 from cutover_job.errors import (
     ArrayIndexError,
     AssignmentError,
     ManifestError,
     NotAssignedError,
+    QuarantineError,
     ResultWriteError,
 )
 from cutover_job.storage import Storage, is_s3, split_s3
-
-PATHS = ("new", "legacy")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +89,8 @@ class Assignment:
     array_index: int | None = None
     deadline: float | None = None  # epoch seconds, when the runner set one
     contract: int = CONTRACT_VERSION
+    shadow: bool = False  # a shadow run: same work, outputs only into the quarantine, no side effects
+    quarantine: str | None = None  # where a shadow's outputs must go (s3:// prefix or absolute directory)
     storage: Storage = field(default_factory=lambda: Storage(os.environ), repr=False, compare=False)
     _by_id: dict[str, Conversion] = field(init=False, repr=False, compare=False)
 
@@ -96,6 +99,31 @@ class Assignment:
         missing = [c for c in self._by_id if c not in self.result_locations]
         if missing:
             raise AssignmentError(f"no result location for {', '.join(missing[:5])}")
+        if self.shadow and not self.quarantine:
+            raise AssignmentError(
+                f"{Env.SHADOW}=1 without {Env.QUARANTINE_URI}: a shadow needs its quarantine"
+            )
+
+    def quarantined(self, *parts: str) -> str:
+        """A location inside this shadow's quarantine (``parts`` are names, never ``..``)."""
+        if not self.shadow or self.quarantine is None:
+            raise QuarantineError("not a shadow run: it has no quarantine")
+        for part in parts:
+            if not part or part in (".", "..") or "/" in part or "\\" in part:
+                raise QuarantineError(f"{part!r} is not a name inside the quarantine")
+        separator = "" if self.quarantine.endswith("/") else "/"
+        return self.quarantine + separator + "/".join(parts)
+
+    def check_output(self, location: str | os.PathLike[str]) -> None:
+        """Refuse, for a shadow, an output that is not inside its quarantine (``QuarantineError``)."""
+        if not self.shadow or self.quarantine is None:
+            return
+        where = os.fspath(location)
+        absolute = where if is_s3(where) else os.path.abspath(where)
+        if not within_quarantine(absolute, self.quarantine):
+            raise QuarantineError(
+                f"shadow output {where} is outside the quarantine {self.quarantine}; nothing was written"
+            )
 
     def conversion(self, conversion_id: str) -> Conversion:
         """The owned conversion with this id; NotAssignedError for any other."""
@@ -123,6 +151,8 @@ class Assignment:
         conversion (a retried attempt overwrites its own result). A conversion this job does not
         own is refused with NotAssignedError before anything is written."""
         conversion = self.conversion(conversion_id)
+        if output is not None:
+            self.check_output(output)
         try:
             state = Status(status)
         except ValueError as exc:
@@ -146,7 +176,8 @@ class Assignment:
 
     def work(self, fn: Callable[[Conversion], Outcome], *, threads: int | None = None) -> list[Result]:
         """Run ``fn`` on every owned conversion, up to ``threads`` (default: the assignment's) at
-        once, and write each result as it ends, timed; an exception is a failure with its message."""
+        once, and write each result as it ends, timed; an exception is a failure with its message,
+        and so is a shadow's output outside its quarantine."""
 
         def one(conversion: Conversion) -> Result:
             started = time.time()
@@ -154,6 +185,12 @@ class Assignment:
                 outcome = fn(conversion)
             except Exception as exc:
                 outcome = Outcome.failed(f"{type(exc).__name__}: {exc}")
+            try:
+                if outcome.output is not None:
+                    self.check_output(outcome.output)
+            except QuarantineError as exc:
+                # A shadow must not publish: the attempt fails, and its output is not named.
+                outcome = Outcome.failed(str(exc))
             return self.write_result(
                 conversion.conversion_id,
                 outcome.status,
@@ -228,6 +265,7 @@ def from_env(environ: Mapping[str, str] | None = None, *, s3_client: Any | None 
     if flag_version is None:
         flag_version = ",".join(sorted({c.flag_version for c in conversions if c.flag_version}))
     deadline = _float(env, Env.DEADLINE)
+    shadow, quarantine = _shadow(env)
     locations = _result_locations(env, conversions, single is not None)
     storage.prepare(*locations.values())
     shape = (
@@ -246,6 +284,8 @@ def from_env(environ: Mapping[str, str] | None = None, *, s3_client: Any | None 
         manifest_uri=manifest_uri,
         array_index=index,
         deadline=deadline,
+        shadow=shadow,
+        quarantine=quarantine,
         storage=storage,
     )
 
@@ -282,6 +322,23 @@ def _float(env: Mapping[str, str], name: str) -> float | None:
     if math.isnan(value):
         raise AssignmentError(f"{name}={raw!r} is not a number")
     return value
+
+
+def _shadow(env: Mapping[str, str]) -> tuple[bool, str | None]:
+    """Whether the job is a shadow, and its quarantine (absolute, or an s3:// prefix)."""
+    raw = _get(env, Env.SHADOW)
+    if raw not in (None, "0", "1"):
+        raise AssignmentError(f"{Env.SHADOW}={raw!r} is not 1 or 0")
+    quarantine = _get(env, Env.QUARANTINE_URI)
+    if quarantine is None:
+        return raw == "1", None
+    if is_s3(quarantine):
+        _check_location(quarantine + "x", Env.QUARANTINE_URI)
+        if not quarantine.endswith("/"):
+            quarantine += "/"
+    else:
+        quarantine = os.path.abspath(quarantine)
+    return raw == "1", quarantine
 
 
 def _manifest_source(env: Mapping[str, str]) -> tuple[str | None, str | None]:

@@ -8,16 +8,20 @@ gets a new version, and a helper refuses a manifest of a version newer than it k
 from __future__ import annotations
 
 import math
+import posixpath
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 CONTRACT_VERSION = 1
 
+PATHS = ("new", "legacy")  # the values of CUTOVER_PATH and of a manifest's "path"
+
 # Safe in file names, S3 keys, Batch job names and URLs: no separators, no dot first, no control
-# characters. The same rule as the controller's; a job checks it again rather than trust its input.
+# characters. The controller imports this rule for its intake; a job checks it again rather than
+# trust its input.
 CONVERSION_ID_CHARS = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 CONVERSION_ID_PATTERN = re.compile(rf"\A{CONVERSION_ID_CHARS}\Z")
 
@@ -48,6 +52,9 @@ class Env:
     RESULTS_URI = "CUTOVER_RESULTS_URI"  # s3:// or path prefix; results at <prefix><id>.json
     RESULTS_DIR = "CUTOVER_RESULTS_DIR"  # directory of results <dir>/<id>.json (local runner)
     ARRAY_INDEX = "AWS_BATCH_JOB_ARRAY_INDEX"  # int >= 0, set by Batch in an array job's child
+    # a shadow run: the same work, compared and never published (both added within version 1)
+    SHADOW = "CUTOVER_SHADOW"  # "1": a shadow; its outputs must stay under CUTOVER_QUARANTINE_URI
+    QUARANTINE_URI = "CUTOVER_QUARANTINE_URI"  # s3:// prefix or directory of a shadow's outputs
     # set by the platforms, read for the job id when CUTOVER_JOB_ID is absent
     BATCH_JOB_ID = "AWS_BATCH_JOB_ID"
     BUILD_ID = "CODEBUILD_BUILD_ID"
@@ -68,9 +75,78 @@ class Status(StrEnum):
     FAILED = "failed"
 
 
+def within_quarantine(location: str, quarantine: str) -> bool:
+    """True when ``location`` lies under the ``quarantine`` prefix or directory (no ``..`` way out).
+
+    S3 locations compare as key prefixes; files as normalised absolute paths (the helper makes
+    them absolute against the working directory, without following links).
+    """
+    s3 = location.startswith("s3://"), quarantine.startswith("s3://")
+    if s3[0] or s3[1]:
+        if not all(s3):
+            return False
+        prefix = quarantine if quarantine.endswith("/") else quarantine + "/"
+        rest = location[len(prefix) :]
+        return location.startswith(prefix) and bool(rest) and ".." not in rest.split("/")
+    base = posixpath.normpath(posixpath.join("/", quarantine)) if quarantine.startswith("/") else None
+    target = posixpath.normpath(location) if location.startswith("/") else None
+    if base is None or target is None:
+        return False
+    return target != base and target.startswith(base.rstrip("/") + "/")
+
+
 def valid_conversion_id(value: object) -> bool:
     """True for an id that is safe as one name in a path or key (cannot leave a results prefix)."""
     return isinstance(value, str) and CONVERSION_ID_PATTERN.match(value) is not None
+
+
+class ManifestEntry(Protocol):
+    """What a manifest says of one conversion; the controller's ``DispatchItem`` and this helper's
+    ``Conversion`` both have these fields."""
+
+    @property
+    def conversion_id(self) -> str: ...
+
+    @property
+    def tenant_id(self) -> int: ...
+
+    @property
+    def params(self) -> Mapping[str, str]: ...
+
+    @property
+    def flag_version(self) -> str: ...
+
+    @property
+    def fence(self) -> int | None: ...
+
+
+def manifest_entry(conversion: ManifestEntry) -> dict[str, Any]:
+    """One conversion as a manifest lists it: ``{"conversion_id", "tenant_id", "params",
+    "flag_version", "fence"}``, in that order (a writer that does not sort keys keeps its bytes)."""
+    return {
+        "conversion_id": conversion.conversion_id,
+        "tenant_id": conversion.tenant_id,
+        "params": dict(conversion.params),
+        "flag_version": conversion.flag_version,
+        "fence": conversion.fence,
+    }
+
+
+def manifest_document(
+    batch: str, path: str, conversions: Iterable[ManifestEntry], *, threads: int | None = None
+) -> dict[str, Any]:
+    """The manifest of one dispatch, as every writer writes it: ``{"contract": 1, "batch", "path",
+    "threads", "conversions": [entry, ...]}``. ``threads`` is the old path's (a build's worker
+    threads) and is left out when None. Raises ValueError for a path or thread count a job refuses."""
+    if path not in PATHS:
+        raise ValueError(f"manifest path {path!r} is not one of {list(PATHS)}")
+    doc: dict[str, Any] = {"contract": CONTRACT_VERSION, "batch": batch, "path": path}
+    if threads is not None:
+        if isinstance(threads, bool) or threads < 1:
+            raise ValueError(f"manifest threads {threads!r} is not a whole number of at least 1")
+        doc["threads"] = threads
+    doc["conversions"] = [manifest_entry(c) for c in conversions]
+    return doc
 
 
 @dataclass(frozen=True, slots=True)

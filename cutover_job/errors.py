@@ -26,3 +26,7 @@ class NotAssignedError(JobContractError):
 
 class ResultWriteError(JobContractError):
     """A result could not be written."""
+
+
+class QuarantineError(ResultWriteError):
+    """A shadow run named an output outside its quarantine; nothing was written."""

@@ -12,8 +12,12 @@ Every output records the path that produced it in the workbook's properties and 
 ``CUTOVER_OUTPUT_URI`` (``s3://bucket/prefix/``, as a container on AWS needs, since its disk goes
 with it) the workbook is also put at ``<prefix><tenant_id>/<conversion_id>.xlsx`` and that is the
 output its result names.
-The parameters ``simulate`` (``fail``, ``fail_first``, ``crash``, ``hang``) and ``work_seconds``
-exist for tests.
+A shadow run (``CUTOVER_SHADOW=1``) does the same work but writes its workbook only into its
+quarantine (``CUTOVER_QUARANTINE_URI``, a directory or an S3 prefix) and adds nothing to
+``produced.jsonl``: what it makes is compared, never published.
+The parameters ``simulate`` (``fail``, ``fail_first``, ``fail_on_new``, ``crash``, ``hang``) and
+``work_seconds`` exist for tests and the demo; ``fail_on_new`` fails only on the new path, as a job
+whose new environment lacks something would.
 """
 
 from __future__ import annotations
@@ -35,6 +39,10 @@ try:
 except ImportError:  # run from a checkout without installing it: the helper sits next to examples/
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import cutover_job
+# Imported before any conversion starts, so that a conversion's own run time (its result's start
+# and finish, which the rollout gates compare across paths) is the work and not the start-up.
+from openpyxl import Workbook
+
 from cutover_job import Conversion, Outcome
 from cutover_job.storage import Storage, is_s3
 
@@ -65,8 +73,6 @@ def records(tenant_id: int, conversion_id: str) -> dict[str, list[tuple[Any, ...
 
 def write_workbook(target: Path, conversion: Conversion, path: str, job_id: str) -> None:
     """Write the .xlsx for one conversion, stamped with the path and job that produced it."""
-    from openpyxl import Workbook
-
     wb = Workbook(write_only=True)
     wb.properties.creator = "cutover sample worker"
     wb.properties.title = f"Conversion {conversion.conversion_id}"
@@ -94,6 +100,8 @@ class Outputs:
     directory: Path
     uri: str | None = None
     storage: Storage | None = None
+    record: bool = True  # add a line to produced.jsonl (a shadow's output is not a product)
+    scratch: Path | None = None  # where attempt markers go, when not beside the outputs
 
     def publish(self, local: Path, conversion: Conversion) -> str:
         """The workbook's output location: its S3 URI once it is put there, else its local path."""
@@ -118,8 +126,10 @@ def convert(conversion: Conversion, path: str, job_id: str, outputs: Outputs, de
     time.sleep(float(params.get("work_seconds", "0") or 0))
     if simulate == "fail":
         return Outcome.failed("simulated failure")
+    if simulate == "fail_on_new" and path == "new":
+        return Outcome.failed("simulated failure on the new path")
     if simulate == "fail_first":
-        marker = out_dir / ".attempted" / cid
+        marker = (outputs.scratch or out_dir) / ".attempted" / cid
         if not marker.exists():
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.touch()
@@ -132,6 +142,8 @@ def convert(conversion: Conversion, path: str, job_id: str, outputs: Outputs, de
         output = outputs.publish(target, conversion)
     except cutover_job.ResultWriteError as exc:
         return Outcome.failed(f"could not put the workbook in place: {exc}")
+    if not outputs.record:
+        return Outcome.succeeded(output)
     line = {
         "conversion_id": cid,
         "tenant_id": conversion.tenant_id,
@@ -150,6 +162,19 @@ def convert(conversion: Conversion, path: str, job_id: str, outputs: Outputs, de
     return Outcome.succeeded(output)
 
 
+def shadow_outputs(assignment: cutover_job.Assignment, scratch: Path) -> Outputs:
+    """A shadow's outputs: its quarantine directory, or a scratch directory put into its S3
+    quarantine; ``scratch`` (``CUTOVER_OUTPUT_DIR``) keeps only what tests simulate."""
+    quarantine = assignment.quarantined()
+    if not is_s3(quarantine):
+        # Made when a workbook is written into it: a failed attempt leaves nothing to clean up.
+        return Outputs(Path(quarantine), record=False, scratch=scratch)
+    storage = Storage(os.environ)
+    storage.prepare(quarantine)
+    local = Path(tempfile.mkdtemp(prefix="cutover-shadow-"))
+    return Outputs(local, quarantine, storage, record=False, scratch=scratch)
+
+
 def main() -> int:
     try:
         assignment = cutover_job.from_env()
@@ -158,9 +183,9 @@ def main() -> int:
         return 2
     out_dir = Path(os.environ.get("CUTOVER_OUTPUT_DIR", "./cutover-output"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    outputs = Outputs(out_dir)
+    outputs = shadow_outputs(assignment, out_dir) if assignment.shadow else Outputs(out_dir)
     uri = os.environ.get("CUTOVER_OUTPUT_URI")
-    if uri:
+    if uri and not assignment.shadow:
         if not (is_s3(uri) and uri.endswith("/") and uri.count("/") >= 4):
             print(f"sample worker: CUTOVER_OUTPUT_URI: {uri!r} is not s3://bucket/prefix/", file=sys.stderr)
             return 2

@@ -3,7 +3,8 @@
 A session is started once (``StartConfigurationSession``); each poll (``GetLatestConfiguration``)
 hands back the token for the next one and the interval to wait. Between polls the snapshot from
 the last one is served; an empty body means "unchanged since your last poll" (including a version
-that was rejected: it stays rejected). An expired or refused token starts a new session. The Data
+that was rejected: it stays rejected). An expired or refused token starts a new session, and so
+does an answer whose body was lost in transit (its token is spent; a new session resends it all). The Data
 API does not return a version number: the version is the version label when one is set, else a
 content hash (and the snapshot says so).
 """
@@ -92,11 +93,12 @@ class AppConfigDataSource:
         if now < self._next_poll:
             return self._cached()
         answer = self._poll()
-        self._token = answer.get("NextPollConfigurationToken") or None
         interval = answer.get("NextPollIntervalInSeconds") or self._poll_seconds
         self._next_poll = now + max(float(interval), 1.0)
-        body = answer.get("Configuration")
-        data: bytes = body if isinstance(body, bytes) else (body.read() if body is not None else b"")
+        data = self._body(answer)
+        # Only a poll whose answer was read whole may hand its token on: the service counts the
+        # version as delivered, so the next poll with that token would say "unchanged" for good.
+        self._token = answer.get("NextPollConfigurationToken") or None
         if not data:
             if self._snapshot is None and self._rejected is None:
                 raise FlagNotDeployedError(f"{self._where} returned no configuration: nothing deployed yet")
@@ -128,6 +130,19 @@ class AppConfigDataSource:
             return self._cached()
         self._snapshot, self._rejected = snapshot, None
         return snapshot
+
+    def _body(self, answer: Any) -> bytes:
+        """The configuration the poll carried; a body lost in transit spends the token with it, so
+        the next poll starts a new session, which hands over the whole configuration again."""
+        body = answer.get("Configuration")
+        if body is None or isinstance(body, bytes):
+            return body or b""
+        try:
+            data = body.read()
+        except BotoCoreError as exc:
+            self._token = None
+            raise FlagUnavailableError(f"{self._where}: the answer was lost in transit ({exc})") from exc
+        return data if isinstance(data, bytes) else b""
 
     def _remember_rejection(self, exc: FlagInvalidError) -> None:
         self._snapshot, self._rejected = None, exc

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from controller.core.errors import FlagInvalidError
+from controller.core.strictjson import loads_strict
 from flags.snapshot import FlagSnapshot
 
 # AppConfig's hosted configuration store takes at most 4 MB per version.
@@ -41,20 +42,6 @@ class FlagValue(BaseModel):
 def content_version(raw: bytes) -> str:
     """A short, stable version for content that came without one."""
     return "sha-" + hashlib.sha256(raw).hexdigest()[:12]
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # Parsers disagree on which of two equal keys wins; a flag must not depend on which one reads it.
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
-    return out
 
 
 def load_json(raw: bytes | str, where: str) -> Any:
@@ -81,7 +68,7 @@ def load_json(raw: bytes | str, where: str) -> Any:
     except UnicodeDecodeError as exc:
         raise FlagInvalidError(f"{where}: not UTF-8 at byte {exc.start} ({exc.reason})") from exc
     try:
-        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+        return loads_strict(text)
     except RecursionError as exc:
         raise FlagInvalidError(f"{where}: nested too deeply to be a flag document") from exc
     except ValueError as exc:

@@ -8,6 +8,7 @@ drawn from them. No routing here, and no knowledge of which store is behind the 
 from __future__ import annotations
 
 import getpass
+import logging
 import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -19,15 +20,19 @@ from controller.core.errors import (
     ConflictError,
     FlagDeploymentError,
     FlagInvalidError,
+    GateRefusedError,
     InputError,
     NotFoundError,
 )
+from controller.core.gates import GateReport, GateVerdict, refusal
 from controller.core.ports import VersionStore
 from flags.guards import ChangeKind, check, diff
+from flags.holds import RELEASE_MARK, Hold, holds
 from flags.rollout import RolloutPlan
-from flags.versions import Deployment, FlagContent, InForce, Note
+from flags.versions import Deployment, FlagContent, InForce, Note, Version
 
 Progress = Callable[[Deployment], None]
+audit = logging.getLogger("cutover.audit")
 
 
 def who() -> str:
@@ -99,6 +104,7 @@ def show(store: VersionStore, plan: RolloutPlan | None) -> dict[str, Any]:
         "in_progress": deployment_json(store.in_progress()),
         "groups": coverage(plan, migrated),
         "outside_plan": len(migrated - plan.tenant_ids) if plan else None,
+        "held": [h.as_json() for h in holds(store).values()],
     }
 
 
@@ -179,11 +185,16 @@ def plan_change(
     activity: Mapping[int, int] | None = None,
     window_days: float = 7.0,
     max_add: int,
+    include_held: bool = False,
+    gate: GateReport | None = None,
 ) -> dict[str, Any]:
-    """The diff a change would make, per group, and the load it would shift. Writes nothing."""
+    """The diff a change would make, per group, the load it would shift and, given the gate, the
+    verdicts of the groups already moved and whether they hold the change back. Writes nothing."""
     current = store.in_force()
     before = current.content if current else None
-    after = target(before, plan, to_group=to_group, add=add, remove=remove)
+    after, kept_out, _ = _without_held(
+        store, before, target(before, plan, to_group=to_group, add=add, remove=remove), include_held
+    )
     d = diff(before, after)
     problems = check(before, after, kind=ChangeKind.ADVANCE, max_add=max_add)
     return {
@@ -197,7 +208,51 @@ def plan_change(
         "coverage_after": coverage(plan, after.migrated),
         "load": load_shift(activity, before.migrated if before else frozenset(), after.migrated, window_days),
         "advance_would_refuse": problems,
+        "held": [h.as_json() for h in kept_out],
+        "gate": gate_summary(gate),
     }
+
+
+def _without_held(
+    store: VersionStore,
+    before: FlagContent | None,
+    after: FlagContent,
+    include_held: bool,
+    versions: list[Version] | None = None,
+) -> tuple[FlagContent, list[Hold], list[Hold]]:
+    """``after`` less the held tenants it would bring back (unless ``include_held``); the holds kept
+    out, and those released. A held tenant listed already (a revert brought it back) stays."""
+    listed = before.tenant_ids if before else frozenset()
+    back = [h for t, h in sorted(holds(store, versions).items()) if t in after.tenant_ids - listed]
+    if include_held:
+        return after, [], back
+    return FlagContent(after.enabled, after.tenant_ids - {h.tenant_id for h in back}), back, []
+
+
+def gate_summary(gate: GateReport | None) -> dict[str, Any] | None:
+    """The gate as ``plan`` and ``advance`` print it: verdict per group and what holds an advance back."""
+    if gate is None:
+        return None
+    return {
+        "verdict": gate.verdict.value,
+        "groups": [
+            {"name": g.name, "verdict": g.verdict.value, "reasons": list(g.reasons)} for g in gate.groups
+        ],
+        "would_refuse": refusal(gate),
+    }
+
+
+def _consult(gate: GateReport | None, force: str) -> str:
+    """Refuse unless every group already moved passes; ``force`` (the reason) moves anyway and
+    returns what was overridden, for the history and the audit log."""
+    if gate is None or gate.verdict is GateVerdict.PASS:
+        return ""
+    why = refusal(gate)
+    if not force.strip():
+        raise GateRefusedError(
+            f"refused: {why}; see `cutover gate`, or move anyway with --force --reason TEXT"
+        )
+    return ", ".join(f"{g.name} {g.verdict.value}" for g in gate.blocking()) or gate.verdict.value
 
 
 def follow(
@@ -266,16 +321,24 @@ def advance(
     text: str = "",
     wait: bool = True,
     on_progress: Progress | None = None,
+    include_held: bool = False,
+    gate: GateReport | None = None,
+    force: str = "",
 ) -> dict[str, Any]:
     """Write the next flag version (the plan through ``to_group``, plus ``add``) and deploy it.
 
     Refuses, before writing anything, while a deployment runs, when tenants would leave the new
-    path, and when more than ``max_add`` tenants would join it. Nothing to change writes nothing.
+    path, when more than ``max_add`` tenants would join it, and, given the ``gate``, while a group
+    already moved is failing or inconclusive, unless ``force`` gives the reason to move anyway (kept
+    in the version's and the deployment's note and logged as ``flag.advance_forced``). Nothing to
+    change writes nothing. Held tenants stay out unless ``include_held`` (which releases them).
     """
     _refuse_while_running(store, "advance")
     current = store.in_force()
     before = current.content if current else None
-    after = target(before, plan, to_group=to_group, add=add)
+    versions = store.versions()
+    wanted = target(before, plan, to_group=to_group, add=add)
+    after, kept_out, released = _without_held(store, before, wanted, include_held, versions)
     problems = check(before, after, kind=ChangeKind.ADVANCE, max_add=max_add)
     if problems:
         raise InputError("refused: " + "; ".join(problems))
@@ -287,6 +350,10 @@ def advance(
         "removed": 0,
         "tenant_count": len(after.migrated),
         "groups": coverage(plan, after.migrated),
+        "held": [h.as_json() for h in kept_out],
+        "released": [h.tenant_id for h in released],
+        "gate": gate_summary(gate),
+        "forced": None,
     }
     if before is not None and after == before:
         return result | {
@@ -295,9 +362,12 @@ def advance(
             "deployment": None,
             "warnings": [],
         }
+    overridden = _consult(gate, force)
     warnings = _warnings(store, after)
-    versions = store.versions()
     label = f"to {to_group}" if to_group else "tenants added"
+    if released:
+        label += f" {RELEASE_MARK} " + ", ".join(str(h.tenant_id) for h in released[:10])
+    forced = f"[forced past the gate ({overridden}): {' '.join(force.split())}]" if overridden else ""
     note = Note(
         action="advance",
         by=op.by,
@@ -305,9 +375,15 @@ def advance(
         base=current.version if current else None,
         added=len(d.added),
         removed=0,
-        text=" ".join(x for x in (label, text) if x),
+        text=" ".join(x for x in (label, text, forced) if x),
     )
     number = store.create_version(after, note, versions[-1].number if versions else None)
+    if overridden and gate is not None:
+        audit.warning(
+            "flag.advance_forced",
+            extra={"by": op.by, "version": number, "reason": force, "gate": refusal(gate)},
+        )
+        result["forced"] = {"reason": force, "overridden": refusal(gate)}
     deployment = _deploy(store, number, note, op, wait, on_progress)
     return result | {
         "changed": True,
@@ -351,12 +427,14 @@ def rollback(
             "deployment": deployment_json(stopped),
             "warnings": [],
         }
+    replaced_invalid = False
     try:
         current = store.in_force()
     except FlagInvalidError:
         if to_version is None or remove:
             raise
         current = None  # a broken version in force: going back to a named one is the way out
+        replaced_invalid = True
     if remove:
         return _remove_tenants(store, current, remove, op, text, wait, on_progress)
     if to_version is not None:
@@ -378,7 +456,10 @@ def rollback(
                 "(use `cutover flag advance`)"
             )
     content = store.content(number)
-    d = diff(current.content if current else None, content)
+    # Under an invalid document the service kept routing by the last good version: what moves is
+    # measured from that one, not from nothing.
+    good = _last_good(store) if replaced_invalid else None
+    d = diff(current.content if current else (good[1] if good else None), content)
     note = Note(
         action="rollback",
         by=op.by,
@@ -401,7 +482,21 @@ def rollback(
         "tenant_count": len(content.migrated),
         "deployment": deployment_json(deployment),
         "warnings": warnings,
+        "replaced_invalid": replaced_invalid,
+        "compared_with": good[0] if good else None,
     }
+
+
+def _last_good(store: VersionStore, looked_at: int = 20) -> tuple[int, FlagContent] | None:
+    """The newest completed deployment whose version is valid, and its content."""
+    for deployment in store.deployments(looked_at):
+        if deployment.state != "COMPLETE":
+            continue
+        try:
+            return deployment.version, store.content(deployment.version)
+        except FlagInvalidError:
+            continue
+    return None
 
 
 def _remove_tenants(
@@ -451,6 +546,35 @@ def _remove_tenants(
         "deployment": deployment_json(deployment),
         "warnings": warnings,
     }
+
+
+def release(
+    store: VersionStore,
+    tenants: Iterable[int],
+    *,
+    op: Operator,
+    text: str = "",
+    wait: bool = True,
+    on_progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Let held tenants back: a new version that lists them again, marked ``[release]``."""
+    wanted = frozenset(tenants)
+    held = holds(store)
+    free = wanted - held.keys()
+    if free:
+        raise InputError(f"tenant {min(free)} is not held back; `cutover flag show` lists the held tenants")
+    return advance(
+        store,
+        None,
+        to_group=None,
+        add=wanted,
+        max_add=max(len(wanted), 1),
+        op=op,
+        text=text,
+        wait=wait,
+        on_progress=on_progress,
+        include_held=True,
+    )
 
 
 def history(store: VersionStore, limit: int = 20) -> dict[str, Any]:

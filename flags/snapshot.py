@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 
 class FlagState(StrEnum):
@@ -58,18 +59,40 @@ class FlagSnapshot:
 
     @classmethod
     def from_json(cls, text: str) -> FlagSnapshot:
-        """A snapshot ``to_json`` wrote."""
-        data = json.loads(text)
-        return cls(
-            version=data["version"],
-            enabled=data["enabled"],
-            tenant_ids=frozenset(data["tenant_ids"]),
-            source=data["source"],
-            fetched_at=data["fetched_at"],
-            flag_key=data["flag_key"],
-            duplicates_folded=data["duplicates_folded"],
-            version_from_content=data["version_from_content"],
-        )
+        """A snapshot ``to_json`` wrote; ``FlagRecordError`` (holding the text) when it is not one."""
+        from controller.core.errors import FlagRecordError
+
+        try:
+            data = json.loads(text)
+            snapshot = cls(
+                version=_typed(data, "version", str),
+                enabled=_typed(data, "enabled", bool),
+                tenant_ids=frozenset(_tenant_ids(data)),
+                source=_typed(data, "source", str),
+                fetched_at=float(_typed(data, "fetched_at", int | float)),
+                flag_key=_typed(data, "flag_key", str),
+                duplicates_folded=_typed(data, "duplicates_folded", int),
+                version_from_content=_typed(data, "version_from_content", bool),
+            )
+        except (ValueError, TypeError, KeyError) as exc:
+            raise FlagRecordError(f"the persisted last-known-good flag is unreadable ({exc})", text) from exc
+        return snapshot
+
+
+def _typed(data: object, key: str, kind: Any) -> Any:
+    if not isinstance(data, dict):
+        raise TypeError(f"expected an object, got {type(data).__name__}")
+    value = data[key]
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise TypeError(f"{key!r} is {type(value).__name__}")
+    return value
+
+
+def _tenant_ids(data: object) -> list[int]:
+    ids = _typed(data, "tenant_ids", list)
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise TypeError("'tenant_ids' holds a value that is not a whole number")
+    return list(ids)
 
 
 @dataclass(frozen=True, slots=True)

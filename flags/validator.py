@@ -7,8 +7,9 @@ controller's sources parse it; then, when ``CUTOVER_APPCONFIG_ENVIRONMENT`` hold
 environment's id (the function then needs only GetEnvironment, ListDeployments and
 GetHostedConfigurationVersion), the guard rails of ``cutover flag`` against the version in force:
 no tenant leaves the new path except in a version marked ``[rollback]`` (or by deploying an older
-version), and no more than ``CUTOVER_MAX_ADD`` join in one step. Imports stay light: boto3 loads
-only for that comparison.
+version), no more than ``CUTOVER_MAX_ADD`` join in one step, and no tenant held back by
+``rollback --tenant`` comes back unless the version's description says ``[release]``. Imports stay
+light: boto3 loads only for that comparison.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 from controller.core.errors import FlagInvalidError, InputError
 from flags.document import load_json, read_values
 from flags.guards import ChangeKind, check
+from flags.holds import RELEASE_MARK, Hold, describe, holds
 from flags.versions import FlagContent, InForce
 
 log = logging.getLogger("cutover.flags.validator")
@@ -70,6 +72,24 @@ def validate(
     if problems:
         raise InputError(f"{where} refused by cutover's guard rails: " + "; ".join(problems))
     return candidate
+
+
+def refuse_held(
+    held: Mapping[int, Hold],
+    candidate: FlagContent,
+    in_force: InForce | None,
+    description: str,
+    version: int | None,
+) -> None:
+    """``InputError`` when a new version lists a held tenant again without saying ``[release]``."""
+    listed = in_force.content.tenant_ids if in_force else frozenset()
+    back = sorted(candidate.tenant_ids & held.keys() - listed)
+    if back and RELEASE_MARK not in description:
+        raise InputError(
+            f"flag version {version} refused by cutover's guard rails: {describe(held[back[0]])}; "
+            f"release it with `cutover flag release {back[0]}`, "
+            f"or put {RELEASE_MARK} in the version's description"
+        )
 
 
 def _decode(event: Mapping[str, Any]) -> bytes:
@@ -120,6 +140,8 @@ def handler(event: Mapping[str, Any], context: Any = None, *, client: Any = None
         in_force=in_force,
         description=description,
     )
+    if kind_of(version, in_force, description) is ChangeKind.ADVANCE:
+        refuse_held(holds(store), candidate, in_force, description, version)
     return _verdict(event, candidate, f"against version {in_force.version if in_force else None} in force")
 
 

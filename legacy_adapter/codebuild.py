@@ -8,8 +8,9 @@ environment is how reconciliation finds the build after a crash.
 
 What a build receives (environment variable overrides): ``CUTOVER_PATH=legacy``,
 ``CUTOVER_BATCH`` (the batch key), ``CUTOVER_MANIFEST_URI`` (``s3://`` JSON manifest
-``{"contract": 1, "threads", "conversions": [{conversion_id, tenant_id, params, flag_version,
-fence}, ...]}``), ``CUTOVER_MANIFEST_JSON`` (the same manifest inline, only when it is small),
+``{"contract": 1, "batch", "path", "threads", "conversions": [{conversion_id, tenant_id, params,
+flag_version, fence}, ...]}``, built by ``cutover_job.contract.manifest_document``),
+``CUTOVER_MANIFEST_JSON`` (the same manifest inline, only when it is small),
 ``CUTOVER_RESULTS_URI`` (prefix; the result of a conversion goes to ``<prefix><id>.json`` as the
 job contract's result document ``{"contract", "conversion_id", "status": "succeeded"|"failed",
 "reason", "output", "started_at", "finished_at", "fence", "job_id"}``),
@@ -23,8 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -45,9 +45,10 @@ from controller.plumbing.aws import (
     outcome_unknown,
     transient,
 )
+from controller.plumbing.awsbackend import AwsBackend
 from controller.plumbing.localproc import result_state
 from controller.plumbing.tally import ReconcileTally
-from cutover_job.contract import CONTRACT_VERSION
+from cutover_job.contract import manifest_document
 
 if TYPE_CHECKING:
     from mypy_boto3_codebuild import CodeBuildClient
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("cutover.codebuild")
 
 BATCH_GET_MAX = 100  # BatchGetBuilds ids per call, documented maximum
+STOP_AGAIN_SECONDS = 10.0  # a build's conversions cancelled together share one StopBuild
 INLINE_MANIFEST_MAX = 3000  # characters; one environment variable is refused beyond about 4096
 _QUEUED_PHASES = frozenset({"SUBMITTED", "QUEUED", "PROVISIONING"})
 _ENDED = frozenset({"SUCCEEDED", "FAILED", "FAULT", "TIMED_OUT", "STOPPED"})
@@ -97,10 +99,11 @@ def _why(build: dict[str, Any]) -> str:
     return status
 
 
-class CodeBuildBackend:
+class CodeBuildBackend(AwsBackend):
     """The backend port on one CodeBuild project (``CUTOVER_BACKEND=aws``)."""
 
     path = Path.LEGACY
+    service = "CodeBuild"
 
     def __init__(
         self,
@@ -114,53 +117,32 @@ class CodeBuildBackend:
         lookback_seconds: float = 24 * 3600.0,
         results_refresh_seconds: float = 15.0,
     ) -> None:
+        super().__init__(codebuild, retrier=retrier, tally=tally)
         self.codebuild = codebuild
         self.manifests = manifests
         self.project = project
         self.lookback_seconds = lookback_seconds
-        self._retrier = retrier or Retrier()
         self._clock = clock
-        self._tally = tally
         self._builds: dict[str, _Build] = {}
         self._results: dict[str, tuple[float, set[str]]] = {}
         self._results_refresh = results_refresh_seconds
-        self._stopped: set[str] = set()
-        self._held = 0
-
-    @contextmanager
-    def _unknown(self, what: str) -> Iterator[None]:
-        try:
-            yield
-        except (ClientError, BotoCoreError) as exc:
-            raise BackendUnavailableError(f"CodeBuild {what}: {describe(exc)}") from exc
-
-    def _read(self, fn: Callable[[], Any]) -> Any:
-        return self._retrier.call(fn, retry_if=transient)
+        self._stopped: dict[str, float] = {}  # build id -> when StopBuild was last sent
 
     # -- submit ------------------------------------------------------------------------------
 
     def submit(self, batch: DispatchBatch) -> list[JobRef]:
-        """Write the batch's manifest and start one build for it (StartBuild with a token)."""
+        """Write the batch's manifest and start one build for it (StartBuild with a token), every
+        call and retry within the batch's time limit."""
+        with self._retrier.within(batch.time_limit):
+            return self._start(batch)
+
+    def _start(self, batch: DispatchBatch) -> list[JobRef]:
         key = checked_key(batch.key)
         if not batch.items:
             return []
-        doc = {
-            "contract": CONTRACT_VERSION,
-            "batch": key,
-            "path": Path.LEGACY.value,
-            "threads": batch.concurrency,
-            "conversions": [
-                {
-                    "conversion_id": i.conversion_id,
-                    "tenant_id": i.tenant_id,
-                    "params": i.params,
-                    "flag_version": i.flag_version,
-                    "fence": i.fence,
-                }
-                for i in batch.items
-            ],
-        }
-        body = manifest_bytes(doc)
+        body = manifest_bytes(
+            manifest_document(key, Path.LEGACY.value, batch.items, threads=batch.concurrency)
+        )
         manifest_key = self.manifests.key(Path.LEGACY.value, key)
         try:
             self.manifests.put(manifest_key, body)
@@ -233,7 +215,7 @@ class CodeBuildBackend:
                 out.update(states)
                 held += holding
         if track:
-            self._held = held
+            self._in_use = held  # each working build holds min(its threads, conversions left)
         return out
 
     def _get_builds(self, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -257,13 +239,13 @@ class CodeBuildBackend:
         manifest_uri = _env(build, "CUTOVER_MANIFEST_URI")
         manifest_key = self.manifests.key_of(manifest_uri or "")
         manifest = self.manifests.get(manifest_key) if manifest_key else None
-        if manifest is None:
-            return {
-                r: JobState(JobStatus.UNKNOWN, f"build {build_id} has no readable manifest") for r in refs
-            }, 0
-        results_prefix = manifest_key.rsplit("/", 1)[0] + "/results/" if manifest_key else ""
         ended = status in _ENDED
         queued = status == "IN_PROGRESS" and str(build.get("currentPhase", "")) in _QUEUED_PHASES
+        if manifest is None:
+            return self._unread(
+                build_id, refs, ended=ended, queued=queued, threads=_env(build, "CUTOVER_THREADS")
+            )
+        results_prefix = manifest_key.rsplit("/", 1)[0] + "/results/" if manifest_key else ""
         done = self._done(build_id, results_prefix, ended=ended, queued=queued)
         order = [str(c["conversion_id"]) for c in manifest.get("conversions", [])]
         threads = int(manifest.get("threads") or 1)
@@ -287,6 +269,20 @@ class CodeBuildBackend:
             out[r] = state
         holding = 0 if ended else min(threads, len(left))
         return out, holding
+
+    @staticmethod
+    def _unread(
+        build_id: str, refs: Sequence[JobRef], *, ended: bool, queued: bool, threads: str | None
+    ) -> tuple[dict[JobRef, JobState], int]:
+        """A build whose manifest is out of reach (say the manifest bucket setting changed since it
+        started): while CodeBuild says it works, it works, and holds the threads it was given;
+        once it ended, what each conversion came to is unknown here."""
+        why = f"build {build_id} has no readable manifest"
+        if ended:
+            return {r: JobState(JobStatus.UNKNOWN, why) for r in refs}, 0
+        status = JobStatus.QUEUED if queued else JobStatus.RUNNING
+        held = int(threads) if threads and threads.isdigit() else len(refs)
+        return {r: JobState(status, why) for r in refs}, held
 
     def _done(self, build_id: str, prefix: str, *, ended: bool, queued: bool) -> set[str]:
         """Conversions of a build with a result object. A working build's results are listed at
@@ -367,8 +363,11 @@ class CodeBuildBackend:
     # -- cancel, capacity --------------------------------------------------------------------
 
     def cancel(self, ref: JobRef) -> None:
-        """Stop the build (and so every conversion in it); a finished or stopped build is left alone."""
-        if ref.job_id in self._stopped:
+        """Stop the build (and so every conversion in it); a finished or stopped build is left alone.
+        The conversions of one build share one StopBuild; asked again later (a stray stopped until
+        it is seen stopped), it is sent again."""
+        now = self._clock()
+        if now - self._stopped.get(ref.job_id, float("-inf")) < STOP_AGAIN_SECONDS:
             return
         try:
             self._read(partial(self.codebuild.stop_build, id=ref.job_id))
@@ -377,23 +376,11 @@ class CodeBuildBackend:
                 raise BackendUnavailableError(f"CodeBuild StopBuild {ref.job_id}: {describe(exc)}") from exc
         except BotoCoreError as exc:
             raise BackendUnavailableError(f"CodeBuild StopBuild {ref.job_id}: {describe(exc)}") from exc
-        self._stopped.add(ref.job_id)
+        self._stopped[ref.job_id] = now
+        for build_id in [b for b, at in self._stopped.items() if now - at > 3600]:
+            del self._stopped[build_id]
         log.info("codebuild.stopped", extra={"build_id": ref.job_id, "conversion_id": ref.conversion_id})
 
     def set_capacity(self, slots: int) -> int | None:
         """A build's threads are fixed when it starts; there is no cap to set."""
         return None
-
-    def reconcile_counts(self) -> Mapping[str, int]:
-        """Distinct conversions reconciliation flagged on this path since start (duplicates, orphans)."""
-        if self._tally is None:
-            return {"duplicates": 0, "orphans": 0}
-        return self._tally.counts(self.path)
-
-    def in_use(self) -> int:
-        """Worker threads held by builds still working at the last poll: min(threads, conversions left)."""
-        return self._held
-
-    def close(self) -> None:
-        """Close the CodeBuild client."""
-        self.codebuild.close()

@@ -8,17 +8,29 @@ already started is not started again (like CodeBuild's idempotency token).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path as FsPath
+from typing import NoReturn
 
 from controller.core.domain import DispatchBatch, JobRef, JobState, JobStatus, Path
-from controller.core.errors import SubmitRejectedError
-from controller.plumbing.localproc import detach, kill, pid_alive, read_json, result_state, spawn, write_json
+from controller.core.errors import BackendUnavailableError, SubmitRejectedError
+from controller.plumbing.localproc import (
+    detach,
+    kill,
+    pid_alive,
+    process_identity,
+    read_json,
+    result_state,
+    shadow_env,
+    spawn,
+    write_json,
+)
 from controller.plumbing.ticker import Ticker
-from cutover_job.contract import CONTRACT_VERSION
+from cutover_job.contract import CONTRACT_VERSION, manifest_document
 
 
 class LocalBuildRunner:
@@ -35,8 +47,12 @@ class LocalBuildRunner:
         build_timeout: float,
         clock: Callable[[], float] = time.time,
         tick_seconds: float = 0.1,
+        quarantine: str | None = None,
+        name: str = "legacy",
     ) -> None:
-        self.builds = state_dir / "legacy" / "builds"
+        self.builds = state_dir / name / "builds"
+        # A shadow runner: every build is a shadow whose outputs go under <quarantine>/<build key>/.
+        self.quarantine = quarantine
         self.builds.mkdir(parents=True, exist_ok=True)
         self.command = command
         self.output_dir = output_dir
@@ -53,23 +69,11 @@ class LocalBuildRunner:
         if (build / "manifest.json").exists():
             return refs
         now = self._clock()
-        manifest = {
-            "contract": CONTRACT_VERSION,
-            "build_id": batch.key,
-            "batch": batch.key,
-            "path": Path.LEGACY.value,
-            "threads": batch.concurrency,
-            "conversions": [
-                {
-                    "conversion_id": i.conversion_id,
-                    "tenant_id": i.tenant_id,
-                    "params": i.params,
-                    "flag_version": i.flag_version,
-                    "fence": i.fence,
-                }
-                for i in batch.items
-            ],
-        }
+        # "build_id" named the batch key before the job contract; local workers written then may
+        # still read it. The merge keeps "contract" first and "build_id" second, as they always were.
+        manifest = {"contract": CONTRACT_VERSION, "build_id": batch.key} | manifest_document(
+            batch.key, Path.LEGACY.value, batch.items, threads=batch.concurrency
+        )
         try:
             (build / "results").mkdir(parents=True, exist_ok=True)
             write_json(build / "manifest.json", manifest)
@@ -80,19 +84,44 @@ class LocalBuildRunner:
                 "CUTOVER_MANIFEST": str(build / "manifest.json"),
                 "CUTOVER_RESULTS_DIR": str(build / "results"),
                 "CUTOVER_THREADS": str(batch.concurrency),
+                "CUTOVER_FLAG_VERSION": ",".join(sorted({i.flag_version for i in batch.items})),
                 "CUTOVER_OUTPUT_DIR": str(self.output_dir),
                 "CUTOVER_DEADLINE": str(now + self.build_timeout),
+                **shadow_env(self.quarantine, batch.key),
             }
             popen = spawn(self.command, env, build / "build.log")
         except OSError as exc:
             raise SubmitRejectedError(f"local legacy build {batch.key}: {exc}") from exc
-        write_json(
-            build / "build.json",
-            {"pid": popen.pid, "started_at": now, "threads": batch.concurrency, "size": len(refs)},
-        )
+        try:
+            write_json(
+                build / "build.json",
+                {
+                    "pid": popen.pid,
+                    "proc": process_identity(popen.pid),
+                    "started_at": now,
+                    "threads": batch.concurrency,
+                    "size": len(refs),
+                },
+            )
+        except OSError as exc:
+            self._undo_start(batch.key, popen, exc)
         self._procs[batch.key] = popen
         self._ticker.start()
         return refs
+
+    def _undo_start(self, key: str, popen: subprocess.Popen[bytes], exc: OSError) -> NoReturn:
+        """The worker started but could not be recorded (a full disk): no one could tell it runs,
+        so it would be taken for dead and its conversions run again. Stop it and refuse the submit;
+        should it have written a result already, the outcome is unknown and the build stays."""
+        kill(popen.pid)
+        popen.wait()
+        build = self.builds / key
+        if _count(build / "results"):
+            with contextlib.suppress(OSError):  # else the start-up grace ends it: the worker is gone
+                self._mark_done(key, f"build stopped: its start could not be recorded ({exc})")
+            raise BackendUnavailableError(f"local legacy build {key}: {exc}") from exc
+        (build / "manifest.json").unlink(missing_ok=True)
+        raise SubmitRejectedError(f"local legacy build {key}: {exc}; its worker was stopped") from exc
 
     def poll(self, refs: Sequence[JobRef]) -> dict[JobRef, JobState]:
         self._ticker.start()
@@ -131,7 +160,7 @@ class LocalBuildRunner:
     def cancel(self, ref: JobRef) -> None:
         info = read_json(self.builds / ref.job_id / "build.json")
         if info is not None and not self._ended(ref.job_id):
-            kill(int(info["pid"]))
+            kill(int(info["pid"]))  # _ended checked the pid still names the build's own process
             self._mark_done(ref.job_id, "build stopped")
 
     def set_capacity(self, slots: int) -> int | None:
@@ -183,7 +212,7 @@ class LocalBuildRunner:
             # a build whose process was never recorded: give it the start-up grace, then call it gone
             manifest = build / "manifest.json"
             return manifest.exists() and self._clock() - manifest.stat().st_mtime > 30
-        if pid_alive(int(info["pid"])):
+        if pid_alive(int(info["pid"]), info.get("proc")):
             return False
         self._mark_done(key, "build process ended")
         return True

@@ -8,8 +8,9 @@ and the conversion id, so reconciliation can find what a crashed controller subm
 What a job receives (container environment overrides):
 
 - every job: ``CUTOVER_PATH=new``, ``CUTOVER_BATCH`` (the batch key), ``CUTOVER_MANIFEST_URI``
-  (``s3://`` JSON manifest of the whole batch: ``{"contract": 1, "conversions": [{conversion_id,
-  tenant_id, params, flag_version, fence}, ...]}``), ``CUTOVER_MANIFEST_OFFSET`` and
+  (``s3://`` JSON manifest of the whole batch: ``{"contract": 1, "batch", "path", "conversions":
+  [{conversion_id, tenant_id, params, flag_version, fence}, ...]}``, built by
+  ``cutover_job.contract.manifest_document``), ``CUTOVER_MANIFEST_OFFSET`` and
   ``CUTOVER_RESULTS_URI`` (prefix; the result of a conversion goes to
   ``<prefix><conversion_id>.json`` as the job contract's result document ``{"contract",
   "conversion_id", "status": "succeeded"|"failed", "reason", "output", "started_at",
@@ -33,8 +34,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -52,11 +52,11 @@ from controller.plumbing.aws import (
     manifest_bytes,
     not_sent,
     throttled,
-    transient,
 )
+from controller.plumbing.awsbackend import AwsBackend
 from controller.plumbing.localproc import result_state
 from controller.plumbing.tally import ReconcileTally
-from cutover_job.contract import CONTRACT_VERSION
+from cutover_job.contract import manifest_document
 
 if TYPE_CHECKING:
     from mypy_boto3_batch import BatchClient
@@ -160,10 +160,11 @@ class CapacityView:
     problems: list[str] = field(default_factory=list)
 
 
-class BatchBackend:
+class BatchBackend(AwsBackend):
     """The backend port on one Batch job queue and job definition (``CUTOVER_BACKEND=aws``)."""
 
     path = Path.NEW
+    service = "Batch"
 
     def __init__(
         self,
@@ -184,15 +185,14 @@ class BatchBackend:
         child_refresh_seconds: float = 30.0,
         capacity_refresh_seconds: float = 300.0,
     ) -> None:
+        super().__init__(batch, retrier=retrier, tally=tally)
         self.batch = batch
         self.manifests = manifests
         self.job_queue = job_queue
         self.job_definition = job_definition
         self.manage_max_vcpus = manage_max_vcpus
         self.budget = budget
-        self._retrier = retrier or Retrier()
         self._clock = clock
-        self._tally = tally
         self._child_refresh = child_refresh_seconds
         self._capacity_refresh = capacity_refresh_seconds
         self._vcpus_setting = vcpus_per_job
@@ -200,7 +200,6 @@ class BatchBackend:
         self._quota_reader = quota_reader
         self._ce_setting = compute_environment
         self._children: dict[str, _Children] = {}
-        self._running = 0
         self._max_vcpus_at = -math.inf
         self._known_at = -math.inf
         self._quota_at = -math.inf
@@ -208,16 +207,6 @@ class BatchBackend:
         self.capacity = CapacityView()
 
     # -- plumbing ----------------------------------------------------------------------------
-
-    @contextmanager
-    def _unknown(self, what: str) -> Iterator[None]:
-        try:
-            yield
-        except (ClientError, BotoCoreError) as exc:
-            raise BackendUnavailableError(f"Batch {what}: {describe(exc)}") from exc
-
-    def _read(self, fn: Callable[[], Any]) -> Any:
-        return self._retrier.call(fn, retry_if=transient)
 
     def _manifest_key(self, key: str) -> str:
         return self.manifests.key(Path.NEW.value, key)
@@ -229,28 +218,19 @@ class BatchBackend:
 
     def submit(self, batch: DispatchBatch) -> list[JobRef]:
         """Write the batch's manifest, then one job per conversion alone, or array jobs of up to
-        10,000 conversions; at most ``ceil(n / 10,000)`` SubmitJob calls for ``n`` conversions."""
+        10,000 conversions; at most ``ceil(n / 10,000)`` SubmitJob calls for ``n`` conversions.
+        Every call and retry within the batch's time limit."""
+        with self._retrier.within(batch.time_limit):
+            return self._submit_batch(batch)
+
+    def _submit_batch(self, batch: DispatchBatch) -> list[JobRef]:
         key = checked_key(batch.key)
         if not batch.items:
             return []
-        doc = {
-            "contract": CONTRACT_VERSION,
-            "batch": key,
-            "path": Path.NEW.value,
-            "conversions": [
-                {
-                    "conversion_id": i.conversion_id,
-                    "tenant_id": i.tenant_id,
-                    "params": i.params,
-                    "flag_version": i.flag_version,
-                    "fence": i.fence,
-                }
-                for i in batch.items
-            ],
-        }
+        body = manifest_bytes(manifest_document(key, Path.NEW.value, batch.items))
         manifest_key = self._manifest_key(key)
         try:
-            self.manifests.put(manifest_key, manifest_bytes(doc))
+            self.manifests.put(manifest_key, body)
         except (ClientError, BotoCoreError) as exc:
             raise SubmitRejectedError(f"manifest {manifest_key}: {describe(exc)}") from exc
         common = {
@@ -396,7 +376,7 @@ class BatchBackend:
                     out[r] = state
         if track:
             self._children = polled
-            self._running = running
+            self._in_use = running  # jobs STARTING or RUNNING, array children from the summaries
             self.capacity.running = running
             self._refresh_capacity_view()
         return out
@@ -564,7 +544,7 @@ class BatchBackend:
         vcpus, ce = self.capacity.vcpus_per_job, self.capacity.compute_environment
         if vcpus is None or ce is None:
             return None
-        want = max(slots, self._running)
+        want = max(slots, self._in_use)
         # maxvCpus is a whole number: when the share is not, round up and let the cycle hold back.
         max_vcpus = math.ceil(want * vcpus - 1e-9)
         exact = abs(max_vcpus - want * vcpus) < 1e-9
@@ -684,20 +664,6 @@ class BatchBackend:
                 f"{view.vcpus_per_job:g} vCPUs per job: at most {fits} new-path jobs can run at once"
             )
         return out
-
-    def reconcile_counts(self) -> Mapping[str, int]:
-        """Distinct conversions reconciliation flagged on this path since start (duplicates, orphans)."""
-        if self._tally is None:
-            return {"duplicates": 0, "orphans": 0}
-        return self._tally.counts(self.path)
-
-    def in_use(self) -> int:
-        """Jobs STARTING or RUNNING at the last poll (array children counted from the summaries)."""
-        return self._running
-
-    def close(self) -> None:
-        """Close the Batch client."""
-        self.batch.close()
 
 
 def _server_side(exc: ClientError) -> bool:

@@ -25,12 +25,15 @@ from controller.plumbing.localproc import (
     failed_result,
     kill,
     pid_alive,
+    process_identity,
     read_json,
     result_state,
+    shadow_env,
     spawn,
     write_json,
 )
 from controller.plumbing.ticker import Ticker
+from cutover_job.contract import manifest_entry
 
 
 @dataclass(slots=True)
@@ -53,8 +56,12 @@ class LocalParallelRunner:
         timeout: float,
         clock: Callable[[], float] = time.time,
         tick_seconds: float = 0.05,
+        quarantine: str | None = None,
+        name: str = "new",
     ) -> None:
-        self.root = state_dir / "new"
+        self.root = state_dir / name
+        # A shadow runner: every job is a shadow whose outputs go under <quarantine>/<job id>/.
+        self.quarantine = quarantine
         self.queue = self.root / "queue"
         self.running = self.root / "running"
         self.results = self.root / "results"
@@ -79,18 +86,8 @@ class LocalParallelRunner:
             for item in batch.items:
                 job_id = f"{batch.key}.{item.conversion_id}"
                 if self._where(job_id) is None:
-                    write_json(
-                        self.queue / f"{job_id}.json",
-                        {
-                            "job_id": job_id,
-                            "conversion_id": item.conversion_id,
-                            "tenant_id": item.tenant_id,
-                            "params": item.params,
-                            "flag_version": item.flag_version,
-                            "fence": item.fence,
-                            "submitted_at": now,
-                        },
-                    )
+                    spec = {"job_id": job_id, "batch": batch.key, **manifest_entry(item), "submitted_at": now}
+                    write_json(self.queue / f"{job_id}.json", spec)
                 refs.append(JobRef(job_id, item.conversion_id))
         except OSError as exc:
             raise SubmitRejectedError(f"local new-path queue: {exc}") from exc
@@ -116,12 +113,15 @@ class LocalParallelRunner:
                 self._finish(ref.job_id, ref.conversion_id, "cancelled before it started")
                 queued.unlink(missing_ok=True)
                 return
-            proc = self._procs.get(ref.job_id)
+            proc = self._procs.pop(ref.job_id, None)
             if proc is not None:
+                # Stopped and closed at once, so the slot it held is free when cancel returns.
                 kill(proc.popen.pid)
+                proc.popen.wait()
+                self._close_run(ref.job_id, "cancelled while running")
                 return
             info = read_json(self.running / f"{ref.job_id}.pid")
-            if info is not None:
+            if info is not None and pid_alive(int(info["pid"]), info.get("proc")):
                 kill(int(info["pid"]))
 
     def set_capacity(self, slots: int) -> int:
@@ -164,6 +164,8 @@ class LocalParallelRunner:
         env = {
             "CUTOVER_JOB_ID": job_id,
             "CUTOVER_PATH": Path.NEW.value,
+            # a job queued before the batch key was kept carries it in its id: "<key>.<conversion>"
+            "CUTOVER_BATCH": str(spec.get("batch") or job_id.split(".", 1)[0]),
             "CUTOVER_CONVERSION_ID": str(spec.get("conversion_id", "")),
             "CUTOVER_TENANT_ID": str(spec.get("tenant_id", "")),
             "CUTOVER_PARAMS": _json(spec.get("params", {})),
@@ -172,9 +174,26 @@ class LocalParallelRunner:
             "CUTOVER_OUTPUT_DIR": str(self.output_dir),
             "CUTOVER_RESULT_FILE": str(self.results / f"{job_id}.json"),
             "CUTOVER_DEADLINE": str(now + self.timeout),
+            **shadow_env(self.quarantine, job_id),
         }
-        popen = spawn(self.command, env, self.logs / f"{job_id}.log")
-        write_json(self.running / f"{job_id}.pid", {"pid": popen.pid, "started_at": now})
+        try:
+            popen = spawn(self.command, env, self.logs / f"{job_id}.log")
+        except OSError:
+            os.replace(spec_path, self.queue / f"{job_id}.json")  # nothing started: it waits its turn
+            raise
+        try:
+            write_json(
+                self.running / f"{job_id}.pid",
+                {"pid": popen.pid, "proc": process_identity(popen.pid), "started_at": now},
+            )
+        except OSError:
+            # A worker no one could tell runs (a full disk) would be taken for vanished and its
+            # conversion run again: stop it, and put the job back unless it already wrote a result.
+            kill(popen.pid)
+            popen.wait()
+            if not (self.results / f"{job_id}.json").exists():
+                os.replace(spec_path, self.queue / f"{job_id}.json")
+                raise
         self._procs[job_id] = _Proc(popen, now + self.timeout)
 
     def _reap(self) -> None:
@@ -209,7 +228,7 @@ class LocalParallelRunner:
                 self._close_run(job_id, "worker vanished before its process was recorded")
             return
         pid = int(info["pid"])
-        if pid_alive(pid):
+        if pid_alive(pid, info.get("proc")):
             if now - float(info["started_at"]) > self.timeout:
                 kill(pid)
                 self._close_run(job_id, f"timed out after {self.timeout:.0f}s and was killed")

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Scan terraform/ with checkov, offline, from its own virtual environment.
+# Scan terraform/ with checkov, offline, from its own virtual environment. Arguments, when given,
+# say what to scan instead (e.g. --framework dockerfile -f Dockerfile).
 #
 # checkov pins an older boto3 than the project's test dependencies, so it lives in
 # .venv-checkov/ at the repository root (created on first use from PyPI). Exit status: checkov's
@@ -20,4 +21,7 @@ if [[ ! -x "$venv/bin/checkov" ]]; then
 fi
 
 cd "$repo"
-exec "$venv/bin/checkov" -d terraform --framework terraform --quiet --compact --skip-download "$@"
+if [[ $# -eq 0 ]]; then
+  set -- -d terraform --framework terraform
+fi
+exec "$venv/bin/checkov" "$@" --quiet --compact --skip-download

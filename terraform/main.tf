@@ -158,7 +158,7 @@ module "appconfig" {
   profile_name       = var.appconfig_profile_name
   flag_key           = var.flag_key
   bake_minutes       = var.flag_bake_minutes
-  monitor_alarm_arns = [module.signals.new_path_failure_alarm_arn]
+  monitor_alarm_arns = [module.signals.new_path_failure_alarm_arn, module.signals.gate_failing_alarm_arn]
   validator_zip_path = var.validator_zip_path
   kms_key_arn        = aws_kms_key.cutover.arn
   log_retention_days = var.log_retention_days

@@ -53,8 +53,8 @@ variable "controller_allowed_cidr_blocks" {
   type        = list(string)
 
   validation {
-    condition     = length(var.controller_allowed_cidr_blocks) >= 1 && alltrue([for c in var.controller_allowed_cidr_blocks : can(cidrnetmask(c)) && c != "0.0.0.0/0"])
-    error_message = "controller_allowed_cidr_blocks must hold at least one IPv4 CIDR block, and not 0.0.0.0/0."
+    condition     = length(var.controller_allowed_cidr_blocks) >= 1 && alltrue([for c in var.controller_allowed_cidr_blocks : can(cidrnetmask(c)) && try(tonumber(split("/", c)[1]) >= 8, false)])
+    error_message = "controller_allowed_cidr_blocks must hold at least one IPv4 CIDR block, none wider than /8 (so not 0.0.0.0/0, nor 0.0.0.0/1 and 128.0.0.0/1)."
   }
 }
 
@@ -110,13 +110,12 @@ variable "cycle_seconds" {
 }
 
 variable "api_token_secret_arn" {
-  description = "Secrets Manager secret with the bearer token for the controller's mutating endpoints (CUTOVER_API_TOKEN); null: none required."
+  description = "Secrets Manager secret with the bearer token for the controller's mutating endpoints (CUTOVER_API_TOKEN). Required: the controller's task listens on all of its interfaces."
   type        = string
-  default     = null
 
   validation {
-    condition     = var.api_token_secret_arn == null || can(regex("^arn:[a-z-]+:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:.+$", var.api_token_secret_arn))
-    error_message = "api_token_secret_arn must be a Secrets Manager secret ARN or null."
+    condition     = can(regex("^arn:[a-z-]+:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:.+$", var.api_token_secret_arn))
+    error_message = "api_token_secret_arn must be a Secrets Manager secret ARN: the controller listens on all of its task's interfaces, so a token is required."
   }
 }
 

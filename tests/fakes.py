@@ -10,12 +10,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.core.domain import DispatchBatch, JobRef, JobState, JobStatus, Path
+from controller.core.domain import (
+    ConversionRequest,
+    ConversionState,
+    DispatchBatch,
+    JobRef,
+    JobState,
+    JobStatus,
+    Path,
+)
 from controller.core.errors import (
     BackendUnavailableError,
     FlagUnavailableError,
     SubmitRejectedError,
 )
+from controller.core.ports import Claim, Dispatched, Finish, Ledger
 from flags.document import parse_flag
 from flags.snapshot import FlagSnapshot, FlagState, FlagStatus
 
@@ -110,6 +119,9 @@ class World:
         return any(not j.status.terminal for b in self.backends for j in b.jobs.values())
 
 
+LISTING_LAG_SECONDS = 10.0  # how far a lagging listing is behind; well under the intent grace
+
+
 class FakeBackend:
     """A backend in memory. Legacy batches are builds with fixed threads; new jobs obey a cap."""
 
@@ -130,12 +142,28 @@ class FakeBackend:
         # Further faults, each one-shot like the ones above.
         self.unavailable_before_submit = False  # a timeout before the backend got the request
         self.poll_unavailable = False  # a throttled or timed-out status call
+        self.cancel_unavailable = 0  # the next n cancels are throttled (StopBuild, TerminateJob)
+        self.poll_unknown = False  # the next poll answers UNKNOWN for everything (unreadable answers)
+        # Listings lag behind submits (eventual consistency): while set, ``find`` does not see a job
+        # submitted less than ``LISTING_LAG_SECONDS`` ago on ``clock``.
+        self.listing_lag = False
+        # A new cap takes effect only after the next tick (UpdateComputeEnvironment is asynchronous:
+        # RUNNABLE jobs may still start under the old maxvCpus meanwhile).
+        self.capacity_lags = False
+        self._pending_capacity: int | None = None
+        self.clock: Callable[[], float] | None = None
+        self._submitted_at: dict[str, float] = {}
         self.find_unavailable = False  # a throttled or timed-out lookup during reconciliation
         self.fail_once: set[str] = set()  # the next execution of these conversions fails
+        self.unknown_once: set[str] = set()  # the next poll answers UNKNOWN for these conversions
         self.cancelled: list[JobRef] = []
         # Like TerminateJob / StopBuild, cancel may stop a job that already runs (off by default).
         self.cancel_stops_running = False
         self.on_cancel: Callable[[JobRef], None] | None = None  # sees every cancel as it is asked
+        self._seen_in_use = 0  # what the last poll saw (see ``in_use``)
+        # The local runners count their own processes: what runs, and what a cancel killed, is
+        # known at once. The AWS adapters know only what their last poll saw (the default).
+        self.live_view = False
         world.backends.append(self)
 
     # -- the port ----------------------------------------------------------------------------
@@ -157,6 +185,8 @@ class FakeBackend:
             fail = item.conversion_id in self.fail_ids or item.conversion_id in self.fail_once
             self.fail_once.discard(item.conversion_id)
             self.jobs[job_id] = _Job(item.conversion_id, batch.key, self.ticks, fail=fail, fence=item.fence)
+            if self.clock is not None:
+                self._submitted_at[job_id] = self.clock()
             self.world.executions.setdefault(item.conversion_id, []).append(self.path)
             refs.append(JobRef(job_id, item.conversion_id))
         if self.path is Path.LEGACY:
@@ -176,10 +206,19 @@ class FakeBackend:
         if self.poll_unavailable:
             self.poll_unavailable = False
             raise BackendUnavailableError("status call throttled")
+        if self.poll_unknown:
+            # As the adapters do with jobs they cannot see: no state, and nothing counted in use.
+            self.poll_unknown = False
+            self._seen_in_use = 0
+            return {ref: JobState(JobStatus.UNKNOWN, "answer unreadable") for ref in refs}
+        self._seen_in_use = self._held(refs)
         out = {}
         for ref in refs:
             job = self.jobs.get(ref.job_id)
-            if job is None:
+            if ref.conversion_id in self.unknown_once:
+                self.unknown_once.discard(ref.conversion_id)
+                out[ref] = JobState(JobStatus.UNKNOWN, "its manifest is unreadable")
+            elif job is None:
                 out[ref] = JobState(JobStatus.UNKNOWN)
             elif job.status is JobStatus.FAILED:
                 out[ref] = JobState(JobStatus.FAILED, "boom")
@@ -194,12 +233,20 @@ class FakeBackend:
         found = {}
         for cid, key in intents:
             job_id = f"{key}/{cid}"
-            if job_id in self.jobs:
+            if job_id in self.jobs and not self._lagging(job_id):
                 found[cid] = JobRef(job_id, cid)
         return found
 
+    def _lagging(self, job_id: str) -> bool:
+        if not self.listing_lag or self.clock is None:
+            return False
+        return self.clock() - self._submitted_at.get(job_id, float("-inf")) < LISTING_LAG_SECONDS
+
     def cancel(self, ref: JobRef) -> None:
         self.cancelled.append(ref)
+        if self.cancel_unavailable > 0:
+            self.cancel_unavailable -= 1
+            raise BackendUnavailableError("stop call throttled")
         if self.on_cancel is not None:
             self.on_cancel(ref)
         job = self.jobs.get(ref.job_id)
@@ -214,17 +261,38 @@ class FakeBackend:
     def set_capacity(self, slots: int) -> int | None:
         if not self.can_cap:
             return None
-        self.capacity = slots
-        return max(slots, self.running())
+        if self.capacity_lags and slots < self.capacity:
+            self._pending_capacity = slots
+            return max(slots, self._seen_in_use)
+        self.capacity, self._pending_capacity = slots, None
+        return max(slots, self._seen_in_use)  # like maxvCpus: never below what the last poll saw run
 
     def in_use(self) -> int:
+        """What the last poll saw, as the AWS adapters know it: 0 before the first poll, and
+        nothing of what started, ended or was submitted since (``live_in_use`` is the truth); with
+        ``live_view``, what holds a slot now, as the local runners know it."""
+        return self._held(None) if self.live_view else self._seen_in_use
+
+    def live_in_use(self) -> int:
+        return self._held(None)
+
+    def _held(self, refs: Sequence[JobRef] | None) -> int:
+        """Budget slots held by the jobs of ``refs`` (all jobs when None): a legacy build its
+        threads up to its conversions left, a new-path job one while it runs."""
+        polled = None if refs is None else {r.job_id for r in refs}
         if self.path is Path.LEGACY:
             held = 0
             for threads, ids in self.builds.values():
+                if polled is not None and not polled.intersection(ids):
+                    continue
                 left = sum(1 for j in ids if not self.jobs[j].status.terminal)
                 held += min(threads, left)
             return held
-        return self.running()
+        return sum(
+            1
+            for job_id, j in self.jobs.items()
+            if j.status is JobStatus.RUNNING and (polled is None or job_id in polled)
+        )
 
     def close(self) -> None:
         return None
@@ -261,6 +329,8 @@ class FakeBackend:
                 if job.status is JobStatus.QUEUED:
                     self._start(job_id)
                     running += 1
+            if self._pending_capacity is not None:
+                self.capacity, self._pending_capacity = self._pending_capacity, None
 
     def _start(self, job_id: str) -> None:
         job = self.jobs[job_id]
@@ -349,3 +419,33 @@ class Tripwire:
             return result
 
         return call
+
+
+def record_finished(
+    ledger: Ledger,
+    tag: str,
+    tenants: Sequence[int],
+    path: Path,
+    *,
+    at: float,
+    count: int,
+    fails: Callable[[int], bool] = lambda i: False,
+    seconds: float = 5.0,
+) -> None:
+    """``count`` conversions of ``tenants`` (in turn) claimed on ``path`` at ``at`` and finished
+    ``seconds`` later, those numbered ``i`` with ``fails(i)`` failed: evidence for the rollout gates."""
+    requests = [ConversionRequest(f"{tag}-{i}", tenants[i % len(tenants)]) for i in range(count)]
+    ledger.accept(requests, at)
+    ledger.claim([Claim(r, path, "1", "test") for r in requests], at)
+    records = [ledger.get(r.conversion_id) for r in requests]
+    taken = ledger.mark_dispatching([r for r in records if r is not None], f"b-{tag}", at)
+    ledger.mark_dispatched([Dispatched(r.conversion_id, r.fence, "job") for r in taken], at)
+    ledger.mark_finished(
+        [
+            Finish(
+                r.conversion_id, r.fence, ConversionState.FAILED if fails(i) else ConversionState.SUCCEEDED
+            )
+            for i, r in enumerate(taken)
+        ],
+        at + seconds,
+    )

@@ -41,31 +41,13 @@ def share_chart(series: Sequence[MinuteShare], *, width: int = 1200, height: int
     parts: list[str] = [
         f'<svg class="chart" role="img" viewBox="0 0 {width} {height}" width="100%" '
         f'preserveAspectRatio="xMidYMid meet" aria-label="share of conversions per path, last hour">',
+        *_grid(left, top, plot_w, plot_h, peak),
     ]
-    for frac in (0.0, 0.5, 1.0):
-        y = top + plot_h * (1 - frac)
-        parts.append(f'<line class="grid" x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}"/>')
-        parts.append(f'<text class="axis" x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{frac:.0%}</text>')
-        if peak:
-            parts.append(
-                f'<text class="axis volume-axis" x="{left + plot_w + 6}" y="{y + 4:.1f}">'
-                f"{round(peak * frac)}</text>"
-            )
     points: list[str] = []
     for i, m in enumerate(series):
         x = left + i * step + 1
         if m.total:
-            new_h = plot_h * m.new / m.total
-            legacy_h = plot_h - new_h
-            share = f"{m.new / m.total:.0%} new"
-            tip = escape(f"{clock_label(m.minute * 60)} UTC: legacy {m.legacy}, new {m.new} ({share})")
-            data = f'data-minute="{m.minute}" data-legacy="{m.legacy}" data-new="{m.new}"'
-            parts.append(
-                f'<g class="minute" {data}><title>{tip}</title>'
-                f'<rect class="legacy" x="{x:.1f}" y="{top + new_h:.1f}" width="{bar_w:.1f}" '
-                f'height="{legacy_h:.1f}"/>'
-                f'<rect class="new" x="{x:.1f}" y="{top:.1f}" width="{bar_w:.1f}" height="{new_h:.1f}"/></g>'
-            )
+            parts.append(_minute_column(m, x, top, bar_w, plot_h))
             cy = top + plot_h * (1 - m.total / peak)
             points.append(f"{x + bar_w / 2:.1f},{cy:.1f}")
     if points:
@@ -91,6 +73,36 @@ def share_chart(series: Sequence[MinuteShare], *, width: int = 1200, height: int
             )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _grid(left: int, top: int, plot_w: int, plot_h: int, peak: int) -> list[str]:
+    """Lines at 0, 50 and 100 %, labelled with the share on the left and the volume on the right."""
+    parts: list[str] = []
+    for frac in (0.0, 0.5, 1.0):
+        y = top + plot_h * (1 - frac)
+        parts.append(f'<line class="grid" x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}"/>')
+        parts.append(f'<text class="axis" x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{frac:.0%}</text>')
+        if peak:
+            parts.append(
+                f'<text class="axis volume-axis" x="{left + plot_w + 6}" y="{y + 4:.1f}">'
+                f"{round(peak * frac)}</text>"
+            )
+    return parts
+
+
+def _minute_column(m: MinuteShare, x: float, top: int, bar_w: float, plot_h: int) -> str:
+    """One minute's 100 % column: the new path's share on top of the legacy path's."""
+    new_h = plot_h * m.new / m.total
+    legacy_h = plot_h - new_h
+    share = f"{m.new / m.total:.0%} new"
+    tip = escape(f"{clock_label(m.minute * 60)} UTC: legacy {m.legacy}, new {m.new} ({share})")
+    data = f'data-minute="{m.minute}" data-legacy="{m.legacy}" data-new="{m.new}"'
+    return (
+        f'<g class="minute" {data}><title>{tip}</title>'
+        f'<rect class="legacy" x="{x:.1f}" y="{top + new_h:.1f}" width="{bar_w:.1f}" '
+        f'height="{legacy_h:.1f}"/>'
+        f'<rect class="new" x="{x:.1f}" y="{top:.1f}" width="{bar_w:.1f}" height="{new_h:.1f}"/></g>'
+    )
 
 
 def stacked_bar(

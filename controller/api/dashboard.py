@@ -1,8 +1,9 @@
 """The dashboard at ``/``: one server-rendered HTML page, no build step, no external resources.
 
-``gather`` reads what the page shows (each part on its own, so a ledger outage blanks a section,
-not the page); ``render`` is pure and bounded: per-group aggregates and capped lists, never one
-element per tenant. The page refreshes itself by fetching itself and swapping its ``<main>``.
+``gather`` takes what the page shows from the read model (each section on its own, so a ledger
+outage blanks a section, not the page); ``render`` is pure and bounded: per-group aggregates and
+capped lists, never one element per tenant. The page refreshes itself by fetching itself and
+swapping its ``<main>``.
 """
 
 from __future__ import annotations
@@ -14,17 +15,17 @@ from html import escape
 from typing import Any, TypeVar
 
 from controller.api.charts import Segment, clock_label, share_chart, stacked_bar
-from controller.api.history import MinuteShare, minute_series
-from controller.api.metrics import ServiceMetrics
-from controller.api.status import flag_status, readiness, status_document
-from controller.api.tenants import TenantBoard, TenantsOverview, TenantState
-from controller.core.domain import ConversionState
+from controller.api.history import MinuteShare, from_first_activity, minute_series
+from controller.api.metrics import FailureNote, ServiceMetrics
+from controller.api.readmodel import RECENT_FAILURES, ReadModel
+from controller.api.shadow_panel import shadow_section
+from controller.api.tenants import TenantsOverview, TenantState
+from controller.core.domain import ConversionRecord, Path
 from controller.core.errors import CutoverError
-from controller.core.ports import Ledger, LedgerInsights
 from controller.engine.loop import CycleLoop
-from controller.service import Service
+from flags.holds import Hold
 
-MAX_FAILURES = 12
+MAX_FAILURES = RECENT_FAILURES
 T = TypeVar("T")
 
 
@@ -56,6 +57,11 @@ class DashboardData:
     tenants_problem: str = ""
     failures: Sequence[FailureRow] = field(default_factory=list)
     failures_problem: str = ""
+    held: Sequence[Hold] = ()
+    gates: Mapping[str, Any] | None = None
+    gates_problem: str = ""
+    shadow: Mapping[str, Any] | None = None
+    shadow_problem: str = ""
 
 
 def attempt(read: Callable[[], T]) -> tuple[T | None, str]:
@@ -66,39 +72,39 @@ def attempt(read: Callable[[], T]) -> tuple[T | None, str]:
         return None, str(exc)
 
 
-def recent_failures(
-    ledger: Ledger, fallback: Sequence[FailureRow], limit: int = MAX_FAILURES
-) -> list[FailureRow]:
+def failure_rows(records: Sequence[ConversionRecord] | None, seen: Sequence[FailureNote]) -> list[FailureRow]:
     """The latest failed conversions from the ledger when it can list them, else what this process saw."""
-    if not isinstance(ledger, LedgerInsights):
-        return list(fallback)[:limit]
-    return [
-        FailureRow(r.conversion_id, r.tenant_id, r.path.value if r.path else None, r.reason, r.finished_at)
-        for r in ledger.recent(ConversionState.FAILED, limit)
-    ]
+    if records is None:
+        return [
+            FailureRow(f.conversion_id, f.tenant_id, _path(f.path), f.reason, f.finished_at)
+            for f in seen[:MAX_FAILURES]
+        ]
+    return [FailureRow(r.conversion_id, r.tenant_id, _path(r.path), r.reason, r.finished_at) for r in records]
 
 
-def gather(
-    service: Service, loop: CycleLoop | None, board: TenantBoard, metrics: ServiceMetrics, now: float
-) -> DashboardData:
-    """Read everything the page shows; each section on its own."""
-    ready, reason = readiness(service, now)
-    status, status_problem = attempt(
-        lambda: status_document(service, loop, now, intake=metrics.intake.snapshot())
-    )
-    series, series_problem = attempt(lambda: series_since(service.ledger, now))
-    tenants, tenants_problem = attempt(lambda: board.overview(flag_status(service, now).snapshot))
-    seen = [
-        FailureRow(f.conversion_id, f.tenant_id, f.path.value if f.path else None, f.reason, f.finished_at)
-        for f in metrics.failures
-    ]
-    failures, failures_problem = attempt(lambda: recent_failures(service.ledger, seen))
+def _path(path: Path | None) -> str | None:
+    return path.value if path else None
+
+
+def gather(views: ReadModel, loop: CycleLoop | None, metrics: ServiceMetrics, now: float) -> DashboardData:
+    """What the page shows, from the read model; each section on its own."""
+    ready, reason = views.readiness(now)
+    status, status_problem = attempt(lambda: views.status(loop, now, intake=metrics.intake.snapshot()))
+    # From the first busy minute: a fresh start fills the chart, not three bars at its edge.
+    series, series_problem = attempt(lambda: from_first_activity(minute_series(views.decisions(), now, 60)))
+    tenants, tenants_problem = attempt(lambda: views.tenants(views.flag(now).snapshot))
+    failures, failures_problem = attempt(lambda: failure_rows(views.failures(), list(metrics.failures)))
+    service = views.service
+    held = list(service.held().values()) if service.held else []
+    gates, gates_problem = attempt(lambda: views.service.gates.report().to_json())
+    shadows = views.service.shadows
+    shadow, shadow_problem = attempt(lambda: shadows.report(now=now, fresh_for=10.0) if shadows else None)
     return DashboardData(
         now=now,
         ready=ready,
         ready_reason=reason,
         healthy=loop is None or loop.healthy(now),
-        refresh_seconds=max(2, min(30, round(service.settings.cycle_seconds))),
+        refresh_seconds=max(2, min(30, round(views.service.settings.cycle_seconds))),
         status=status,
         status_problem=status_problem,
         series=series or (),
@@ -107,12 +113,12 @@ def gather(
         tenants_problem=tenants_problem,
         failures=failures or [],
         failures_problem=failures_problem,
+        held=held,
+        gates=gates,
+        gates_problem=gates_problem,
+        shadow=shadow,
+        shadow_problem=shadow_problem,
     )
-
-
-def series_since(ledger: Ledger, now: float) -> list[MinuteShare]:
-    """The last hour of decisions, by minute."""
-    return minute_series(ledger.decisions_since(now - 3600), now, 60)
 
 
 # -- rendering ------------------------------------------------------------------------------
@@ -229,8 +235,10 @@ def render(data: DashboardData, nonce: str) -> str:
             _skew_section(data),
             _share_section(data),
             _groups_section(data),
+            gates_section(data),
             _conversions_section(data),
             _failures_section(data),
+            shadow_section(data.shadow, data.shadow_problem),
             "</main>",
             '<footer>JSON: <a href="/status">/status</a> · <a href="/tenants">/tenants</a> · '
             '<a href="/metrics">/metrics</a> · <a href="/docs">API</a></footer>',
@@ -254,12 +262,26 @@ def _header(data: DashboardData) -> str:
     cycle = f"last cycle {age(data.now - last)} ago" if last else "no cycle yet"
     return (
         f"<header><h1>cutover</h1>{ready}{loop}"
-        f'<span class="meta">flag <b>{escape(str(flag.get("version") or "none"))}</b> '
-        f"{_flag_badge(flag.get('state', 'unavailable'))}</span>"
+        f'<span class="meta">{_flag_words(flag)}</span>'
         f'<span class="meta">{escape(cycle)}</span>'
         f'<span class="meta" id="updated">updated {clock_label(data.now)}:'
         f"{dt.datetime.fromtimestamp(data.now, dt.UTC):%S} UTC</span></header>"
     )
+
+
+def _flag_words(flag: Mapping[str, Any]) -> str:
+    """The flag in the header. Under an invalid document the version shown is the last good one
+    still routing, so it must not read as if that version were the bad one."""
+    version = flag.get("version")
+    state = flag.get("state", "unavailable")
+    if state == "invalid":
+        serving = f"serving {_v(version)}" if version else "no good version to serve"
+        return f'{_flag_badge("invalid document")} <b id="flag-serving">{escape(serving)}</b>'
+    return f"flag <b>{escape(str(version or 'none'))}</b> {_flag_badge(state)}"
+
+
+def _v(version: str) -> str:
+    return f"v{version}" if str(version).isdigit() else str(version)
 
 
 def _flag_badge(state: str) -> str:
@@ -276,7 +298,7 @@ def _flag_section(data: DashboardData) -> str:
     return (
         '<section id="flag"><h2>Flag in force</h2>'
         f'<div class="big" id="flag-version">{escape(str(flag.get("version") or "none"))}</div>'
-        f"<div>{_flag_badge(flag['state'])}</div>"
+        f"<div>{_flag_words(flag) if flag['state'] == 'invalid' else _flag_badge(flag['state'])}</div>"
         '<dl class="kv">'
         f"<dt>migrated tenants</dt><dd id='flag-tenants'>{flag['tenant_count']}</dd>"
         f"<dt>flag</dt><dd>{enabled}</dd>"
@@ -312,8 +334,28 @@ def _budget_section(data: DashboardData) -> str:
         f"<dt>new-path capacity</dt><dd>{cycle['new_capacity']}</dd>"
         f"<dt>legacy threads</dt><dd>{cycle['legacy_threads']}</dd>"
         "</dl>"
-        f"{held}{errors}</section>"
+        f"{_waiting(s)}{held}{errors}</section>"
     )
+
+
+def waiting_words(status: Mapping[str, Any]) -> str:
+    """How many routed conversions wait to be dispatched, and why, in one line."""
+    waiting = status["conversions"]["claimed"]
+    if not waiting:
+        return "no conversion waits for the budget"
+    legacy, new, budget = status["in_flight"]["legacy"], status["in_flight"]["new"], status["budget"]
+    cycle = status["cycle"]
+    if cycle.get("held"):
+        why = f"work is held: {cycle['hold_reason']}"
+    elif legacy + new >= budget:
+        why = f"the budget is full: legacy {legacy} + new {new} of {budget}"
+    else:
+        why = f"{budget - legacy - new} of {budget} slots are free: the next cycle dispatches them"
+    return f"{waiting:,} owned conversions wait for the budget — {why}"
+
+
+def _waiting(status: Mapping[str, Any]) -> str:
+    return f'<p id="waiting">{escape(waiting_words(status))}</p>'
 
 
 def _conversions_section(data: DashboardData) -> str:
@@ -345,7 +387,7 @@ def _share_section(data: DashboardData) -> str:
         f"{total:,} decisions in the last hour, {total_new / total:.0%} to the new path" if total else ""
     )
     return (
-        '<section id="share" class="wide"><h2>Share of conversions per path · last hour, by minute</h2>'
+        '<section id="share" class="wide"><h2>Share of conversions per path · by minute</h2>'
         + _legend([("legacy", "legacy"), ("new", "new")])
         + '<span class="muted"> line: decisions per minute (right axis)</span>'
         + share_chart(data.series)
@@ -390,7 +432,65 @@ def _groups_section(data: DashboardData) -> str:
     return (
         '<section id="groups" class="wide"><h2>Rollout groups · tenants in the flag '
         f'<span id="groups-flag-tenants">{t.flag_tenants}</span></h2>'
-        f"{legend}{''.join(rows)}{draining}{plan}{partial}</section>"
+        f"{legend}{''.join(rows)}{draining}{plan}{partial}{_held(data.held)}</section>"
+    )
+
+
+def _held(held: Sequence[Hold]) -> str:
+    if not held:
+        return ""
+    rows = "".join(
+        f"<tr><td class='num'>{h.tenant_id}</td><td>v{h.version}</td><td>{escape(h.by)}</td>"
+        f"<td>{escape(h.at)}</td><td>{escape(h.why)}</td></tr>"
+        for h in held
+    )
+    return (
+        '<h3 id="held">Held back (kept out of every advance until <code>cutover flag release</code>)</h3>'
+        "<table><thead><tr><th class='num'>tenant</th><th>since</th><th>by</th><th>at</th><th>why</th>"
+        f"</tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
+_VERDICT_CSS = {"pass": "ok", "fail": "bad", "inconclusive": "warn"}
+
+
+def gates_section(data: DashboardData) -> str:
+    """The rollout gates: each group on the new path with its verdict and what decides it, and what
+    auto-advance does next."""
+    if data.gates is None:
+        return _unavailable("Rollout gates", data.gates_problem, wide=True)
+    g = data.gates
+    rows = "".join(
+        f'<tr data-gate="{escape(x["name"], quote=True)}"><td>{escape(x["name"])}</td>'
+        f'<td><span class="badge {_VERDICT_CSS[x["verdict"]]}">{x["verdict"]}</span></td>'
+        f'<td class="num">{x["new"]["finished"]:,}</td><td class="num">{x["new"]["failed"]:,}</td>'
+        f'<td class="num">{x["legacy"]["finished"]:,}</td>'
+        f'<td class="reason">{escape(_clip(x["reasons"][0] if x["reasons"] else "", 240))}</td></tr>'
+        for x in g["groups"]
+    )
+    table = (
+        '<table><thead><tr><th>group</th><th>verdict</th><th class="num">new finished</th>'
+        '<th class="num">new failed</th><th class="num">old finished</th><th>first reason</th></tr></thead>'
+        f"<tbody>{rows}</tbody></table>"
+        if rows
+        else f'<p class="muted">{escape("; ".join(g["reasons"]))}</p>'
+    )
+    auto = (data.status or {}).get("auto_advance") or {"enabled": False}
+    if auto.get("enabled"):
+        when = (
+            f" at {dt.datetime.fromtimestamp(auto['at'], dt.UTC):%Y-%m-%d %H:%M} UTC"
+            if auto.get("at")
+            else ""
+        )
+        what = f"{auto['next_action']} {auto.get('group') or ''}".strip()
+        why = _clip(auto.get("why") or "", 240)
+        line = f"auto-advance: next <b>{escape(what)}</b>{escape(when)}; {escape(why)}"
+    else:
+        line = "auto-advance: off (no <code>auto:</code> in the rollout plan)"
+    return (
+        '<section id="gates" class="wide"><h2>Rollout gates · '
+        f'<span class="badge {_VERDICT_CSS[g["verdict"]]}" id="gate-verdict">{g["verdict"]}</span></h2>'
+        f'{table}<p class="muted" id="auto-advance">{line}</p></section>'
     )
 
 
@@ -436,13 +536,17 @@ def _failures_section(data: DashboardData) -> str:
         f"<tr><td>{clock_label(f.finished_at) if f.finished_at else '—'}</td>"
         f'<td><a href="/conversions/{escape(f.conversion_id, quote=True)}">{escape(f.conversion_id)}</a></td>'
         f'<td class="num">{f.tenant_id}</td><td>{escape(f.path or "—")}</td>'
-        f'<td class="reason" title="{escape(f.reason, quote=True)}">{escape(_clip(f.reason, 200))}</td></tr>'
+        f'<td class="reason" title="{escape(f.reason, quote=True)}">{escape(_clip(f.reason, 200))}</td>'
+        f'<td><code class="requeue">cutover requeue {escape(f.conversion_id)}</code></td></tr>'
         for f in data.failures
     )
     return (
         '<section id="failures" class="span2"><h2>Last failures</h2><table><thead><tr><th>UTC</th>'
-        '<th>conversion</th><th class="num">tenant</th><th>path</th><th>reason</th></tr></thead>'
-        f"<tbody>{rows}</tbody></table></section>"
+        '<th>conversion</th><th class="num">tenant</th><th>path</th><th>reason</th>'
+        "<th>to run it again</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+        '<p class="muted">from a laptop: with <code>CUTOVER_URL</code> and <code>CUTOVER_API_TOKEN</code> '
+        "set, or <code>POST /conversions/ID/requeue</code> with the bearer token</p></section>"
     )
 
 

@@ -6,7 +6,7 @@ Pure: takes the rows of ``Ledger.decisions_since`` and a time, returns values.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from controller.core.domain import Path
@@ -86,3 +86,10 @@ def version_skew(rows: Iterable[DecisionRow], now: float, window_seconds: int = 
         reverse=True,
     )
     return VersionSkew(window_seconds, tuple(versions))
+
+
+def from_first_activity(series: Sequence[MinuteShare], keep_at_least: int = 10) -> list[MinuteShare]:
+    """``series`` from its first busy minute on (at least its last ``keep_at_least`` minutes), so
+    a service started a few minutes ago fills the chart instead of three bars at its right edge."""
+    first = next((i for i, m in enumerate(series) if m.total), len(series))
+    return list(series[min(first, max(0, len(series) - keep_at_least)) :])

@@ -2,9 +2,10 @@
 
 Two kinds: what is measured as it happens (backend call latencies through ``InstrumentedBackend``,
 outcomes through the controller's ``on_finished`` hook, intake counts), and what is read at scrape
-time from the state the cycle keeps (ledger counters, the last cycle report, the flag). The
-instrumented backend also logs one ``conversion.dispatched`` event per conversion handed to a path,
-and the outcome hook one ``conversion.outcome`` event, each with the facts an investigation needs.
+time from the state the cycle keeps (the ledger's counters as the read model holds them, the last
+cycle report, the flag). The instrumented backend also logs one ``conversion.dispatched`` event per
+conversion handed to a path, and the outcome hook one ``conversion.outcome`` event, each with the
+facts an investigation needs.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -30,7 +31,9 @@ from prometheus_client.registry import Collector
 from controller.api.status import in_flight as slots_in_use
 from controller.core.domain import ConversionRecord, ConversionState, DispatchBatch, JobRef, JobState, Path
 from controller.core.errors import BackendError, CutoverError
-from controller.core.ports import Backend, ReconcileCounts
+from controller.core.gates import GateVerdict
+from controller.core.ports import Backend, Counts, ReconcileCounts
+from controller.plumbing.forwarding import ForwardingBackend
 from flags.snapshot import FlagState
 
 if TYPE_CHECKING:
@@ -164,10 +167,13 @@ class ServiceMetrics:
             },
         )
 
-    def observe(self, service: Service, loop: CycleLoop | None) -> None:
-        """Read the service's state at every scrape (once per registry)."""
+    def observe(
+        self, service: Service, loop: CycleLoop | None, *, counts: Callable[[], Counts] | None = None
+    ) -> None:
+        """Read the service's state at every scrape (once per registry); ``counts`` gives the ledger's
+        counters (the read model's, so a scrape does not query the ledger; by default the ledger's)."""
         if not self._observed:
-            self.registry.register(StateCollector(service, loop, self))
+            self.registry.register(StateCollector(service, loop, self, counts or service.ledger.counts))
             self._observed = True
 
     def render(self) -> bytes:
@@ -175,12 +181,11 @@ class ServiceMetrics:
         return generate_latest(self.registry)
 
 
-class InstrumentedBackend:
+class InstrumentedBackend(ForwardingBackend):
     """A backend seen through a timer: same answers, plus latency histograms and dispatch events."""
 
     def __init__(self, inner: Backend, metrics: ServiceMetrics) -> None:
-        self.inner = inner
-        self.path = inner.path
+        super().__init__(inner)
         self._metrics = metrics
 
     def submit(self, batch: DispatchBatch) -> list[JobRef]:
@@ -218,33 +223,21 @@ class InstrumentedBackend:
         finally:
             self._metrics.poll_seconds.labels(self.path.value).observe(time.perf_counter() - started)
 
-    def find(self, intents: Sequence[tuple[str, str]]) -> dict[str, JobRef]:
-        return self.inner.find(intents)
-
-    def cancel(self, ref: JobRef) -> None:
-        self.inner.cancel(ref)
-
-    def set_capacity(self, slots: int) -> int | None:
-        return self.inner.set_capacity(slots)
-
-    def in_use(self) -> int:
-        return self.inner.in_use()
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def __getattr__(self, name: str) -> Any:
-        # Anything else the adapter offers (e.g. reconciliation counts) stays visible.
-        return getattr(self.inner, name)
-
 
 class StateCollector(Collector):
     """Builds the scrape-time gauges from the ledger's counters and the last cycle report."""
 
-    def __init__(self, service: Service, loop: CycleLoop | None, metrics: ServiceMetrics) -> None:
+    def __init__(
+        self,
+        service: Service,
+        loop: CycleLoop | None,
+        metrics: ServiceMetrics,
+        counts: Callable[[], Counts],
+    ) -> None:
         self.service = service
         self.loop = loop
         self.metrics = metrics
+        self.counts = counts
 
     def describe(self) -> list[Metric]:
         return []
@@ -255,14 +248,15 @@ class StateCollector(Collector):
         yield from self._flag()
         yield from self._intake()
         yield from self._reconcile()
+        yield from self._gates()
 
     def _ledger(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily("cutover_ledger_up", "1 when the ledger answered this scrape.")
+        up = GaugeMetricFamily("cutover_ledger_up", "1 when the ledger answered the read behind this scrape.")
         conversions = GaugeMetricFamily(
             "cutover_conversions", "Conversions in the ledger per path and state.", labels=["path", "state"]
         )
         try:
-            counts = self.service.ledger.counts()
+            counts = self.counts()
         except CutoverError:
             up.add_metric([], 0)
             yield up
@@ -391,6 +385,17 @@ class StateCollector(Collector):
         intents.add_metric(["found"], report.reconciled if report else 0)
         intents.add_metric(["released"], report.released if report else 0)
         yield from (dup, orphans, intents)
+
+    def _gates(self) -> Iterator[Metric]:
+        # The gate the housekeeping thread last worked out: a scrape never reads the ledger for it.
+        verdict = GaugeMetricFamily(
+            "cutover_gate_verdict", "1 for each rollout group's gate verdict.", labels=["group", "verdict"]
+        )
+        report = self.service.gates.latest
+        for g in report.groups if report is not None else ():
+            for v in GateVerdict:
+                verdict.add_metric([g.name, v.value], 1 if g.verdict is v else 0)
+        yield verdict
 
 
 def reconcile_totals(backends: Mapping[Path, Backend]) -> dict[Path, Mapping[str, int]]:

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from controller.core.domain import ConversionRecord
+from controller.core.domain import ConversionRecord, ConversionState
 
 PathName = Literal["legacy", "new"]
 StateName = Literal["received", "claimed", "dispatching", "dispatched", "succeeded", "failed"]
@@ -134,6 +134,28 @@ class IntakeOut(_Out):
     sources: list[SourceOut]
 
 
+class AutoActionOut(_Out):
+    action: Literal["advance", "rollback", "pause", "stuck"]
+    group: str | None
+    version: int | None
+    at: float
+    why: str
+
+
+class AutoAdvanceOut(_Out):
+    """Auto-advance: on or off (the rollout plan's ``auto:``), whether this replica acts (holds its
+    lease), the next action, from when, and what it waits for."""
+
+    enabled: bool
+    acting: bool = False
+    next_action: Literal["advance", "rollback", "pause", "notify_stuck", "wait", "done"] | None = None
+    group: str | None = None
+    at: float | None = None
+    waiting_for: str | None = None
+    why: str = ""
+    last_action: AutoActionOut | None = None
+
+
 class StatusOut(_Out):
     """``GET /status``."""
 
@@ -148,6 +170,7 @@ class StatusOut(_Out):
     cycle: CycleOut
     skew: SkewOut
     intake: IntakeOut
+    auto_advance: AutoAdvanceOut
 
 
 class ConversionOut(_Out):
@@ -167,9 +190,12 @@ class ConversionOut(_Out):
     received_at: float | None
     dispatched_at: float | None
     updated_at: float | None
+    output: str | None = Field(None, description="Where a succeeded conversion's result went.")
 
     @classmethod
     def of(cls, r: ConversionRecord) -> ConversionOut:
+        # The ledger keeps a succeeded conversion's output where a failed one keeps its reason.
+        succeeded = r.state is ConversionState.SUCCEEDED
         return cls(
             conversion_id=r.conversion_id,
             tenant_id=r.tenant_id,
@@ -180,11 +206,12 @@ class ConversionOut(_Out):
             attempts=r.attempts,
             claimed_at=r.claimed_at,
             finished_at=r.finished_at,
-            reason=r.reason,
+            reason="" if succeeded else r.reason,
             params=r.params,
             received_at=r.received_at,
             dispatched_at=r.dispatched_at,
             updated_at=r.updated_at,
+            output=(r.reason or None) if succeeded else None,
         )
 
 
@@ -222,6 +249,7 @@ class RouteOut(_Out):
     in_flight_conversions: list[InFlightConversion] = Field(
         description="Up to 50 of the tenant's owned, unfinished conversions."
     )
+    held: HeldTenant | None = Field(None, description="Set when the tenant is held back from the rollout.")
 
 
 class TenantStates(_Out):
@@ -247,6 +275,16 @@ class DrainingTenant(_Out):
     in_flight: PerPath
 
 
+class HeldTenant(_Out):
+    """A tenant taken out by ``cutover flag rollback --tenant``, kept out until released."""
+
+    tenant_id: int
+    version: int
+    by: str
+    at: str
+    why: str
+
+
 class TenantsOut(_Out):
     """``GET /tenants``: per rollout group, how many tenants the flag lists and where each stands."""
 
@@ -258,3 +296,74 @@ class TenantsOut(_Out):
     draining_total: int
     plan_problem: str
     complete: bool
+    held: list[HeldTenant] | None = Field(
+        None,
+        description="Tenants held back, with who, when and why; null where the flag's history is not read.",
+    )
+
+
+# -- rollout gates -----------------------------------------------------------------------------
+
+VerdictName = Literal["pass", "fail", "inconclusive"]
+
+
+class GateCheckOut(BaseModel):
+    """One comparison; a check may add its own figures (interval bounds, p-value, effect size)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    statistic: float | None
+    threshold: float
+    verdict: VerdictName
+    reason: str
+
+
+class GateEvidenceOut(_Out):
+    finished: int
+    succeeded: int
+    failed: int
+    failed_first_attempt: int
+    failed_after_resubmit: int
+    resubmitted: int
+    resubmits: int
+    success_rate: float | None
+    duration_p50_seconds: float | None
+    duration_p95_seconds: float | None
+    duration_basis: str
+    cost_per_conversion: float | None
+    basis: str | None = None
+
+
+class GateWindowOut(_Out):
+    since: float
+    until: float
+    moved_at: float | None
+
+
+class GateGroupOut(_Out):
+    name: str
+    tenants: int
+    migrated: int
+    verdict: VerdictName
+    reasons: list[str]
+    window: GateWindowOut
+    new: GateEvidenceOut
+    legacy: GateEvidenceOut
+    checks: list[GateCheckOut]
+
+
+class GatesWindowOut(_Out):
+    until: float
+    seconds: float | None
+    max_seconds: float
+    default: str
+
+
+class GatesOut(_Out):
+    """``GET /gates``: per rollout group on the new path, the evidence, the checks and the verdict."""
+
+    window: GatesWindowOut
+    groups: list[GateGroupOut]
+    verdict: VerdictName
+    reasons: list[str]

@@ -1,56 +1,24 @@
-"""The status document (``GET /status``, ``cutover status``), built from what the cycle keeps.
+"""The status document (``GET /status``, ``cutover status``), shaped from what the cycle keeps.
 
-Reads the last cycle report, the ledger's counters and its per-minute decision totals only: no
-scan, so it stays fast with millions of records. Never reads the flag source.
+Pure shaping: takes the last cycle report, the flag status, the ledger's counters and its
+per-minute decision totals as the read model holds them, and returns JSON-ready values. Reads
+neither the ledger nor the flag source itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from controller.api.history import VersionSkew, version_skew
+from controller.api.history import DecisionRow, VersionSkew, version_skew
 from controller.core.domain import ConversionState, Path
-from controller.core.errors import CutoverError
-from controller.core.routing import basis
+from controller.core.ports import Counts
 from controller.engine.cycle import CycleReport
 from controller.engine.loop import CycleLoop
 from controller.service import Service
-from flags.snapshot import FlagState, FlagStatus
+from flags.snapshot import FlagStatus
 
 SKEW_WINDOW_SECONDS = 600
-
-
-def flag_status(service: Service, now: float) -> FlagStatus:
-    """The flag status the cycle routes by, without touching the flag source.
-
-    Before the first cycle it is the persisted last-known-good flag (or none), marked as not read yet.
-    """
-    report = service.controller.last_report
-    if report is not None:
-        return report.flag
-    if service.flags.last is not None:
-        return service.flags.last
-    # Read the persisted flag directly: loading it through ``service.flags`` would race the cycle.
-    good = service.ledger.load_flag()
-    if good is None:
-        return FlagStatus(None, FlagState.UNAVAILABLE, now, "no flag read yet")
-    state = FlagState.OK if good.enabled else FlagState.DISABLED
-    return FlagStatus(good, state, now, "persisted flag; the source has not been read yet")
-
-
-def readiness(service: Service, now: float) -> tuple[bool, str]:
-    """Ready when the ledger answers and routing has a basis under the policy (a valid flag or the
-    configured fallback); otherwise the reason. Never reads the flag source."""
-    try:
-        service.ledger.ping()
-        status = flag_status(service, now)
-    except CutoverError as exc:
-        return False, f"ledger: {exc}"
-    routing = basis(status, service.controller.config.routing)
-    if routing.hold:
-        return False, routing.reason
-    return True, routing.reason
 
 
 def in_flight(report: CycleReport | None) -> dict[Path, int]:
@@ -84,6 +52,9 @@ def skew_document(skew: VersionSkew) -> dict[str, Any]:
 def status_document(
     service: Service,
     loop: CycleLoop | None,
+    status: FlagStatus,
+    counts: Counts,
+    decisions: Sequence[DecisionRow],
     now: float,
     *,
     intake: Mapping[str, int] | None = None,
@@ -91,23 +62,10 @@ def status_document(
     """The ``/status`` JSON: flag, budget, work in flight per path, conversions per state, and the
     additions (per-path detail, queued work, version skew, intake, the cycle's own state)."""
     report = service.controller.last_report
-    status = flag_status(service, now)
-    snap = status.snapshot
-    counts = service.ledger.counts()
-    skew = version_skew(service.ledger.decisions_since(now - SKEW_WINDOW_SECONDS), now, SKEW_WINDOW_SECONDS)
-    age = None if snap is None else round(max(0.0, now - snap.fetched_at), 3)
     held = in_flight(report)
     queued = report.queued if report else {}
     return {
-        "flag": {
-            "version": snap.version if snap else None,
-            "enabled": snap.enabled if snap else None,
-            "tenant_count": snap.tenant_count if snap else 0,
-            "source": snap.source if snap else service.settings.flag_source,
-            "age_seconds": age,
-            "state": status.state.value,
-            "problem": status.problem,
-        },
+        "flag": flag_document(status, service.settings.flag_source, now),
         "budget": service.settings.budget,
         "in_flight": {path.value: held[path] for path in Path},
         "queued": {path.value: queued.get(path, 0) for path in Path},
@@ -121,33 +79,55 @@ def status_document(
             for path in Path
         },
         "last_cycle_at": report.finished_at if report else None,
-        "cycle": {
-            "count": service.controller.cycles,
-            "held": report.held if report else False,
-            "hold_reason": report.hold_reason if report else "",
-            "new_capacity": report.new_capacity if report else 0,
-            "legacy_threads": report.legacy_threads if report else 0,
-            "dispatcher": report.dispatcher if report else False,
-            "duration_seconds": round(report.finished_at - report.started_at, 4) if report else None,
-            "errors": list(report.errors) if report else [],
-            "last_error": loop.last_error if loop else None,
-        },
-        "skew": skew_document(skew),
+        "cycle": cycle_document(report, service.controller.cycles, loop),
+        "skew": skew_document(version_skew(decisions, now, SKEW_WINDOW_SECONDS)),
         "warnings": service.warnings(),
         "intake": {
             "waiting": counts.state(ConversionState.RECEIVED),
             **(intake or {"requests": 0, "rejected": 0, "accepted": 0, "duplicates": 0}),
             "sources": [i.stats.as_json() for i in service.intakes],
         },
+        "auto_advance": service.auto.state() if service.auto is not None else {"enabled": False},
+    }
+
+
+def flag_document(status: FlagStatus, configured_source: str, now: float) -> dict[str, Any]:
+    """The flag section: the flag in force, its age and state, and the problem with the source."""
+    snap = status.snapshot
+    return {
+        "version": snap.version if snap else None,
+        "enabled": snap.enabled if snap else None,
+        "tenant_count": snap.tenant_count if snap else 0,
+        "source": snap.source if snap else configured_source,
+        "age_seconds": None if snap is None else round(max(0.0, now - snap.fetched_at), 3),
+        "state": status.state.value,
+        "problem": status.problem,
+    }
+
+
+def cycle_document(report: CycleReport | None, cycles: int, loop: CycleLoop | None) -> dict[str, Any]:
+    """The cycle section: what the last cycle held back, its split of the budget, its errors."""
+    return {
+        "count": cycles,
+        "held": report.held if report else False,
+        "hold_reason": report.hold_reason if report else "",
+        "new_capacity": report.new_capacity if report else 0,
+        "legacy_threads": report.legacy_threads if report else 0,
+        "dispatcher": report.dispatcher if report else False,
+        "duration_seconds": round(report.finished_at - report.started_at, 4) if report else None,
+        "errors": list(report.errors) if report else [],
+        "last_error": loop.last_error if loop else None,
     }
 
 
 def status_lines(doc: Mapping[str, Any]) -> list[str]:
     """``cutover status`` in a few lines, from a ``/status`` document (tolerant of older servers)."""
     flag = doc["flag"]
+    age = flag.get("age_seconds")
+    read = "never read" if age is None else f"age {age:.0f}s"
     lines = [
         f"flag {flag['version'] or 'none'} ({flag['state']}, {flag['tenant_count']} tenants, "
-        f"age {flag['age_seconds']}s)  budget {doc['budget']}  in flight legacy "
+        f"{read})  budget {doc['budget']}  in flight legacy "
         f"{doc['in_flight']['legacy']} / new {doc['in_flight']['new']}",
         "  ".join(f"{k} {v}" for k, v in doc["conversions"].items()),
     ]
@@ -169,4 +149,8 @@ def status_lines(doc: Mapping[str, Any]) -> list[str]:
         lines.append(
             f"decisions in the last {skew['window_seconds'] // 60} min under several versions: {versions}"
         )
+    auto = doc.get("auto_advance") or {}
+    if auto.get("enabled"):
+        target = f" {auto['group']}" if auto.get("group") else ""
+        lines.append(f"auto-advance: next {auto['next_action']}{target}: {auto.get('why', '')}")
     return lines

@@ -2,14 +2,15 @@
 
 A tenant is ``legacy`` or ``new`` once the losing path has nothing left of it; while the flag
 already says one thing and the other path still owns unfinished conversions of the tenant, it is
-``draining-to-new`` or ``draining-to-legacy``. The shaping here is pure; ``TenantBoard`` reads the
-ledger (aggregates only, never one row per tenant) and caches the result for a few seconds.
+``draining-to-new`` or ``draining-to-legacy``. The shaping here is pure; the two ledger readers
+take aggregates or one tenant's rows, never a row per tenant of the whole ledger, and the read
+model (``controller.api.readmodel``) decides when to call them.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path as FsPath
@@ -101,6 +102,13 @@ class PlanFile:
             except CutoverError as exc:
                 self.problem = str(exc)
             return list(self._groups)
+
+    def group_of(self, tenant_id: int) -> str | None:
+        """The first rollout group that lists the tenant, if any."""
+        for group in self.groups():
+            if tenant_id in group.tenant_ids:
+                return group.name
+        return None
 
 
 # -- the group view -------------------------------------------------------------------------
@@ -225,53 +233,6 @@ def tenant_in_flight(ledger: Ledger, tenant_id: int, limit: int = 1000) -> list[
         page, _ = ledger.query(state=state, tenant_id=tenant_id, limit=limit)
         out.extend(page)
     return out
-
-
-class TenantBoard:
-    """The tenants overview, recomputed every ``ttl`` seconds, or at once when the flag or the plan
-    changes."""
-
-    def __init__(self, ledger: Ledger, plan: PlanFile, clock: Callable[[], float], ttl: float = 5.0) -> None:
-        self.ledger = ledger
-        self.plan = plan
-        self.clock = clock
-        self.ttl = ttl
-        self._cached: TenantsOverview | None = None
-        self._key: object = None
-        self._lock = threading.Lock()
-
-    def overview(self, snapshot: FlagSnapshot | None) -> TenantsOverview:
-        """The current overview (cached); raises ``LedgerError`` when the ledger does not answer."""
-        now = self.clock()
-        with self._lock:
-            groups = self.plan.groups()
-            flag = (snapshot.version, snapshot.enabled, len(snapshot.tenant_ids)) if snapshot else None
-            key = (flag, self.plan.stamp, self.plan.problem)
-            cached = self._cached
-            if cached is not None and key == self._key and now - cached.computed_at < self.ttl:
-                return cached
-            load, complete = in_flight_by_tenant(self.ledger)
-            view = overview(groups, snapshot, load)
-            self._cached = TenantsOverview(
-                flag_version=view.flag_version,
-                flag_tenants=view.flag_tenants,
-                groups=view.groups,
-                draining=view.draining,
-                draining_total=view.draining_total,
-                plan_problem=self.plan.problem,
-                load_complete=complete,
-                computed_at=now,
-                states=view.states,
-            )
-            self._key = key
-            return self._cached
-
-    def group_of(self, tenant_id: int) -> str | None:
-        """The first rollout group that lists the tenant, if any."""
-        for group in self.plan.groups():
-            if tenant_id in group.tenant_ids:
-                return group.name
-        return None
 
 
 # -- the JSON documents ---------------------------------------------------------------------

@@ -4,6 +4,6 @@ The top layer: it may import anything in the controller; nothing imports it.
 ``main`` is the console script's entry point (``controller.cli:main``).
 """
 
-from controller.cli.main import main
+from controller.cli.app import main
 
 __all__ = ["main"]

@@ -1,5 +1,5 @@
 """``python -m controller.cli``: the same as the ``cutover`` console script."""
 
-from controller.cli.main import main
+from controller.cli.app import main
 
 main()

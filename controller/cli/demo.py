@@ -1,12 +1,16 @@
 """``cutover demo``: a whole month of cutover on one machine, in about a minute.
 
 ~200 tenants in five rollout groups (least active first). The run starts with no flag (all on
-the old path), advances through groups 1-3 with the operation behind ``cutover flag advance``,
-rolls back to the previous flag version with the one behind ``cutover flag rollback``, then
-advances through group 5. Flag versions are numbered files beside the flag file, as AppConfig
-numbers its versions. Each stage submits a wave of conversions through the intake and runs
-cycles until they are drained. The verdict comes from the worker outputs and the ledger, not from
-the controller's own counters.
+the old path) and advances group by group with the operation behind ``cutover flag advance``,
+which consults the rollout gate before each move. With group-3's move, half of its tenants start
+failing on the new path (the sample worker's ``simulate=fail_on_new``); the gate says
+``fail`` with its reasons and the demo rolls back with the operation behind ``cutover flag
+rollback``, removes the cause, and advances again. Flag versions are numbered files beside the
+flag file, as AppConfig numbers its versions. Each stage submits a wave of conversions through
+the intake and runs cycles until they are drained, then judges the gate. Each wave also runs
+shadows of the tenants the next advance will move (the plan's ``shadow:`` section names their
+groups), on budget real work leaves free, and the advance's row shows their parity. The verdict
+comes from the worker outputs and the ledger, not from the controller's own counters.
 """
 
 from __future__ import annotations
@@ -22,13 +26,19 @@ from pathlib import Path as FsPath
 from typing import Any, Literal
 
 from controller.core.domain import ConversionRequest, ConversionState, Path
+from controller.core.errors import ConflictError, GateRefusedError
+from controller.core.gates import GateReport, GateVerdict, refusal
 from controller.core.ports import Ledger
+from controller.core.shadow import ShadowState
+from controller.engine.gates import evaluate
+from controller.engine.shadows import gate_parity
 from controller.service import Service
 from controller.settings import Settings
 from flags import ops
 from flags.atomic import write_json_atomically
 from flags.file_store import FileVersionStore, history_dir
-from flags.rollout import load_plan
+from flags.rollout import RolloutPlan, load_plan
+from flags.versions import InForce
 
 TENANTS = 200
 GROUP_SIZES = (20, 30, 40, 50, 60)
@@ -42,17 +52,15 @@ class Stage:
     name: str
     action: Literal["none", "advance", "rollback"]
     group: str | None = None
+    why: str = ""
 
 
-STAGES = (
-    Stage("no flag", "none"),
-    Stage("group-1", "advance", "group-1"),
-    Stage("group-2", "advance", "group-2"),
-    Stage("group-3", "advance", "group-3"),
-    Stage("rollback", "rollback"),
-    Stage("group-4", "advance", "group-4"),
-    Stage("group-5", "advance", "group-5"),
-)
+ADVANCES = ("group-1", "group-2", "group-3", "group-4", "group-5")
+FAILING_GROUP = "group-3"  # half of its tenants fail on the new path until the gate rolls it back
+WAVES = 7  # no flag, five advances, and the rollback the gate calls for
+# Thresholds a clean group of this demo meets with its one wave per stage (20 to 60 conversions):
+# the plan's defaults ask for 100 conversions, more than a small group brings in one stage.
+DEMO_GATES = {"min_conversions": 20, "success_floor": 0.8, "max_slowdown": 2, "max_resubmit_rate": 0.1}
 
 
 @dataclass
@@ -67,6 +75,10 @@ class StageResult:
     removed_on_legacy: int = 0
     removed_on_new: int = 0
     seconds: float = 0.0
+    action: str = "none"
+    why: str = ""
+    gates: dict[str, Any] | None = None
+    parity: dict[str, Any] | None = None  # the shadows run before this advance, and their verdict
 
 
 @dataclass
@@ -83,10 +95,17 @@ class DemoResult:
     budget: int = 0
     outputs: int = 0
     seconds: float = 0.0
+    failed_on_purpose: int = 0  # asked to fail (simulate=fail, fail_on_new on the new path)
+
+    @property
+    def unexpected_failures(self) -> int:
+        return self.failed - self.failed_on_purpose
+
+    shadow_runs: int = 0
 
     @property
     def ok(self) -> bool:
-        return self.duplicates == 0 and self.lost == 0 and self.wrong_path == 0
+        return self.duplicates == self.lost == self.wrong_path == self.unexpected_failures == 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -102,17 +121,24 @@ class DemoResult:
                     "removed_tenants_on_legacy": s.removed_on_legacy,
                     "removed_tenants_on_new": s.removed_on_new,
                     "seconds": round(s.seconds, 2),
+                    "action": s.action,
+                    "why": s.why,
+                    "gates": s.gates,
+                    "parity": s.parity,
                 }
                 for s in self.stages
             ],
             "conversions": self.conversions,
             "succeeded": self.succeeded,
             "failed": self.failed,
+            "failed_on_purpose": self.failed_on_purpose,
+            "unexpected_failures": self.unexpected_failures,
             "duplicates": self.duplicates,
             "lost": self.lost,
             "wrong_path": self.wrong_path,
             "resubmitted_ids_folded": self.resubmitted_ids_folded,
             "max_in_flight": self.max_in_flight,
+            "shadow_runs": self.shadow_runs,
             "budget": self.budget,
             "outputs": self.outputs,
             "seconds": round(self.seconds, 2),
@@ -151,6 +177,7 @@ def demo_settings(base: Settings, workdir: FsPath) -> Settings:
             "rollout_file": workdir / "rollout.json",
             "cycle_seconds": 0.1,
             "intent_grace_seconds": 10.0,
+            "shadow_retention_seconds": 0.0,
         }
     )
 
@@ -165,28 +192,39 @@ def prepare(workdir: FsPath) -> None:
     shutil.rmtree(history_dir(workdir / "flags.json"), ignore_errors=True)
 
 
-def wave(stage_index: int, tenants: list[int], previous: list[str]) -> list[ConversionRequest]:
-    """One conversion per tenant, a few flaky ones, and some ids submitted again (to be folded)."""
+def wave(
+    stage_index: int,
+    tenants: list[int],
+    previous: list[ConversionRequest],
+    failing: frozenset[int] = frozenset(),
+) -> list[ConversionRequest]:
+    """One conversion per tenant, a few flaky ones, ``failing`` tenants' made to fail on the new
+    path, and some ids submitted again (to be folded)."""
     out = []
     for t in tenants:
         params = {"report": "monthly", "stage": str(stage_index)}
+        if t in failing:
+            params["simulate"] = "fail_on_new"
         if stage_index == 1 and t % 50 == 3:
             params["simulate"] = "fail_first"
         if stage_index == 5 and t % 97 == 0:
             params["simulate"] = "fail"
         out.append(ConversionRequest(f"s{stage_index}-t{t}", t, params))
-    out.extend(ConversionRequest(cid, int(cid.split("-t")[1]), {}) for cid in previous[:5])
+    out.extend(previous[:5])  # sent again as they were: duplicates (other content would be refused)
     return out
 
 
 def drain(service: Service, ids: list[str], tick: Callable[[int], None], timeout: float) -> None:
-    """Run cycles until every conversion in ``ids`` is terminal."""
+    """Run cycles until every conversion in ``ids`` is terminal and every shadow is judged."""
     deadline = time.monotonic() + timeout
     pending = set(ids)
-    while pending:
+    while pending or _shadows_unsettled(service):
         if time.monotonic() > deadline:
             raise TimeoutError(f"{len(pending)} conversions did not finish within {timeout:.0f}s")
         service.controller.run_cycle()
+        if service.shadows is not None and not pending:
+            # Real work drained: judge what is left now rather than at the housekeeping's pace.
+            service.shadows.checks.tick(service.clock())
         done = set()
         for cid in pending:
             record = service.ledger.get(cid)
@@ -194,8 +232,81 @@ def drain(service: Service, ids: list[str], tick: Callable[[int], None], timeout
                 done.add(cid)
         pending -= done
         tick(len(done))
-        if pending:
-            time.sleep(service.settings.cycle_seconds)
+        time.sleep(service.settings.cycle_seconds)
+
+
+def _shadows_unsettled(service: Service) -> bool:
+    """Shadows still to run, to be judged or to be cleaned up."""
+    if service.shadows is None:
+        return False
+    store = service.shadows.runner.store
+    judged = (ShadowState.COMPARED, ShadowState.SKIPPED)
+    waiting = store.shadows([s for s in ShadowState if s not in judged], limit=1)
+    uncleaned = store.shadows([ShadowState.COMPARED], compared_before=service.clock() + 1, limit=1)
+    return bool(waiting or uncleaned)
+
+
+SHADOW_SAMPLES = 22  # shadows per group: 14 bound its mismatch rate under 20% when none differs
+
+
+def write_plan(path: FsPath, groups: dict[str, list[int]], shadow_groups: list[str]) -> None:
+    """The demo's rollout plan; its ``shadow:`` section names the groups the next advance moves."""
+    doc: dict[str, Any] = {
+        "gates": DEMO_GATES,
+        "groups": [{"name": name, "tenant_ids": ids} for name, ids in groups.items()],
+    }
+    # About SHADOW_SAMPLES conversions of each group get a shadow (a new-path run is a process of
+    # its own: the demo's machine pays for every one), one in ten an A/A run as well.
+    smallest = min((len(groups[g]) for g in shadow_groups), default=0)
+    doc["shadow"] = {
+        "groups": shadow_groups,
+        "rate": min(1.0, SHADOW_SAMPLES / smallest) if smallest else 0.0,
+        "aa_rate": 0.1,
+        "max_mismatch_rate": 0.2,
+    }
+    write_json_atomically(path, doc)
+
+
+def moving(groups: dict[str, list[int]], migrated: set[int], target: str | None) -> list[str]:
+    """The groups with tenants the advance to ``target`` would move (none without a target)."""
+    out: list[str] = []
+    if target is None:
+        return out
+    for name, ids in groups.items():
+        if not set(ids) <= migrated:
+            out.append(name)
+        if name == target:
+            break
+    return out
+
+
+def parity_of(service: Service, names: list[str]) -> dict[str, Any] | None:
+    """The shadows' verdict on the groups an advance is about to move."""
+    if service.shadows is None or not names:
+        return None
+    report = service.shadows.report()
+    chosen = [g for g in report["groups"] if g["name"] in names]
+    verdicts = [g["parity"] for g in chosen]
+    verdict = "fail" if "fail" in verdicts else "inconclusive" if "inconclusive" in verdicts else "pass"
+    return {
+        "groups": names,
+        "samples": sum(g["samples"] for g in chosen),
+        "mismatches": sum(g["mismatches"] for g in chosen),
+        "verdict": verdict if chosen else "inconclusive",
+    }
+
+
+def next_stage(index: int, gate: GateReport | None, pending: list[str]) -> Stage:
+    """What the rollout does next: nothing at first, a rollback when the gate says a group fails,
+    otherwise the next group (the advance itself consults the gate too)."""
+    if index == 0:
+        return Stage("no flag", "none")
+    if gate is not None and gate.verdict is GateVerdict.FAIL:
+        failing = [g.name for g in gate.groups if g.verdict is GateVerdict.FAIL]
+        return Stage("rollback", "rollback", failing[0], f"the gate says: {refusal(gate)}")
+    if pending:
+        return Stage(pending[0], "advance", pending[0], "the groups already moved pass their gate")
+    return Stage("steady", "none")
 
 
 def run_stages(
@@ -206,70 +317,131 @@ def run_stages(
     tick: Callable[[int], None],
     stage_timeout: float = 120.0,
 ) -> DemoResult:
-    """Play the rollout and judge it from the outputs."""
+    """Play the rollout, moving on as the gate says, and judge it from the outputs."""
     started = time.monotonic()
     groups = rollout_groups()
     plan_file = service.settings.rollout_file or workdir / "rollout.json"
-    write_json_atomically(
-        plan_file,
-        {"groups": [{"name": name, "tenant_ids": ids} for name, ids in groups.items()]},
-    )
+    write_plan(plan_file, groups, [])
     plan = load_plan(plan_file)
     store = FileVersionStore(service.settings.flag_file, service.settings.flag_key)
     operator = ops.Operator(by="cutover demo", clock=service.clock)
     tenants = sorted(t for ids in groups.values() for t in ids)
     result = DemoResult(budget=service.settings.budget)
     accepted: list[str] = []
-    previous: list[str] = []
+    previous: list[ConversionRequest] = []
     migrated_before: set[int] = set()
-    for index, stage in enumerate(STAGES):
+    pending = list(ADVANCES)
+    # The fault comes with group-3's move (as a change shipped beside it would), so the shadows run
+    # before the move match; the gate finds it in the finished conversions afterwards.
+    broken = frozenset(t for t in groups[FAILING_GROUP] if t % 2 == 0)
+    cause: frozenset[int] = frozenset()
+    fixed = False
+    gate: GateReport | None = None
+    parity: dict[str, Any] | None = None
+    sampled: set[str] = set()
+    for index in range(WAVES):
         stage_started = time.monotonic()
-        version = None
+        stage = next_stage(index, gate, pending)
+        why = stage.why
         if stage.action == "advance":
-            ops.advance(store, plan, to_group=stage.group, max_add=service.settings.max_add, op=operator)
+            try:
+                ops.advance(
+                    store,
+                    plan,
+                    to_group=stage.group,
+                    max_add=service.settings.max_add,
+                    op=operator,
+                    gate=gate,
+                )
+                pending.pop(0)
+                if stage.group == FAILING_GROUP and not fixed:
+                    cause = broken
+            except GateRefusedError as exc:
+                why = f"held: {exc}"
         elif stage.action == "rollback":
-            ops.rollback(store, op=operator)
+            roll_back(store, plan, stage.group, operator)
+            cause, fixed = frozenset(), True  # the fault is fixed before the group moves again
         current = store.in_force()
         migrated = set(current.content.migrated) if current else set()
-        requests = wave(index, tenants, previous)
+        shadowed = moving(groups, migrated, pending[0] if pending else None)
+        # A group shadowed before an earlier advance (then rolled back) has its samples already.
+        write_plan(plan_file, groups, [g for g in shadowed if g not in sampled])
+        sampled.update(shadowed)
+        requests = wave(index, tenants, previous, cause)
         answer = service.ledger.accept(requests, service.clock())
         result.resubmitted_ids_folded += len(answer.duplicates)
         accepted.extend(answer.accepted)
         drain(service, answer.accepted, tick, stage_timeout)
-        report = service.controller.last_report
-        if report is not None and report.flag.snapshot is not None:
-            version = report.flag.snapshot.version
-        removed = migrated_before - migrated
-        by_path: Counter[Path] = Counter()
-        failed = removed_legacy = removed_new = 0
-        for cid in answer.accepted:
-            record = service.ledger.get(cid)
-            if record is None or record.path is None:
-                continue
-            by_path[record.path] += 1
-            failed += record.state is ConversionState.FAILED
-            if record.tenant_id in removed:
-                removed_legacy += record.path is Path.LEGACY
-                removed_new += record.path is Path.NEW
-        stage_result = StageResult(
-            name=stage.name,
-            flag_version=version,
-            migrated_tenants=len(migrated),
-            legacy=by_path[Path.LEGACY],
-            new=by_path[Path.NEW],
-            failed=failed,
-            removed_tenants=len(removed),
-            removed_on_legacy=removed_legacy,
-            removed_on_new=removed_new,
-            seconds=time.monotonic() - stage_started,
-        )
+        gate = judge_gate(service, plan_file, current)
+        stage_result = tally(service, stage, answer.accepted, migrated, migrated_before)
+        stage_result.seconds = time.monotonic() - stage_started
+        stage_result.why = why
+        stage_result.gates = ops.gate_summary(gate)
+        stage_result.parity = parity if stage.action == "advance" else None
         result.stages.append(stage_result)
         on_stage(stage_result)
-        previous = answer.accepted
+        fresh = set(answer.accepted)
+        previous = [r for r in requests if r.conversion_id in fresh]
         migrated_before = migrated
+        parity = parity_of(service, shadowed)
     judge(service, workdir, accepted, result)
     result.seconds = time.monotonic() - started
     return result
+
+
+def roll_back(store: FileVersionStore, plan: RolloutPlan, group: str | None, operator: ops.Operator) -> None:
+    """Back to the version before, as ``cutover flag rollback`` does; with none before (the first
+    group failing), take the group out in a new version, as ``rollback --tenant`` does."""
+    note = f"{group} failed its gate"
+    try:
+        ops.rollback(store, op=operator, text=note)
+    except ConflictError:
+        current = store.in_force()
+        listed = current.content.tenant_ids if current else frozenset()
+        members = plan.group(group).tenant_ids if group else frozenset()
+        ops.rollback(store, tenants=members & listed, op=operator, text=note)
+
+
+def judge_gate(service: Service, plan_file: FsPath, current: InForce | None) -> GateReport:
+    """The gate over the groups the flag in force has moved, from the demo's ledger and the parity
+    of the shadows run before they moved."""
+    migrated = current.content.migrated if current else frozenset()
+    plan = load_plan(plan_file)
+    shadows = service.shadows
+    parity = gate_parity(shadows.runner.store, plan) if shadows is not None else None
+    return evaluate(service.ledger, plan, migrated, service.clock(), parity=parity)
+
+
+def tally(
+    service: Service, stage: Stage, ids: list[str], migrated: set[int], migrated_before: set[int]
+) -> StageResult:
+    """One stage's figures from the ledger: conversions per path, failures, removed tenants."""
+    report = service.controller.last_report
+    version = report.flag.snapshot.version if report is not None and report.flag.snapshot else None
+    removed = migrated_before - migrated
+    by_path: Counter[Path] = Counter()
+    failed = removed_legacy = removed_new = 0
+    for cid in ids:
+        record = service.ledger.get(cid)
+        if record is None or record.path is None:
+            continue
+        by_path[record.path] += 1
+        failed += record.state is ConversionState.FAILED
+        if record.tenant_id in removed:
+            removed_legacy += record.path is Path.LEGACY
+            removed_new += record.path is Path.NEW
+    return StageResult(
+        name=stage.name,
+        flag_version=version,
+        migrated_tenants=len(migrated),
+        legacy=by_path[Path.LEGACY],
+        new=by_path[Path.NEW],
+        failed=failed,
+        removed_tenants=len(removed),
+        removed_on_legacy=removed_legacy,
+        removed_on_new=removed_new,
+        action=stage.action,
+    )
 
 
 def judge(service: Service, workdir: FsPath, accepted: list[str], result: DemoResult) -> None:
@@ -281,8 +453,16 @@ def judge(service: Service, workdir: FsPath, accepted: list[str], result: DemoRe
     result.lost = found.lost
     result.succeeded = found.succeeded
     result.failed = found.failed
+    result.failed_on_purpose = found.failed_on_purpose
     result.wrong_path = found.wrong_path
-    result.max_in_flight = found.max_in_flight
+    shadow_runs = shadow_intervals(service.settings.local_state_dir)
+    result.shadow_runs = len(shadow_runs)
+    real_runs = [
+        (o["started_at"], o["finished_at"])
+        for v in produced_lines(service.settings.output_dir).values()
+        for o in v
+    ]
+    result.max_in_flight = max_overlap(real_runs + shadow_runs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +485,13 @@ class Outcome:
     max_in_flight: int
     duplicate_ids: tuple[str, ...] = ()
     lost_ids: tuple[str, ...] = ()
+    failed_on_purpose: int = 0  # failed conversions that were asked to (see ``asked_to_fail``)
+
+
+def asked_to_fail(simulate: str | None, path: Path | None) -> bool:
+    """Whether the sample worker was asked to fail this conversion where it ran: always for
+    ``simulate=fail``, on the new path for ``fail_on_new`` (the demo's broken group)."""
+    return simulate == "fail" or (simulate == "fail_on_new" and path is Path.NEW)
 
 
 def produced_lines(output_dir: FsPath) -> dict[str, list[dict[str, Any]]]:
@@ -324,7 +511,7 @@ def outcome(ledger: Ledger, output_dir: FsPath, accepted: Iterable[str]) -> Outc
     ids = list(accepted)
     duplicate_ids = tuple(sorted(cid for cid, v in lines.items() if len(v) > 1))
     lost_ids: list[str] = []
-    succeeded = failed = wrong_path = 0
+    succeeded = failed = on_purpose = wrong_path = 0
     for cid in ids:
         record = ledger.get(cid)
         outputs = lines.get(cid, [])
@@ -338,6 +525,7 @@ def outcome(ledger: Ledger, output_dir: FsPath, accepted: Iterable[str]) -> Outc
                 wrong_path += 1
         else:
             failed += 1
+            on_purpose += asked_to_fail(record.params.get("simulate"), record.path)
     return Outcome(
         conversions=len(ids),
         outputs=sum(len(v) for v in lines.values()),
@@ -349,7 +537,23 @@ def outcome(ledger: Ledger, output_dir: FsPath, accepted: Iterable[str]) -> Outc
         max_in_flight=max_overlap([(o["started_at"], o["finished_at"]) for v in lines.values() for o in v]),
         duplicate_ids=duplicate_ids,
         lost_ids=tuple(lost_ids),
+        failed_on_purpose=on_purpose,
     )
+
+
+def shadow_intervals(state_dir: FsPath) -> list[tuple[float, float]]:
+    """When each shadow run worked, from the results the shadow runners' jobs wrote: shadow work
+    counts against the one budget too."""
+    out: list[tuple[float, float]] = []
+    for results in (
+        state_dir / "shadow-new" / "results",
+        *sorted((state_dir / "shadow-legacy" / "builds").glob("*/results")),
+    ):
+        for path in results.glob("*.json") if results.is_dir() else ():
+            doc = json.loads(path.read_text())
+            if isinstance(doc.get("started_at"), float) and isinstance(doc.get("finished_at"), float):
+                out.append((doc["started_at"], doc["finished_at"]))
+    return out
 
 
 def max_overlap(intervals: list[tuple[float, float]]) -> int:

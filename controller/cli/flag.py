@@ -2,7 +2,7 @@
 
 Thin: parses options, builds the store the settings name, calls ``flags.ops`` and prints the
 result as a table or, with ``--json``, as JSON. Errors are raised as ``CutoverError``s and printed
-as one line by ``controller.cli.main``.
+as one line by ``controller.cli.app``.
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from controller.cli.common import emit_json, settings
+from controller.cli.common import console, emit_json, settings
+from controller.cli.gate import judge_now
 from controller.core.errors import ConfigError, InputError
+from controller.core.gates import GateReport
 from controller.core.ports import VersionStore
 from controller.settings import Settings
 from flags import ops
@@ -25,11 +26,11 @@ from flags.rollout import RolloutPlan, load_plan, parse_tenants
 from flags.versions import Deployment
 
 flag_app = typer.Typer(
-    help="Read and operate the migration flag: show, plan, advance, rollback, history.",
+    help="Read and operate the migration flag: show, plan, advance, rollback, release, history.",
     no_args_is_help=True,
 )
-out = Console()
-err = Console(stderr=True)
+out = console()
+err = console(stderr=True)
 
 StoreKind = Literal["file", "appconfig"]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
@@ -65,20 +66,9 @@ def _kind(cfg: Settings, store: str | None) -> StoreKind:
 
 def make_store(cfg: Settings, kind: StoreKind) -> VersionStore:
     """The version store ``kind`` as the settings describe it."""
-    if kind == "file":
-        from flags.file_store import FileVersionStore
+    from controller.bootstrap import make_version_store
 
-        return FileVersionStore(cfg.flag_file, cfg.flag_key)
-    from flags.appconfig_store import AppConfigVersionStore, make_client
-
-    return AppConfigVersionStore(
-        make_client(),
-        application=cfg.appconfig_application,
-        environment=cfg.appconfig_environment,
-        profile=cfg.appconfig_profile,
-        flag_key=cfg.flag_key,
-        strategy=cfg.deployment_strategy,
-    )
+    return make_version_store(cfg, kind)
 
 
 def _plan(cfg: Settings, required: bool) -> RolloutPlan | None:
@@ -96,6 +86,23 @@ def _plan(cfg: Settings, required: bool) -> RolloutPlan | None:
 
 def _tenants(text: str | None, option: str) -> frozenset[int]:
     return parse_tenants(text, option) if text else frozenset()
+
+
+def _starts_new_file(cfg: Settings, kind: StoreKind) -> bool:
+    return kind == "file" and not cfg.flag_file.exists()
+
+
+def _warn_new_file(cfg: Settings, started: bool) -> None:
+    """A write to a flag file that did not exist started a new history there: say where, since a
+    command run from the wrong folder would otherwise move no tenant the service can see."""
+    if started and cfg.flag_file.exists():
+        where = cfg.flag_file.expanduser().resolve()
+        err.print(
+            f"cutover: warning: there was no flag file at {where} (CUTOVER_FLAG_FILE): this started one",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _warn(result: Mapping[str, Any]) -> None:
@@ -146,6 +153,26 @@ def _activity(cfg: Settings, since: float) -> dict[int, int] | None:
         ledger.close()
 
 
+def _gate(cfg: Settings, plan: RolloutPlan | None, vstore: VersionStore) -> GateReport:
+    """The gate over the groups the flag in force has moved (the plan is read even when not required)."""
+    current = vstore.in_force()
+    migrated = current.content.migrated if current else frozenset()
+    return judge_now(cfg, plan if plan is not None else _plan(cfg, required=False), migrated)
+
+
+def _print_gate(summary: Mapping[str, Any] | None) -> None:
+    if summary is None:
+        return
+    colour = {"pass": "green", "fail": "red", "inconclusive": "yellow"}
+    for g in summary["groups"]:
+        out.print(f"gate: {g['name']} [{colour[g['verdict']]}]{g['verdict']}[/]")
+        for reason in g["reasons"]:
+            out.print(f"  {reason}", markup=False, highlight=False)
+    if summary["would_refuse"]:
+        out.print("[yellow]advance would refuse:[/] ", end="")
+        out.print(summary["would_refuse"], markup=False, highlight=False)
+
+
 @flag_app.command("show")
 def show_cmd(store: StoreOption = None, as_json: JsonOption = False) -> None:
     """The version in force, its tenant count, and which rollout groups are in."""
@@ -173,6 +200,16 @@ def show_cmd(store: StoreOption = None, as_json: JsonOption = False) -> None:
         for g in result["groups"]:
             table.add_row(g["name"], str(g["tenants"]), str(g["migrated"]), g["state"])
         out.print(table)
+    _print_held(result["held"], "held back (release with `cutover flag release TENANT_ID`)")
+
+
+def _print_held(held: list[dict[str, Any]], title: str) -> None:
+    if not held:
+        return
+    table = Table("tenant", "since version", "by", "at", "why", title=title)
+    for h in held:
+        table.add_row(str(h["tenant_id"]), str(h["version"]), h["by"], h["at"], h["why"])
+    out.print(table)
 
 
 @flag_app.command("plan")
@@ -188,6 +225,9 @@ def plan_cmd(
         float, typer.Option("--window-days", min=0.01, help="Ledger history used for the load shift.")
     ] = 7.0,
     max_add: Annotated[int | None, typer.Option("--max-add", min=1, help="Default: CUTOVER_MAX_ADD.")] = None,
+    include_held: Annotated[
+        bool, typer.Option("--include-held", help="Let held tenants back in too (releases them).")
+    ] = False,
     store: StoreOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -209,12 +249,15 @@ def plan_cmd(
         activity=_activity(cfg, since),
         window_days=window_days,
         max_add=max_add or cfg.max_add,
+        include_held=include_held,
+        gate=_gate(cfg, plan, vstore),
     )
     if as_json:
         _emit(result)
         return
+    start = "no flag version yet" if result["from_version"] is None else f"version {result['from_version']}"
     out.print(
-        f"from version {result['from_version']}: +{result['added']} -{result['removed']} tenants "
+        f"from {start}: +{result['added']} -{result['removed']} tenants "
         f"({result['tenant_count_before']} → {result['tenant_count_after']} on the new path)"
     )
     table = Table("group", "added", "removed")
@@ -232,6 +275,8 @@ def plan_cmd(
         )
     for problem in result["advance_would_refuse"]:
         out.print(f"[yellow]advance would refuse:[/] {problem}")
+    _print_held(result["held"], "held back, left out (--include-held to release them)")
+    _print_gate(result["gate"])
 
 
 @flag_app.command("advance")
@@ -245,18 +290,37 @@ def advance_cmd(
     ] = None,
     max_add: Annotated[int | None, typer.Option("--max-add", min=1, help="Default: CUTOVER_MAX_ADD.")] = None,
     note: NoteOption = "",
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Move even while a group already moved fails or is inconclusive (needs --reason)."
+        ),
+    ] = False,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Why --force: kept in the flag history and the audit log.")
+    ] = None,
     no_wait: NoWaitOption = False,
+    include_held: Annotated[
+        bool, typer.Option("--include-held", help="Let held tenants back in too (releases them).")
+    ] = False,
     store: StoreOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Write the next flag version and deploy it (following the deployment to the end)."""
+    """Write the next flag version and deploy it (following the deployment to the end), once the
+    groups already moved pass their gate (see `cutover gate`)."""
     if remove_tenants:
         raise InputError("advance never takes tenants out; use `cutover flag rollback --tenant T`")
     if to_group is None and not add_tenants:
         raise InputError("say where to advance: --to-group G or --add-tenants LIST")
+    if force and not (reason or "").strip():
+        raise InputError("--force needs --reason TEXT: why move past the gate (kept in the flag history)")
+    if reason is not None and not force:
+        raise InputError("--reason goes with --force")
     cfg = _settings()
     plan = _plan(cfg, required=to_group is not None)
     vstore = make_store(cfg, _kind(cfg, store))
+    started = _starts_new_file(cfg, _kind(cfg, store))
+    gate = _gate(cfg, plan, vstore)
     with _progress(not as_json and not no_wait) as on_progress:
         result = ops.advance(
             vstore,
@@ -268,11 +332,23 @@ def advance_cmd(
             text=note,
             wait=not no_wait,
             on_progress=on_progress,
+            include_held=include_held,
+            gate=gate,
+            force=(reason or "") if force else "",
         )
     _warn(result)
+    _warn_new_file(cfg, started)
+    if result["forced"]:
+        err.print(
+            f"cutover: warning: moved past the gate ({result['forced']['overridden']}): {reason}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     if as_json:
         _emit(result)
         return
+    _print_held(result["held"], "held back, left out (--include-held to release them)")
     if not result["changed"]:
         out.print(f"nothing to change: version {result['version']} already lists these tenants")
         return
@@ -320,10 +396,45 @@ def rollback_cmd(
     if result["action"] == "stopped":
         out.print(f"deployment {d['number']} stopped ({d['state']}): the version before it stays in force")
         return
+    was = result["from_version"]
+    if result.get("replaced_invalid"):
+        base = result.get("compared_with")
+        was = "an invalid document" + (
+            f"; tenants compared with version {base}, the last good one" if base else ""
+        )
     out.print(
-        f"version [bold]{result['version']}[/] in force (was {result['from_version']}): "
+        f"version [bold]{result['version']}[/] in force (was {was}): "
         f"-{result['removed']} +{result['added']} tenants, {result['tenant_count']} on the new path; "
         f"deployment {d['number']} {d['state']}"
+    )
+
+
+@flag_app.command("release")
+def release_cmd(
+    tenant_id: Annotated[list[int], typer.Argument(min=1, help="Held tenants to let back in.")],
+    note: NoteOption = "",
+    no_wait: NoWaitOption = False,
+    store: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Let tenants taken out by `rollback --tenant` back onto the new path, in a new version."""
+    cfg = _settings()
+    vstore = make_store(cfg, _kind(cfg, store))
+    with _progress(not as_json and not no_wait) as on_progress:
+        result = ops.release(
+            vstore, tenant_id, op=ops.Operator(), text=note, wait=not no_wait, on_progress=on_progress
+        )
+    _warn(result)
+    if as_json:
+        _emit(result)
+        return
+    if not result["changed"]:
+        out.print(f"nothing to change: version {result['version']} already lists these tenants")
+        return
+    d = result["deployment"]
+    out.print(
+        f"version [bold]{result['version']}[/]: released {', '.join(map(str, result['released']))}; "
+        f"{result['tenant_count']} on the new path; deployment {d['number']} {d['state']}"
     )
 
 

@@ -54,3 +54,16 @@ def split_budget(budget: int, load: Load, max_build_threads: int) -> Split:
 def clamp_threads(threads: int, budget: int, legacy_in_use: int, new_capacity_in_force: int) -> int:
     """Threads a legacy build may really have once the new path's cap in force is known."""
     return max(0, min(threads, budget - legacy_in_use - new_capacity_in_force))
+
+
+def spare(budget: int, load: Load, split: Split) -> int:
+    """Budget that real work leaves free this cycle, for shadow runs.
+
+    Real work is counted as the split grants it: legacy threads held and about to start, and the
+    new path's running and waiting work up to its cap. Legacy work that must wait for its build
+    to get room holds the rest of the budget back, so nothing is spare then.
+    """
+    if load.legacy_waiting > 0 and split.legacy_threads == 0:
+        return 0
+    new = min(max(0, split.new_capacity), max(0, load.new_running) + max(0, load.new_waiting))
+    return max(0, budget - load.legacy_in_use - split.legacy_threads - new)

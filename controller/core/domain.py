@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+# One character set for conversion ids on both sides of the job contract: the controller checks an
+# id at intake with the same rule a job checks it by before writing a result under it.
+from cutover_job.contract import CONVERSION_ID_CHARS, CONVERSION_ID_PATTERN
 from flags.snapshot import FlagSnapshot, FlagState, FlagStatus
 
 __all__ = [
@@ -25,10 +27,6 @@ __all__ = [
     "Ownership",
     "Path",
 ]
-
-# Safe in file names, S3 keys, Batch job names and URLs: no separators, no dots first.
-CONVERSION_ID_CHARS = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
-CONVERSION_ID_PATTERN = re.compile(rf"\A{CONVERSION_ID_CHARS}\Z")
 
 
 class Path(StrEnum):
@@ -82,6 +80,7 @@ class ConversionRecord:
     dispatched_at: float | None = None
     finished_at: float | None = None
     updated_at: float | None = None
+    work_seconds: float | None = None  # the last attempt's run time by the job's own account
 
     @property
     def request(self) -> ConversionRequest:
@@ -123,11 +122,13 @@ class JobStatus(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class JobState:
-    """One poll answer: the status, and for finished work why and where the output went."""
+    """One poll answer: the status, and for finished work why and where the output went, and how
+    long the work took by the job's own account (its result's start and finish), when it says."""
 
     status: JobStatus
     reason: str = ""
     output: str | None = None
+    work_seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,9 +148,12 @@ class DispatchBatch:
 
     ``concurrency`` is how many conversions the batch may work on at once (the legacy build's
     worker threads); the new path's parallelism is set separately with ``Backend.set_capacity``.
+    ``time_limit`` is how many seconds the submit may take, all its calls and retries included
+    (the dispatch lease must outlast it); None: no limit.
     """
 
     key: str
     path: Path
     items: tuple[DispatchItem, ...]
     concurrency: int
+    time_limit: float | None = None

@@ -5,6 +5,7 @@ CutoverError
  ├── InputError              a request, command argument or file from a user is malformed
  ├── NotFoundError           a conversion or resource that was asked for does not exist
  ├── ConflictError           the operation does not fit the record's current state
+ │    └── GateRefusedError    an advance is held back by a rollout group failing or unjudged
  ├── LedgerError             the ledger store did not answer or refused a write
  ├── BackendError            an execution path did not do what was asked
  │    ├── SubmitRejectedError    the backend refused a submission: nothing was started
@@ -13,6 +14,7 @@ CutoverError
       ├── FlagUnavailableError   the flag source did not answer (transient)
       │    └── FlagNotDeployedError the source answered, but no flag version is deployed there yet
       ├── FlagInvalidError       the flag source answered with a document that is rejected whole
+      │    └── FlagRecordError     the persisted last-known-good record cannot be read back
       └── FlagDeploymentError    a flag deployment ended without completing (rolled back, reverted)
 
 ``transient`` tells the one place that retries whether trying again can help.
@@ -41,6 +43,10 @@ class NotFoundError(CutoverError):
 
 class ConflictError(CutoverError):
     """Raised when an operation does not fit the current state (e.g. requeue of a running conversion)."""
+
+
+class GateRefusedError(ConflictError):
+    """Raised when an advance is refused because a group already moved is failing or inconclusive."""
 
 
 class LedgerError(CutoverError):
@@ -79,6 +85,14 @@ class FlagNotDeployedError(FlagUnavailableError):
 
 class FlagInvalidError(FlagError):
     """Raised when the flag document is malformed; the message names the first bad value."""
+
+
+class FlagRecordError(FlagInvalidError):
+    """Raised when the persisted last-known-good record cannot be read back; ``record`` holds it."""
+
+    def __init__(self, message: str, record: str) -> None:
+        super().__init__(message)
+        self.record = record
 
 
 class FlagDeploymentError(FlagError):

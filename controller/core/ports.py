@@ -28,6 +28,7 @@ from controller.core.domain import (
     Ownership,
     Path,
 )
+from controller.core.shadow import ShadowKind, ShadowRecord, ShadowState, ShadowVerdict
 from flags.snapshot import FlagSnapshot, FlagState, FlagStatus
 from flags.versions import Deployment, FlagContent, InForce, Note, Version
 
@@ -178,6 +179,7 @@ class Finish:
     fence: int
     state: ConversionState
     reason: str = ""
+    work_seconds: float | None = None  # the job's own run time, when its result gives one
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +211,26 @@ class Counts:
 
     def path_state(self, path: Path, state: ConversionState) -> int:
         return self.by_path_state.get((path, state), 0)
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedConversion:
+    """One finished conversion as the rollout gates weigh it (``LedgerQueries.finished_since``).
+
+    ``seconds`` runs from the last dispatch to the recorded outcome (queueing included), the same
+    measure on both paths; ``work_seconds`` is the last attempt's run time by the job's own account,
+    when it gave one. ``attempts`` above 1 means the conversion was cloned and resubmitted after a
+    failure.
+    """
+
+    tenant_id: int
+    path: Path
+    state: ConversionState
+    attempts: int
+    claimed_at: float
+    finished_at: float
+    seconds: float | None
+    work_seconds: float | None = None
 
 
 class OwnershipStore(Protocol):
@@ -312,7 +334,7 @@ class ValueStore(Protocol):
 
 
 class LedgerQueries(Protocol):
-    """Read-side queries for the service pages, the CLI and ``cutover flag plan``."""
+    """Read-side queries for the service pages, the CLI, ``cutover flag plan`` and the rollout gates."""
 
     def counts(self) -> Counts:
         """Conversions per state and path, without a scan."""
@@ -342,6 +364,11 @@ class LedgerQueries(Protocol):
         """Conversions received per tenant since ``since`` (epoch seconds): the load each tenant brings."""
         ...
 
+    def finished_since(self, since: float) -> list[FinishedConversion]:
+        """Conversions that succeeded or failed at or after ``since`` (epoch seconds), on either
+        path: the evidence the rollout gates weigh."""
+        ...
+
 
 class Ledger(OwnershipStore, LeaseStore, ValueStore, FlagStore, LedgerQueries, Protocol):
     """The durable record of ownership: every role above, and its own lifecycle."""
@@ -366,6 +393,81 @@ class LedgerInsights(Protocol):
 
     def recent(self, state: ConversionState, limit: int) -> list[ConversionRecord]:
         """The latest conversions in ``state``, newest first."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowFinish:
+    """How one dispatch attempt of a shadow ended (``fence`` guards against late results)."""
+
+    shadow_id: str
+    fence: int
+    state: ShadowState  # SUCCEEDED or FAILED
+    output: str | None = None
+    reason: str = ""
+
+
+@runtime_checkable
+class ShadowStore(Protocol):
+    """Shadow runs: records of their own, linked to a conversion by its id and never touching it.
+
+    Every transition is a compare-and-set on state (and fence, for dispatch attempts), as the
+    conversions' are. Optional: a ledger without it runs no shadows.
+    """
+
+    def add_shadows(self, shadows: Sequence[ShadowRecord], now: float) -> list[str]:
+        """Record sampled shadows (PENDING) unless already known; returns the ids recorded now."""
+        ...
+
+    def shadows(
+        self,
+        states: Sequence[ShadowState],
+        *,
+        kind: ShadowKind | None = None,
+        tenant_id: int | None = None,
+        compared_before: float | None = None,
+        limit: int = 1000,
+    ) -> list[ShadowRecord]:
+        """Shadows in ``states``, oldest first; ``compared_before``: compared by then and not cleaned."""
+        ...
+
+    def shadows_since(self, tenant_id: int, since: float) -> int:
+        """How many shadows were sampled for a tenant since ``since`` (its daily allowance)."""
+        ...
+
+    def mark_shadows_dispatching(
+        self, shadows: Sequence[ShadowRecord], intent: str, now: float
+    ) -> list[ShadowRecord]:
+        """PENDING → DISPATCHING under a new fence; returns the records this call took."""
+        ...
+
+    def mark_shadows_dispatched(self, items: Sequence[tuple[str, int, str]], now: float) -> list[str]:
+        """``(shadow_id, fence, job_ref)``: DISPATCHING → DISPATCHED for intents still current."""
+        ...
+
+    def release_shadows(
+        self, items: Sequence[tuple[str, int]], now: float, reason: str, *, preempted: bool = False
+    ) -> int:
+        """DISPATCHING | DISPATCHED → PENDING: nothing runs, or it was stopped to make room for
+        real work (``preempted``, counted in ``ShadowRecord.preemptions``)."""
+        ...
+
+    def finish_shadows(self, finishes: Sequence[ShadowFinish], now: float) -> list[str]:
+        """DISPATCHED → SUCCEEDED | FAILED for attempts still current; returns the ids recorded."""
+        ...
+
+    def skip_shadows(self, shadow_ids: Sequence[str], reason: str, now: float) -> int:
+        """PENDING → SKIPPED: it will not run (its tenant moved, no spare budget in time)."""
+        ...
+
+    def record_comparison(
+        self, shadow_id: str, verdict: ShadowVerdict, detail: str, note: str, now: float
+    ) -> bool:
+        """SUCCEEDED | FAILED → COMPARED with the comparison's verdict and findings."""
+        ...
+
+    def mark_cleaned(self, shadow_id: str, now: float) -> bool:
+        """Record that a compared shadow's output was removed from the quarantine."""
         ...
 
 

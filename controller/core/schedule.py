@@ -114,3 +114,24 @@ def _field(part: str, name: str, low: int, high: int) -> frozenset[int]:
             raise InputError(f"cron {name} {piece!r}: outside {low}-{high} or a step below 1")
         values.update(range(start, end + 1, step))
     return frozenset(values)
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_MAX_DURATION = 366 * 86400
+
+
+def parse_duration(value: object, at: str) -> float:
+    """Seconds from ``90``, ``"90s"``, ``"30m"``, ``"24h"``, ``"7d"`` or ``"2w"``; ``InputError``
+    names ``at`` when the value is none of those or not between one second and a year."""
+    text = str(value).strip().lower() if isinstance(value, str | int | float) else ""
+    if isinstance(value, bool) or not text:
+        raise InputError(f"{at}: expected a duration such as 90s, 30m, 24h or 7d, got {value!r:.40}")
+    unit = text[-1] if text[-1] in _UNITS else "s"
+    number = text[:-1] if text[-1] in _UNITS else text
+    try:
+        seconds = float(number) * _UNITS[unit]
+    except ValueError as exc:
+        raise InputError(f"{at}: expected a duration such as 90s, 30m, 24h or 7d, got {value!r:.40}") from exc
+    if not 1 <= seconds <= _MAX_DURATION:
+        raise InputError(f"{at}: {value!r:.40} is not between 1 second and 366 days")
+    return seconds

@@ -44,16 +44,18 @@ class RetryPolicy:
     unknown_grace_seconds: float = 60.0
 
 
-def after_poll(state: JobState, attempts: int, dispatched_age: float, policy: RetryPolicy) -> Verdict:
+def after_poll(state: JobState, attempts: int, unseen_for: float, policy: RetryPolicy) -> Verdict:
     """Turn one poll answer into the next step for the conversion.
 
-    ``attempts`` counts dispatches so far. A job the backend does not know is a failure only
-    after a grace period, since a fresh submission may not be visible yet.
+    ``attempts`` counts dispatches so far. A job the backend does not know is a failure only once
+    it has gone unseen (no answer but UNKNOWN) for a grace period: a fresh submission may not be
+    visible yet, and one unreadable answer about a job that has run for hours says nothing of it.
+    ``unseen_for`` is how long the answers about it have been UNKNOWN without a break.
     """
     if state.status is JobStatus.SUCCEEDED:
         return Verdict.SUCCEED
     failed = state.status is JobStatus.FAILED or (
-        state.status is JobStatus.UNKNOWN and dispatched_age > policy.unknown_grace_seconds
+        state.status is JobStatus.UNKNOWN and unseen_for > policy.unknown_grace_seconds
     )
     if not failed:
         return Verdict.WAIT

@@ -8,31 +8,35 @@ or released by reconciliation) or a recorded job — never a second submission, 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
-from controller.core.admission import Load, clamp_threads, split_budget
+from controller.core.admission import Load, clamp_threads, spare, split_budget
 from controller.core.domain import (
     ConversionRecord,
     ConversionState,
     DispatchBatch,
     DispatchItem,
     JobRef,
+    JobState,
     JobStatus,
     Path,
 )
-from controller.core.errors import BackendError, SubmitRejectedError
+from controller.core.errors import BackendError, CutoverError, SubmitRejectedError
 from controller.core.ports import (
     Backend,
     Claimed,
     Dispatched,
     Finish,
     FlagReader,
+    Inventory,
     Ledger,
     Route,
     RouteGroups,
@@ -41,11 +45,15 @@ from controller.core.ports import (
 from controller.core.routing import RoutingPolicy, basis, decide_tenants
 from controller.core.transitions import RetryPolicy, Verdict, after_poll
 from controller.engine.claims import batch_claims
-from flags.snapshot import FlagState, FlagStatus
+from flags.snapshot import FlagSnapshot, FlagState, FlagStatus
+
+if TYPE_CHECKING:
+    from controller.engine.shadows import ShadowRunner
 
 log = logging.getLogger("cutover.cycle")
 
 DISPATCH_LEASE = "dispatch"  # the lease whose holder dispatches for all replicas
+STRAY_MEMORY_SECONDS = 24 * 3600.0  # a stray the backend has not known for this long is let go
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +108,11 @@ class Controller:
         clock: Callable[[], float] = time.time,
         holder: str = "controller",
         on_finished: Callable[[ConversionRecord, ConversionState, str], None] | None = None,
+        shadows: ShadowRunner | None = None,
     ) -> None:
         self.ledger = ledger
         self._claims = batch_claims(ledger)
+        self.shadows = shadows  # shadow runs, in budget real work leaves free
         self.flags = flags
         self.backends = backends
         self.config = config
@@ -114,6 +124,11 @@ class Controller:
         self._lock = threading.Lock()
         # Whether the new path's backend caps itself; unknown (so assumed not) until it has answered.
         self._new_caps = False
+        # The new path's cap in force at this process's last dispatch (none before the first).
+        self._cap_before = 0
+        # Since when the answers about a dispatch attempt (conversion, fence) have all been UNKNOWN.
+        self._unseen_since: dict[tuple[str, int], float] = {}
+        self._snapshot: FlagSnapshot | None = None
 
     # -- the cycle ---------------------------------------------------------------------------
 
@@ -128,17 +143,20 @@ class Controller:
     def _cycle(self) -> CycleReport:
         started = self.clock()
         status = self.flags.read()
+        self._snapshot = status.snapshot
         errors: list[str] = []
         reconciled, released = self.reconcile_intents(started - self.config.intent_grace_seconds)
         held, hold_reason, claimed = self._route(status, started)
         polled = self._poll(started, errors)
+        if self.shadows is not None:
+            self._shadow_step("poll", errors, self.shadows.poll, started)
         # Taken at the time of taking, not the cycle's start: the lease must cover the dispatch ahead.
         lease_at = self.clock()
         dispatcher = self.ledger.try_lease(DISPATCH_LEASE, self.holder, lease_at, self.config.lease_seconds)
         split: tuple[dict[Path, int], int, int, dict[Path, int]] = ({}, 0, 0, {})
         if dispatcher:
             lease_until = lease_at + self.config.lease_seconds
-            split = self._dispatch(self.clock(), lease_until, polled.queued, errors)
+            split = self._dispatch(self.clock(), lease_until, polled, errors)
         dispatched, new_capacity, legacy_threads, in_use = split
         return CycleReport(
             started_at=started,
@@ -180,9 +198,21 @@ class Controller:
                 return True, decision.reason, {}
             routes.append((Route(decision.path, decision.flag_version, decision.reason + suffix), tenants))
         claimed = self._claims.claim_waiting(waiting, routes, now)
+        if self.shadows is not None and claimed.per_path.get(Path.LEGACY):
+            taken = self._taken_by(Path.LEGACY, waiting, routes, claimed)
+            self._shadow_step("sample", [], self.shadows.sample_claimed, taken, self.ledger.get, now)
         if log.isEnabledFor(logging.DEBUG):
             self._log_decisions(waiting, routes, claimed)
         return False, "", dict(claimed.per_path)
+
+    @staticmethod
+    def _taken_by(
+        path: Path, waiting: Waiting, routes: RouteGroups, claimed: Claimed
+    ) -> list[tuple[str, int]]:
+        """(conversion id, tenant) of each conversion this cycle's claim gave to ``path``."""
+        by_tenant = waiting.route_by_tenant(routes)
+        ids, tenant_ids = waiting.conversion_ids, waiting.tenant_ids
+        return [(ids[i], tenant_ids[i]) for i in claimed.created if by_tenant[tenant_ids[i]].path is path]
 
     @staticmethod
     def _log_decisions(waiting: Waiting, routes: RouteGroups, claimed: Claimed) -> None:
@@ -210,6 +240,9 @@ class Controller:
         running: dict[Path, int] = field(default_factory=dict)
         queued: dict[Path, int] = field(default_factory=dict)
         resubmitted: int = 0
+        unseen: set[Path] = field(default_factory=set)  # paths whose status poll failed
+        handed: dict[Path, int] = field(default_factory=dict)  # conversions dispatched, unfinished
+        unknown: dict[Path, int] = field(default_factory=dict)  # conversions answered UNKNOWN
 
     def _poll(self, now: float, errors: list[str]) -> Controller._Polled:
         out = Controller._Polled()
@@ -217,12 +250,14 @@ class Controller:
             records = self.ledger.in_flight(path, limit=100_000)
             if not records:
                 continue
+            out.handed[path] = len(records)
             refs = {r.conversion_id: JobRef(r.job_ref or "", r.conversion_id) for r in records}
             try:
                 states = backend.poll(list(refs.values()))
             except BackendError as exc:
                 errors.append(f"poll {path.value}: {exc}")
                 log.warning("backend.poll_failed", extra={"path": path.value, "error": str(exc)})
+                out.unseen.add(path)
                 continue
             finishes: list[Finish] = []
             status_counts: Counter[JobStatus] = Counter()
@@ -231,8 +266,9 @@ class Controller:
                 if state is None:
                     continue
                 status_counts[state.status] += 1
-                age = now - (record.dispatched_at or now)
-                verdict = after_poll(state, record.attempts, age, self.config.retry)
+                verdict = after_poll(
+                    state, record.attempts, self._unseen_for(record, state, now), self.config.retry
+                )
                 if verdict is Verdict.SUCCEED:
                     finishes.append(
                         Finish(
@@ -240,11 +276,18 @@ class Controller:
                             record.fence,
                             ConversionState.SUCCEEDED,
                             state.output or "",
+                            state.work_seconds,
                         )
                     )
                 elif verdict is Verdict.FAIL:
                     finishes.append(
-                        Finish(record.conversion_id, record.fence, ConversionState.FAILED, state.reason)
+                        Finish(
+                            record.conversion_id,
+                            record.fence,
+                            ConversionState.FAILED,
+                            state.reason,
+                            state.work_seconds,
+                        )
                     )
                 elif verdict is Verdict.RESUBMIT:
                     why = f"attempt {record.attempts} failed ({state.reason}); resubmitting on {path.value}"
@@ -269,20 +312,58 @@ class Controller:
                     record = next(r for r in records if r.conversion_id == f.conversion_id)
                     self._on_finished(record, f.state, f.reason)
             out.running[path] = status_counts[JobStatus.RUNNING]
+            out.unknown[path] = status_counts[JobStatus.UNKNOWN] + sum(
+                1 for r in records if states.get(refs[r.conversion_id]) is None
+            )
             out.queued[path] = status_counts[JobStatus.QUEUED]
         return out
 
+    def _unseen_for(self, record: ConversionRecord, state: JobState, now: float) -> float:
+        """How long the answers about this dispatch attempt have been UNKNOWN without a break, as
+        this process saw them (a restart starts counting again: it errs towards waiting)."""
+        key = (record.conversion_id, record.fence)
+        if state.status is not JobStatus.UNKNOWN:
+            self._unseen_since.pop(key, None)
+            return 0.0
+        if len(self._unseen_since) > 100_000:
+            self._unseen_since.clear()  # attempts settled elsewhere leave entries behind; start over
+        return now - self._unseen_since.setdefault(key, now)
+
     # -- dispatch: split the budget, then submit each path's work ------------------------------
 
+    def _held(self, polled: Controller._Polled) -> dict[Path, int]:
+        """Budget slots each path may hold now, never less than the truth.
+
+        A backend knows what its last successful poll told it. When this cycle's poll of a path
+        failed (throttled, timed out), that figure may be 0 (right after a restart, or a build
+        started since): the path is then taken to hold one slot per conversion handed to it and
+        not finished. A conversion the poll answered UNKNOWN about (a build not found, an answer
+        that could not be read) may be at work all the same: one slot each. Intents whose submit
+        had an unknown outcome are never polled, yet what they started may run: each counts as one
+        slot until reconciliation settles it."""
+        # Every intent there is (written before now; a day ahead covers any clock skew).
+        intents = Counter(r.path for r in self.ledger.intents(self.clock() + 86400.0, self.config.max_claims))
+        held: dict[Path, int] = {}
+        for path, backend in self.backends.items():
+            seen = backend.in_use()
+            if path in polled.unseen:
+                seen = max(seen, polled.handed.get(path, 0))
+            held[path] = seen + intents[path] + polled.unknown.get(path, 0)
+        return held
+
     def _dispatch(
-        self, now: float, lease_until: float, queued: Mapping[Path, int], errors: list[str]
+        self, now: float, lease_until: float, polled: Controller._Polled, errors: list[str]
     ) -> tuple[dict[Path, int], int, int, dict[Path, int]]:
         cfg = self.config
+        queued = polled.queued
         legacy, new = self.backends.get(Path.LEGACY), self.backends.get(Path.NEW)
-        legacy_todo = self.ledger.pending_dispatch(Path.LEGACY, cfg.max_claims) if legacy else []
-        new_todo = self.ledger.pending_dispatch(Path.NEW, cfg.max_claims) if new else []
-        legacy_in_use = legacy.in_use() if legacy else 0
-        new_running = new.in_use() if new else 0
+        # One dispatch per path per cycle carries at most max_batch_items (a manifest's, an array
+        # job's size); max_claims bounds only what one cycle routes.
+        legacy_todo = self.ledger.pending_dispatch(Path.LEGACY, cfg.max_batch_items) if legacy else []
+        new_todo = self.ledger.pending_dispatch(Path.NEW, cfg.max_batch_items) if new else []
+        held = self._held(polled)
+        legacy_in_use = held.get(Path.LEGACY, 0)
+        new_running = held.get(Path.NEW, 0)
         admitted_new = new_running
         if new is not None and not self._new_caps:
             # A backend that cannot cap runs whatever it was handed, queued or not, so all of it
@@ -295,6 +376,17 @@ class Controller:
             admitted_new = max(new_running, handed)
         load = Load(legacy_in_use, admitted_new, len(legacy_todo), len(new_todo) + queued.get(Path.NEW, 0))
         split = split_budget(cfg.budget, load, cfg.legacy_max_threads)
+        budget = cfg.budget
+        if self.shadows is not None:
+            # Before real work is submitted: shadows holding budget it needs are stopped first.
+            stuck = self._shadow_step(
+                "make_room", errors, self.shadows.make_room, spare(budget, load, split), now
+            )
+            if isinstance(stuck, int) and stuck > 0:
+                # Shadows that could not be stopped still load the database: real work waits for them.
+                budget -= stuck
+                load = replace(load, legacy_in_use=load.legacy_in_use + stuck)
+                split = split_budget(cfg.budget, load, cfg.legacy_max_threads)
         dispatched: dict[Path, int] = {}
         cap_in_force = split.new_capacity
         if new is not None:
@@ -307,13 +399,33 @@ class Controller:
                 cap_in_force = cap
             if new_todo:
                 dispatched[Path.NEW] = self._submit(new, new_todo, 0, now, lease_until, errors)
-        threads = clamp_threads(split.legacy_threads, cfg.budget, legacy_in_use, cap_in_force)
+        # A lowered cap takes effect asynchronously (UpdateComputeEnvironment): until the next poll
+        # has seen what runs under it, queued jobs may still start under the cap before. The slots
+        # a lowering frees are handed to a build from the next cycle on, never in this one.
+        capped = max(cap_in_force, self._cap_before) if self._new_caps else cap_in_force
+        self._cap_before = cap_in_force
+        threads = clamp_threads(split.legacy_threads, budget, legacy_in_use, capped)
         if legacy is not None and legacy_todo and threads >= 1:
             dispatched[Path.LEGACY] = self._submit(legacy, legacy_todo, threads, now, lease_until, errors)
         else:
             threads = 0
         in_use = {Path.LEGACY: legacy_in_use + threads, Path.NEW: new_running}
+        for backend in self.backends.values():
+            self._stop_strays(backend)
+        if self.shadows is not None:
+            self._shadow_step("dispatch", errors, self.shadows.dispatch, self._snapshot, now, lease_until)
         return dispatched, cap_in_force, threads, in_use
+
+    def _shadow_step(
+        self, name: str, errors: list[str], step: Callable[..., object], *args: object
+    ) -> object:
+        """Run a shadow step; its failure is reported and never stops the real cycle."""
+        try:
+            return step(*args)
+        except CutoverError as exc:
+            errors.append(f"shadow {name}: {exc}")
+            log.warning("shadow.step_failed", extra={"step": name, "error": str(exc)})
+            return None
 
     def _submit(
         self,
@@ -344,6 +456,8 @@ class Controller:
                 for r in taken
             ),
             concurrency=concurrency,
+            # Back, retries and all, with a quarter of the lease left to record what it started.
+            time_limit=lease_until - self.config.lease_seconds / 4 - self.clock(),
         )
         try:
             refs = backend.submit(batch)
@@ -369,6 +483,11 @@ class Controller:
                 else:
                     self._cancel_orphans(backend, list(found.values()))
             return 0
+        if not self.ledger.try_lease(DISPATCH_LEASE, self.holder, self.clock(), self.config.lease_seconds):
+            # The submit outlasted the lease (a paused process): another replica dispatches now and
+            # counts these intents as held until they are recorded, which the fences keep exact.
+            errors.append(f"submit {backend.path.value}: the dispatch lease was lost during the submit")
+            log.warning("dispatch.lease_lost", extra={"path": backend.path.value, "batch": key})
         fences = {r.conversion_id: r.fence for r in taken}
         recorded = set(
             self.ledger.mark_dispatched(
@@ -400,13 +519,68 @@ class Controller:
 
     def _cancel_orphans(self, backend: Backend, refs: Sequence[JobRef]) -> None:
         """Stop jobs made for intents settled meanwhile, unless reconciliation recorded that very job
-        (then it is the conversion's job); any other must not run."""
+        (then it is the conversion's job); any other is a stray and must not run. A stray is
+        recorded in the ledger before it is stopped, and stopped again every cycle until the
+        backend shows it stopped (``_stop_strays``): a stop call can fail, or not take."""
+        strays = []
         for ref in refs:
             current = self.ledger.get(ref.conversion_id)
-            if current is not None and current.job_ref == ref.job_id:
-                continue
+            if current is None or current.job_ref != ref.job_id:
+                strays.append(ref)
+        if not strays:
+            return
+        recorded = self._strays(backend.path)
+        now = self.clock()
+        for ref in strays:
+            recorded.setdefault(ref.job_id, {"conversion_id": ref.conversion_id, "since": now})
+        self.ledger.put_value(_strays_key(backend.path), json.dumps(recorded, sort_keys=True), now)
+        for ref in strays:
+            log.warning(
+                "dispatch.cancelled_late", extra={"conversion_id": ref.conversion_id, "job": ref.job_id}
+            )
+            self._stop(backend, ref)
+
+    def _strays(self, path: Path) -> dict[str, dict[str, Any]]:
+        raw = self.ledger.get_value(_strays_key(path))
+        found = json.loads(raw) if raw else {}
+        return found if isinstance(found, dict) else {}
+
+    def _stop(self, backend: Backend, ref: JobRef) -> None:
+        try:
             backend.cancel(ref)
-            log.warning("dispatch.cancelled_late", extra={"conversion_id": ref.conversion_id})
+        except BackendError as exc:
+            log.warning("dispatch.stray_not_stopped", extra={"job": ref.job_id, "error": str(exc)})
+
+    def _stop_strays(self, backend: Backend) -> None:
+        """Stop each recorded stray again until the backend shows it ended; one the backend has not
+        known for a day is let go (it keeps no record that long)."""
+        recorded = self._strays(backend.path)
+        if not recorded:
+            return
+        refs = {job: JobRef(job, str(info.get("conversion_id", ""))) for job, info in recorded.items()}
+        try:
+            look = backend.outcomes if isinstance(backend, Inventory) else backend.poll
+            states = look(list(refs.values()))
+        except BackendError as exc:
+            log.warning("dispatch.strays_unseen", extra={"path": backend.path.value, "error": str(exc)})
+            states = {}
+        now = self.clock()
+        left: dict[str, dict[str, Any]] = {}
+        for job, ref in refs.items():
+            state = states.get(ref)
+            if state is not None and state.status.terminal:
+                log.info("dispatch.stray_stopped", extra={"job": job, "conversion_id": ref.conversion_id})
+                continue
+            since = float(recorded[job].get("since", now))
+            if state is not None and state.status is JobStatus.UNKNOWN and now - since > STRAY_MEMORY_SECONDS:
+                log.warning(
+                    "dispatch.stray_forgotten", extra={"job": job, "conversion_id": ref.conversion_id}
+                )
+                continue
+            left[job] = recorded[job]
+            self._stop(backend, ref)
+        if left != recorded:
+            self.ledger.put_value(_strays_key(backend.path), json.dumps(left, sort_keys=True), now)
 
     # -- reconcile intents left by a crash -------------------------------------------------------
 
@@ -457,6 +631,11 @@ class Controller:
     @property
     def flag_state(self) -> FlagState | None:
         return self.last_report.flag.state if self.last_report else None
+
+
+def _strays_key(path: Path) -> str:
+    """Where the dispatcher records the strays of a path (``ValueStore``)."""
+    return f"dispatch:strays:{path.value}"
 
 
 def batch_key(path: Path, records: Sequence[ConversionRecord]) -> str:

@@ -1,7 +1,8 @@
 """The cycle loop of a running controller: one cycle every ``cycle_seconds`` on its own thread.
 
 A failing cycle is logged and retried on the next tick; the loop's heartbeat is what ``/healthz``
-reports.
+reports. After every tick, failed or not, the loop calls its ``after_cycle`` hook (the API's read
+model re-reads the ledger there, off the request path).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from controller.core.ports import Intake
 from controller.engine.cycle import Controller
@@ -20,9 +22,12 @@ log = logging.getLogger("cutover.loop")
 class CycleLoop:
     """Runs ``controller.run_cycle`` periodically until stopped."""
 
-    def __init__(self, controller: Controller, interval: float) -> None:
+    def __init__(
+        self, controller: Controller, interval: float, *, after_cycle: Callable[[], None] | None = None
+    ) -> None:
         self.controller = controller
         self.interval = interval
+        self.after_cycle = after_cycle
         self.heartbeat: float | None = None
         self.last_error: str | None = None
         self.consecutive_errors = 0
@@ -57,7 +62,17 @@ class CycleLoop:
                 self.consecutive_errors += 1
                 log.exception("cycle.failed")
             self.heartbeat = time.time()
+            self._after_cycle()
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+
+    def _after_cycle(self) -> None:
+        if self.after_cycle is None:
+            return
+        try:
+            self.after_cycle()
+        except Exception:
+            # The hook serves readers; its failure must not stop the cycles.
+            log.exception("cycle.after_cycle_failed")
 
 
 class IntakeThreads:

@@ -1,6 +1,7 @@
-"""Signals for people and alarms: a short message per terminal failure and per flag version
-change (a storm of failures becomes one summary), and per-minute counts for the metrics the
-alarms watch. The cycle only hands events over; sending happens later, off the cycle's path.
+"""Signals for people and alarms: a short message per terminal failure, per flag version change,
+per rollout gate verdict change and per automatic rollout action (a storm of them becomes one
+summary), and per-minute counts and gauges for the metrics the alarms watch. The cycle only hands
+events over; sending happens later, off the cycle's path.
 
 The transports are ports (``Notifier``, ``MetricSink``); the log implementations live here, the
 SNS and CloudWatch ones in ``controller.engine.notify_aws``. Nothing here decides routing or retries.
@@ -13,8 +14,10 @@ import threading
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from controller.core.domain import ConversionRecord, ConversionState, Path
+from controller.core.gates import GateReport, GateVerdict
 from controller.core.ports import CycleView, Datum, MetricSink, Notifier
 from flags.lkg import FlagChange
 from flags.snapshot import FlagState
@@ -29,10 +32,13 @@ RECONCILE_ORPHANS = "ReconcileOrphans"
 FLAG_STATE_NOT_OK = "FlagStateNotOk"
 CYCLES_COMPLETED = "CyclesCompleted"
 PATH_DIMENSION = "Path"
+GATE_FAILING = "GateFailing"  # 1 while a rollout group fails its gate; without a dimension: any group
+GROUP_DIMENSION = "Group"
 
 SUBJECT_MAX = 100  # SNS subjects: at most 100 printable ASCII characters
 _NOT_OK = frozenset({FlagState.STALE, FlagState.UNAVAILABLE, FlagState.INVALID})
 _LIST_MAX = 20
+T = TypeVar("T")
 
 
 class LogNotifier:
@@ -128,8 +134,30 @@ def storm_message(failures: Sequence[tuple[ConversionRecord, str]], window_secon
     return subject, "\n".join(lines)
 
 
+def gate_change_message(
+    name: str, old: GateVerdict, new: GateVerdict, reasons: Sequence[str]
+) -> tuple[str, str]:
+    """Subject and body for a rollout group whose gate verdict changed."""
+    subject = _ascii(f"cutover: gate of {name} {old.value} -> {new.value}", SUBJECT_MAX)
+    body = "\n".join(
+        [
+            f"The rollout gate of group {name} changed from {old.value} to {new.value}.",
+            *[f"  {_ascii(r, 300)}" for r in reasons[:5]],
+            "See `cutover gate` for the evidence.",
+        ]
+    )
+    return subject, body
+
+
+def notes_storm_message(notes: Sequence[tuple[str, str]], window_seconds: float) -> tuple[str, str]:
+    """One summary for rollout messages that were not sent one by one."""
+    minutes = max(1, round(window_seconds / 60))
+    subject = _ascii(f"cutover: {len(notes)} more rollout messages in {minutes} min", SUBJECT_MAX)
+    return subject, "\n".join([f"Held back in the last {minutes} minutes:", *[f"  {s}" for s, _ in notes]])
+
+
 @dataclass(slots=True)
-class Throttle:
+class Throttle(Generic[T]):
     """At most ``burst`` messages per ``window`` seconds; what is held back comes out as one summary
     when the window closes. Pure: the caller passes the time."""
 
@@ -137,7 +165,7 @@ class Throttle:
     window: float = 300.0
     _start: float | None = None
     _sent: int = 0
-    held: list[tuple[ConversionRecord, str]] = field(default_factory=list)
+    held: list[T] = field(default_factory=list)
 
     def allow(self, now: float) -> bool:
         """True when one more message may go out now."""
@@ -150,7 +178,7 @@ class Throttle:
             return True
         return False
 
-    def summary(self, now: float) -> list[tuple[ConversionRecord, str]]:
+    def summary(self, now: float) -> list[T]:
         """The failures held back, once their window has closed (then the window starts afresh)."""
         if not self.held or self._start is None or now - self._start < self.window:
             return []
@@ -179,8 +207,11 @@ class Signals:
         self.notifier = notifier
         self.metrics = metrics
         self._clock = clock
-        self._throttle = Throttle(burst, window_seconds)
-        self._flag_throttle = Throttle(burst, window_seconds)
+        self._throttle: Throttle[tuple[ConversionRecord, str]] = Throttle(burst, window_seconds)
+        self._flag_throttle: Throttle[FlagChange] = Throttle(burst, window_seconds)
+        self._notes_throttle: Throttle[tuple[str, str]] = Throttle(burst, window_seconds)
+        self._notes: deque[tuple[str, str]] = deque(maxlen=1000)
+        self._verdicts: dict[str, GateVerdict] = {}
         self._lock = threading.Lock()
         self._failures: deque[tuple[ConversionRecord, str]] = deque(maxlen=max_pending)
         self._changes: deque[FlagChange] = deque(maxlen=100)
@@ -213,6 +244,26 @@ class Signals:
             self._gauges.append(Datum(RECONCILE_DUPLICATES, float(duplicates), minute))
             self._gauges.append(Datum(RECONCILE_ORPHANS, float(orphans), minute))
 
+    def announce(self, subject: str, body: str) -> None:
+        """A message about the rollout (an automatic action), sent on the next tick."""
+        with self._lock:
+            self._notes.append((subject, body))
+
+    def gates_judged(self, report: GateReport) -> None:
+        """The latest gate: ``GateFailing`` per group and for any group, and a message for every
+        group whose verdict changed since the last report (not for the first one seen)."""
+        minute = int(self._clock() // 60)
+        with self._lock:
+            for g in report.groups:
+                failing = 1.0 if g.verdict is GateVerdict.FAIL else 0.0
+                self._gauges.append(Datum(GATE_FAILING, failing, minute, ((GROUP_DIMENSION, g.name),)))
+                before = self._verdicts.get(g.name)
+                if before is not None and before is not g.verdict:
+                    self._notes.append(gate_change_message(g.name, before, g.verdict, g.reasons))
+                self._verdicts[g.name] = g.verdict
+            worst = 1.0 if any(g.verdict is GateVerdict.FAIL for g in report.groups) else 0.0
+            self._gauges.append(Datum(GATE_FAILING, worst, minute))
+
     # -- sending (on the housekeeping thread) -----------------------------------------------------
 
     def tick(self, now: float) -> None:
@@ -230,6 +281,8 @@ class Signals:
             self._failures.clear()
             changes = list(self._changes)
             self._changes.clear()
+            notes = list(self._notes)
+            self._notes.clear()
             datums = [
                 Datum(n, float(v), m, d) for (n, m, d), v in sorted(self._counts.items())
             ] + self._gauges
@@ -248,5 +301,13 @@ class Signals:
         held = self._throttle.summary(now)
         if held:
             self.notifier.publish(*storm_message(held, self._throttle.window))
+        for note in notes:
+            if self._notes_throttle.allow(now):
+                self.notifier.publish(*note)
+            else:
+                self._notes_throttle.held.append(note)
+        held_notes = self._notes_throttle.summary(now)
+        if held_notes:
+            self.notifier.publish(*notes_storm_message(held_notes, self._notes_throttle.window))
         if datums:
             self.metrics.put(datums)

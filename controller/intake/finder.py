@@ -3,8 +3,9 @@
 ``CUTOVER_TARGET_FINDER=package.module:callable`` names a function that gets a ``FinderContext``
 and returns conversions (a list, or ``Found`` with a new watermark). The runner calls it once per
 schedule slot across all replicas (a lease in the ledger), with a timeout, validates its answer
-whole through the same intake as ``POST /conversions``, and moves the watermark only after the
-conversions are durable. A finder that raises, hangs or returns garbage costs its run, nothing else.
+item by item through the same rules as ``POST /conversions``, and moves the watermark only after
+the conversions are durable. A finder that raises, hangs or returns garbage costs its run, nothing
+else; a bad item in a good answer costs only itself (skipped and reported with its key or row).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from controller.core.domain import ConversionRequest
 from controller.core.errors import ConfigError, CutoverError, InputError
 from controller.core.ports import Ledger, SourceStats
 from controller.core.schedule import Schedule
-from controller.intake.validation import IntakeLimits, accept, parse_intake
+from controller.intake.validation import accept, parse_item
 from controller.settings import Settings
 
 log = logging.getLogger("cutover.intake")
@@ -65,8 +66,20 @@ def load_finder(spec: str) -> Finder:
     return finder
 
 
-def to_requests(answer: object) -> tuple[list[ConversionRequest], str | None, bool]:
-    """Validate a finder's answer whole; returns requests, watermark, and whether one was given."""
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A finder's answer once read: the valid requests, the items skipped (with why), the watermark."""
+
+    requests: list[ConversionRequest]
+    skipped: list[str]
+    watermark: str | None
+    given: bool
+
+
+def to_requests(answer: object) -> Answer:
+    """Validate a finder's answer item by item: a bad item is skipped and described (garbage costs
+    only itself, so one bad row cannot hold the watermark and every valid item behind it); an
+    answer that is not a list of data at all, or a bad watermark, raises ``InputError``."""
     if isinstance(answer, Found):
         items, watermark, given = answer.conversions, answer.watermark, True
     elif isinstance(answer, list | tuple):
@@ -84,11 +97,24 @@ def to_requests(answer: object) -> tuple[list[ConversionRequest], str | None, bo
         else:
             plain.append(item)
     try:
-        body = json.dumps({"conversions": plain}).encode()
+        # Through JSON, as a body would come: what is not data is refused as a whole.
+        data = json.loads(json.dumps(plain))
     except (TypeError, ValueError) as exc:
         raise InputError(f"a finder returned something that is not data ({exc})") from exc
-    limits = IntakeLimits(max_items=max(1, len(plain)), max_body_bytes=max(1024, len(body)))
-    return parse_intake(body, limits), watermark, given
+    requests: list[ConversionRequest] = []
+    skipped: list[str] = []
+    for index, item in enumerate(data):
+        try:
+            requests.append(parse_item(index, item))
+        except InputError as exc:
+            skipped.append(f"{exc} (item: {_shown(item)})")
+    return Answer(requests, skipped, watermark, given)
+
+
+def _shown(item: object) -> str:
+    """An item as the report shows it: its JSON (a key or row), cut short."""
+    text = json.dumps(item, ensure_ascii=False, sort_keys=True)
+    return text if len(text) <= 300 else text[:299] + "…"
 
 
 class FinderRunner:
@@ -171,11 +197,13 @@ class FinderRunner:
             self._fail(f"raised {type(exc).__name__}: {exc}")
             return
         try:
-            requests, watermark, given = to_requests(outcome.get("answer"))
+            answer = to_requests(outcome.get("answer"))
+            requests, watermark, given = answer.requests, answer.watermark, answer.given
             result = accept(self.ledger, requests, now)
         except CutoverError as exc:
             self._fail(str(exc))
             return
+        self._report_skipped(answer.skipped)
         new_watermark = watermark if given else state.get("watermark")
         self.ledger.put_value(
             self._key,
@@ -187,7 +215,8 @@ class FinderRunner:
         self.stats.found += len(requests)
         self.stats.accepted += len(result.accepted)
         self.stats.duplicates += len(result.duplicates)
-        self.stats.last_error = ""
+        if not answer.skipped:
+            self.stats.last_error = ""
         log.info(
             "intake.finder_ran",
             extra={
@@ -197,6 +226,15 @@ class FinderRunner:
                 "duplicates": len(result.duplicates),
             },
         )
+
+    def _report_skipped(self, skipped: list[str]) -> None:
+        if not skipped:
+            return
+        self.stats.malformed += len(skipped)
+        more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
+        self.stats.last_error = f"skipped {skipped[0]}{more}"
+        for why in skipped:
+            log.warning("intake.finder_skipped", extra={"finder": self.name, "error": why})
 
     def _fail(self, why: str) -> None:
         self.stats.errors += 1

@@ -4,7 +4,9 @@
 ``exports/{tenant_id}/{report}/{date}.json``) say where to look and how a key maps to a conversion:
 ``tenant_id`` becomes the tenant, the other fields become parameters, and the conversion id is
 derived from the key, so the same object always yields the same conversion. The watermark is the
-newest modification time seen, so each run takes only what is new.
+newest modification time seen, held below the start of any multipart upload still in progress
+(S3 dates such an object by that start once it completes), so each run takes only what is new and
+nothing is skipped. It lists uploads in progress: grant ``s3:ListBucketMultipartUploads``.
 
 Use it as ``CUTOVER_TARGET_FINDER=controller.finder_s3:find``.
 """
@@ -13,15 +15,18 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import re
 from typing import Any
 
 import boto3
+from botocore.exceptions import ClientError
 
 from controller.core.errors import ConfigError
 from controller.intake.finder import FinderContext, Found
 
 DEFAULT_PATTERN = "exports/{tenant_id}/{report}/{date}.json"
+log = logging.getLogger("cutover.intake")
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -81,7 +86,42 @@ def find_in(client: Any, bucket: str, prefix: str, pattern: re.Pattern[str], wat
             tenant = int(fields.pop("tenant_id"))
             params = {**fields, "s3_key": key[:1024]}
             conversions.append({"conversion_id": conversion_id(key), "tenant_id": tenant, "params": params})
-    return Found(conversions, newest)
+    return Found(conversions, _below_uploads(client, bucket, prefix, newest))
+
+
+# How far the watermark is held back when the uploads in progress cannot be listed.
+UNLISTED_UPLOADS_LOOKBACK = dt.timedelta(hours=1)
+
+
+def _below_uploads(client: Any, bucket: str, prefix: str, newest: str | None) -> str | None:
+    """The watermark to keep: ``newest``, but no later than the start of a multipart upload still in
+    progress. S3 dates such an object by its upload's start and lists it only once complete, so a
+    watermark moved past that start would skip it for good (re-reading is harmless: the same key
+    yields the same conversion id, folded by the intake)."""
+    if newest is None:
+        return None
+    try:
+        oldest = _oldest_upload(client, bucket, prefix)
+    except ClientError as exc:
+        log.warning("intake.s3_uploads_unlisted", extra={"bucket": bucket, "error": str(exc)})
+        held = dt.datetime.fromisoformat(newest) - UNLISTED_UPLOADS_LOOKBACK
+        return held.isoformat()
+    return min(newest, oldest) if oldest is not None else newest
+
+
+def _oldest_upload(client: Any, bucket: str, prefix: str) -> str | None:
+    """The start (ISO 8601, UTC) of the oldest multipart upload in progress under ``prefix``."""
+    oldest: str | None = None
+    request: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+    while True:
+        answer = client.list_multipart_uploads(**request)
+        for upload in answer.get("Uploads", []):
+            started = upload["Initiated"].astimezone(dt.UTC).isoformat()
+            oldest = started if oldest is None else min(oldest, started)
+        if not answer.get("IsTruncated"):
+            return oldest
+        request["KeyMarker"] = answer.get("NextKeyMarker", "")
+        request["UploadIdMarker"] = answer.get("NextUploadIdMarker", "")
 
 
 def find(context: FinderContext) -> Found:

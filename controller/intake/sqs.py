@@ -18,7 +18,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from controller.core.domain import ConversionRequest
-from controller.core.errors import CutoverError, InputError
+from controller.core.errors import ConflictError, CutoverError, InputError
 from controller.core.ports import Ledger, SourceStats
 from controller.intake.validation import IntakeLimits, accept, parse_intake
 from controller.settings import Settings
@@ -87,25 +87,40 @@ class SQSIntake:
 
     def record(self, messages: list[Message]) -> list[Message]:
         """Write the conversions of every well-formed message durably; returns the messages to delete."""
-        good: list[Message] = []
-        requests: list[ConversionRequest] = []
+        parsed: list[tuple[Message, list[ConversionRequest]]] = []
         for message in messages:
             try:
-                found = parse_message(message.body, self.limits)
+                parsed.append((message, parse_message(message.body, self.limits)))
             except InputError as exc:
-                self.stats.malformed += 1
-                log.warning(
-                    "intake.sqs_malformed", extra={"message_id": message.message_id, "error": str(exc)}
-                )
-                continue
-            good.append(message)
-            requests.extend(found)
-        if requests:
-            result = accept(self.ledger, requests, self.clock())
-            self.stats.found += len(requests)
-            self.stats.accepted += len(result.accepted)
-            self.stats.duplicates += len(result.duplicates)
-        return good
+                self._refuse(message, "intake.sqs_malformed", exc)
+        requests = [r for _, found in parsed for r in found]
+        if not requests:
+            return [m for m, _ in parsed]
+        try:
+            self._accept(requests)
+        except ConflictError:
+            # One message re-sending an id with other content must not hold the others back: it
+            # stays in the queue (for its dead-letter queue), the rest are recorded one by one.
+            return [m for m, found in parsed if self._accept_one(m, found)]
+        return [m for m, _ in parsed]
+
+    def _accept(self, requests: list[ConversionRequest]) -> None:
+        result = accept(self.ledger, requests, self.clock())
+        self.stats.found += len(requests)
+        self.stats.accepted += len(result.accepted)
+        self.stats.duplicates += len(result.duplicates)
+
+    def _accept_one(self, message: Message, requests: list[ConversionRequest]) -> bool:
+        try:
+            self._accept(requests)
+        except ConflictError as exc:
+            self._refuse(message, "intake.sqs_conflict", exc)
+            return False
+        return True
+
+    def _refuse(self, message: Message, event: str, exc: CutoverError) -> None:
+        self.stats.malformed += 1
+        log.warning(event, extra={"message_id": message.message_id, "error": str(exc)})
 
     def acknowledge(self, messages: list[Message]) -> None:
         """Delete recorded messages (in batches of ten, as SQS allows)."""

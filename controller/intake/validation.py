@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from controller.core import resend
 from controller.core.domain import CONVERSION_ID_CHARS, CONVERSION_ID_PATTERN, ConversionRequest
 from controller.core.errors import InputError
 from controller.core.ports import AcceptResult, Ledger
+from controller.core.strictjson import loads_strict
 from flags.document import MAX_TENANT_ID
 
 CONVERSION_ID_SCHEMA_PATTERN = f"^{CONVERSION_ID_CHARS}$"
@@ -126,6 +128,12 @@ def parse_intake(raw: bytes, limits: IntakeLimits) -> list[ConversionRequest]:
     return [_item(index, item) for index, item in enumerate(items)]
 
 
+def parse_item(index: int, item: Any) -> ConversionRequest:
+    """Validate one conversion of a larger answer (a finder's rows or objects), where each item
+    stands alone; raises ``IntakeError`` naming ``conversions[index]`` and its field."""
+    return _item(index, item)
+
+
 def validate_conversion_id(value: object) -> str:
     """The id if it is 1-128 characters of letters, digits, ``.``, ``_``, ``-`` (not starting with a
     dot, underscore or dash); raises ``InputError`` otherwise."""
@@ -155,7 +163,10 @@ def accept(ledger: Ledger, requests: Sequence[ConversionRequest], now: float) ->
 
     An id already in the ledger, or repeated within the batch, is reported as a duplicate and
     never becomes a second conversion (the first occurrence wins). Lists follow request order.
+    The same id with other content (in the batch or in the ledger) is a ``ConflictError``, and
+    nothing of the batch is recorded.
     """
+    resend.within(requests)
     first: dict[str, ConversionRequest] = {}
     for request in requests:
         first.setdefault(request.conversion_id, request)
@@ -214,24 +225,15 @@ def _load(raw: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise IntakeError(IntakeProblem.MALFORMED_JSON, f"body is not UTF-8 ({exc.reason})") from exc
     try:
-        return json.loads(text, parse_constant=_no_constant, object_pairs_hook=_no_repeated_keys)
+        return loads_strict(text, repeated=_repeated)
     except RecursionError as exc:
         raise IntakeError(IntakeProblem.MALFORMED_JSON, "body is nested too deeply") from exc
     except ValueError as exc:
         raise IntakeError(IntakeProblem.MALFORMED_JSON, f"body is not valid JSON ({exc})") from exc
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"key {_shown(key)} appears twice in one object")
-        out[key] = value
-    return out
+def _repeated(key: str) -> str:
+    return f"key {_shown(key)} appears twice in one object"
 
 
 def _item(index: int, item: Any) -> ConversionRequest:

@@ -21,6 +21,7 @@ from functools import lru_cache
 from pathlib import Path as FsPath
 from typing import Any
 
+from controller.core import resend
 from controller.core.domain import (
     ConversionRecord,
     ConversionRequest,
@@ -28,7 +29,7 @@ from controller.core.domain import (
     Ownership,
     Path,
 )
-from controller.core.errors import ConflictError, LedgerError, NotFoundError
+from controller.core.errors import LedgerError, NotFoundError
 from controller.core.ports import (
     AcceptResult,
     Claim,
@@ -36,16 +37,20 @@ from controller.core.ports import (
     Counts,
     Dispatched,
     Finish,
+    FinishedConversion,
     RouteGroups,
     Waiting,
 )
+from controller.core.requeue import REQUEUE_FIELDS, requeued
+from controller.ledger.sqlite_shadows import SHADOW_SCHEMA, SQLiteShadows
 from flags.snapshot import FlagSnapshot
 
 S = ConversionState
 
 # Schema 0 kept the counters with per-row triggers, about half the cost of each claim. Schema 1
 # keeps them in the code, per batch; opening a file of schema 0 drops the triggers and keeps the
-# counters and decision totals as they are (they were exact). Nothing else changed.
+# counters and decision totals as they are (they were exact). Columns and tables added since
+# (``work_seconds``, the shadows table) are added to a file of either schema when it is opened.
 SCHEMA_VERSION = 1
 _OLD_TRIGGERS = ("count_insert", "count_update", "count_delete", "decision_on_claim", "decision_on_insert")
 
@@ -67,7 +72,8 @@ SCHEMA = (
         claimed_at REAL,
         dispatched_at REAL,
         finished_at REAL,
-        updated_at REAL
+        updated_at REAL,
+        work_seconds REAL
     )""",
     "CREATE INDEX IF NOT EXISTS conversions_by_state ON conversions (state, path, seq)",
     # By tenant alone: each entry is (tenant_id, seq), so a tenant's history comes out in order, and
@@ -118,7 +124,7 @@ _MOVED = (
 
 _COLUMNS = (
     "conversion_id, tenant_id, params, state, path, flag_version, reason, job_ref, intent, "
-    "fence, attempts, received_at, claimed_at, dispatched_at, finished_at, updated_at"
+    "fence, attempts, received_at, claimed_at, dispatched_at, finished_at, updated_at, work_seconds"
 )
 _FLAG_KEY = "flag:last_known_good"
 
@@ -169,12 +175,25 @@ _CLAIM_RECEIVED = (
     "claimed_at = ?, updated_at = ? WHERE conversion_id = ? AND state = 'received'"
 )
 
+# Columns are named as the record's fields (checked against _COLUMNS above), so the core's list of
+# what a requeue rewrites names them too.
+_REQUEUE_SET = ", ".join(f"{name} = ?" for name in REQUEUE_FIELDS)
+
+
+def _column(value: object) -> object:
+    """A record field as its column holds it: states and paths by their words."""
+    return value.value if isinstance(value, (ConversionState, Path)) else value
+
 
 _INSERT_CLAIMED = (
     "INSERT OR IGNORE INTO conversions (conversion_id, tenant_id, params, state, path, flag_version, "
     "reason, received_at, claimed_at, updated_at) VALUES (?, ?, ?, 'claimed', ?, ?, ?, ?, ?, ?)"
 )
 _RECEIVED = (S.RECEIVED.value, "")
+
+
+def _nothing(db: sqlite3.Connection) -> None:
+    """A write that moves no counter."""
 
 
 class _Undo(Exception):
@@ -250,11 +269,13 @@ def _dispatching(r: ConversionRecord, intent: str, now: float) -> ConversionReco
         r.dispatched_at,
         r.finished_at,
         now,
+        r.work_seconds,
     )
 
 
-class SQLiteLedger:
-    """The ledger port on one SQLite file in WAL mode; one connection per thread."""
+class SQLiteLedger(SQLiteShadows):
+    """The ledger port on one SQLite file in WAL mode; one connection per thread (and the shadow
+    store, in a table of its own)."""
 
     def __init__(self, path: FsPath, *, busy_timeout_ms: int = 30_000) -> None:
         self.path = path
@@ -273,7 +294,8 @@ class SQLiteLedger:
             raise LedgerError(f"ledger {path}: cannot create the schema ({exc})") from exc
 
     def _upgrade(self) -> None:
-        """Create the schema, or bring a file of an older one to ``SCHEMA_VERSION``, in one transaction."""
+        """Create the schema, or bring a file of an older one to ``SCHEMA_VERSION`` and the columns
+        this version records, in one transaction."""
         db = self._connection()
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -285,6 +307,13 @@ class SQLiteLedger:
                 )
             for statement in SCHEMA:
                 db.execute(statement)
+            # The shadows' schema is plain CREATE statements, no trigger bodies: ';' ends each one.
+            for statement in SHADOW_SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            have = {row[1] for row in db.execute("PRAGMA table_info(conversions)")}
+            if "work_seconds" not in have:
+                db.execute("ALTER TABLE conversions ADD COLUMN work_seconds REAL")
             # Also on a file already upgraded: an older version opened since re-created them.
             for trigger in _OLD_TRIGGERS:
                 db.execute(f"DROP TRIGGER IF EXISTS {trigger}")
@@ -373,19 +402,43 @@ class SQLiteLedger:
     # -- intake and claims -------------------------------------------------------------------
 
     def accept(self, requests: Sequence[ConversionRequest], now: float) -> AcceptResult:
-        rows = [(req.conversion_id, req.tenant_id, _params(req.params), now, now) for req in requests]
-        applied = self._each(
+        resend.within(requests)
+        sql = (
             "INSERT OR IGNORE INTO conversions "
             "(conversion_id, tenant_id, params, state, received_at, updated_at) "
-            "VALUES (?, ?, ?, 'received', ?, ?)",
-            rows,
-            lambda db, applied: _add_counts(db, Counter({_RECEIVED: sum(applied)})),
+            "VALUES (?, ?, ?, 'received', ?, ?)"
         )
+        rows = [(req.conversion_id, req.tenant_id, _params(req.params), now, now) for req in requests]
+        received = Counter({_RECEIVED: len(rows)})
+        if not rows or self._all_apply(sql, rows, lambda db: _add_counts(db, received)):
+            applied = [True] * len(rows)
+        else:
+            with self._write() as db:
+                applied = [db.execute(sql, row).rowcount == 1 for row in rows]
+                again = [req for req, new in zip(requests, applied, strict=True) if not new]
+                # Compared inside the same transaction: a conflict rolls the whole batch back.
+                resend.refuse_conflicts(self._known(db, again), again)
+                _add_counts(db, Counter({_RECEIVED: sum(applied)}))
         accepted: list[str] = []
         duplicates: list[str] = []
         for req, new in zip(requests, applied, strict=True):
             (accepted if new else duplicates).append(req.conversion_id)
         return AcceptResult(accepted, duplicates)
+
+    def _known(
+        self, db: sqlite3.Connection, requests: Sequence[ConversionRequest]
+    ) -> dict[str, ConversionRequest]:
+        """What the ledger holds for the ids of ``requests``, read in the caller's transaction."""
+        out: dict[str, ConversionRequest] = {}
+        ids = sorted({r.conversion_id for r in requests})
+        for start in range(0, len(ids), 500):  # under SQLite's limit of bound variables
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in db.execute(
+                f"SELECT {_COLUMNS} FROM conversions WHERE conversion_id IN ({marks})", chunk
+            ).fetchall():
+                out[row[0]] = _record(row).request
+        return out
 
     def unclaimed(self, limit: int) -> list[ConversionRecord]:
         # A received request has no path yet (intake and requeue leave it NULL); saying so lets
@@ -541,18 +594,20 @@ class SQLiteLedger:
         self,
         sql: str,
         rows: Sequence[tuple[Any, ...]],
-        count: Callable[[sqlite3.Connection, Sequence[bool]], None],
+        count: Callable[[sqlite3.Connection, Sequence[bool]], None] | None = None,
     ) -> list[bool]:
         """Run ``sql`` once per row in one transaction; whether each run changed its row. ``count``
-        moves the counters by what changed, in the same transaction."""
+        moves the counters by what changed, in the same transaction; rows of a table no counter
+        follows (the shadows) need none."""
         if not rows:
             return []
         everything = [True] * len(rows)
-        if self._all_apply(sql, rows, lambda db: count(db, everything)):
+        if self._all_apply(sql, rows, (lambda db: count(db, everything)) if count else _nothing):
             return everything
         with self._write() as db:
             applied = [db.execute(sql, row).rowcount == 1 for row in rows]
-            count(db, applied)
+            if count:
+                count(db, applied)
             return applied
 
     def _move_each(
@@ -639,9 +694,9 @@ class SQLiteLedger:
             if not f.state.terminal:
                 raise ValueError(f"{f.state} is not a terminal state")
         applied = self._move_each(
-            "UPDATE conversions SET state = ?, reason = ?, finished_at = ?, updated_at = ? "
+            "UPDATE conversions SET state = ?, reason = ?, finished_at = ?, updated_at = ?, work_seconds = ? "
             "WHERE conversion_id = ? AND state = 'dispatched' AND fence = ?",
-            [(f.state.value, f.reason, now, now, f.conversion_id, f.fence) for f in finishes],
+            [(f.state.value, f.reason, now, now, f.work_seconds, f.conversion_id, f.fence) for f in finishes],
             [f.conversion_id for f in finishes],
             S.DISPATCHED,
         )
@@ -668,34 +723,14 @@ class SQLiteLedger:
             if row is None:
                 raise NotFoundError(f"conversion {conversion_id!r} is not in the ledger")
             record = _record(row)
-            if record.state is not S.FAILED:
-                raise ConflictError(
-                    f"conversion {conversion_id!r} is {record.state.value}; only a failed "
-                    "conversion can be requeued"
-                )
+            freed = requeued(record, now)
             db.execute(
-                "UPDATE conversions SET state = 'received', path = NULL, flag_version = NULL, "
-                "job_ref = NULL, intent = NULL, reason = 'requeued by operator', attempts = 0, "
-                "claimed_at = NULL, dispatched_at = NULL, finished_at = NULL, updated_at = ? "
-                "WHERE conversion_id = ? AND state = 'failed'",
-                (now, conversion_id),
+                f"UPDATE conversions SET {_REQUEUE_SET} WHERE conversion_id = ? AND state = 'failed'",
+                (*(_column(getattr(freed, name)) for name in REQUEUE_FIELDS), conversion_id),
             )
             failed = (S.FAILED.value, record.path.value if record.path else "")
             _add_counts(db, Counter({failed: -1, _RECEIVED: 1}))
-        return _replace(
-            record,
-            state=S.RECEIVED,
-            path=None,
-            flag_version=None,
-            job_ref=None,
-            intent=None,
-            reason="requeued by operator",
-            attempts=0,
-            claimed_at=None,
-            dispatched_at=None,
-            finished_at=None,
-            updated_at=now,
-        )
+        return freed
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -762,6 +797,19 @@ class SQLiteLedger:
             "SELECT tenant_id, count(*) FROM conversions WHERE received_at >= ? GROUP BY tenant_id", (since,)
         )
         return {int(t): int(n) for t, n in rows}
+
+    def finished_since(self, since: float) -> list[FinishedConversion]:
+        """Conversions that succeeded or failed at or after ``since``, for the rollout gates."""
+        rows = self._read(
+            "SELECT tenant_id, path, state, attempts, coalesce(claimed_at, finished_at), finished_at, "
+            "max(0.0, finished_at - dispatched_at), work_seconds FROM conversions "
+            "WHERE state IN ('succeeded', 'failed') AND path IS NOT NULL AND finished_at >= ?",
+            (since,),
+        )
+        return [
+            FinishedConversion(int(t), _PATHS[p], _STATES[st], int(a), c, f, s, w)
+            for t, p, st, a, c, f, s, w in rows
+        ]
 
     def by_tenant(self, tenant_id: int, limit: int = 1000) -> list[ConversionRecord]:
         """A tenant's conversions, newest first."""
@@ -840,9 +888,3 @@ class SQLiteLedger:
         with self._write() as db:
             cur = db.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (name, holder))
             return cur.rowcount == 1
-
-
-def _replace(record: ConversionRecord, **changes: Any) -> ConversionRecord:
-    from dataclasses import replace
-
-    return replace(record, **changes)

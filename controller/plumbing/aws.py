@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import random
 import re
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -35,11 +37,15 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-# No botocore retries: ``Retrier`` is the one place that tries again.
+# No botocore retries: ``Retrier`` is the one place that tries again. The timeouts bound one
+# attempt (ATTEMPT_SECONDS): calls made under the dispatch lease must come back well within it, and
+# the control-plane calls made here answer in well under a second when the service is healthy.
+CONNECT_TIMEOUT, READ_TIMEOUT = 2.0, 5.0
+ATTEMPT_SECONDS = CONNECT_TIMEOUT + READ_TIMEOUT
 CLIENT_CONFIG = Config(
     retries={"mode": "standard", "total_max_attempts": 1},
-    connect_timeout=5,
-    read_timeout=30,
+    connect_timeout=CONNECT_TIMEOUT,
+    read_timeout=READ_TIMEOUT,
     max_pool_connections=32,
     user_agent_extra="cutover",
 )
@@ -90,8 +96,8 @@ def throttled(exc: BaseException) -> bool:
 
 
 def not_sent(exc: BaseException) -> bool:
-    """The request never reached the service (no connection); nothing was done."""
-    return isinstance(exc, EndpointConnectionError | ConnectTimeoutError)
+    """The request never reached the service (no connection, or no time left to send it)."""
+    return isinstance(exc, EndpointConnectionError | ConnectTimeoutError | NoTimeLeftError)
 
 
 def outcome_unknown(exc: BaseException) -> bool:
@@ -129,16 +135,55 @@ class Backoff:
         return rng.uniform(0.0, min(self.cap, self.base * (2**attempt)))
 
 
+class NoTimeLeftError(BotoCoreError):
+    """Raised instead of sending a call that could not come back within the time it was given."""
+
+    fmt = "{operation}: not sent, {left:.1f}s left of its time limit and an attempt may take {attempt:.0f}s"
+
+
 @dataclass(slots=True)
 class Retrier:
-    """Runs an SDK call, retrying the failures ``retry_if`` accepts, sleeping with ``backoff``."""
+    """Runs an SDK call, retrying the failures ``retry_if`` accepts, sleeping with ``backoff``.
+
+    Inside ``within(seconds)`` (on the calling thread) every call and retry must fit in that time:
+    an attempt that could end past it is not started (``NoTimeLeftError`` when none was, else the
+    last failure as it came), so a submit made under the dispatch lease comes back before it ends.
+    """
 
     backoff: Backoff = field(default_factory=Backoff)
     sleep: Callable[[float], None] = time.sleep
     rng: random.Random = field(default_factory=random.Random)  # jitter, not secrets
+    clock: Callable[[], float] = time.monotonic
+    attempt_seconds: float = ATTEMPT_SECONDS
+    _limits: threading.local = field(default_factory=threading.local, repr=False)
+
+    @contextmanager
+    def within(self, seconds: float | None) -> Iterator[None]:
+        """Bound every call made on this thread meanwhile to end within ``seconds`` from now."""
+        outer = getattr(self._limits, "deadline", None)
+        deadline = None if seconds is None else self.clock() + max(0.0, seconds)
+        if outer is not None:
+            deadline = outer if deadline is None else min(outer, deadline)
+        self._limits.deadline = deadline
+        try:
+            yield
+        finally:
+            self._limits.deadline = outer
+
+    def _fits(self, wait: float = 0.0) -> bool:
+        deadline = getattr(self._limits, "deadline", None)
+        return deadline is None or self.clock() + wait + self.attempt_seconds <= deadline
 
     def call(self, fn: Callable[[], T], *, retry_if: Callable[[BaseException], bool] = transient) -> T:
         """``fn()``, tried up to ``backoff.attempts`` times; the last failure is raised as it came."""
+        if not self._fits():
+            deadline = getattr(self._limits, "deadline", 0.0)
+            name = getattr(fn, "func", fn)
+            raise NoTimeLeftError(
+                operation=getattr(name, "__name__", "call"),
+                left=max(0.0, deadline - self.clock()),
+                attempt=self.attempt_seconds,
+            )
         attempt = 0
         while True:
             try:
@@ -146,7 +191,10 @@ class Retrier:
             except (ClientError, BotoCoreError) as exc:
                 if attempt + 1 >= self.backoff.attempts or not retry_if(exc):
                     raise
-                self.sleep(self.backoff.delay(attempt, self.rng))
+                wait = self.backoff.delay(attempt, self.rng)
+                if not self._fits(wait):
+                    raise
+                self.sleep(wait)
                 attempt += 1
 
 

@@ -31,6 +31,15 @@ def worker_command(configured: str | None) -> list[str]:
     return [sys.executable, str(SAMPLE_WORKER)]
 
 
+def shadow_env(quarantine: str | None, job: str) -> dict[str, str]:
+    """The job contract's shadow variables for one job of a shadow runner (none for a real one):
+    its outputs go under ``<quarantine>/<job>/``, a directory or an S3 prefix."""
+    if quarantine is None:
+        return {}
+    separator = "" if quarantine.endswith("/") else "/"
+    return {"CUTOVER_SHADOW": "1", "CUTOVER_QUARANTINE_URI": f"{quarantine}{separator}{job}/"}
+
+
 def write_json(path: Path, doc: Any) -> None:
     """Write ``doc`` to ``path`` atomically (write, fsync, rename)."""
     write_atomically(path, json.dumps(doc, separators=(",", ":")).encode())
@@ -46,19 +55,37 @@ def read_json(path: Path) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
-def pid_alive(pid: int) -> bool:
-    """True when a process with ``pid`` exists and has not exited (a zombie has exited)."""
+def process_identity(pid: int) -> str | None:
+    """Who holds ``pid`` now: the boot and the process's start time (clock ticks since boot), or
+    None without procfs. PIDs are reused; a pid with its identity names one process for good."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = "?"
+    fields = stat.rpartition(")")[2].split()
+    return f"{boot}:{fields[19]}" if len(fields) > 19 else None  # field 22 of proc(5): starttime
+
+
+def pid_alive(pid: int, identity: str | None = None) -> bool:
+    """True when a process with ``pid`` exists and has not exited (a zombie has exited) and, when the
+    ``identity`` recorded at its start is given, is still that process and not a later one."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass  # it exists, someone else's: whether it is ours is the identity's to say
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return True  # no procfs: existence is all we can know
-    return stat.rpartition(")")[2].split()[0] != "Z"
+    if stat.rpartition(")")[2].split()[0] == "Z":
+        return False
+    return identity is None or process_identity(pid) in (identity, None)
 
 
 # Workers outlive the runner that started them (a restarted runner adopts them). Their handles are
@@ -79,13 +106,25 @@ def detach(procs: list[subprocess.Popen[bytes]]) -> None:
             threading.Thread(target=proc.wait, name="cutover-reaper", daemon=True).start()
 
 
+# What a worker process needs to run besides its assignment: where programs and Python modules are,
+# a home, a locale and a temporary directory. Nothing else of the controller's environment reaches
+# a job: it holds the controller's secrets (CUTOVER_API_TOKEN, the finder's database URL, AWS keys).
+RUN_VARIABLES = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
+
+
+def job_environment(assignment: Mapping[str, str]) -> dict[str, str]:
+    """A job's whole environment: the job contract's variables and ``RUN_VARIABLES``, no more."""
+    return {**{k: os.environ[k] for k in RUN_VARIABLES if k in os.environ}, **assignment}
+
+
 def spawn(cmd: list[str], env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """Start a worker in its own session, output to ``log_path``; it outlives a crashed controller."""
+    """Start a worker in its own session with ``env`` (the contract's variables) and what it needs to
+    run, output to ``log_path``; it outlives a crashed controller."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         return subprocess.Popen(
             cmd,
-            env={**os.environ, **env},
+            env=job_environment(env),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -110,9 +149,11 @@ def result_state(doc: Mapping[str, Any] | None, conversion_id: str) -> JobState 
     result = parse_result(doc, conversion_id)
     if result is None:
         return None
-    if result.status is Status.SUCCEEDED:
-        return JobState(JobStatus.SUCCEEDED, result.reason, result.output)
-    return JobState(JobStatus.FAILED, result.reason, result.output)
+    work = None
+    if result.started_at is not None and result.finished_at is not None:
+        work = max(0.0, result.finished_at - result.started_at)
+    status = JobStatus.SUCCEEDED if result.status is Status.SUCCEEDED else JobStatus.FAILED
+    return JobState(status, result.reason, result.output, work)
 
 
 def failed_result(conversion_id: str, reason: str, **fields: Any) -> dict[str, Any]:

@@ -17,7 +17,9 @@ import datetime as dt
 import json
 import logging
 import sys
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable
 from typing import Any, TextIO
 
 from controller.settings import Settings
@@ -75,3 +77,33 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> loggi
     decisions = settings.log_decisions and root.level <= logging.INFO
     logging.getLogger("cutover.cycle").setLevel(logging.DEBUG if decisions else logging.NOTSET)
     return handler
+
+
+class LogBudget:
+    """At most ``burst`` lines per ``window_seconds`` for one kind of event, so that a flood (a
+    client retrying a bad token in a loop) cannot fill the log; the lines held back are counted and
+    reported with the next line let through."""
+
+    def __init__(
+        self, burst: int, window_seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._burst = burst
+        self._window = window_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._started = -float("inf")
+        self._spent = 0
+        self._held_back = 0
+
+    def take(self) -> int | None:
+        """None when this line must be held back; else how many were held back since the last one."""
+        with self._lock:
+            now = self._clock()
+            if now - self._started >= self._window:
+                self._started, self._spent = now, 0
+            if self._spent >= self._burst:
+                self._held_back += 1
+                return None
+            self._spent += 1
+            held, self._held_back = self._held_back, 0
+            return held

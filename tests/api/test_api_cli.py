@@ -94,3 +94,20 @@ def test_the_summary_names_holds_errors_and_version_skew() -> None:
     assert "work held: flag v2 is 900s old" in text
     assert "cycle error: poll new: timed out" in text
     assert "v2 (legacy 3, new 7), no flag (legacy 2, new 0)" in text
+    assert "auto-advance" not in text  # an older server, or auto-advance off
+
+
+def test_status_lines_say_what_auto_advance_does_next() -> None:
+    doc = {
+        "flag": {"version": "v3", "state": "ok", "tenant_count": 50, "age_seconds": 1.0},
+        "budget": 20,
+        "in_flight": {"legacy": 1, "new": 2},
+        "conversions": {"received": 0},
+        "auto_advance": {
+            "enabled": True,
+            "next_action": "wait",
+            "group": "group-3",
+            "why": "the last change to bake",
+        },
+    }
+    assert status_lines(doc)[-1] == "auto-advance: next wait group-3: the last change to bake"

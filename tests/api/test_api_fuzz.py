@@ -70,6 +70,8 @@ OPERATIONS = [
     ("POST", "/conversions/{conversion_id}/requeue"),
     ("GET", "/tenants"),
     ("GET", "/tenants/{tenant_id}/route"),
+    ("GET", "/gates"),
+    ("GET", "/shadow"),
     ("GET", "/"),
 ]
 
@@ -101,6 +103,7 @@ WITH_INPUT = {
     ("GET", "/conversions/{conversion_id}"),
     ("POST", "/conversions/{conversion_id}/requeue"),
     ("GET", "/tenants/{tenant_id}/route"),
+    ("GET", "/shadow"),
 }
 CASES = [(m, p, GenerationMode.POSITIVE) for m, p in OPERATIONS] + [
     (m, p, GenerationMode.NEGATIVE) for m, p in OPERATIONS if (m, p) in WITH_INPUT

@@ -61,11 +61,9 @@ async def test_a_repeated_id_is_a_duplicate_never_a_second_conversion(service: S
     """Within one request the first occurrence wins; against the ledger the recorded one stays."""
     async with client(create_app(service, None)) as c:
         first = await c.post(
-            "/conversions", content=body(item("x", 1), item("y", 2), item("x", 3)), headers=JSON
+            "/conversions", content=body(item("x", 1), item("y", 2), item("x", 1)), headers=JSON
         )
-        again = await c.post(
-            "/conversions", content=body(item("y", 9, params={"other": "1"}), item("z", 4)), headers=JSON
-        )
+        again = await c.post("/conversions", content=body(item("y", 2), item("z", 4)), headers=JSON)
     assert first.json() == {"accepted": ["x", "y"], "duplicates": ["x"]}
     assert again.json() == {"accepted": ["z"], "duplicates": ["y"]}
     assert total(service.ledger) == 3
@@ -74,6 +72,40 @@ async def test_a_repeated_id_is_a_duplicate_never_a_second_conversion(service: S
     assert recorded_x.tenant_id == 1
     assert recorded_y is not None
     assert (recorded_y.tenant_id, recorded_y.params) == (2, {})
+
+
+@pytest.mark.parametrize(
+    ("items", "says"),
+    [
+        (
+            (item("y", 9), item("n-1", 4)),
+            "conversion 'y' was already sent with other content (tenant_id is 2 there and 9 here)",
+        ),
+        (
+            (item("n-1", 4), item("y", 2, params={"report": "weekly"})),
+            "params['report'] is absent there and 'weekly' here",
+        ),
+        (
+            (item("n-1", 4), item("n-1", 5)),
+            "conversion 'n-1' was already sent with other content (tenant_id is 4 there and 5 here)",
+        ),
+    ],
+)
+async def test_an_id_sent_again_with_other_content_is_409_naming_it_and_records_nothing(
+    service: Service, items: tuple[dict[str, Any], ...], says: str
+) -> None:
+    """Same id, same content: a duplicate. Same id, other content: a conflict, and nothing stored."""
+    async with client(create_app(service, None)) as c:
+        assert (await c.post("/conversions", content=body(item("y", 2)), headers=JSON)).status_code == 202
+        r = await c.post("/conversions", content=body(*items), headers=JSON)
+    assert r.status_code == 409
+    assert r.json()["error"]["code"] == "conflict"
+    assert says in r.json()["error"]["message"]
+    assert total(service.ledger) == 1
+    assert service.ledger.get("n-1") is None
+    recorded = service.ledger.get("y")
+    assert recorded is not None
+    assert (recorded.tenant_id, recorded.params) == (2, {})
 
 
 async def test_an_empty_batch_is_accepted_and_changes_nothing(service: Service) -> None:

@@ -124,7 +124,8 @@ def test_ten_thousand_new_path_conversions_in_one_cycle_cost_one_submit_job(
         ledger=ledger,
         flags=MigratedTenants(3),
         backends={Path.NEW: make_backend()},
-        config=CycleConfig(budget=20, max_claims=20_000),
+        # One dispatch may carry all 10,000 (CUTOVER_MAX_BATCH_ITEMS; the default is 1,000).
+        config=CycleConfig(budget=20, max_claims=20_000, max_batch_items=10_000),
         clock=clock,
     )
     ledger.accept([ConversionRequest(f"conv-{i:05d}", 3) for i in range(10_000)], clock())

@@ -362,3 +362,44 @@ def test_a_working_builds_results_are_listed_now_and_then_and_once_more_at_its_e
     states = backend.poll(refs)
     assert {s.status for s in states.values()} == {JobStatus.SUCCEEDED}
     assert aws.calls.count("ListObjectsV2") == 2
+
+
+def test_a_working_build_whose_manifest_cannot_be_read_is_still_seen_working(
+    aws: World, make_backend: Callable[..., CodeBuildBackend]
+) -> None:
+    """CodeBuild reports the build IN_PROGRESS; its manifest is out of reach (the manifest bucket
+    setting changed since it started). The build is still at work, so its conversions are not
+    UNKNOWN (which would in time fail them over and run them a second time beside it), and it
+    holds its threads of the budget."""
+    from controller.plumbing.aws import ManifestStore, Retrier
+
+    refs = make_backend().submit(DispatchBatch("Lmoved", Path.LEGACY, items(4), 3))
+    aws.set_build(refs[0].job_id, "IN_PROGRESS", phase="BUILD")
+    aws.client("s3", hooked=False).create_bucket(Bucket="cutover-manifests-2")
+    moved = CodeBuildBackend(
+        aws.client("codebuild"),
+        ManifestStore(aws.client("s3"), "cutover-manifests-2", "manifests/", Retrier()),
+        project=PROJECT,
+    )
+    states = moved.poll(refs)
+    assert {s.status for s in states.values()} == {JobStatus.RUNNING}
+    assert moved.in_use() == 3
+    aws.set_build(refs[0].job_id, "SUCCEEDED", phase="COMPLETED")
+    ended = moved.poll(refs)
+    assert {s.status for s in ended.values()} == {JobStatus.UNKNOWN}  # its results are out of reach
+    assert moved.in_use() == 0
+
+
+def test_a_build_asked_to_stop_again_later_is_stopped_again(
+    aws: World, make_backend: Callable[..., CodeBuildBackend], clock: Clock
+) -> None:
+    """A stray build is stopped until it is seen stopped: a later cancel sends StopBuild again
+    (the first may have been throttled, or not taken)."""
+    backend = make_backend()
+    refs = backend.submit(DispatchBatch("Lagain", Path.LEGACY, items(2), 2))
+    aws.set_build(refs[0].job_id, "IN_PROGRESS", phase="BUILD")
+    backend.cancel(refs[0])
+    aws.set_build(refs[0].job_id, "IN_PROGRESS", phase="BUILD")  # it did not take
+    clock.now += 30
+    backend.cancel(refs[0])
+    assert [p["id"] for p in aws.calls.params("StopBuild")] == [refs[0].job_id] * 2

@@ -16,10 +16,9 @@ import pytest
 from botocore.awsrequest import AWSResponse
 
 from controller.core.domain import ConversionRecord, ConversionRequest, ConversionState, Path
-from controller.core.errors import ConflictError, NotFoundError
+from controller.core.errors import ConflictError, LedgerError, NotFoundError
 from controller.core.ports import Claim, Dispatched, Finish, Ledger
-from controller.ledger import dynamodb_schema as schema
-from controller.ledger.dynamodb import DynamoDBLedger, create_table
+from controller.ledger.dynamodb import DynamoDBLedger, create_table, schema
 from controller.ledger.sqlite import SQLiteLedger
 from controller.plumbing.aws import Backoff, Retrier
 from flags.snapshot import FlagSnapshot
@@ -300,7 +299,10 @@ def _history(ledger: Ledger, seed: int) -> list[Any]:
         )
         if op == "accept":
             batch = rng.sample(ids, 5)
-            answers.append(ledger.accept([request(c, rng.randint(1, 3)) for c in batch + batch[:1]], now))
+            try:
+                answers.append(ledger.accept([request(c, rng.randint(1, 3)) for c in batch + batch[:1]], now))
+            except ConflictError as exc:  # an id known with another tenant: refused whole, the same way
+                answers.append(str(exc))
         elif op == "claim":
             batch = [r.request for r in ledger.unclaimed(4)] + [request(rng.choice(ids), 2)]
             answers.append(
@@ -436,6 +438,25 @@ def test_a_transaction_conflict_is_retried_with_backoff(world: World, waits: lis
     assert len(waits) == 2
     assert world.calls.count("TransactWriteItems") == 3
     assert ledger.counts().path_state(Path.NEW, S.CLAIMED) == 1
+
+
+def test_a_transaction_cancelled_for_another_reason_fails_at_once(world: World, waits: list[float]) -> None:
+    """A cancellation reason that is neither a refusing condition nor contention (here a validation
+    error) is a LedgerError naming it, without a retry, and the claim is not recorded."""
+    client = world.client("dynamodb")
+    create_table(client, TABLE)
+    ledger = DynamoDBLedger(client, TABLE, retrier=Retrier(sleep=waits.append))
+    ledger.accept([request("a")], 0.5)
+    world.calls.clear()
+    client.meta.events.register(
+        "before-send.dynamodb.TransactWriteItems",
+        lambda **_: _cancelled(["ValidationError", "None", "None"]),
+    )
+    with pytest.raises(LedgerError, match=r"transaction refused \(ValidationError\)"):
+        ledger.claim([claim("a", Path.NEW)], 1.0)
+    assert world.calls.count("TransactWriteItems") == 1
+    assert waits == []
+    assert ledger.get("a").state is S.RECEIVED
 
 
 def test_flag_and_leases_are_items_of_their_own(dynamo_ledger: DynamoDBLedger) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from controller.core.domain import ConversionRecord, ConversionState, Path
+from controller.core.gates import Baseline, GateReport, GateVerdict, GroupGate, PathEvidence, combine
 from controller.engine.notify import Signals
 from controller.engine.notify_aws import METRICS_PER_CALL, CloudWatchMetrics, SNSNotifier
 from controller.plumbing.aws import Retrier
@@ -214,3 +215,51 @@ def test_a_topic_that_cannot_be_reached_is_logged_not_raised(
     with caplog.at_level(logging.WARNING, logger="cutover.notify"):
         notifier.publish("subject", "body")
     assert [r.message for r in caplog.records] == ["notify.failed"]
+
+
+def _gate(**verdicts: GateVerdict) -> GateReport:
+    groups = tuple(
+        GroupGate(
+            name, 1, 1, 0.0, NOW, None, PathEvidence(), PathEvidence(), Baseline.NONE, (), v, (f"{name} why",)
+        )
+        for name, v in verdicts.items()
+    )
+    return GateReport(NOW, None, groups, combine(g.verdict for g in groups), ())
+
+
+def test_gate_verdicts_go_to_cloudwatch_and_every_change_and_action_is_announced(
+    world: World, inbox: Inbox
+) -> None:
+    """GateFailing per group (dimension Group) and for any group (no dimension), which the Terraform
+    alarm watches; a message when a group's verdict changes (not for the first one seen), and for
+    automatic actions, summarised once they storm."""
+    clock = Clock()
+    signals = signals_for(world, inbox, clock, burst=2, window_seconds=300.0)
+    signals.gates_judged(_gate(g1=GateVerdict.PASS, g2=GateVerdict.INCONCLUSIVE))
+    signals.tick(clock.now)
+    assert inbox.messages() == []
+    cloudwatch = world.client("cloudwatch", hooked=False)
+    assert _sums(cloudwatch, "GateFailing", [{"Name": "Group", "Value": "g1"}]) == [0.0]
+    clock.now += 60
+    signals.gates_judged(_gate(g1=GateVerdict.PASS, g2=GateVerdict.FAIL))
+    signals.tick(clock.now)
+    (change,) = inbox.messages()
+    assert change["Subject"] == "cutover: gate of g2 inconclusive -> fail"
+    assert "g2 why" in change["Message"]
+    assert _sums(cloudwatch, "GateFailing", [{"Name": "Group", "Value": "g2"}]) == [0.0, 1.0]
+    overall = [  # moto sums every dimension set when asked for none, so read what was sent
+        d["Value"]
+        for p in world.calls.params("PutMetricData")
+        for d in p["MetricData"]
+        if d["MetricName"] == "GateFailing" and not d.get("Dimensions")
+    ]
+    assert overall == [0.0, 1.0]
+    for i in range(4):
+        signals.announce(f"cutover-auto: action {i}", "body")
+    signals.tick(clock.now)
+    assert [m["Subject"] for m in inbox.messages()] == ["cutover-auto: action 0"]
+    clock.now += 300
+    signals.tick(clock.now)
+    (summary,) = inbox.messages()
+    assert summary["Subject"] == "cutover: 3 more rollout messages in 5 min"
+    assert "cutover-auto: action 3" in summary["Message"]

@@ -107,6 +107,8 @@ SPECIFIC: dict[str, list[str]] = {
         "https://sqs.eu-west-1.amazonaws.com/my-queue",
     ],
     "finder_sql_url": ["host=db user=app", "not a url", "postgresql://app:hunter2 @db/cutover"],
+    "shadow_comparator": ["controller.shadow.xlsx", "not a module:compare", "/path/to/compare.py:compare"],
+    "shadow_quarantine": ["s3://", "s3://Bad_Bucket/q/"],
 }
 
 # Well-formed values the process cannot use, found only when it starts (``{blocker}`` is a file).
@@ -297,3 +299,16 @@ def test_run_stops_at_start_with_one_line_naming_the_variable(case: Case, tmp_pa
     assert "Traceback" not in err
     assert not _listening(port)
     assert re.fullmatch(r"\s*", out)
+
+
+def test_finished_records_outlive_every_resend_of_their_id() -> None:
+    """DynamoDB's TTL forgets a finished conversion after the retention; an id sent again after
+    that would be a second conversion. SQS redelivers a message for up to 14 days, so a shorter
+    retention is refused at start, naming the variable."""
+    from pydantic import ValidationError
+
+    from controller.settings import Settings
+
+    with pytest.raises(ValidationError, match="ledger_retention_days"):
+        Settings(ledger_retention_days=13.9)
+    assert Settings(ledger_retention_days=14).ledger_retention_days == 14

@@ -75,3 +75,48 @@ def test_one_minute_of_chaos_loses_and_duplicates_nothing_within_the_budget(tmp_
     assert doc["conversions"] == doc["succeeded"] + doc["failed"]
     assert doc["outputs"] == doc["succeeded"]
     assert doc["conversions"] > 100
+
+
+@pytest.mark.slow
+def test_chaos_on_the_aws_paths_with_aws_faults_loses_and_duplicates_nothing_within_the_budget(tmp_path):
+    """The same chaos on CodeBuild and Batch over a moto server, every AWS call of the replicas
+    through the fault layer (throttling, 5xx, slow and lost answers, lagging listings), a player
+    doing the jobs' work: judged from the player's record of what was really worked."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "chaos.py"),
+            "--backend",
+            "aws",
+            "--aws-fault-rate",
+            "2",
+            "--seconds",
+            "30",
+            "--kill-every",
+            "8",
+            "--flag-every",
+            "3",
+            "--fault-rate",
+            "0.05",
+            "--keep",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=900,
+        check=False,
+    )
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, proc.stdout + proc.stderr
+    doc = json.loads(lines[0])
+    assert proc.returncode == 0, doc
+    assert doc["ok"] is True
+    assert (doc["duplicates"], doc["lost"], doc["wrong_path"]) == (0, 0, 0)
+    assert 0 < doc["max_in_flight"] <= doc["budget"]
+    assert doc["kills"] >= 2
+    assert doc["flag_versions"] >= 3
+    assert sum(doc["aws_faults_injected"].values()) >= 5
+    assert doc["conversions"] == doc["succeeded"] + doc["failed"]
+    assert doc["outputs"] == doc["succeeded"]
+    assert doc["conversions"] > 50

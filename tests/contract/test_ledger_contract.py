@@ -6,7 +6,8 @@ import pytest
 
 from controller.core.domain import ConversionRequest, ConversionState, Path
 from controller.core.errors import ConflictError, NotFoundError
-from controller.core.ports import Claim, Dispatched, Finish, Route
+from controller.core.ports import Claim, Dispatched, Finish, FinishedConversion, Route
+from controller.core.requeue import requeued
 from controller.engine.claims import batch_claims
 from flags.snapshot import FlagSnapshot
 
@@ -34,7 +35,7 @@ def dispatch(ledger, cid: str, job: str = "job-1", now: float = 20.0):
 
 def test_accept_is_idempotent_and_reports_duplicates(ledger):
     first = ledger.accept([req("a"), req("b", 2, report="x")], 1.0)
-    again = ledger.accept([req("b"), req("c")], 2.0)
+    again = ledger.accept([req("b", 2, report="x"), req("c")], 2.0)  # "b" sent again as it was
     assert first.accepted == ["a", "b"]
     assert first.duplicates == []
     assert again.accepted == ["c"]
@@ -67,6 +68,32 @@ def test_first_claim_wins_and_later_claims_see_the_owner(ledger):
         "listed",
         5.0,
     )
+
+
+@pytest.mark.parametrize(
+    ("again", "names"),
+    [
+        (req("b", 3, report="x"), "tenant_id is 2 there and 3 here"),
+        (req("b", 2, report="y"), "params['report'] is 'x' there and 'y' here"),
+        (req("b", 2), "params['report'] is 'x' there and absent here"),
+    ],
+)
+def test_an_id_sent_again_with_other_content_is_a_conflict_and_records_nothing(ledger, again, names):
+    ledger.accept([req("b", 2, report="x")], 1.0)
+    with pytest.raises(ConflictError, match="conversion 'b' was already sent with other content") as refused:
+        ledger.accept([req("new-1"), again, req("new-2")], 2.0)
+    assert names in str(refused.value)
+    assert ledger.get("new-1") is None
+    assert ledger.get("new-2") is None
+    b = ledger.get("b")
+    assert (b.tenant_id, b.params, b.received_at) == (2, {"report": "x"}, 1.0)
+
+
+def test_an_id_twice_in_one_batch_with_other_content_is_a_conflict_too(ledger):
+    with pytest.raises(ConflictError, match="tenant_id is 1 there and 2 here"):
+        ledger.accept([req("n"), req("dup", 1), req("dup", 2)], 1.0)
+    assert ledger.get("n") is None
+    assert ledger.get("dup") is None
 
 
 def test_claim_of_a_request_never_accepted_creates_it(ledger):
@@ -221,6 +248,22 @@ def test_requeue_only_from_failed(ledger):
     assert ledger.get("q").path is Path.LEGACY
 
 
+def test_requeue_stores_the_reset_the_core_defines(ledger):
+    """Both ledgers hold, and answer, exactly what ``requeued`` makes of the failed record, and the
+    counters move with it."""
+    ledger.accept([req("r", 3, form="all")], 1.0)
+    claim(ledger, "r")
+    record = dispatch(ledger, "r")
+    ledger.mark_finished([Finish("r", record.fence, S.FAILED, "boom")], 30.0)
+    failed = ledger.get("r")
+    freed = ledger.requeue("r", 40.0)
+    assert freed == requeued(failed, 40.0)
+    assert ledger.get("r") == freed
+    counts = ledger.counts()
+    assert (counts.state(S.FAILED), counts.state(S.RECEIVED)) == (0, 1)
+    assert counts.path_state(Path.NEW, S.FAILED) == 0
+
+
 def test_counts_follow_every_transition(ledger):
     ledger.accept([req(f"n{i}") for i in range(4)], 1.0)
     claim(ledger, "n0", Path.NEW)
@@ -280,6 +323,44 @@ def test_tenant_activity_counts_conversions_received_since_a_time(ledger):
     assert ledger.tenant_activity(150.0) == {1: 2, 2: 1, 3: 1}
     assert ledger.tenant_activity(250.0) == {3: 1}
     assert ledger.tenant_activity(400.0) == {}
+
+
+def test_finished_since_gives_the_gates_their_evidence(ledger):
+    """Finished conversions on both paths with tenant, attempts, claim time, dispatch-to-outcome
+    seconds and the job's own run time when it gave one; conversions still at work and those
+    finished before ``since`` are left out."""
+    ledger.accept([req("ok", 1), req("bad", 2), req("again", 3), req("busy", 4), req("early", 5)], 1.0)
+    claim(ledger, "ok", Path.NEW, now=10.0)
+    claim(ledger, "bad", Path.LEGACY, now=11.0)
+    claim(ledger, "again", Path.NEW, now=12.0)
+    claim(ledger, "busy", Path.NEW, now=13.0)
+    claim(ledger, "early", Path.LEGACY, now=14.0)
+    done = {cid: dispatch(ledger, cid, f"job-{cid}", 20.0) for cid in ("ok", "bad", "again", "busy", "early")}
+    ledger.mark_finished([Finish("early", done["early"].fence, S.SUCCEEDED)], 25.0)
+    ledger.mark_finished([Finish("ok", done["ok"].fence, S.SUCCEEDED, "out.xlsx", 21.5)], 50.0)
+    ledger.mark_finished([Finish("bad", done["bad"].fence, S.FAILED, "boom")], 52.0)
+    assert ledger.resubmit("again", done["again"].fence, "attempt 1 failed", 30.0)
+    second = dispatch(ledger, "again", "job-again-2", 40.0)
+    ledger.mark_finished([Finish("again", second.fence, S.SUCCEEDED)], 55.0)
+    rows = sorted(ledger.finished_since(30.0), key=lambda r: r.tenant_id)
+    assert rows == [
+        FinishedConversion(1, Path.NEW, S.SUCCEEDED, 1, 10.0, 50.0, 30.0, 21.5),
+        FinishedConversion(2, Path.LEGACY, S.FAILED, 1, 11.0, 52.0, 32.0),
+        FinishedConversion(3, Path.NEW, S.SUCCEEDED, 2, 12.0, 55.0, 15.0),
+    ]
+    assert {r.tenant_id for r in ledger.finished_since(0.0)} == {1, 2, 3, 5}
+    assert ledger.finished_since(60.0) == []
+    assert (ledger.get("ok").work_seconds, ledger.get("bad").work_seconds) == (21.5, None)
+
+
+def test_requeue_forgets_the_run_time_of_the_failed_attempt(ledger):
+    ledger.accept([req("w")], 1.0)
+    claim(ledger, "w")
+    record = dispatch(ledger, "w")
+    ledger.mark_finished([Finish("w", record.fence, S.FAILED, "boom", 4.0)], 30.0)
+    assert ledger.get("w").work_seconds == 4.0
+    assert ledger.requeue("w", 40.0).work_seconds is None
+    assert ledger.get("w").work_seconds is None
 
 
 def test_last_known_good_flag_round_trips(ledger):

@@ -99,6 +99,9 @@ def test_route_rejects_a_bad_tenant_id(tmp_path):
 
 
 def test_requeue_of_an_unknown_conversion_is_one_error_line(tmp_path):
+    from controller.ledger.sqlite import SQLiteLedger
+
+    SQLiteLedger(tmp_path / "cutover.db").close()  # the ledger exists; the conversion does not
     proc = cutover("requeue", "nope", cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "cutover: error: conversion 'nope' is not in the ledger"

@@ -118,6 +118,7 @@ def test_a_version_written_meanwhile_is_not_overwritten(aws: AppConfigStubs, clo
 
 def test_guard_rails_refuse_before_anything_is_written(aws: AppConfigStubs, clock: FakeClock) -> None:
     in_force_v3(aws)
+    aws.versions(1, 2, 3)  # read for tenants held back
     with pytest.raises(InputError, match="over the limit of 2"):
         ops.advance(aws.store, PLAN, to_group="group-2", max_add=2, op=operator(clock, []))
     assert "CreateHostedConfigurationVersion" not in aws.sent
@@ -127,6 +128,7 @@ def test_a_gradual_strategy_is_warned_about_and_no_wait_returns_at_once(clock: F
     aws = AppConfigStubs(strategy="AppConfig.Linear50PercentEvery30Seconds")
     with aws.stub:
         in_force_v3(aws)
+        aws.versions(1, 2, 3)
         aws.stub.add_response(
             "get_deployment_strategy",
             {
@@ -138,7 +140,6 @@ def test_a_gradual_strategy_is_warned_about_and_no_wait_returns_at_once(clock: F
             },
             {"DeploymentStrategyId": "AppConfig.Linear50PercentEvery30Seconds"},
         )
-        aws.versions(1, 2, 3)
         aws.created(4, latest=3)
         aws.started(8, 4, strategy="AppConfig.Linear50PercentEvery30Seconds")
         result = ops.advance(

@@ -161,3 +161,51 @@ def test_multi_variant_flags_in_ion_are_rejected(data: Data) -> None:
     data.poll(data.session(), b"{migrated_tenants:{}}", ContentType="application/ion")
     with pytest.raises(FlagInvalidError, match="Amazon Ion"):
         data.source.fetch()
+
+
+class BrokenStream:
+    """A response body whose connection drops while it is read."""
+
+    def read(self, *args: Any) -> bytes:
+        from urllib3.exceptions import ProtocolError
+
+        raise ProtocolError("Connection broken: IncompleteRead(0 bytes read, 40 more expected)")
+
+    def close(self) -> None:
+        return None
+
+
+def test_a_body_lost_in_transit_is_read_again_from_a_new_session_and_never_lost(
+    data: Data, clock: FakeClock
+) -> None:
+    """The poll that carried a new version broke while its body was read: its token was spent, so
+    the next poll must not ask "anything new since?" with it (the answer would be "unchanged" for
+    good); a new session hands over the whole configuration, and the new version is applied."""
+    from flags.lkg import LastKnownGood
+    from flags.snapshot import FlagState
+    from tests.flags.test_flag_last_known_good import MemoryStore
+
+    lkg = LastKnownGood(data.source, MemoryStore(), clock)
+    token = data.poll(data.session(), flag(1), interval=15)
+    assert lkg.read().snapshot.tenant_ids == {1}  # type: ignore[union-attr]
+    clock.advance(16)
+    data.stub.add_response(
+        "get_latest_configuration",
+        {
+            "NextPollConfigurationToken": "spent-with-the-broken-answer",
+            "NextPollIntervalInSeconds": 15,
+            "ContentType": "application/json",
+            "Configuration": StreamingBody(BrokenStream(), 40),  # type: ignore[arg-type]
+        },
+        {"ConfigurationToken": token},
+    )
+    broken = lkg.read()
+    assert broken.state is FlagState.UNAVAILABLE
+    assert broken.snapshot is not None
+    assert broken.snapshot.tenant_ids == {1}
+    clock.advance(16)
+    data.poll(data.session(), flag(1, 2))
+    fixed = lkg.read()
+    assert fixed.state is FlagState.OK
+    assert fixed.snapshot is not None
+    assert fixed.snapshot.tenant_ids == {1, 2}

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from controller.cli import main as cli
+from controller.cli import app as cli
 from controller.core.domain import ConversionRequest
 from controller.ledger.sqlite import SQLiteLedger
 
@@ -63,7 +63,8 @@ def test_a_rollout_from_the_command_line(env: dict[str, str]) -> None:
     assert run(env, "show")["version"] is None
     one = run(env, "advance", "--to-group", "group-1")
     assert (one["version"], one["added"], one["deployment"]["state"]) == (1, 4, "COMPLETE")
-    two = run(env, "advance", "--to-group", "group-2", "--note", "quiet week")
+    # group-1 has no finished conversions to judge yet, so the gate holds group-2 back unless forced.
+    two = run(env, "advance", "--to-group", "group-2", "--note", "quiet week", "--force", "--reason", "test")
     assert (two["version"], two["added"], two["tenant_count"]) == (2, 4, 8)
     shown = run(env, "show")
     assert (shown["version"], shown["enabled"], shown["tenant_count"]) == (2, True, 8)

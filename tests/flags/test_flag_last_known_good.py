@@ -243,3 +243,179 @@ def test_a_misbehaving_agent_is_a_typed_failure_within_the_timeout_and_the_last_
     assert store.saved == good.snapshot
     # A generous bound for a loaded machine, far below what waiting for the answer would take.
     assert took < (AGENT_CONNECT_TIMEOUT + AGENT_READ_TIMEOUT) * 3 + 2
+
+
+@pytest.mark.parametrize(
+    "record", ["{not json", '{"version": "3"}', '["a", "list"]', '{"version": 1, "enabled": "x"}']
+)
+def test_an_unreadable_persisted_record_is_kept_aside_and_never_stops_routing(
+    tmp_path: FsPath, record: str
+) -> None:
+    """A corrupt last-known-good record is reported and kept aside for inspection; routing goes on
+    by the valid current flag, and with no source at all it falls back as if none was ever read."""
+    import sqlite3
+
+    ledger = SQLiteLedger(tmp_path / "l.db")
+    with sqlite3.connect(tmp_path / "l.db") as db:
+        db.execute("INSERT INTO kv (key, value, updated_at) VALUES ('flag:last_known_good', ?, 0)", (record,))
+    aside: list[str] = []
+    clock = FakeClock()
+    flag_file = tmp_path / "flags.json"
+    lkg = LastKnownGood(
+        FileFlagSource(flag_file, "migrated_tenants", clock), ledger, clock, keep_aside=aside.append
+    )
+    missing = lkg.read()
+    assert missing.snapshot is None
+    assert missing.state is FlagState.UNAVAILABLE
+    assert "persisted last-known-good flag is unreadable" in missing.problem
+    assert aside == [record]
+    assert basis(missing, cycle_config(Settings()).routing).hold is False  # the legacy fallback
+    flag_file.write_text(json.dumps({"migrated_tenants": {"enabled": True, "tenant_ids": [5]}}))
+    clock.advance(1)
+    fresh = lkg.read()
+    assert fresh.state is FlagState.OK
+    assert fresh.snapshot is not None
+    assert decide(5, fresh.snapshot, cycle_config(Settings()).routing).path is Path.NEW
+    reloaded = ledger.load_flag()
+    assert reloaded is not None
+    assert reloaded.tenant_ids == {5}
+    ledger.close()
+
+
+def test_an_unreadable_persisted_record_is_a_typed_error_for_its_readers(tmp_path: FsPath) -> None:
+    """Readers that load the record directly (readiness before the first cycle) get a
+    ``FlagInvalidError`` naming the record, which they answer as not ready (503), not a crash."""
+    import sqlite3
+
+    from controller.core.errors import FlagInvalidError
+
+    ledger = SQLiteLedger(tmp_path / "l.db")
+    with sqlite3.connect(tmp_path / "l.db") as db:
+        db.execute("INSERT INTO kv (key, value, updated_at) VALUES ('flag:last_known_good', '{', 0)")
+    with pytest.raises(FlagInvalidError, match="persisted last-known-good flag is unreadable"):
+        ledger.load_flag()
+    ledger.close()
+
+
+def test_a_service_with_an_unreadable_record_is_not_ready_then_routes_and_keeps_the_record(
+    tmp_path: FsPath,
+) -> None:
+    """Wired as ``cutover run`` wires it: before the first cycle /readyz's check answers "not ready"
+    with the reason (it used to raise); the cycle then runs by the valid flag, and the corrupt
+    record is kept under its own key for inspection."""
+    import sqlite3
+
+    from controller.api.readmodel import ReadModel
+    from controller.api.tenants import PlanFile
+    from controller.bootstrap import UNREADABLE_FLAG_KEY, build
+
+    db = tmp_path / "l.db"
+    SQLiteLedger(db).close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("INSERT INTO kv (key, value, updated_at) VALUES ('flag:last_known_good', 'garbage', 0)")
+    flag_file = tmp_path / "flags.json"
+    flag_file.write_text(json.dumps({"migrated_tenants": {"enabled": True, "tenant_ids": [5]}}))
+    cfg = Settings(
+        ledger=f"sqlite:///{db}",
+        flag_file=str(flag_file),
+        local_state_dir=str(tmp_path / "state"),
+        output_dir=str(tmp_path / "out"),
+    )
+    service = build(cfg)
+    views = ReadModel(service, PlanFile(None))
+    try:
+        ready, reason = views.readiness(time.time(), probe=True)
+        assert not ready
+        assert "last-known-good flag is unreadable" in reason
+        report = service.controller.run_cycle()
+        assert report.flag.state is FlagState.OK
+        assert views.readiness(time.time(), probe=True)[0]
+        assert service.ledger.get_value(UNREADABLE_FLAG_KEY) == "garbage"
+    finally:
+        service.close()
+
+
+class FlakyStore(MemoryStore):
+    """A flag store whose next ``fails`` writes are refused, as a throttled ledger refuses them."""
+
+    def __init__(self, fails: int) -> None:
+        super().__init__()
+        self.fails = fails
+
+    def save_flag(self, snapshot: FlagSnapshot) -> None:
+        from controller.core.errors import LedgerError
+
+        if self.fails > 0:
+            self.fails -= 1
+            raise LedgerError("save_flag: ProvisionedThroughputExceededException")
+        super().save_flag(snapshot)
+
+
+def test_a_change_is_announced_and_routed_by_even_when_persisting_it_failed_once(tmp_path: FsPath) -> None:
+    """Persisting a new version failed once: the change is still announced (once) and routed by,
+    and the write is tried again on the next read until it holds."""
+    from flags.lkg import FlagChange
+
+    flag_file = tmp_path / "flags.json"
+    clock = FakeClock()
+    store = FlakyStore(fails=0)
+    changes: list[FlagChange] = []
+    lkg = LastKnownGood(
+        FileFlagSource(flag_file, "migrated_tenants", clock), store, clock, on_change=changes.append
+    )
+    flag_file.write_text(json.dumps({"migrated_tenants": {"enabled": True, "tenant_ids": [1]}}))
+    assert lkg.read().state is FlagState.OK
+    flag_file.write_text(json.dumps({"migrated_tenants": {"enabled": True, "tenant_ids": [1, 2]}}))
+    store.fails = 1
+    clock.advance(1)
+    status = lkg.read()
+    assert status.snapshot is not None
+    assert status.snapshot.tenant_ids == {1, 2}
+    assert "not persisted" in status.problem
+    assert [c.added for c in changes] == [frozenset({1}), frozenset({2})]
+    clock.advance(1)
+    assert lkg.read().problem == ""
+    assert store.saved is not None
+    assert store.saved.tenant_ids == {1, 2}
+    assert len(changes) == 2
+
+
+class StaticSource:
+    """A flag source that serves what it was last told to (an agent that may lag)."""
+
+    name = "static"
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.ids: list[int] = []
+        self.version = "1"
+
+    def fetch(self) -> FlagSnapshot:
+        return FlagSnapshot(self.version, True, frozenset(self.ids), "static", self.clock())
+
+
+def test_a_replica_whose_agent_lags_never_writes_its_older_flag_over_a_newer_one() -> None:
+    """Replica A's agent has version 2, replica B's still serves version 1 (a gradual deployment,
+    an agent that polls late). B's periodic refresh of the persisted flag must not put version 1
+    back over the version 2 A persisted: a restarted replica whose agent is down would route by it."""
+    clock = FakeClock()
+    store = MemoryStore()
+    a_source, b_source = StaticSource(clock), StaticSource(clock)
+    a = LastKnownGood(a_source, store, clock, persist_every_seconds=60)
+    b = LastKnownGood(b_source, store, clock, persist_every_seconds=60)
+    a.read()
+    b.read()
+    a_source.version, a_source.ids = "2", [7]
+    clock.advance(1)
+    a.read()
+    assert store.saved is not None
+    assert store.saved.version == "2"
+    for _ in range(5):
+        clock.advance(61)
+        b.read()  # still version 1: its refresh is due, but someone persisted another version since
+        assert store.saved.version == "2"
+    b_source.version, b_source.ids = "2", [7]
+    clock.advance(61)
+    b.read()
+    a.read()
+    assert store.saved.version == "2"

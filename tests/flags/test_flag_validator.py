@@ -69,9 +69,15 @@ def test_without_an_environment_only_the_document_is_checked(monkeypatch: pytest
 
 def test_an_advance_within_the_limit_passes_reading_only_what_the_role_allows(aws: AppConfigStubs) -> None:
     in_force(aws)
+    aws.versions(4, 5)  # the history, for tenants held back
     assert handler(event(document(1, 2, 3, 4, 5)), client=aws.client)["valid"]
     # The ids come with the event: no GetApplication or ListConfigurationProfiles needed.
-    assert set(aws.sent) == {"GetEnvironment", "ListDeployments", "GetHostedConfigurationVersion"}
+    assert set(aws.sent) == {
+        "GetEnvironment",
+        "ListDeployments",
+        "GetHostedConfigurationVersion",
+        "ListHostedConfigurationVersions",
+    }
 
 
 def test_too_many_tenants_at_once_is_rejected(aws: AppConfigStubs) -> None:

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from controller.core.domain import ConversionRequest, ConversionState, Path
+from controller.core.domain import ConversionRequest, ConversionState, JobStatus, Path
 from controller.core.routing import FallbackPolicy, RoutingPolicy
 from controller.core.transitions import RetryPolicy
 from controller.engine.claims import ClaimsByRecord
@@ -260,3 +260,223 @@ def test_a_ledger_without_the_batch_port_is_routed_and_logged_alike(tmp_path, ca
     assert [line[0] for line in lines] == [f"c{i}" for i in range(40)]
     assert owners[3][:3] == (Path.LEGACY, "v1", "tenant not listed in flag v1")
     assert owners[33][:3] == (Path.NEW, "v2", "tenant listed in flag v2")
+
+
+def test_no_dispatch_carries_more_than_the_batch_item_limit(sqlite_ledger, clock):
+    """``CUTOVER_MAX_BATCH_ITEMS`` bounds every dispatch (a manifest, an array job); the claims
+    limit only bounds how many conversions one cycle routes."""
+    flags = FakeFlags.none()
+    flags.publish("v1", {1, 2, 3, 4, 5})
+    controller, world, legacy, new = make(
+        sqlite_ledger, clock, flags, budget=50, ticks=1, max_claims=20_000, max_batch_items=40
+    )
+    submit(sqlite_ledger, clock, range(300))
+    run_until_done(controller, world, clock, sqlite_ledger)
+    sizes = [len(b.items) for b in legacy.submits + new.submits]
+    assert sizes
+    assert max(sizes) <= 40
+    assert sum(sizes) == 300
+
+
+@pytest.mark.parametrize("failing", ["legacy", "new"])
+def test_a_failed_status_poll_never_lets_the_budget_be_exceeded(sqlite_ledger, clock, failing):
+    """Budget 4, a legacy build of 4 threads at work. The next status poll of one path is throttled:
+    the backends know only what their last poll told them (the build's 4 threads were never seen,
+    or the new path's jobs), so the cycle must not take 0 for that path and hand out the whole
+    budget again (8 at work against 4)."""
+    flags = FakeFlags.none()
+    flags.publish("v1", {1})
+    controller, world, legacy, new = make(sqlite_ledger, clock, flags, budget=4, ticks=50)
+    if failing == "legacy":
+        submit(sqlite_ledger, clock, range(4), tenant=lambda i: 2)  # the old path's
+    else:
+        submit(sqlite_ledger, clock, range(4), tenant=lambda i: 1)  # the new path's
+    controller.run_cycle()  # routed and dispatched; nothing polled yet
+    world.tick()
+    assert world.load() == 4
+    submit(sqlite_ledger, clock, range(100, 108), tenant=lambda i: 1 if failing == "legacy" else 2)
+    (legacy if failing == "legacy" else new).poll_unavailable = True
+    for _ in range(3):
+        clock.advance(1)
+        controller.run_cycle()
+        world.tick()
+        assert world.load() <= 4
+    assert world.peak <= 4
+
+
+def test_one_unreadable_answer_about_a_long_running_job_does_not_resubmit_it(sqlite_ledger, clock):
+    """A job that has been running for longer than the grace period is answered UNKNOWN once (its
+    manifest unreadable, say after the manifest bucket setting changed). What counts is how long
+    it has gone unseen, not how long ago it was dispatched: it must not be failed and run again
+    while it still runs."""
+    flags = FakeFlags.none()
+    flags.publish("v1", {1})
+    controller, world, _, new = make(sqlite_ledger, clock, flags, budget=4, ticks=400)
+    submit(sqlite_ledger, clock, range(1), tenant=lambda i: 1)
+    for _ in range(120):  # two minutes at work, seen running every cycle
+        controller.run_cycle()
+        world.tick()
+        clock.advance(1)
+    new.unknown_once.add("c0")
+    controller.run_cycle()
+    world.tick()
+    clock.advance(1)
+    controller.run_cycle()
+    assert world.executions["c0"] == [Path.NEW]
+    assert sqlite_ledger.get("c0").state is ConversionState.DISPATCHED
+    assert sqlite_ledger.get("c0").attempts == 1
+
+
+def test_a_job_unseen_for_longer_than_the_grace_period_is_failed_over(sqlite_ledger, clock):
+    """The other side of the same rule: a job the backend keeps not knowing is given up once it
+    has gone unseen for the whole grace period, and resubmitted on its path."""
+    flags = FakeFlags.none()
+    flags.publish("v1", {1})
+    controller, world, _, new = make(
+        sqlite_ledger,
+        clock,
+        flags,
+        budget=4,
+        ticks=400,
+        retry=RetryPolicy(resubmits=1, unknown_grace_seconds=30),
+    )
+    submit(sqlite_ledger, clock, range(1), tenant=lambda i: 1)
+    for _ in range(5):
+        controller.run_cycle()
+        world.tick()
+        clock.advance(1)
+    job_id = next(iter(new.jobs))
+    del new.jobs[job_id]  # gone: never seen again
+    for _ in range(29):
+        controller.run_cycle()
+        clock.advance(1)
+        assert sqlite_ledger.get("c0").attempts == 1
+    for _ in range(3):
+        controller.run_cycle()
+        clock.advance(1)
+    assert sqlite_ledger.get("c0").attempts == 2
+
+
+def test_a_stray_job_is_recorded_and_stopped_until_it_is_seen_stopped(sqlite_ledger, clock):
+    """A slow submit came back after another replica had settled its intents (released them: the
+    conversions are to be dispatched afresh). What it started is a stray: it must be recorded
+    durably and stopped until the backend shows it stopped, though the stop calls are throttled
+    and this replica restarts meanwhile; otherwise two jobs hold the same conversion."""
+    from tests.fakes import Tripwire
+
+    flags = FakeFlags.none()
+    flags.publish("v1", {1})
+    world = World(budget=4)
+    new = FakeBackend(Path.NEW, world, ticks=400)
+    new.cancel_stops_running = True
+    wired = Tripwire(new)
+    config = CycleConfig(budget=4, intent_grace_seconds=30)
+
+    def controller() -> Controller:
+        return Controller(
+            ledger=sqlite_ledger, flags=flags, backends={Path.NEW: wired}, config=config, clock=clock
+        )
+
+    def settled_elsewhere() -> None:
+        record = sqlite_ledger.get("c0")
+        sqlite_ledger.release([("c0", record.fence)], clock(), "intent reconciled elsewhere")
+
+    submit(sqlite_ledger, clock, range(1), tenant=lambda i: 1)
+    wired.arm("submit", "after", settled_elsewhere)
+    new.cancel_unavailable = 3  # the first stop calls are throttled
+    first = controller()
+    first.run_cycle()
+    world.tick()
+    (stray,) = list(new.jobs)
+    assert new.jobs[stray].status is not JobStatus.FAILED  # not stopped yet: the stop was throttled
+    restarted = controller()  # the replica restarts: what it knew in memory is gone
+    for _ in range(6):
+        clock.advance(1)
+        restarted.run_cycle()
+        world.tick()
+    assert new.jobs[stray].status is JobStatus.FAILED  # stopped in the end
+    assert [r.job_id for r in new.cancelled].count(stray) >= 4
+    runs = [r for r in world.runs if r.conversion_id == "c0" and r.ended is None]
+    assert len(runs) <= 1  # never two at work on one conversion
+
+
+def test_a_lowered_new_path_cap_is_not_handed_to_a_build_in_the_same_cycle(sqlite_ledger, clock):
+    """Lowering maxvCpus takes effect asynchronously: queued jobs may still start under the old cap
+    for a while. The slots a lowering frees go to a legacy build only once a poll after it has
+    seen what really runs, never in the cycle that lowered it."""
+    flags = FakeFlags.none()
+    flags.publish("v1", {1})
+    controller, world, _, new = make(sqlite_ledger, clock, flags, budget=4, ticks=3)
+    new.capacity_lags = True
+    submit(sqlite_ledger, clock, range(12), tenant=lambda i: 1)  # new-path work: the cap is 4
+    controller.run_cycle()
+    submit(sqlite_ledger, clock, range(100, 108), tenant=lambda i: 2)  # then old-path work arrives
+    for _ in range(40):
+        clock.advance(1)
+        controller.run_cycle()
+        world.tick()
+        assert world.load() <= 4
+    assert world.peak <= 4
+
+
+def test_conversions_answered_unknown_still_count_against_the_budget(sqlite_ledger, clock):
+    """A status poll that answers UNKNOWN about a build at work (not found yet, or unreadable)
+    leaves the backend counting nothing in use for it; the build still holds its threads, so the
+    cycle must not hand them to the new path."""
+    flags = FakeFlags.none()
+    flags.publish("v1", {1})
+    controller, world, legacy, _ = make(sqlite_ledger, clock, flags, budget=4, ticks=50)
+    submit(sqlite_ledger, clock, range(4), tenant=lambda i: 2)
+    controller.run_cycle()
+    world.tick()
+    clock.advance(1)
+    controller.run_cycle()  # polled: the build's 4 threads seen
+    submit(sqlite_ledger, clock, range(100, 108), tenant=lambda i: 1)
+    legacy.poll_unknown = True
+    for _ in range(3):
+        clock.advance(1)
+        controller.run_cycle()
+        world.tick()
+        assert world.load() <= 4
+    assert world.peak <= 4
+
+
+@pytest.mark.parametrize(("skew", "takes_over"), [(7.0, False), (12.0, True)])
+def test_replica_clock_skew_within_a_quarter_of_the_lease_never_splits_the_dispatch(
+    sqlite_ledger, clock, skew, takes_over
+):
+    """Leases and intent cut-offs are judged on each replica's own clock. A submit must be back a
+    quarter of the lease before the lease ends (its time limit), so a replica whose clock runs
+    ahead by less than that quarter (7.5 s of a 30 s lease) cannot take the lease while the
+    dispatcher is still submitting; beyond it, it can, which is what the bound is about. Clocks
+    synchronised by NTP (Amazon Time Sync) differ by milliseconds."""
+    from tests.fakes import Tripwire
+
+    flags = FakeFlags.none()
+    flags.publish("v1", {1})
+    world = World(budget=4)
+    new = FakeBackend(Path.NEW, world, ticks=50)
+    wired = Tripwire(new)
+    config = CycleConfig(budget=4, intent_grace_seconds=30, lease_seconds=30)
+
+    def ahead() -> float:
+        return clock() + skew
+
+    a = Controller(
+        ledger=sqlite_ledger, flags=flags, backends={Path.NEW: wired}, config=config, clock=clock, holder="a"
+    )
+    b = Controller(
+        ledger=sqlite_ledger, flags=flags, backends={Path.NEW: new}, config=config, clock=ahead, holder="b"
+    )
+    submit(sqlite_ledger, clock, range(2), tenant=lambda i: 1)
+    a.run_cycle()  # a holds the lease
+    submit(sqlite_ledger, clock, range(10, 12), tenant=lambda i: 1)
+    seen: list[bool] = []
+
+    def slow_submit_while_b_runs() -> None:
+        clock.advance(22.4)  # as long as a submit may take: just inside its time limit
+        seen.append(b.run_cycle().dispatcher)
+
+    wired.arm("submit", "before", slow_submit_while_b_runs)
+    a.run_cycle()
+    assert seen == [takes_over]

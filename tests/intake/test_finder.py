@@ -67,11 +67,6 @@ def test_same_conversion_found_twice_is_one_conversion(sqlite_ledger, clock):
 @pytest.mark.parametrize(
     ("answer", "needle"),
     [
-        (
-            [{"conversion_id": "ok", "tenant_id": 1}, {"conversion_id": "bad", "tenant_id": 0}],
-            "conversions[1].tenant_id",
-        ),
-        ([{"conversion_id": "../etc", "tenant_id": 1}], "conversion_id"),
         ({"not": "a list"}, "must return a list or Found"),
         ([object()], "not data"),
         (Found([{"conversion_id": "x", "tenant_id": 1}], watermark=7), "watermark must be a string"),  # type: ignore[arg-type]
@@ -84,6 +79,37 @@ def test_garbage_answer_accepts_nothing_and_keeps_the_watermark(sqlite_ledger, c
     assert r.stats.errors == 1
     assert needle in r.stats.last_error
     assert sqlite_ledger.get_value("intake:finder:orders") is None  # the slot will be tried again
+
+
+@pytest.mark.parametrize(
+    ("bad", "needle"),
+    [
+        ({"conversion_id": "bad", "tenant_id": 0}, "conversions[1].tenant_id: must be a whole number from 1"),
+        ({"conversion_id": "../etc", "tenant_id": 1}, '"conversion_id": "../etc"'),
+        ({"conversion_id": "big", "tenant_id": 2**53}, '"tenant_id": 9007199254740992'),
+        (
+            {"conversion_id": "k", "tenant_id": "x", "params": {"s3_key": "in/7.json"}},
+            '"s3_key": "in/7.json"',
+        ),
+        ("a string", "conversions[1]: expected an object"),
+    ],
+)
+def test_a_bad_item_is_skipped_and_reported_and_the_rest_is_taken_in(sqlite_ledger, clock, bad, needle):
+    """Garbage costs only itself: one bad row or object must not stop the finder for ever (the
+    watermark would never move past it, and every valid item behind it would wait with it)."""
+    answer = Found(
+        [{"conversion_id": "ok-1", "tenant_id": 1}, bad, {"conversion_id": "ok-2", "tenant_id": 2}],
+        watermark="w2",
+    )
+    r = runner(sqlite_ledger, clock, lambda ctx: answer)
+    assert r.run_due()
+    assert received(sqlite_ledger) == 2
+    assert (r.stats.found, r.stats.accepted, r.stats.malformed, r.stats.errors) == (2, 2, 1, 0)
+    assert needle in r.stats.last_error
+    assert r.stats.watermark == "w2"
+    assert "w2" in (sqlite_ledger.get_value("intake:finder:orders") or "")
+    clock.advance(60)
+    assert r.run_due()  # the next slot runs as usual
 
 
 def test_a_raising_finder_is_reported_and_retried_next_tick(sqlite_ledger, clock):

@@ -3,6 +3,7 @@ and (where the machine has it) a real PostgreSQL."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -68,6 +70,35 @@ def test_s3_finder_maps_new_keys_and_reads_only_what_is_new(aws, sqlite_ledger, 
     # only the watermark's own second is read again (folded as duplicates), nothing older
     assert (r.stats.found, r.stats.accepted, r.stats.duplicates) == (5, 3, 2)
     assert r.stats.watermark > first_mark
+
+
+def test_s3_finder_skips_a_key_whose_tenant_id_intake_rejects_and_takes_the_rest(aws, sqlite_ledger, clock):
+    """The key pattern admits a tenant id past 2^53-1, which intake refuses: that object is skipped
+    and reported by its key, the others are taken in, and the watermark moves past it."""
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="exports-bucket")
+    bad = "in/exports/9007199254740993/monthly/2026-11-01.json"
+    for key in ("in/exports/7/monthly/2026-11-01.json", bad, "in/exports/8/weekly/2026-11-02.json"):
+        s3.put_object(Bucket="exports-bucket", Key=key, Body=b"{}")
+    settings = Settings(finder_s3_uri="s3://exports-bucket/in/", target_finder="controller.finder_s3:find")
+    from controller.intake.finder_s3 import find
+
+    r = FinderRunner(
+        "s3",
+        find,
+        parse_schedule("60"),
+        ledger=sqlite_ledger,
+        settings=settings,
+        clock=clock,
+        holder="a",
+        timeout=30,
+    )
+    assert r.run_due()
+    records, _ = sqlite_ledger.query(limit=10)
+    assert {rec.tenant_id for rec in records} == {7, 8}
+    assert r.stats.malformed == 1
+    assert bad in r.stats.last_error
+    assert r.stats.watermark is not None
 
 
 def test_s3_keys_map_to_stable_valid_ids_that_cannot_escape():
@@ -221,7 +252,12 @@ def test_sqs_duplicates_in_the_queue_become_one_conversion_each(queue, sqlite_le
     sqs, url, _ = queue
     one = json.dumps({"conversion_id": "q1", "tenant_id": 4, "params": {"r": "m"}})
     batch = json.dumps(
-        {"conversions": [{"conversion_id": "q2", "tenant_id": 5}, {"conversion_id": "q1", "tenant_id": 4}]}
+        {
+            "conversions": [
+                {"conversion_id": "q2", "tenant_id": 5},
+                {"conversion_id": "q1", "tenant_id": 4, "params": {"r": "m"}},  # q1 sent again as it was
+            ]
+        }
     )
     for body in (one, one, batch):
         sqs.send_message(QueueUrl=url, MessageBody=body)
@@ -239,6 +275,24 @@ def test_sqs_duplicates_in_the_queue_become_one_conversion_each(queue, sqlite_le
         )
         == 0
     )
+
+
+def test_sqs_a_message_resending_an_id_with_other_content_stays_queued_and_the_rest_is_recorded(
+    queue, sqlite_ledger, clock
+):
+    sqs, url, _ = queue
+    sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"conversion_id": "q1", "tenant_id": 4}))
+    i = intake(sqs, url, sqlite_ledger, clock)
+    drain(i)
+    for body in (
+        json.dumps({"conversion_id": "q1", "tenant_id": 5}),
+        json.dumps({"conversion_id": "q3", "tenant_id": 6}),
+    ):
+        sqs.send_message(QueueUrl=url, MessageBody=body)
+    i.record(i.receive())
+    assert sqlite_ledger.get("q1").tenant_id == 4
+    assert sqlite_ledger.get("q3") is not None
+    assert i.stats.malformed == 1
 
 
 def test_sqs_kill_between_receive_and_delete_loses_nothing(queue, sqlite_ledger, clock):
@@ -279,3 +333,72 @@ def test_sqs_malformed_messages_are_left_to_the_redrive_policy(queue, sqlite_led
     assert i.stats.malformed >= 3
     dead = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10).get("Messages", [])
     assert len(dead) == 3
+
+
+def test_sql_finder_watermark_is_the_largest_value_not_the_largest_string(tmp_path: Path):
+    """An integer watermark column read in pages of 1,000: as strings '999' > '1000', so the
+    watermark would stick at 999 and every run would return the same page again."""
+    import sqlite3
+
+    db = tmp_path / "app.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE exports (id INTEGER, tenant INTEGER)")
+        conn.executemany("INSERT INTO exports VALUES (?, ?)", [(i, 1 + i % 7) for i in range(1, 2501)])
+    query = (
+        "SELECT 'e' || id AS conversion_id, tenant AS tenant_id, id AS watermark FROM exports "
+        "WHERE id > CAST(:watermark AS INTEGER) ORDER BY id LIMIT 1000"
+    )
+    url = f"sqlite:///{db}"
+    pages, mark = [], None
+    for _ in range(4):
+        found = find_with(url, query, mark, 0.0)
+        pages.append(len(found.conversions))
+        mark = found.watermark
+    assert pages == [1000, 1000, 500, 0]
+    assert mark == "2500"
+
+
+class MultipartBucket:
+    """An S3 listing as S3 gives it: a multipart upload's object bears the time the upload was
+    initiated, and appears only once the upload completes; ``ListMultipartUploads`` shows it
+    meanwhile."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, dt.datetime] = {}
+        self.uploads: dict[str, dt.datetime] = {}
+
+    def get_paginator(self, name: str) -> MultipartBucket:
+        assert name == "list_objects_v2"
+        return self
+
+    def paginate(self, Bucket: str, Prefix: str) -> list[dict[str, Any]]:
+        contents = [
+            {"Key": k, "LastModified": t} for k, t in sorted(self.objects.items()) if k.startswith(Prefix)
+        ]
+        return [{"Contents": contents}]
+
+    def list_multipart_uploads(self, Bucket: str, Prefix: str, **_: Any) -> dict[str, Any]:
+        uploads = [{"Key": k, "Initiated": t} for k, t in self.uploads.items() if k.startswith(Prefix)]
+        return {"Uploads": uploads, "IsTruncated": False}
+
+
+def test_s3_finder_does_not_skip_an_object_whose_multipart_upload_outlasted_a_run():
+    """A large export uploaded in parts bears its upload's start time. A run while it was still
+    uploading moved the watermark past that time (a small object came in meanwhile); without
+    holding the watermark below uploads in progress, the finished export would never be taken in."""
+    from controller.intake.finder_s3 import find_in
+
+    t0 = dt.datetime(2026, 11, 1, 12, 0, 0, tzinfo=dt.UTC)
+    bucket = MultipartBucket()
+    big, small = "in/exports/7/monthly/2026-11-01.json", "in/exports/8/weekly/2026-11-01.json"
+    bucket.uploads[big] = t0
+    bucket.objects[small] = t0 + dt.timedelta(minutes=5)
+    pattern = compile_pattern("exports/{tenant_id}/{report}/{date}.json")
+    first = find_in(bucket, "b", "in/", pattern, None)
+    assert [c["tenant_id"] for c in first.conversions] == [8]
+    del bucket.uploads[big]
+    bucket.objects[big] = t0  # completed: listed now, with the upload's start as its time
+    second = find_in(bucket, "b", "in/", pattern, first.watermark)
+    assert 7 in [c["tenant_id"] for c in second.conversions]
+    assert second.watermark is not None
+    assert second.watermark >= (t0 + dt.timedelta(minutes=5)).isoformat()  # and then it moves on

@@ -226,3 +226,187 @@ def test_legacy_build_that_dies_fails_the_conversions_it_did_not_finish(legacy_r
     assert by_id["ok"].status is JobStatus.SUCCEEDED
     assert by_id["boom"].status is JobStatus.FAILED
     assert "without a result" in by_id["boom"].reason
+
+
+def test_legacy_build_whose_start_cannot_be_recorded_is_stopped_and_runs_once_after(
+    legacy_runner, tmp_path, monkeypatch
+):
+    """The disk filled up after the build's worker started, before its process was recorded: that
+    worker is stopped and the submit refused (nothing runs), so the resubmission is the only run;
+    left going, it would be taken for dead 30 s later, failed and resubmitted while still at work."""
+    import errno
+
+    import legacy_adapter.local as local
+    from controller.core.errors import SubmitRejectedError
+
+    real = local.write_json
+
+    def full_disk(path: Path, doc: object) -> None:
+        if path.name == "build.json":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, doc)
+
+    monkeypatch.setattr(local, "write_json", full_disk)
+    first = DispatchBatch("L5", Route.LEGACY, items(3, work_seconds="0.2"), 3)
+    with pytest.raises(SubmitRejectedError, match="No space left"):
+        legacy_runner.submit(first)
+    assert legacy_runner.find([("c0", "L5")]) == {}
+    time.sleep(2.0)  # long enough for a worker left running to write its results
+    assert not (tmp_path / "out" / "produced.jsonl").exists()
+    monkeypatch.setattr(local, "write_json", real)
+    refs = legacy_runner.submit(DispatchBatch("L6", Route.LEGACY, items(3, work_seconds="0.2"), 3))
+    states = wait_terminal(legacy_runner, refs)
+    assert {s.status for s in states.values()} == {JobStatus.SUCCEEDED}
+    assert sorted(x["conversion_id"] for x in produced(tmp_path)) == ["c0", "c1", "c2"]
+
+
+def test_new_job_whose_start_cannot_be_recorded_is_stopped_and_waits_its_turn_again(tmp_path, monkeypatch):
+    """The same on the new path: a worker whose pid could not be written is stopped and its job goes
+    back to the queue (left running unrecorded, it would be called vanished and run a second time);
+    once the disk has room the job runs, once."""
+    import errno
+
+    import new_adapter.local as local
+
+    real = local.write_json
+    refused: list[Path] = []
+
+    def full_disk(path: Path, doc: object) -> None:
+        if path.suffix == ".pid" and not refused:
+            refused.append(path)
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, doc)
+
+    monkeypatch.setattr(local, "write_json", full_disk)
+    runner = LocalParallelRunner(
+        tmp_path / "state", worker_command(None), tmp_path / "out", timeout=30, tick_seconds=3600
+    )
+    try:
+        runner.set_capacity(1)
+        (ref,) = runner.submit(DispatchBatch("N9", Route.NEW, items(1, work_seconds="0.2"), 0))
+        with pytest.raises(OSError, match="No space left"):
+            runner.pump()  # the ticker keeps the error and pumps on
+        assert refused
+        assert runner.poll([ref])[ref].status is JobStatus.QUEUED
+        assert runner.in_use() == 0
+        runner.pump()
+        states = wait_terminal(runner, [ref], watch=runner.pump)
+        assert states[ref].status is JobStatus.SUCCEEDED
+        assert [x["conversion_id"] for x in produced(tmp_path)] == ["c0"]
+    finally:
+        runner.close()
+
+
+ENV_DUMP = """
+import json, os, sys
+name = os.environ.get("CUTOVER_JOB_ID", "job")
+with open(os.path.join(sys.argv[1], name + ".env.json"), "w") as fh:
+    json.dump(dict(os.environ), fh)
+"""
+
+# What a job needs to run besides the contract: the executable search path, a home, a locale and a
+# temporary directory, and where Python finds its modules.
+RUN_VARIABLES = {"PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV"}
+
+
+def contract_variables(table_heading: str) -> set[str]:
+    """The variables of one of the README's job-contract tables (local spellings in parentheses)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split(table_heading, 1)[1].split("\n\n", 2)[1]
+    import re
+
+    names: set[str] = set()
+    for row in section.splitlines()[2:]:
+        first = row.split("|")[1]
+        names.update(re.findall(r"`(CUTOVER_[A-Z_]+)`", first))
+    return names
+
+
+@pytest.mark.parametrize("route", [Route.NEW, Route.LEGACY])
+def test_a_job_gets_the_contract_and_what_it_needs_to_run_never_the_controllers_secrets(
+    tmp_path, monkeypatch, route
+):
+    """The controller's environment holds its API token and AWS keys; a job started by a local
+    runner sees none of it: exactly the contract's variables (as the README's table lists them,
+    in their local spellings) and the few a process needs to run."""
+    import sys
+
+    monkeypatch.setenv("CUTOVER_API_TOKEN", "controller-secret")
+    monkeypatch.setenv("CUTOVER_FINDER_SQL_URL", "postgresql://app:password@db/app")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "controller-aws-secret")
+    monkeypatch.setenv("SOMETHING_ELSE", "controller-only")
+    script = tmp_path / "dump.py"
+    script.write_text(ENV_DUMP)
+    dumps = tmp_path / "dumps"
+    dumps.mkdir()
+    command = [sys.executable, str(script), str(dumps)]
+    batch_items = (DispatchItem("c0", 100, {"k": "v"}, "v1", 1), DispatchItem("c1", 101, {}, "v2", 1))
+    if route is Route.NEW:
+        runner: LocalParallelRunner | LocalBuildRunner = LocalParallelRunner(
+            tmp_path / "state", command, tmp_path / "out", timeout=30
+        )
+        runner.set_capacity(1)
+        batch_items = batch_items[:1]
+    else:
+        runner = LocalBuildRunner(tmp_path / "state", command, tmp_path / "out", build_timeout=30)
+    try:
+        refs = runner.submit(DispatchBatch("B7", route, batch_items, 2))
+        wait_terminal(runner, refs)
+    finally:
+        runner.close()
+    (dump,) = dumps.iterdir()
+    env = json.loads(dump.read_text())
+    assert "controller-secret" not in env.values()
+    assert "controller-aws-secret" not in env.values()
+    assert "SOMETHING_ELSE" not in env
+    assert set(env) - RUN_VARIABLES <= {k for k in env if k.startswith("CUTOVER_")}
+    given = {k for k in env if k.startswith("CUTOVER_")}
+    local_extras = {"CUTOVER_JOB_ID", "CUTOVER_DEADLINE", "CUTOVER_OUTPUT_DIR"}
+    if route is Route.NEW:
+        table = contract_variables("**New path, one conversion**")
+        # On AWS only: a Batch job's manifest (local jobs carry their conversion in the environment)
+        aws_only = {
+            "CUTOVER_RESULT_URI",
+            "CUTOVER_MANIFEST_URI",
+            "CUTOVER_MANIFEST_OFFSET",
+            "CUTOVER_RESULTS_URI",
+        }
+        assert given == (table - aws_only) | local_extras
+        assert env["CUTOVER_BATCH"] == "B7"
+        assert env["CUTOVER_FLAG_VERSION"] == "v1"
+    else:
+        table = contract_variables("**Old path, one build per dispatch**")
+        aws_only = {"CUTOVER_MANIFEST_URI", "CUTOVER_MANIFEST_JSON", "CUTOVER_RESULTS_URI"}
+        assert given == (table - aws_only) | local_extras
+        assert env["CUTOVER_FLAG_VERSION"] == "v1,v2"
+    assert env["PATH"]
+
+
+def test_a_recorded_pid_now_held_by_another_process_is_not_taken_for_the_worker(legacy_runner, tmp_path):
+    """PIDs are reused: after a reboot, or once enough processes came and went, the pid a build
+    recorded may belong to an unrelated process. The runner tells them apart by the process's start
+    (boot and start time): the build counts as ended, and cancelling it kills nothing."""
+    import subprocess
+
+    from controller.plumbing.localproc import process_identity, write_json
+
+    stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        build = legacy_runner.builds / "L8"
+        (build / "results").mkdir(parents=True)
+        write_json(build / "manifest.json", {"contract": 1, "conversions": [{"conversion_id": "c0"}]})
+        recorded = process_identity(stranger.pid)
+        assert recorded is not None
+        write_json(
+            build / "build.json",
+            {"pid": stranger.pid, "proc": recorded + "0", "started_at": time.time(), "threads": 1, "size": 1},
+        )
+        ref = JobRef("L8", "c0")
+        state = legacy_runner.poll([ref])[ref]
+        assert state.status is JobStatus.FAILED
+        assert legacy_runner.in_use() == 0
+        legacy_runner.cancel(ref)
+        assert stranger.poll() is None  # still alive: not ours to kill
+    finally:
+        stranger.kill()
+        stranger.wait()

@@ -16,7 +16,7 @@ import pytest
 
 from controller.core.domain import ConversionRequest, ConversionState, Path
 from controller.core.errors import LedgerError
-from controller.core.ports import Claim, Route
+from controller.core.ports import Claim, Dispatched, Finish, Route
 from controller.engine.cycle import Controller, CycleConfig
 from controller.ledger.sqlite import SCHEMA_VERSION, SQLiteLedger
 from tests.fakes import FakeBackend, FakeClock, FakeFlags, World
@@ -82,7 +82,10 @@ def test_an_old_ledger_opens_upgraded_and_keeps_its_counts_and_contents(old_file
         assert raw(old_file, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
         assert triggers(old_file) == []
         assert raw(old_file, "SELECT state, path, n FROM counters ORDER BY 1, 2") == counters_before
-        assert raw(old_file, "SELECT * FROM conversions ORDER BY seq") == rows_before
+        # The rows as they were, with the run time column added since (empty for them).
+        assert [row[:-1] for row in raw(old_file, "SELECT * FROM conversions ORDER BY seq")] == rows_before
+        assert {row[-1] for row in raw(old_file, "SELECT work_seconds FROM conversions")} == {None}
+        assert raw(old_file, "SELECT count(*) FROM shadows") == [(0,)]
         assert counted(ledger) == scanned(old_file)
         assert counted(ledger)[(S.RECEIVED.value, "")] == 5
         totals = [(m, p.value, v, n) for m, p, v, n in ledger.decisions_since(0.0)]
@@ -130,7 +133,7 @@ def test_after_the_upgrade_the_counters_stay_exact_through_every_transition(old_
     decided_before = sum(n for *_, n in ledger.decisions_since(0.0))
     try:
         assert ledger.accept(
-            [ConversionRequest("v0-00", 1), ConversionRequest("late-1", 4)], clock()
+            [ConversionRequest("v0-00", 1, {"report": "r0"}), ConversionRequest("late-1", 4)], clock()
         ).duplicates == ["v0-00"]
         ledger.claim([Claim(ConversionRequest("late-direct", 2), Path.NEW, "8", "direct")], clock())
         claimed = 1  # late-direct; then late-1 and the five waiting, by the cycles below
@@ -209,3 +212,28 @@ def test_a_new_file_starts_at_the_current_schema_without_triggers(tmp_path):
     ledger.close()
     assert raw(tmp_path / "fresh.db", "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     assert triggers(tmp_path / "fresh.db") == []
+
+
+def test_an_older_ledger_file_gains_the_run_time_column(tmp_path: FsPath) -> None:
+    """A file written before conversions recorded their own run time opens, gains the column, and
+    keeps its conversions; the old rows simply have no run time."""
+    db = tmp_path / "old.db"
+    ledger = SQLiteLedger(db)
+    ledger.accept([ConversionRequest("before", 1)], 1.0)
+    ledger.close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("ALTER TABLE conversions DROP COLUMN work_seconds")  # as the earlier version made it
+
+    ledger = SQLiteLedger(db)
+    try:
+        assert ledger.get("before") is not None
+        ledger.claim([Claim(ConversionRequest("after", 1), Path.NEW, "1", "listed")], 2.0)
+        taken = ledger.mark_dispatching([ledger.get("after")], "b", 3.0)
+        ledger.mark_dispatched([Dispatched("after", taken[0].fence, "job")], 3.0)
+        ledger.mark_finished([Finish("after", taken[0].fence, S.SUCCEEDED, "", 1.25)], 9.0)
+        assert ledger.get("after").work_seconds == 1.25
+        assert ledger.get("before").work_seconds is None
+        assert counted(ledger) == scanned(db)
+    finally:
+        ledger.close()
+    SQLiteLedger(db).close()  # opening it again changes nothing

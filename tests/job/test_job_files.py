@@ -207,6 +207,11 @@ def test_the_helper_accepts_exactly_the_conversion_ids_the_controller_does(cid: 
     assert cutover_job.valid_conversion_id(cid) == bool(CONTROLLER_ID_PATTERN.match(cid))
 
 
+def test_the_controller_takes_its_conversion_id_rule_from_the_contract() -> None:
+    """One definition: a change to the contract's character set changes the controller's intake too."""
+    assert CONTROLLER_ID_PATTERN is cutover_job.CONVERSION_ID_PATTERN
+
+
 # -- what a job writes back --------------------------------------------------------------------------
 
 

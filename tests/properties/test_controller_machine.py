@@ -1,5 +1,7 @@
 """The promises under faults: replicas sharing one ledger, lagging and failing flag sources, backends
-that refuse, time out, throttle and lose answers, crashes at every step boundary and long pauses.
+that refuse, time out, throttle and lose answers, throttle stop calls, answer UNKNOWN and list with a lag, crashes at every step
+boundary and long pauses. The fake backends know what is in use only from their last poll, as the
+AWS adapters do.
 
 The model is a hypothesis state machine. Two or three controller replicas share one SQLite ledger
 file and the two backends (as AWS is shared); each replica reads the flag through a real
@@ -18,12 +20,15 @@ Invariants, after every step:
 - work being done on both paths together never exceeds the budget, at any tick (promise 2);
 - every claim follows the flag its replica held: new path only under a valid flag that lists the
   tenant; a source failure never changes the flag a replica routes by (promise 3, 4);
+- shadow runs (sampled in some examples, on shadow backends of their own, with crashes around
+  their steps too) are counted in the load above, exist only for conversions the old path owns,
+  and never change their conversion: every promise above holds with them as without them;
 
 and once the faults stop and time passes the intent grace, every accepted conversion becomes
 terminal: none lost, none still running anywhere, a failure only after the promised retries.
 
-One assumption is stated rather than checked: a backend call comes back within half the dispatch
-lease (the adapters' timeouts must keep to it). A submit that reaches its backend later may meet
+One assumption is stated rather than checked here: a backend call comes back within half the
+dispatch lease (the AWS adapters keep to it: ``tests/aws/test_lease_bounds.py``). A submit that reaches its backend later may meet
 a second dispatcher's admission, which nothing on the controller's side can see; the machine
 still makes such calls, and from then on checks every promise but the budget.
 
@@ -68,8 +73,10 @@ from controller.core.domain import (
 )
 from controller.core.ports import Claim, Claimed, RouteGroups, Waiting
 from controller.core.routing import FallbackPolicy, RoutingPolicy, StalePolicy
+from controller.core.shadow import ShadowState
 from controller.core.transitions import RetryPolicy
 from controller.engine.cycle import Controller, CycleConfig
+from controller.engine.shadows import ShadowConfig, ShadowRunner
 from controller.ledger.sqlite import SQLiteLedger
 from flags.lkg import LastKnownGood
 from flags.snapshot import FlagSnapshot, FlagState, FlagStatus
@@ -122,6 +129,7 @@ class Setup:
     pause_without_flag: bool
     max_flag_age: float | None
     pause_when_stale: bool
+    shadow_rate: float
 
     def cycle_config(self) -> CycleConfig:
         return CycleConfig(
@@ -151,6 +159,7 @@ setups = st.builds(
     pause_without_flag=st.booleans(),
     max_flag_age=st.sampled_from([None, 90.0]),
     pause_when_stale=st.booleans(),
+    shadow_rate=st.sampled_from([0.0, 0.5, 1.0]),
 )
 
 
@@ -188,6 +197,28 @@ class RecordingLedger(SQLiteLedger):
             assert record is not None
             self._on_claim(record)
         return claimed
+
+
+class ShadowFakeBackend(FakeBackend):
+    """A shadow backend in the same world: its work counts in the load, but its runs are kept
+    apart from the conversions' own (a shadow is not an execution of its conversion)."""
+
+    def __init__(self, path: Path, world: World, *, ticks: int) -> None:
+        super().__init__(path, world, ticks=ticks)
+        self.shadow_runs: list[Run] = []
+        self.cancel_stops_running = True
+        self.live_view = True  # shadows run on the local runners, which see a kill at once
+
+    def _start(self, job_id: str) -> None:
+        runs = self.world.runs
+        self.world.runs = self.shadow_runs
+        try:
+            super()._start(job_id)
+        finally:
+            self.world.runs = runs
+
+
+SHADOW_PATHS = {"shadow_legacy": Path.LEGACY, "shadow_new": Path.NEW}
 
 
 class ModelSource(FakeFlagSource):
@@ -233,6 +264,7 @@ class Replica:
     basis: FlagSnapshot | None = None  # the flag this incarnation routes by
     has_read: bool = False
     raw_ledger: SQLiteLedger | None = None
+    shadow_backends: dict[Path, Tripwire] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -242,7 +274,7 @@ class Replica:
         return f"{self.name} (process {self.generation}, {'alive' if self.alive else 'dead'})"
 
     def tripwires(self) -> list[Tripwire]:
-        return [self.ledger, self.reader, *self.backends.values()]
+        return [self.ledger, self.reader, *self.backends.values(), *self.shadow_backends.values()]
 
 
 @dataclass
@@ -251,6 +283,7 @@ class Conversion:
 
     tenant: int
     owners: list[tuple[Path, str | None] | None] = field(default_factory=lambda: [None])
+    params: dict[str, str] = field(default_factory=dict)  # as first sent: a repeat sends the same
     epoch_starts: list[int] = field(default_factory=lambda: [0])  # index into World.runs
     last_state: ConversionState = S.RECEIVED
 
@@ -285,6 +318,16 @@ CRASH_POINTS = [
     ("new", "find", "after"),
     ("legacy", "cancel", "before"),
     ("new", "cancel", "before"),
+    ("ledger", "add_shadows", "after"),
+    ("ledger", "mark_shadows_dispatching", "after"),
+    ("ledger", "finish_shadows", "before"),
+    ("ledger", "release_shadows", "after"),
+    ("shadow_new", "cancel", "before"),
+    ("shadow_new", "cancel", "after"),
+    ("shadow_new", "submit", "after"),
+    ("shadow_new", "set_capacity", "after"),
+    ("shadow_legacy", "submit", "before"),
+    ("shadow_legacy", "submit", "after"),
 ]
 
 DISPATCH_STEPS = {"mark_dispatching", "mark_dispatched", "submit", "set_capacity", "cancel", "release"}
@@ -321,6 +364,9 @@ BACKEND_FAULTS = [
     "unavailable_after_submit",  # did the work, then the answer was lost
     "poll_unavailable",  # status call throttled
     "find_unavailable",  # lookup throttled during reconciliation
+    "poll_unknown",  # a status answer that cannot be read: UNKNOWN for every job asked about
+    "cancel_unavailable",  # a stop call (StopBuild, TerminateJob) throttled
+    "listing_lag",  # listings leave out what was submitted in the last seconds (until the drain)
 ]
 
 
@@ -342,6 +388,7 @@ class ControllerMachine(RuleBasedStateMachine):
         self.intake: SQLiteLedger | None = None
         self.beyond_call_timeout = False  # a submit call outlived half the lease: promise 2 is off
         self.dispatcher: tuple[Replica, int, float] | None = None  # lease holder, its process, until
+        self.shadow_shared: dict[Path, ShadowFakeBackend] = {}
 
     # -- set-up ----------------------------------------------------------------------------------
 
@@ -356,6 +403,13 @@ class ControllerMachine(RuleBasedStateMachine):
         for backend in self.shared.values():
             backend.cancel_stops_running = True  # as TerminateJob and StopBuild do
             backend.on_cancel = self.check_cancel
+            backend.clock = self.clock
+        self.shadow_shared = {
+            Path.LEGACY: ShadowFakeBackend(Path.LEGACY, self.world, ticks=setup.ticks + 1),
+            Path.NEW: ShadowFakeBackend(Path.NEW, self.world, ticks=setup.ticks + 1),
+        }
+        for backend in self.shadow_shared.values():
+            backend.clock = self.clock
         self.intake = SQLiteLedger(self.db)  # the API process: intake, requeue, and the model's reads
         for i in range(setup.replicas):
             replica = Replica(i, ModelSource(self.clock, self._valid_flag_seen))
@@ -374,6 +428,18 @@ class ControllerMachine(RuleBasedStateMachine):
         r.backends = {p: Tripwire(b) for p, b in self.shared.items()}
         r.lkg = LastKnownGood(r.source, r.ledger, self.clock, max_age_seconds=self.setup.max_flag_age)
         r.reader = Tripwire(CheckedReader(self, r, r.lkg))
+        runner = None
+        if self.setup.shadow_rate > 0:
+            r.shadow_backends = {p: Tripwire(b) for p, b in self.shadow_shared.items()}
+            config = ShadowConfig(
+                global_rate=self.setup.shadow_rate,
+                global_aa_rate=0.5,
+                intent_grace_seconds=GRACE,
+                lease_seconds=LEASE,
+                resubmits=self.setup.resubmits,
+                routing=self.setup.cycle_config().routing,
+            )
+            runner = ShadowRunner(r.ledger, r.shadow_backends, config, clock=self.clock)
         r.controller = Controller(
             ledger=r.ledger,
             flags=r.reader,
@@ -381,6 +447,7 @@ class ControllerMachine(RuleBasedStateMachine):
             config=self.setup.cycle_config(),
             clock=self.clock,
             holder=f"{r.name}.{r.generation}",
+            shadows=runner,
         )
         r.basis, r.has_read, r.alive = None, False, True
 
@@ -523,16 +590,18 @@ class ControllerMachine(RuleBasedStateMachine):
             tenant = self._some(data, TENANTS, "tenant")
             if self.conversions and data.draw(st.integers(0, 3), label="repeat?") == 0:
                 cid = self._some(data, sorted(self.conversions), "old id")
-            else:
-                cid = f"c{self.next_id}"
-                self.next_id += 1
+                known = self.conversions[cid]
+                requests.append(ConversionRequest(cid, known.tenant, dict(known.params)))
+                continue
+            cid = f"c{self.next_id}"
+            self.next_id += 1
             requests.append(ConversionRequest(cid, tenant, {"n": str(len(requests))}))
         result = self.intake.accept(requests, self.clock())
         expected_new: list[str] = []
         for req in requests:
             if req.conversion_id not in self.conversions and req.conversion_id not in expected_new:
                 expected_new.append(req.conversion_id)
-                self.conversions[req.conversion_id] = Conversion(req.tenant_id)
+                self.conversions[req.conversion_id] = Conversion(req.tenant_id, params=dict(req.params))
         assert result.accepted == expected_new
         assert len(result.accepted) + len(result.duplicates) == len(requests)
 
@@ -613,10 +682,15 @@ class ControllerMachine(RuleBasedStateMachine):
 
     def _crash(self, data: st.DataObject, point: tuple[str, str, str]) -> None:
         where, method, when = point
-        if method in DISPATCH_STEPS and where != "ledger":
+        if method in DISPATCH_STEPS and where in ("legacy", "new"):
             where = self._busy_path(data, where)
         r = self._victim(data, method)
-        target = {"reader": r.reader, "ledger": r.ledger}.get(where) or r.backends[Path(where)]
+        if where in SHADOW_PATHS:
+            target = r.shadow_backends.get(SHADOW_PATHS[where])
+            if target is None:
+                return  # this example samples no shadows
+        else:
+            target = {"reader": r.reader, "ledger": r.ledger}.get(where) or r.backends[Path(where)]
 
         def die() -> None:
             raise Crash(f"{r.name} died {when} {where}.{method}")
@@ -681,17 +755,21 @@ class ControllerMachine(RuleBasedStateMachine):
         for _ in range(n):
             self.world.tick()
 
-    @rule(path=st.sampled_from([Path.LEGACY, Path.NEW]), fault=st.sampled_from(BACKEND_FAULTS))
-    def backend_fault(self, path: Path, fault: str) -> None:
-        """The next call of that kind to the shared backend fails this way."""
-        setattr(self.shared[path], fault, True)
+    @rule(
+        path=st.sampled_from([Path.LEGACY, Path.NEW]),
+        fault=st.sampled_from(BACKEND_FAULTS),
+        shadow=st.booleans(),
+    )
+    def backend_fault(self, path: Path, fault: str, shadow: bool) -> None:
+        """The next call of that kind to the shared backend (or shadow backend) fails this way."""
+        setattr((self.shadow_shared if shadow else self.shared)[path], fault, True)
 
     @precondition(lambda self: self.conversions)
     @rule(data=st.data(), always=st.booleans())
     def fail_job(self, data: st.DataObject, always: bool) -> None:
         """A conversion's next execution fails (or every one does)."""
         cid = self._some(data, sorted(self.conversions), "id")
-        for backend in self.shared.values():
+        for backend in [*self.shared.values(), *self.shadow_shared.values()]:
             (backend.fail_ids if always else backend.fail_once).add(cid)
 
     # -- invariants ------------------------------------------------------------------------------
@@ -760,6 +838,26 @@ class ControllerMachine(RuleBasedStateMachine):
                 assert before.ended < after.started
                 assert before.fence < after.fence, (cid, "same fence twice", runs)
 
+    @invariant()
+    def shadows_stand_apart(self) -> None:
+        """Shadows exist only for conversions the old path owns, and ran only on shadow backends."""
+        if self.setup is None or self.intake is None:
+            return
+        records = self._records()
+        for shadow in self.intake.shadows(list(ShadowState), limit=100_000):
+            owner = records.get(shadow.conversion_id)
+            assert owner is not None, ("a shadow of no conversion", shadow)
+            assert shadow.tenant_id == owner.tenant_id
+            epochs = self.conversions[shadow.conversion_id].owners
+            assert any(o is not None and o[0] is Path.LEGACY for o in epochs), (
+                "shadow of new-path work",
+                shadow,
+            )
+        for backend in self.shadow_shared.values():
+            assert all(b.key[0] in "SA" for b in backend.submits), "real work on a shadow backend"
+        for backend in self.shared.values():
+            assert all(b.key[0] in "LN" for b in backend.submits), "a shadow on a real backend"
+
     def _runs_by_epoch(self) -> list[tuple[str, int, list[Run]]]:
         by_cid: dict[str, list[tuple[int, Run]]] = {}
         for i, run in enumerate(self.world.runs):
@@ -790,7 +888,7 @@ class ControllerMachine(RuleBasedStateMachine):
     def _drain(self) -> None:
         """Promise 1 (none lost): with the faults gone, every accepted conversion becomes terminal."""
         assert self.setup is not None
-        for backend in self.shared.values():
+        for backend in [*self.shared.values(), *self.shadow_shared.values()]:
             for fault in BACKEND_FAULTS:
                 setattr(backend, fault, False)
         if not self.deployments:

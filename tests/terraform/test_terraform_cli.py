@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import zipfile
@@ -64,6 +65,7 @@ def _root_variables(tmp_path: Path, **overrides: Any) -> Path:
         "vpc_id": "vpc-0a1b2c3d4e5f60718",
         "private_subnet_ids": ["subnet-0a1b2c3d4e5f60718", "subnet-18f6e5d4c3b2a1f0e"],
         "controller_allowed_cidr_blocks": ["10.0.0.0/16"],
+        "api_token_secret_arn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:cutover/api-token-AbCdEf",
         "controller_image": "registry.example/cutover:test",
         "job_image": "registry.example/excel-export-job:test",
         "validator_zip_path": str(package),
@@ -196,13 +198,24 @@ def test_root_plan_with_terraform_owned_capacity_and_an_existing_project(terrafo
     ("override", "message"),
     [
         ({"controller_allowed_cidr_blocks": ["0.0.0.0/0"]}, "not 0.0.0.0/0"),
+        ({"controller_allowed_cidr_blocks": ["0.0.0.0/1", "128.0.0.0/1"]}, "none wider than /8"),
+        ({"controller_allowed_cidr_blocks": ["10.0.0.0/16", "0.0.0.0/2"]}, "none wider than /8"),
+        ({"api_token_secret_arn": None}, "a token is required"),
         ({"job_memory_mib": 3000}, "is not a Fargate size for 2 vCPU"),
     ],
-    ids=["public-controller", "invalid-fargate-size"],
+    ids=[
+        "public-controller",
+        "public-in-two-halves",
+        "public-beside-a-private-range",
+        "no-api-token",
+        "invalid-fargate-size",
+    ],
 )
 def test_root_plan_refuses_unsafe_or_impossible_settings(
     terraform, moto_endpoint, tmp_path, override, message
 ):
     plan, output = _plan_root(terraform, moto_endpoint, _root_variables(tmp_path, **override), check=False)
     assert plan is None
-    assert message in " ".join(output.split())
+    # Terraform wraps a long message over lines framed with colour codes and "│": read it as text.
+    text = re.sub(r"\x1b\[[0-9;]*m|│", " ", output)
+    assert message in " ".join(text.split())

@@ -54,7 +54,7 @@ def _drift(plan: dict[str, Any]) -> set[tuple[str, str]]:
 
 
 def _check_ledger(endpoint: str, outputs: dict[str, Any], kms_key_arn: str) -> None:
-    from controller.ledger import dynamodb_schema as schema
+    from controller.ledger.dynamodb import schema
 
     dynamodb = _client("dynamodb", endpoint)
     table = dynamodb.describe_table(TableName=outputs["table_name"])["Table"]
@@ -168,6 +168,12 @@ def _check_signals(endpoint: str, outputs: dict[str, Any], kms_key_arn: str) -> 
     for metric in metrics.values():
         assert metric["Namespace"] == "Cutover"
         assert metric["Dimensions"] == [{"Name": "Path", "Value": "new"}]
+    gate = alarms[names["gate_failing"]]
+    assert (gate["MetricName"], gate["Namespace"], gate["TreatMissingData"]) == (
+        "GateFailing",
+        "Cutover",
+        "notBreaching",
+    )
     stalled = alarms[names["no_cycle"]]
     assert (stalled["MetricName"], stalled["TreatMissingData"]) == ("CyclesCompleted", "breaching")
     scheduler = _client("scheduler", endpoint)
@@ -230,8 +236,15 @@ def _check_old_path(endpoint: str, outputs: dict[str, Any]) -> None:
     iam = _client("iam", endpoint)
     grant = iam.get_role_policy(RoleName="test-legacy-export-codebuild", PolicyName="cutover-manifests")
     statements = grant["PolicyDocument"]["Statement"]
-    objects = next(s for s in statements if s["Sid"] == "ReadManifestsWriteResults")
-    assert objects["Resource"] == f"arn:aws:s3:::{outputs['bucket_name']}/manifests/*"
+    by_sid = {s["Sid"]: s for s in statements}
+    # A build reads the old path's manifests and writes only its results, nothing else in the bucket.
+    assert by_sid["ReadManifests"]["Action"] == "s3:GetObject"
+    assert by_sid["ReadManifests"]["Resource"] == f"arn:aws:s3:::{outputs['bucket_name']}/manifests/legacy/*"
+    assert by_sid["WriteResults"]["Action"] == "s3:PutObject"
+    assert (
+        by_sid["WriteResults"]["Resource"]
+        == f"arn:aws:s3:::{outputs['bucket_name']}/manifests/legacy/*/results/*"
+    )
     build = codebuild.start_build(projectName=outputs["project_name"])["build"]
     assert build["projectName"] == outputs["project_name"]
 

@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 import terraform_hcl as tf
+from terraform_hcl import TERRAFORM_DIR
 
-from controller.ledger import dynamodb_schema as ledger_schema
+from controller.ledger.dynamodb import schema as ledger_schema
 from controller.settings import Settings, env_names
 from flags.document import parse_flag
 
@@ -144,7 +145,10 @@ def test_deployment_strategy_is_all_at_once_with_a_bake_time(parsed):
     assert tf.expression(monitor["for_each"]) == "var.monitor_alarm_arns"
     root = tf.load(tf.TERRAFORM_DIR / "main.tf")
     appconfig = next(e["appconfig"] for e in root["module"] if "appconfig" in e)
-    assert appconfig["monitor_alarm_arns"] == ["${module.signals.new_path_failure_alarm_arn}"]
+    assert appconfig["monitor_alarm_arns"] == [
+        "${module.signals.new_path_failure_alarm_arn}",
+        "${module.signals.gate_failing_alarm_arn}",
+    ]
 
 
 # Controller
@@ -375,6 +379,7 @@ def test_alarms_watch_the_controllers_metrics(parsed):
         "reconcile_orphans",
         "flag_state_not_ok",
         "no_cycle",
+        "gate_failing",
     }
     metrics = {
         q["metric"][0]["metric_name"]: q["metric"][0]
@@ -388,6 +393,13 @@ def test_alarms_watch_the_controllers_metrics(parsed):
     assert alarms["flag_state_not_ok"]["metric_name"] == "FlagStateNotOk"
     assert alarms["no_cycle"]["metric_name"] == "CyclesCompleted"
     assert alarms["no_cycle"]["treat_missing_data"] == "breaching"
+    # AppConfig rolls back on INSUFFICIENT_DATA too: a gate with nothing to judge must not.
+    gate = alarms["gate_failing"]
+    assert (gate["metric_name"], gate["treat_missing_data"], gate.get("dimensions")) == (
+        "GateFailing",
+        "notBreaching",
+        None,
+    )
     for name, alarm in alarms.items():
         assert alarm["alarm_actions"] == "${local.alarm_actions}", name
     namespace_default = next(
@@ -581,3 +593,54 @@ def test_no_argument_or_attribute_that_provider_6_renamed_or_deprecated():
         assert "compute_environment_name" not in code, path
         assert "data.aws_region" not in code, path  # .name is deprecated in 6.x, .region absent in 5.x
         assert not re.search(r"^\s*compute_environments\s*=", code, re.M), path
+
+
+def _statements_of(parsed, module: str, document: str) -> dict[str, Any]:
+    """The statements of one module's policy document, by sid."""
+    for block in tf.blocks(parsed, "data", "aws_iam_policy_document"):
+        if block.path.parent.name == module and block.name == document:
+            return {s.body.get("sid"): s for s in tf.policy_statements(block)}
+    raise AssertionError(f"no policy document {document} in module {module}")
+
+
+@pytest.mark.parametrize(
+    ("module", "document", "path"), [("batch", "job", "new"), ("codebuild", "manifests", "legacy")]
+)
+def test_a_job_or_build_writes_only_results_of_its_own_path(parsed, module, document, path):
+    """A job or build may read its path's manifests and write results, nothing else: not a
+    manifest (which would change what another dispatch owns), not the other path's objects."""
+    statements = _statements_of(parsed, module, document)
+    directory = TERRAFORM_DIR / "modules" / module
+    local = tf.module_locals(parsed, directory)
+    writes = [s for s in statements.values() if "s3:PutObject" in s.strings("actions")]
+    assert [s.strings("resources") for s in writes] == [["${local.result_objects}"]]
+    assert local["result_objects"].endswith(f"${{var.manifest_prefix}}{path}/*/results/*")
+    reads = [s for s in statements.values() if "s3:GetObject" in s.strings("actions")]
+    assert [s.strings("resources") for s in reads] == [["${local.manifest_objects}"]]
+    assert local["manifest_objects"].endswith(f"${{var.manifest_prefix}}{path}/*")
+
+
+def test_the_controller_stops_only_jobs_it_tagged_and_reads_the_fargate_quota(parsed):
+    """CancelJob / TerminateJob are allowed only on jobs carrying cutover's batch tag (job ARNs are
+    known only at run time, so the tag names them), and the Fargate vCPU quota the new path's
+    concurrency is planned with can be read."""
+    statements = _statements_of(parsed, "controller", "task")
+    stop = [
+        s
+        for s in statements.values()
+        if {"batch:CancelJob", "batch:TerminateJob"} & set(s.strings("actions"))
+    ]
+    assert len(stop) == 1
+    (condition,) = tf.nested(stop[0].body, "condition")
+    assert (condition["test"], condition["variable"], condition["values"]) == (
+        "Null",
+        "aws:ResourceTag/cutover:batch",
+        ["false"],
+    )
+    quota = [s for s in statements.values() if "servicequotas:GetServiceQuota" in s.strings("actions")]
+    assert len(quota) == 1
+    (resource,) = quota[0].strings("resources")
+    assert resource.endswith(":fargate/L-3032A538")
+    from new_adapter.batch import FARGATE_VCPU_QUOTA_CODE
+
+    assert resource.endswith(FARGATE_VCPU_QUOTA_CODE)

@@ -30,7 +30,10 @@ locals {
     "16"   = range(32768, 122881, 8192)
   }
 
-  manifest_objects = "${var.manifest_bucket_arn}/${var.manifest_prefix}*"
+  # A job reads the new path's manifests and writes only results: never a manifest, and never
+  # the old path's objects (the adapters lay them out as <prefix><path>/<batch>/...).
+  manifest_objects = "${var.manifest_bucket_arn}/${var.manifest_prefix}new/*"
+  result_objects   = "${var.manifest_bucket_arn}/${var.manifest_prefix}new/*/results/*"
 }
 
 resource "aws_cloudwatch_log_group" "jobs" {
@@ -126,9 +129,15 @@ resource "aws_iam_role" "job" {
 
 data "aws_iam_policy_document" "job" {
   statement {
-    sid       = "ReadManifestsWriteResults"
-    actions   = ["s3:GetObject", "s3:PutObject"]
+    sid       = "ReadManifests"
+    actions   = ["s3:GetObject"]
     resources = [local.manifest_objects]
+  }
+
+  statement {
+    sid       = "WriteResults"
+    actions   = ["s3:PutObject"]
+    resources = [local.result_objects]
   }
 
   statement {
@@ -139,7 +148,7 @@ data "aws_iam_policy_document" "job" {
     condition {
       test     = "StringLike"
       variable = "s3:prefix"
-      values   = ["${var.manifest_prefix}*"]
+      values   = ["${var.manifest_prefix}new/*"]
     }
   }
 

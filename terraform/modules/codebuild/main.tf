@@ -6,7 +6,10 @@ data "aws_caller_identity" "current" {}
 data "aws_partition" "current" {}
 
 locals {
-  manifest_objects = "${var.manifest_bucket_arn}/${var.manifest_prefix}*"
+  # A build reads the old path's manifests and writes only results: never a manifest, and never
+  # the new path's objects (the adapters lay them out as <prefix><path>/<batch>/...).
+  manifest_objects = "${var.manifest_bucket_arn}/${var.manifest_prefix}legacy/*"
+  result_objects   = "${var.manifest_bucket_arn}/${var.manifest_prefix}legacy/*/results/*"
 
   # An S3 source is "bucket/key": the build may read exactly that object.
   s3_source_arn = var.source_type == "S3" && var.source_location != null ? "arn:${data.aws_partition.current.partition}:s3:::${var.source_location}" : null
@@ -58,9 +61,15 @@ resource "aws_iam_role" "legacy" {
 # What a build needs for cutover: read its manifest, write its result next to it.
 data "aws_iam_policy_document" "manifests" {
   statement {
-    sid       = "ReadManifestsWriteResults"
-    actions   = ["s3:GetObject", "s3:PutObject"]
+    sid       = "ReadManifests"
+    actions   = ["s3:GetObject"]
     resources = [local.manifest_objects]
+  }
+
+  statement {
+    sid       = "WriteResults"
+    actions   = ["s3:PutObject"]
+    resources = [local.result_objects]
   }
 
   statement {
@@ -71,7 +80,7 @@ data "aws_iam_policy_document" "manifests" {
     condition {
       test     = "StringLike"
       variable = "s3:prefix"
-      values   = ["${var.manifest_prefix}*"]
+      values   = ["${var.manifest_prefix}legacy/*"]
     }
   }
 

@@ -38,7 +38,7 @@ locals {
   }
 
   # Values that must not sit in the task definition in clear text.
-  controller_secrets = var.api_token_secret_arn == null ? {} : {
+  controller_secrets = {
     CUTOVER_API_TOKEN = var.api_token_secret_arn
   }
 
@@ -182,14 +182,10 @@ data "aws_iam_policy_document" "execution" {
     }
   }
 
-  dynamic "statement" {
-    for_each = var.api_token_secret_arn == null ? [] : [var.api_token_secret_arn]
-
-    content {
-      sid       = "ReadApiToken"
-      actions   = ["secretsmanager:GetSecretValue"]
-      resources = [statement.value]
-    }
+  statement {
+    sid       = "ReadApiToken"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [var.api_token_secret_arn]
   }
 }
 
@@ -236,12 +232,39 @@ data "aws_iam_policy_document" "task" {
     resources = [var.batch.job_queue_arn, "${var.batch.job_definition_arn_prefix}:*"]
   }
 
-  # Jobs are tagged with their conversion, tenant and flag version at submission; cancel and
-  # terminate act on jobs, whose ids are only known at run time.
+  # Jobs are tagged with their batch (cutover:batch), conversion, tenant and flag version at
+  # submission; their ids are only known at run time, so the tags name them.
   statement {
-    sid       = "ManageJobs"
-    actions   = ["batch:CancelJob", "batch:TagResource", "batch:TerminateJob"]
+    sid       = "TagJobsAtSubmission"
+    actions   = ["batch:TagResource"]
     resources = ["arn:${local.partition}:batch:${local.region}:${local.account}:job/*"]
+
+    condition {
+      test     = "Null"
+      variable = "aws:RequestTag/cutover:batch"
+      values   = ["false"]
+    }
+  }
+
+  # Cancel and terminate only the jobs cutover submitted, never another workload's.
+  statement {
+    sid       = "StopOwnJobs"
+    actions   = ["batch:CancelJob", "batch:TerminateJob"]
+    resources = ["arn:${local.partition}:batch:${local.region}:${local.account}:job/*"]
+
+    condition {
+      test     = "Null"
+      variable = "aws:ResourceTag/cutover:batch"
+      values   = ["false"]
+    }
+  }
+
+  # The new path's concurrency is capped by the account's Fargate vCPU quota too: read it, so the
+  # controller never plans with a default it did not read.
+  statement {
+    sid       = "ReadFargateQuota"
+    actions   = ["servicequotas:GetServiceQuota"]
+    resources = ["arn:${local.partition}:servicequotas:${local.region}:${local.account}:fargate/L-3032A538"]
   }
 
   statement {

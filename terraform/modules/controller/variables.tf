@@ -33,8 +33,8 @@ variable "allowed_cidr_blocks" {
   type        = list(string)
 
   validation {
-    condition     = length(var.allowed_cidr_blocks) >= 1 && alltrue([for c in var.allowed_cidr_blocks : can(cidrnetmask(c)) && c != "0.0.0.0/0"])
-    error_message = "allowed_cidr_blocks must hold at least one IPv4 CIDR block, and not 0.0.0.0/0: the controller is internal."
+    condition     = length(var.allowed_cidr_blocks) >= 1 && alltrue([for c in var.allowed_cidr_blocks : can(cidrnetmask(c)) && try(tonumber(split("/", c)[1]) >= 8, false)])
+    error_message = "allowed_cidr_blocks must hold at least one IPv4 CIDR block, none wider than /8 (so not 0.0.0.0/0, nor 0.0.0.0/1 and 128.0.0.0/1): the controller is internal."
   }
 }
 
@@ -216,13 +216,12 @@ variable "on_flag_unavailable" {
 }
 
 variable "api_token_secret_arn" {
-  description = "Secrets Manager secret holding the bearer token the mutating endpoints require (CUTOVER_API_TOKEN); null leaves them open to the allowed networks."
+  description = "Secrets Manager secret holding the bearer token the mutating endpoints require (CUTOVER_API_TOKEN). Required: the task listens on all of its interfaces."
   type        = string
-  default     = null
 
   validation {
-    condition     = var.api_token_secret_arn == null || can(regex("^arn:[a-z-]+:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:.+$", var.api_token_secret_arn))
-    error_message = "api_token_secret_arn must be a Secrets Manager secret ARN or null."
+    condition     = can(regex("^arn:[a-z-]+:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:.+$", var.api_token_secret_arn))
+    error_message = "api_token_secret_arn must be a Secrets Manager secret ARN: the controller listens on all of its task's interfaces, so its mutating endpoints always require a token."
   }
 }
 

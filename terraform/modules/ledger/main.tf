@@ -1,6 +1,6 @@
 # The ownership ledger and the manifest bucket.
 #
-# The key schema and index names below are the ones controller/ledger/dynamodb_schema.py declares and the
+# The key schema and index names below are the ones controller/ledger/dynamodb/schema.py declares and the
 # DynamoDB ledger queries; tests/terraform compares the two, so change them together.
 
 resource "aws_dynamodb_table" "ledger" {

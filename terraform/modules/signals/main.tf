@@ -110,6 +110,29 @@ resource "aws_cloudwatch_metric_alarm" "new_path_failure_rate" {
   tags = var.tags
 }
 
+# A rollout group already on the new path fails its gate: in finished conversions it does worse
+# than its thresholds or than the old path (`cutover gate` says why). The controller publishes
+# GateFailing without a dimension for any group (and with Group for each). AppConfig's environment
+# monitors this alarm, so a flag version that moved a failing group is rolled back while it bakes.
+# Missing data is not breaching: AppConfig rolls back on INSUFFICIENT_DATA too, and a controller
+# that has nothing to judge (no plan, no group moved) publishes nothing.
+resource "aws_cloudwatch_metric_alarm" "gate_failing" {
+  alarm_name          = "${var.name}-gate-failing"
+  alarm_description   = "A rollout group on the new path has failed its gate for ${var.gate_failing_minutes} minutes (see `cutover gate`). AppConfig rolls back a flag deployment that is baking while this is in ALARM; auto-advance pauses."
+  namespace           = var.metric_namespace
+  metric_name         = "GateFailing"
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = var.gate_failing_minutes
+  datapoints_to_alarm = var.gate_failing_minutes
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+  tags                = var.tags
+}
+
 # Reconciliation found a conversion that ran on both paths, or on neither. Should never happen.
 resource "aws_cloudwatch_metric_alarm" "reconcile_duplicates" {
   alarm_name          = "${var.name}-reconcile-duplicates"

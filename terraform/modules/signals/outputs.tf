@@ -8,10 +8,16 @@ output "new_path_failure_alarm_arn" {
   value       = aws_cloudwatch_metric_alarm.new_path_failure_rate.arn
 }
 
+output "gate_failing_alarm_arn" {
+  description = "ARN of the alarm on a failing rollout gate that AppConfig monitors."
+  value       = aws_cloudwatch_metric_alarm.gate_failing.arn
+}
+
 output "alarm_names" {
   description = "Names of the alarms, by what they watch."
   value = {
     new_path_failure_rate = aws_cloudwatch_metric_alarm.new_path_failure_rate.alarm_name
+    gate_failing          = aws_cloudwatch_metric_alarm.gate_failing.alarm_name
     reconcile_duplicates  = aws_cloudwatch_metric_alarm.reconcile_duplicates.alarm_name
     reconcile_orphans     = aws_cloudwatch_metric_alarm.reconcile_orphans.alarm_name
     flag_state_not_ok     = aws_cloudwatch_metric_alarm.flag_state_not_ok.alarm_name

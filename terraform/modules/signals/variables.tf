@@ -62,6 +62,17 @@ variable "failure_evaluation_minutes" {
   }
 }
 
+variable "gate_failing_minutes" {
+  description = "Consecutive minutes a rollout group's gate must fail before the gate alarm fires (AppConfig watches it). Keep it shorter than the AppConfig bake time."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.gate_failing_minutes >= 1 && var.gate_failing_minutes <= 60 && floor(var.gate_failing_minutes) == var.gate_failing_minutes
+    error_message = "gate_failing_minutes must be a whole number between 1 and 60."
+  }
+}
+
 variable "no_cycle_minutes" {
   description = "Minutes without a completed controller cycle after which the stalled-controller alarm fires."
   type        = number

@@ -3,7 +3,8 @@
 One table holds conversions (``pk = "conv#<id>"``), the last-known-good flag (``pk = "flag#lkg"``),
 leases (``pk = "lease#<name>"``) and small key-value items such as finder watermarks
 (``pk = "kv#<key>"``). The state index answers the cycle's and ``/status``'s queries without a
-scan; the tenant index answers ``/tenants/{id}/route``.
+scan; the tenant index answers ``/tenants/{id}/route``. Names only: no client, no logic, so that
+``tests/terraform`` can hold Terraform's table against it.
 """
 
 from __future__ import annotations
