@@ -214,10 +214,13 @@ def test_status_load_measures_both_endpoints_before_and_during_the_burst():
             assert positive(figures["requests_per_s"]), (name, url)
             assert 0 < figures["p50_ms"] <= figures["p99_ms"] <= figures["max_ms"], (name, url)
         assert positive(window["cpu_seconds"]["controller"]), name
+        split = window["controller_cpu_split"]["cpu_seconds"]
+        assert set(split) == {"main_thread", "other_threads"}, name
+        assert all(v >= 0 for v in split.values()), name
     burst = doc["during"]["burst"]
     assert burst["accepted"] == doc["inputs"]["conversions"]
     assert 0 <= burst["routed_by_window_end"] <= burst["accepted"]
-    assert set(doc["goals"]) == {"status_p99_ms_during_burst"}
+    assert set(doc["goals"]) == {"status_p99_ms_during_burst", "healthz_p99_ms_during_burst"}
     checks = doc["checks"]
     assert checks["all_accepted"] is True
     assert checks["all_succeeded"] is True
