@@ -87,7 +87,8 @@ class Idle:
 
 
 def seed(db: FsPath, records: int) -> None:
-    """Bulk rows written straight into the table; the ledger's triggers keep its counters exact."""
+    """Bulk rows written straight into the table, and the counters and decision totals the ledger
+    keeps for them added in the same transaction, as its own writes do."""
     ledger = SQLiteLedger(db)
     now = time.time()
     rng = random.Random(1)
@@ -130,6 +131,15 @@ def seed(db: FsPath, records: int) -> None:
             _insert(conn, rows)
             rows.clear()
     _insert(conn, rows)
+    conn.execute(
+        "INSERT INTO counters (state, path, n) "
+        "SELECT state, coalesce(path, ''), count(*) FROM conversions GROUP BY state, path"
+    )
+    conn.execute(  # rows written as claimed count as decisions, as a claim of a new request does
+        "INSERT INTO decisions_by_minute (minute, path, flag_version, n) "
+        "SELECT CAST(claimed_at / 60 AS INTEGER), path, coalesce(flag_version, ''), count(*) "
+        "FROM conversions WHERE state = 'claimed' GROUP BY 1, 2, 3"
+    )
     conn.execute("COMMIT")
     claims = [
         Claim(

@@ -9,6 +9,10 @@ requeue through this API mark what they change, so their effect shows at once; w
 elsewhere (other replicas, queue and finder intakes) show after the next cycle. A part whose read
 failed keeps the error, and every request raises it until the next cycle reads again.
 
+Whatever serves a document made from the model (``/status``) registers with ``on_change``: it is
+called after each refresh and after each write through this API (``changed``), off the request
+path, so such a document is made once per cycle or write rather than once per request.
+
 Reads only what the ledger offers for these views and the service's memory; never writes, never
 calls a backend or the flag source.
 """
@@ -85,6 +89,8 @@ class ReadModel:
         self._serial = itertools.count(1)  # next() is atomic: two writers never share a mark
         self._lock = threading.Lock()
         self._tenants: tuple[Read, object, TenantsOverview] | None = None
+        self._listeners: list[Callable[[], None]] = []
+        self._notifying = threading.local()  # a listener's reads are not requests: they ask for nothing
 
     # -- keeping it current ---------------------------------------------------------------------
 
@@ -96,11 +102,34 @@ class ReadModel:
             self._announced += 1
             for part in wanted:
                 self._parts[part] = self._read(part)
+        self._notify()
 
     def wrote(self, *parts: Part) -> None:
         """Something this process wrote changed ``parts``: the next read of each reads it again."""
         for part in parts:
             self._marks[part] = next(self._serial)
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` after each refresh and each ``changed`` (it must not raise)."""
+        self._listeners.append(listener)
+
+    def changed(self) -> None:
+        """A write through this API is recorded (``wrote`` and its counters): let the listeners
+        remake what they serve. Called off the event loop, as it may read the ledger."""
+        self._notify()
+
+    def _notify(self) -> None:
+        self._notifying.on = True
+        try:
+            for listener in self._listeners:
+                listener()
+        finally:
+            self._notifying.on = False
+
+    def version(self) -> tuple[object, ...]:
+        """Changes whenever a part may read differently: a cycle ran or was announced, or this
+        process wrote to a part."""
+        return (*self._generation(), *self._marks.values())
 
     def _generation(self) -> tuple[int, int]:
         # Cycles run directly on the controller (tests, the demo) count as well as announced ones.
@@ -114,7 +143,8 @@ class ReadModel:
         return read
 
     def _get(self, part: Part) -> Read:
-        self._asked[part] = self._announced
+        if not getattr(self._notifying, "on", False):
+            self._asked[part] = self._announced
         read = self._current(part)
         if read is not None:
             return read

@@ -3,7 +3,8 @@ intakes, signals, and the flag version stores of ``cutover flag``.
 
 Protocols and the small values they exchange; no implementation. A caller names the narrowest
 role it uses (``OwnershipStore``, ``LeaseStore``, ``ValueStore``, ``FlagStore``,
-``LedgerQueries``); ``Ledger`` is their union, what an implementation owes. Implementations:
+``LedgerQueries``); ``Ledger`` is their union, what an implementation owes, and ``BatchClaims``
+the routing hot path a ledger may offer besides (the SQLite one does). Implementations:
 ``flags/`` (flag sources, version stores), ``controller.ledger`` (SQLite, DynamoDB),
 ``legacy_adapter/`` and ``new_adapter/`` (backends), ``controller.intake`` (intakes),
 ``controller.engine.notify`` (log transports) and ``controller.engine.notify_aws`` (SNS, CloudWatch).
@@ -12,6 +13,7 @@ role it uses (``OwnershipStore``, ``LeaseStore``, ``ValueStore``, ``FlagStore``,
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -115,6 +117,58 @@ class Claim:
     path: Path
     flag_version: str | None
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A routing decision as a claim records it; one per tenant, shared by its waiting conversions."""
+
+    path: Path
+    flag_version: str | None
+    reason: str
+
+
+# Where a batch's conversions go: each route with the tenants it applies to (a tenant in one only).
+RouteGroups = Sequence[tuple[Route, AbstractSet[int]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """Requests in the intake as columns, oldest first: position ``i`` of each is one conversion.
+
+    What routing needs and no more, so that a cycle claiming tens of thousands of conversions makes
+    no object per conversion.
+    """
+
+    conversion_ids: Sequence[str]
+    tenant_ids: Sequence[int]
+
+    def route_by_tenant(self, routes: RouteGroups) -> dict[int, Route]:
+        """Each tenant's route; ``ValueError`` naming the tenants when one of these conversions'
+        tenants has no route or a tenant has two, or when the columns differ in length."""
+        if len(self.conversion_ids) != len(self.tenant_ids):
+            raise ValueError(
+                f"{len(self.conversion_ids)} conversion ids but {len(self.tenant_ids)} tenant ids"
+            )
+        by_tenant: dict[int, Route] = {}
+        for route, tenants in routes:
+            twice = by_tenant.keys() & tenants
+            if twice:
+                raise ValueError(f"tenants {sorted(twice)[:5]} have two routes")
+            by_tenant.update(dict.fromkeys(tenants, route))
+        unrouted = set(self.tenant_ids) - by_tenant.keys()
+        if unrouted:
+            raise ValueError(f"no route for tenants {sorted(unrouted)[:5]} of the waiting conversions")
+        return by_tenant
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """The answer to a batch claim: the positions (in its ``Waiting``) this claim made owned, and
+    how many of them each path got. A conversion owned already is not among them."""
+
+    created: Sequence[int]
+    per_path: Mapping[Path, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +289,23 @@ class OwnershipStore(Protocol):
 
     def get(self, conversion_id: str) -> ConversionRecord | None:
         """One conversion's record, or None."""
+        ...
+
+
+@runtime_checkable
+class BatchClaims(Protocol):
+    """Claiming the intake by columns: the routing hot path (the SQLite ledger has it). A ledger
+    without it is claimed through ``OwnershipStore`` (``controller.engine.claims``), a record per
+    conversion."""
+
+    def waiting(self, limit: int) -> Waiting:
+        """What ``OwnershipStore.unclaimed`` lists, by column."""
+        ...
+
+    def claim_waiting(self, waiting: Waiting, routes: RouteGroups, now: float) -> Claimed:
+        """Claim each of ``waiting`` (from ``waiting()``) for its tenant's route, unless a path owns it
+        already: first claim wins, as ``OwnershipStore.claim``. ``ValueError``, before anything is
+        written, unless every tenant has exactly one route (``Waiting.route_by_tenant``)."""
         ...
 
 

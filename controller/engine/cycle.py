@@ -15,6 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -30,9 +31,21 @@ from controller.core.domain import (
     Path,
 )
 from controller.core.errors import BackendError, CutoverError, SubmitRejectedError
-from controller.core.ports import Backend, Claim, Dispatched, Finish, FlagReader, Inventory, Ledger
-from controller.core.routing import RoutingPolicy, basis, decide
+from controller.core.ports import (
+    Backend,
+    Claimed,
+    Dispatched,
+    Finish,
+    FlagReader,
+    Inventory,
+    Ledger,
+    Route,
+    RouteGroups,
+    Waiting,
+)
+from controller.core.routing import RoutingPolicy, basis, decide_tenants
 from controller.core.transitions import RetryPolicy, Verdict, after_poll
+from controller.engine.claims import batch_claims
 from flags.snapshot import FlagSnapshot, FlagState, FlagStatus
 
 if TYPE_CHECKING:
@@ -102,6 +115,7 @@ class Controller:
         shadows: ShadowRunner | None = None,
     ) -> None:
         self.ledger = ledger
+        self._claims = batch_claims(ledger)
         self.shadows = shadows  # shadow runs, in budget real work leaves free
         self.flags = flags
         self.backends = backends
@@ -176,41 +190,50 @@ class Controller:
         routing = basis(status, self.config.routing)
         if routing.hold:
             return True, routing.reason, {}
-        waiting = self.ledger.unclaimed(self.config.max_claims)
-        if not waiting:
+        waiting = self._claims.waiting(self.config.max_claims)
+        if not waiting.conversion_ids:
             return False, "", {}
-        # One decision per tenant per cycle; what a claim needs from it is kept ready to use.
+        # One decision per outcome, not per tenant or conversion: a burst of tens of thousands
+        # makes no object per conversion on its way to the ledger.
         suffix = f"; {routing.reason}" if routing.reason else ""
-        cache: dict[int, tuple[Path, str | None, str]] = {}
-        claims: list[Claim] = []
-        for record in waiting:
-            ready = cache.get(record.tenant_id)
-            if ready is None:
-                decision = decide(record.tenant_id, routing.snapshot, self.config.routing)
-                if decision.path is None:
-                    return True, decision.reason, {}
-                ready = (decision.path, decision.flag_version, decision.reason + suffix)
-                cache[record.tenant_id] = ready
-            claims.append(Claim(record.request, *ready))
-        owned = self.ledger.claim(claims, now)
-        counts: Counter[Path] = Counter(
-            o.record.path for o in owned if o.created and o.record.path is not None
-        )
-        if self.shadows is not None:
-            self._shadow_step("sample", [], self.shadows.sample, [o.record for o in owned if o.created], now)
+        routes: list[tuple[Route, AbstractSet[int]]] = []
+        for decision, tenants in decide_tenants(waiting.tenant_ids, routing.snapshot, self.config.routing):
+            if decision.path is None:
+                return True, decision.reason, {}
+            routes.append((Route(decision.path, decision.flag_version, decision.reason + suffix), tenants))
+        claimed = self._claims.claim_waiting(waiting, routes, now)
+        if self.shadows is not None and claimed.per_path.get(Path.LEGACY):
+            taken = self._taken_by(Path.LEGACY, waiting, routes, claimed)
+            self._shadow_step("sample", [], self.shadows.sample_claimed, taken, self.ledger.get, now)
         if log.isEnabledFor(logging.DEBUG):
-            for o in owned:
-                if o.created and o.record.path is not None:
-                    log.debug(
-                        "route.decided",
-                        extra={
-                            "conversion_id": o.record.conversion_id,
-                            "tenant_id": o.record.tenant_id,
-                            "path": o.record.path.value,
-                            "flag_version": o.record.flag_version,
-                        },
-                    )
-        return False, "", dict(counts)
+            self._log_decisions(waiting, routes, claimed)
+        return False, "", dict(claimed.per_path)
+
+    @staticmethod
+    def _taken_by(
+        path: Path, waiting: Waiting, routes: RouteGroups, claimed: Claimed
+    ) -> list[tuple[str, int]]:
+        """(conversion id, tenant) of each conversion this cycle's claim gave to ``path``."""
+        by_tenant = waiting.route_by_tenant(routes)
+        ids, tenant_ids = waiting.conversion_ids, waiting.tenant_ids
+        return [(ids[i], tenant_ids[i]) for i in claimed.created if by_tenant[tenant_ids[i]].path is path]
+
+    @staticmethod
+    def _log_decisions(waiting: Waiting, routes: RouteGroups, claimed: Claimed) -> None:
+        """One ``route.decided`` line per conversion this cycle's claim made owned, in intake order."""
+        by_tenant = waiting.route_by_tenant(routes)
+        ids, tenant_ids = waiting.conversion_ids, waiting.tenant_ids
+        for i in claimed.created:
+            route = by_tenant[tenant_ids[i]]
+            log.debug(
+                "route.decided",
+                extra={
+                    "conversion_id": ids[i],
+                    "tenant_id": tenant_ids[i],
+                    "path": route.path.value,
+                    "flag_version": route.flag_version,
+                },
+            )
 
     # -- poll: record outcomes, clone-and-resubmit failures ------------------------------------
 

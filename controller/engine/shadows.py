@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -134,6 +134,20 @@ class ShadowRunner:
         if created:
             log.info("shadow.sampled", extra={"shadows": len(created)})
         return len(created)
+
+    def sample_claimed(
+        self,
+        taken: Iterable[tuple[str, int]],
+        load: Callable[[str], ConversionRecord | None],
+        now: float,
+    ) -> int:
+        """``sample`` for conversions the old path just claimed, given as (conversion id, tenant):
+        the claim hands out no records, so only those the sampling rule picks are read (``load``)."""
+        scope = self.scope()
+        if not scope.enabled:
+            return 0
+        picked = [cid for cid, tenant in taken if scope.kinds(cid, tenant)]
+        return self.sample([r for r in map(load, picked) if r is not None], now)
 
     # -- poll: record how shadow runs ended -------------------------------------------------------
 

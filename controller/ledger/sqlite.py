@@ -1,9 +1,11 @@
 """The ownership ledger on SQLite: the embedded default, safe for several processes on one file.
 
 Every write runs in one ``BEGIN IMMEDIATE`` transaction, so two processes racing for the same
-conversion are serialised by SQLite's write lock and exactly one of them wins. Counters and
-per-minute decision totals are kept by triggers in the same transactions, so ``counts()`` and the
-dashboard never scan the conversions table.
+conversion are serialised by SQLite's write lock and exactly one of them wins. The counters and
+per-minute decision totals move in the same transaction as the rows they count, once per batch
+(a claim of 20,000 conversions adds to three counters, not 40,000 times), so ``counts()`` and the
+dashboard never scan the conversions table and a crash never leaves them apart from the rows.
+Files written by an older version are upgraded when opened (``SCHEMA_VERSION``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
 from functools import lru_cache
@@ -27,99 +30,99 @@ from controller.core.domain import (
     Path,
 )
 from controller.core.errors import LedgerError, NotFoundError
-from controller.core.ports import AcceptResult, Claim, Counts, Dispatched, Finish, FinishedConversion
+from controller.core.ports import (
+    AcceptResult,
+    Claim,
+    Claimed,
+    Counts,
+    Dispatched,
+    Finish,
+    FinishedConversion,
+    RouteGroups,
+    Waiting,
+)
 from controller.core.requeue import REQUEUE_FIELDS, requeued
 from controller.ledger.sqlite_shadows import SHADOW_SCHEMA, SQLiteShadows
 from flags.snapshot import FlagSnapshot
 
 S = ConversionState
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS conversions (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    conversion_id TEXT NOT NULL UNIQUE,
-    tenant_id INTEGER NOT NULL,
-    params TEXT NOT NULL,
-    state TEXT NOT NULL,
-    path TEXT,
-    flag_version TEXT,
-    reason TEXT NOT NULL DEFAULT '',
-    job_ref TEXT,
-    intent TEXT,
-    fence INTEGER NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    received_at REAL,
-    claimed_at REAL,
-    dispatched_at REAL,
-    finished_at REAL,
-    updated_at REAL,
-    work_seconds REAL,
-    work_started_at REAL
-);
-CREATE INDEX IF NOT EXISTS conversions_by_state ON conversions (state, path, seq);
--- By tenant alone: each entry is (tenant_id, seq), so a tenant's history comes out in order, and a
--- change of state (every claim, dispatch and finish) leaves this index untouched. An index that
--- also held the state was rewritten at a random place on every transition, doubling a claim's cost.
-DROP INDEX IF EXISTS conversions_by_tenant;
-CREATE INDEX IF NOT EXISTS conversions_by_tenant_seq ON conversions (tenant_id);
+# Schema 0 kept the counters with per-row triggers, about half the cost of each claim. Schema 1
+# keeps them in the code, per batch; opening a file of schema 0 drops the triggers and keeps the
+# counters and decision totals as they are (they were exact). Columns and tables added since
+# (``work_seconds``, ``work_started_at``, the shadows table) are added to a file of either schema
+# when it is opened.
+SCHEMA_VERSION = 1
+_OLD_TRIGGERS = ("count_insert", "count_update", "count_delete", "decision_on_claim", "decision_on_insert")
 
-CREATE TABLE IF NOT EXISTS counters (
-    state TEXT NOT NULL,
-    path TEXT NOT NULL,
-    n INTEGER NOT NULL,
-    PRIMARY KEY (state, path)
-) WITHOUT ROWID;
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS conversions (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        conversion_id TEXT NOT NULL UNIQUE,
+        tenant_id INTEGER NOT NULL,
+        params TEXT NOT NULL,
+        state TEXT NOT NULL,
+        path TEXT,
+        flag_version TEXT,
+        reason TEXT NOT NULL DEFAULT '',
+        job_ref TEXT,
+        intent TEXT,
+        fence INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        received_at REAL,
+        claimed_at REAL,
+        dispatched_at REAL,
+        finished_at REAL,
+        updated_at REAL,
+        work_seconds REAL,
+        work_started_at REAL
+    )""",
+    "CREATE INDEX IF NOT EXISTS conversions_by_state ON conversions (state, path, seq)",
+    # By tenant alone: each entry is (tenant_id, seq), so a tenant's history comes out in order, and
+    # a change of state (every claim, dispatch and finish) leaves this index untouched. An index
+    # that also held the state was rewritten at a random place on every transition, doubling a
+    # claim's cost.
+    "DROP INDEX IF EXISTS conversions_by_tenant",
+    "CREATE INDEX IF NOT EXISTS conversions_by_tenant_seq ON conversions (tenant_id)",
+    """CREATE TABLE IF NOT EXISTS counters (
+        state TEXT NOT NULL,
+        path TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (state, path)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS decisions_by_minute (
+        minute INTEGER NOT NULL,
+        path TEXT NOT NULL,
+        flag_version TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (minute, path, flag_version)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS kv (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires_at REAL NOT NULL
+    ) WITHOUT ROWID""",
+)
 
-CREATE TABLE IF NOT EXISTS decisions_by_minute (
-    minute INTEGER NOT NULL,
-    path TEXT NOT NULL,
-    flag_version TEXT NOT NULL,
-    n INTEGER NOT NULL,
-    PRIMARY KEY (minute, path, flag_version)
-) WITHOUT ROWID;
-
-CREATE TABLE IF NOT EXISTS kv (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL,
-    updated_at REAL NOT NULL
-) WITHOUT ROWID;
-
-CREATE TABLE IF NOT EXISTS leases (
-    name TEXT PRIMARY KEY,
-    holder TEXT NOT NULL,
-    expires_at REAL NOT NULL
-) WITHOUT ROWID;
-
-CREATE TRIGGER IF NOT EXISTS count_insert AFTER INSERT ON conversions BEGIN
-    INSERT INTO counters (state, path, n) VALUES (NEW.state, coalesce(NEW.path, ''), 1)
-        ON CONFLICT (state, path) DO UPDATE SET n = n + 1;
-END;
-
-CREATE TRIGGER IF NOT EXISTS count_update AFTER UPDATE OF state, path ON conversions
-WHEN OLD.state IS NOT NEW.state OR OLD.path IS NOT NEW.path BEGIN
-    UPDATE counters SET n = n - 1 WHERE state = OLD.state AND path = coalesce(OLD.path, '');
-    INSERT INTO counters (state, path, n) VALUES (NEW.state, coalesce(NEW.path, ''), 1)
-        ON CONFLICT (state, path) DO UPDATE SET n = n + 1;
-END;
-
-CREATE TRIGGER IF NOT EXISTS count_delete AFTER DELETE ON conversions BEGIN
-    UPDATE counters SET n = n - 1 WHERE state = OLD.state AND path = coalesce(OLD.path, '');
-END;
-
-CREATE TRIGGER IF NOT EXISTS decision_on_claim AFTER UPDATE OF state ON conversions
-WHEN NEW.state = 'claimed' AND OLD.state = 'received' BEGIN
-    INSERT INTO decisions_by_minute (minute, path, flag_version, n)
-        VALUES (CAST(NEW.claimed_at / 60 AS INTEGER), NEW.path, coalesce(NEW.flag_version, ''), 1)
-        ON CONFLICT (minute, path, flag_version) DO UPDATE SET n = n + 1;
-END;
-
-CREATE TRIGGER IF NOT EXISTS decision_on_insert AFTER INSERT ON conversions
-WHEN NEW.state = 'claimed' BEGIN
-    INSERT INTO decisions_by_minute (minute, path, flag_version, n)
-        VALUES (CAST(NEW.claimed_at / 60 AS INTEGER), NEW.path, coalesce(NEW.flag_version, ''), 1)
-        ON CONFLICT (minute, path, flag_version) DO UPDATE SET n = n + 1;
-END;
-"""
+_ADD_TO_COUNTER = (
+    "INSERT INTO counters (state, path, n) VALUES (?, ?, ?) "
+    "ON CONFLICT (state, path) DO UPDATE SET n = n + excluded.n"
+)
+_ADD_TO_DECISIONS = (
+    "INSERT INTO decisions_by_minute (minute, path, flag_version, n) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (minute, path, flag_version) DO UPDATE SET n = n + excluded.n"
+)
+# Where the conversions a batch moved are now; the batch's ids go in as one JSON array (CROSS JOIN
+# keeps SQLite walking the array and probing the id index, never the table).
+_MOVED = (
+    "SELECT c.state, coalesce(c.path, '') FROM json_each(?) AS j "
+    "CROSS JOIN conversions AS c ON c.conversion_id = j.value"
+)
 
 _COLUMNS = (
     "conversion_id, tenant_id, params, state, path, flag_version, reason, job_ref, intent, "
@@ -187,8 +190,46 @@ def _column(value: object) -> object:
     return value.value if isinstance(value, (ConversionState, Path)) else value
 
 
+_INSERT_CLAIMED = (
+    "INSERT OR IGNORE INTO conversions (conversion_id, tenant_id, params, state, path, flag_version, "
+    "reason, received_at, claimed_at, updated_at) VALUES (?, ?, ?, 'claimed', ?, ?, ?, ?, ?, ?)"
+)
+_RECEIVED = (S.RECEIVED.value, "")
+
+
+def _nothing(db: sqlite3.Connection) -> None:
+    """A write that moves no counter."""
+
+
 class _Undo(Exception):
     """Raised inside a write to roll it back on purpose."""
+
+
+# Changes to the counters, by (state, path): what one write moved, added in its own transaction.
+Tally = Counter[tuple[str, str]]
+
+
+def _add_counts(db: sqlite3.Connection, tally: Tally) -> None:
+    rows = [(state, path, n) for (state, path), n in tally.items() if n]
+    if rows:
+        db.executemany(_ADD_TO_COUNTER, rows)
+
+
+def _add_decisions(db: sqlite3.Connection, now: float, decided: Counter[tuple[str, str]]) -> None:
+    """Claims made at ``now`` by (path, flag version), to their minute (truncated, as SQLite's CAST)."""
+    minute = int(now / 60)
+    rows = [(minute, path, version, n) for (path, version), n in decided.items() if n]
+    if rows:
+        db.executemany(_ADD_TO_DECISIONS, rows)
+
+
+def _moved(source: ConversionState, landed: Tally) -> Tally:
+    """The counter changes of conversions that left ``source`` and are now as ``landed`` counts them."""
+    tally: Tally = Counter()
+    for (state, path), n in landed.items():
+        tally[(source.value, path)] -= n
+        tally[(state, path)] += n
+    return tally
 
 
 def _claimed(c: Claim, now: float) -> ConversionRecord:
@@ -233,6 +274,7 @@ def _dispatching(r: ConversionRecord, intent: str, now: float) -> ConversionReco
         r.dispatched_at,
         r.finished_at,
         now,
+        r.work_seconds,
     )
 
 
@@ -246,24 +288,47 @@ class SQLiteLedger(SQLiteShadows):
         self._local = threading.local()
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
+        self._schema_seen = -1  # PRAGMA schema_version when the schema was last found to be ours
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise LedgerError(f"ledger {path}: cannot create its directory ({exc.strerror})") from exc
         try:
-            self._connection().executescript("BEGIN IMMEDIATE;" + SCHEMA + SHADOW_SCHEMA + "COMMIT;")
-            self._add_missing_columns()
+            self._upgrade()
         except sqlite3.Error as exc:
             raise LedgerError(f"ledger {path}: cannot create the schema ({exc})") from exc
 
-    def _add_missing_columns(self) -> None:
-        """Bring a ledger file made by an earlier version up to the columns this one records
-        (nullable, so old rows simply have no value)."""
-        with self._write() as db:
+    def _upgrade(self) -> None:
+        """Create the schema, or bring a file of an older one to ``SCHEMA_VERSION`` and the columns
+        this version records, in one transaction."""
+        db = self._connection()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            (version,) = db.execute("PRAGMA user_version").fetchone()
+            if version > SCHEMA_VERSION:
+                raise LedgerError(
+                    f"ledger {self.path}: written by a newer cutover (schema {version}; this one "
+                    f"knows up to {SCHEMA_VERSION}); upgrade this one"
+                )
+            for statement in SCHEMA:
+                db.execute(statement)
+            # The shadows' schema is plain CREATE statements, no trigger bodies: ';' ends each one.
+            for statement in SHADOW_SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
             have = {row[1] for row in db.execute("PRAGMA table_info(conversions)")}
             for name, kind in _ADDED_COLUMNS:
                 if name not in have:
                     db.execute(f"ALTER TABLE conversions ADD COLUMN {name} {kind}")
+            # Also on a file already upgraded: an older version opened since re-created them.
+            for trigger in _OLD_TRIGGERS:
+                db.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+            if version < SCHEMA_VERSION:
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     # -- connections -------------------------------------------------------------------------
 
@@ -290,6 +355,7 @@ class SQLiteLedger(SQLiteShadows):
         except sqlite3.Error as exc:
             raise LedgerError(f"ledger {self.path}: cannot start a write ({exc})") from exc
         try:
+            self._check_schema(db)
             yield db
         except BaseException:
             db.execute("ROLLBACK")
@@ -299,6 +365,29 @@ class SQLiteLedger(SQLiteShadows):
         except sqlite3.Error as exc:
             db.execute("ROLLBACK")
             raise LedgerError(f"ledger {self.path}: commit failed ({exc})") from exc
+
+    def _check_schema(self, db: sqlite3.Connection) -> None:
+        """Refuse to write while the per-row counter triggers of schema 0 are back.
+
+        An older version opening this file re-creates them; from then on they would count every
+        change a second time. The schema cookie moves on any schema change, so the usual cost is
+        one pragma per transaction.
+        """
+        (cookie,) = db.execute("PRAGMA schema_version").fetchone()
+        if cookie == self._schema_seen:
+            return
+        names = ", ".join("?" * len(_OLD_TRIGGERS))
+        back = db.execute(
+            f"SELECT name FROM sqlite_master WHERE type = 'trigger' AND name IN ({names}) ORDER BY name",
+            _OLD_TRIGGERS,
+        ).fetchall()
+        if back:
+            raise LedgerError(
+                f"ledger {self.path}: an older cutover opened this file and put back its counter "
+                f"triggers ({', '.join(n for (n,) in back)}), which would count each change twice; "
+                "stop every older process, then restart this one (it upgrades the file again)"
+            )
+        self._schema_seen = cookie
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:
@@ -326,7 +415,8 @@ class SQLiteLedger(SQLiteShadows):
             "VALUES (?, ?, ?, 'received', ?, ?)"
         )
         rows = [(req.conversion_id, req.tenant_id, _params(req.params), now, now) for req in requests]
-        if not rows or self._all_apply(sql, rows):
+        received = Counter({_RECEIVED: len(rows)})
+        if not rows or self._all_apply(sql, rows, lambda db: _add_counts(db, received)):
             applied = [True] * len(rows)
         else:
             with self._write() as db:
@@ -334,6 +424,7 @@ class SQLiteLedger(SQLiteShadows):
                 again = [req for req, new in zip(requests, applied, strict=True) if not new]
                 # Compared inside the same transaction: a conflict rolls the whole batch back.
                 resend.refuse_conflicts(self._known(db, again), again)
+                _add_counts(db, Counter({_RECEIVED: sum(applied)}))
         accepted: list[str] = []
         duplicates: list[str] = []
         for req, new in zip(requests, applied, strict=True):
@@ -366,49 +457,102 @@ class SQLiteLedger(SQLiteShadows):
         )
         return [_record(r) for r in rows]
 
+    def waiting(self, limit: int) -> Waiting:
+        rows = self._read(
+            "SELECT conversion_id, tenant_id FROM conversions WHERE state = 'received' AND path IS NULL "
+            "ORDER BY seq LIMIT ?",
+            (limit,),
+        )
+        if not rows:
+            return Waiting((), ())
+        ids, tenants = zip(*rows, strict=True)
+        return Waiting(ids, tenants)
+
+    def claim_waiting(self, waiting: Waiting, routes: RouteGroups, now: float) -> Claimed:
+        waiting.route_by_tenant(routes)  # refuses a batch some tenant has no single route for
+        # The bind values a route's conversions share, made once per route and handed out per tenant.
+        shared: dict[int, tuple[str, str | None, str, float, float]] = {}
+        for route, tenants in routes:
+            shared.update(
+                dict.fromkeys(tenants, (_PATH_VALUES[route.path], route.flag_version, route.reason, now, now))
+            )
+        ids, tenant_ids = waiting.conversion_ids, waiting.tenant_ids
+        rows = [
+            (path, version, reason, at, at, cid)
+            for cid, (path, version, reason, at, _) in zip(
+                ids, map(shared.__getitem__, tenant_ids), strict=True
+            )
+        ]
+        per_tenant = Counter(tenant_ids)
+        per_route = [
+            (route, sum(map(per_tenant.__getitem__, tenants & per_tenant.keys())))
+            for route, tenants in routes
+        ]
+
+        def count(db: sqlite3.Connection) -> None:
+            tally: Tally = Counter()
+            decided: Counter[tuple[str, str]] = Counter()
+            for route, n in per_route:
+                tally[_RECEIVED] -= n
+                tally[(S.CLAIMED.value, route.path.value)] += n
+                decided[(route.path.value, route.flag_version or "")] += n
+            _add_counts(db, tally)
+            _add_decisions(db, now, decided)
+
+        if self._all_apply(_CLAIM_RECEIVED, rows, count):
+            per_path: Counter[Path] = Counter()
+            for route, n in per_route:
+                per_path[route.path] += n
+            return Claimed(range(len(rows)), {p: n for p, n in per_path.items() if n})
+        return self._claim_each(rows, now)
+
+    def _claim_each(self, rows: Sequence[tuple[Any, ...]], now: float) -> Claimed:
+        """``claim_waiting`` one conversion at a time, when some of the batch is owned already."""
+        created: list[int] = []
+        tally: Tally = Counter()
+        decided: Counter[tuple[str, str]] = Counter()
+        with self._write() as db:
+            for i, row in enumerate(rows):
+                if db.execute(_CLAIM_RECEIVED, row).rowcount == 1:
+                    created.append(i)
+                    path, version = row[0], row[1]
+                    tally[_RECEIVED] -= 1
+                    tally[(S.CLAIMED.value, path)] += 1
+                    decided[(path, version or "")] += 1
+            _add_counts(db, tally)
+            _add_decisions(db, now, decided)
+        per_path = {_PATHS[path]: n for (state, path), n in tally.items() if state == S.CLAIMED.value}
+        return Claimed(created, per_path)
+
     def claim(self, claims: Sequence[Claim], now: float) -> list[Ownership]:
         if self._claim_all_received(claims, now):
             return [Ownership(_claimed(c, now), True) for c in claims]
         out: list[Ownership] = []
         with self._write() as db:
+            tally: Tally = Counter()
+            decided: Counter[tuple[str, str]] = Counter()
             for c in claims:
-                req = c.request
-                created = (
+                req, path = c.request, c.path.value
+                row = (path, c.flag_version, c.reason, now, now, req.conversion_id)
+                if db.execute(_CLAIM_RECEIVED, row).rowcount == 1:
+                    tally[_RECEIVED] -= 1
+                elif (
                     db.execute(
-                        _CLAIM_RECEIVED,
-                        (_PATH_VALUES[c.path], c.flag_version, c.reason, now, now, req.conversion_id),
+                        _INSERT_CLAIMED,
+                        (req.conversion_id, req.tenant_id, _params(req.params), *row[:3], now, now, now),
                     ).rowcount
-                    == 1
-                )
-                if not created:
-                    created = (
-                        db.execute(
-                            "INSERT OR IGNORE INTO conversions (conversion_id, tenant_id, params, "
-                            "state, path, flag_version, reason, received_at, claimed_at, updated_at) "
-                            "VALUES (?, ?, ?, 'claimed', ?, ?, ?, ?, ?, ?)",
-                            (
-                                req.conversion_id,
-                                req.tenant_id,
-                                _params(req.params),
-                                c.path.value,
-                                c.flag_version,
-                                c.reason,
-                                now,
-                                now,
-                                now,
-                            ),
-                        ).rowcount
-                        == 1
-                    )
-                if created:
-                    record = _claimed(c, now)
-                else:
-                    row = db.execute(
-                        f"SELECT {_COLUMNS} FROM conversions WHERE conversion_id = ?",
-                        (req.conversion_id,),
+                    != 1
+                ):
+                    held = db.execute(
+                        f"SELECT {_COLUMNS} FROM conversions WHERE conversion_id = ?", (req.conversion_id,)
                     ).fetchone()
-                    record = _record(row)
-                out.append(Ownership(record, created))
+                    out.append(Ownership(_record(held), False))
+                    continue
+                tally[(S.CLAIMED.value, path)] += 1
+                decided[(path, c.flag_version or "")] += 1
+                out.append(Ownership(_claimed(c, now), True))
+            _add_counts(db, tally)
+            _add_decisions(db, now, decided)
         return out
 
     def _claim_all_received(self, claims: Sequence[Claim], now: float) -> bool:
@@ -417,34 +561,77 @@ class SQLiteLedger(SQLiteShadows):
             (_PATH_VALUES[c.path], c.flag_version, c.reason, now, now, c.request.conversion_id)
             for c in claims
         ]
-        return self._all_apply(_CLAIM_RECEIVED, rows)
 
-    def _all_apply(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> bool:
+        def count_all(db: sqlite3.Connection) -> None:
+            tally: Tally = Counter()
+            decided: Counter[tuple[str, str]] = Counter()
+            for c in claims:
+                tally[(S.CLAIMED.value, c.path.value)] += 1
+                decided[(c.path.value, c.flag_version or "")] += 1
+            tally[_RECEIVED] -= len(claims)
+            _add_counts(db, tally)
+            _add_decisions(db, now, decided)
+
+        return self._all_apply(_CLAIM_RECEIVED, rows, count_all)
+
+    def _all_apply(
+        self, sql: str, rows: Sequence[tuple[Any, ...]], count: Callable[[sqlite3.Connection], None]
+    ) -> bool:
         """Run ``sql`` for every row in one executemany, and keep it only if every run changed a row.
 
         Each write here is a compare-and-set on one conversion: it changes that row or none. In a
         cycle they almost always all apply, and one statement for the batch saves a round trip
-        per conversion; the summed row count proves it. If any did not apply (another writer got
-        there first, or a conversion is in the batch twice), the transaction is rolled back and
-        the caller goes one by one. A whole transaction rather than a savepoint: a savepoint
-        journals every page it touches, which costs a third of the statement.
+        per conversion; the summed row count proves it, and ``count`` then moves the counters in
+        the same transaction. If any did not apply (another writer got there first, or a
+        conversion is in the batch twice), the transaction is rolled back and the caller goes one
+        by one. A whole transaction rather than a savepoint: a savepoint journals every page it
+        touches, which costs a third of the statement.
         """
         try:
             with self._write() as db:
                 if db.executemany(sql, rows).rowcount != len(rows):
                     raise _Undo
+                count(db)
         except _Undo:
             return False
         return True
 
-    def _each(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> list[bool]:
-        """Run ``sql`` once per row in one transaction; whether each run changed its row."""
+    def _each(
+        self,
+        sql: str,
+        rows: Sequence[tuple[Any, ...]],
+        count: Callable[[sqlite3.Connection, Sequence[bool]], None] | None = None,
+    ) -> list[bool]:
+        """Run ``sql`` once per row in one transaction; whether each run changed its row. ``count``
+        moves the counters by what changed, in the same transaction; rows of a table no counter
+        follows (the shadows) need none."""
         if not rows:
             return []
-        if self._all_apply(sql, rows):
-            return [True] * len(rows)
+        everything = [True] * len(rows)
+        if self._all_apply(sql, rows, (lambda db: count(db, everything)) if count else _nothing):
+            return everything
         with self._write() as db:
-            return [db.execute(sql, row).rowcount == 1 for row in rows]
+            applied = [db.execute(sql, row).rowcount == 1 for row in rows]
+            if count:
+                count(db, applied)
+            return applied
+
+    def _move_each(
+        self, sql: str, rows: Sequence[tuple[Any, ...]], ids: Sequence[str], source: ConversionState
+    ) -> list[bool]:
+        """``_each`` for a transition out of ``source`` that keeps each conversion's path.
+
+        Every transition changes the state, so a conversion moves at most once per call, and after
+        the writes the batch's ids tell where what moved has landed.
+        """
+
+        def count(db: sqlite3.Connection, applied: Sequence[bool]) -> None:
+            moved = [cid for cid, ok in zip(ids, applied, strict=True) if ok]
+            if moved:
+                landed: Tally = Counter(db.execute(_MOVED, (json.dumps(moved),)).fetchall())
+                _add_counts(db, _moved(source, landed))
+
+        return self._each(sql, rows, count)
 
     # -- dispatch ----------------------------------------------------------------------------
 
@@ -458,29 +645,35 @@ class SQLiteLedger(SQLiteShadows):
     def mark_dispatching(
         self, records: Sequence[ConversionRecord], intent: str, now: float
     ) -> list[ConversionRecord]:
-        applied = self._each(
+        applied = self._move_each(
             "UPDATE conversions SET state = 'dispatching', intent = ?, fence = fence + 1, "
             "attempts = attempts + 1, updated_at = ? "
             "WHERE conversion_id = ? AND state = 'claimed' AND fence = ?",
             [(intent, now, r.conversion_id, r.fence) for r in records],
+            [r.conversion_id for r in records],
+            S.CLAIMED,
         )
         return [_dispatching(r, intent, now) for r, ok in zip(records, applied, strict=True) if ok]
 
     def mark_dispatched(self, items: Sequence[Dispatched], now: float) -> list[str]:
-        applied = self._each(
+        applied = self._move_each(
             "UPDATE conversions SET state = 'dispatched', job_ref = ?, dispatched_at = ?, "
             "updated_at = ? WHERE conversion_id = ? AND state = 'dispatching' AND fence = ?",
             [(d.job_ref, now, now, d.conversion_id, d.fence) for d in items],
+            [d.conversion_id for d in items],
+            S.DISPATCHING,
         )
         return [d.conversion_id for d, ok in zip(items, applied, strict=True) if ok]
 
     def release(self, conversion_ids: Sequence[tuple[str, int]], now: float, reason: str) -> int:
         # Nothing was started, so the attempt does not count against the resubmits.
-        applied = self._each(
+        applied = self._move_each(
             "UPDATE conversions SET state = 'claimed', intent = NULL, reason = ?, "
             "attempts = attempts - 1, updated_at = ? "
             "WHERE conversion_id = ? AND state = 'dispatching' AND fence = ?",
             [(reason, now, cid, fence) for cid, fence in conversion_ids],
+            [cid for cid, _ in conversion_ids],
+            S.DISPATCHING,
         )
         return sum(applied)
 
@@ -506,7 +699,7 @@ class SQLiteLedger(SQLiteShadows):
         for f in finishes:
             if not f.state.terminal:
                 raise ValueError(f"{f.state} is not a terminal state")
-        applied = self._each(
+        applied = self._move_each(
             "UPDATE conversions SET state = ?, reason = ?, finished_at = ?, updated_at = ?, "
             "work_seconds = ?, work_started_at = ? "
             "WHERE conversion_id = ? AND state = 'dispatched' AND fence = ?",
@@ -523,18 +716,23 @@ class SQLiteLedger(SQLiteShadows):
                 )
                 for f in finishes
             ],
+            [f.conversion_id for f in finishes],
+            S.DISPATCHED,
         )
         return [f.conversion_id for f, ok in zip(finishes, applied, strict=True) if ok]
 
     def resubmit(self, conversion_id: str, fence: int, reason: str, now: float) -> bool:
         with self._write() as db:
-            cur = db.execute(
+            moved = db.execute(
                 "UPDATE conversions SET state = 'claimed', intent = NULL, job_ref = NULL, "
                 "reason = ?, updated_at = ? "
-                "WHERE conversion_id = ? AND state = 'dispatched' AND fence = ?",
+                "WHERE conversion_id = ? AND state = 'dispatched' AND fence = ? RETURNING path",
                 (reason, now, conversion_id, fence),
-            )
-            return cur.rowcount == 1
+            ).fetchall()
+            if moved:
+                (path,) = moved[0]
+                _add_counts(db, _moved(S.DISPATCHED, Counter({(S.CLAIMED.value, path or ""): 1})))
+            return bool(moved)
 
     def requeue(self, conversion_id: str, now: float) -> ConversionRecord:
         with self._write() as db:
@@ -543,11 +741,14 @@ class SQLiteLedger(SQLiteShadows):
             ).fetchone()
             if row is None:
                 raise NotFoundError(f"conversion {conversion_id!r} is not in the ledger")
-            freed = requeued(_record(row), now)
+            record = _record(row)
+            freed = requeued(record, now)
             db.execute(
                 f"UPDATE conversions SET {_REQUEUE_SET} WHERE conversion_id = ? AND state = 'failed'",
                 (*(_column(getattr(freed, name)) for name in REQUEUE_FIELDS), conversion_id),
             )
+            failed = (S.FAILED.value, record.path.value if record.path else "")
+            _add_counts(db, Counter({failed: -1, _RECEIVED: 1}))
         return freed
 
     # -- reads -------------------------------------------------------------------------------

@@ -146,6 +146,38 @@ async def test_intake_and_requeue_through_the_api_show_at_once(tmp_path: FsPath)
     service.close()
 
 
+async def test_status_is_made_once_per_cycle_or_write_not_per_request(tmp_path: FsPath) -> None:
+    """``/status`` answers with bytes made by the loop's hook or by the write that changed them, so
+    a request between them does no work of its own; what it answers is as fresh as before."""
+    service, _, views = watched(tmp_path)
+    made: list[float] = []
+    shaped = views.status
+
+    def counting_status(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        made.append(time.time())
+        return shaped(*args, **kwargs)
+
+    views.status = counting_status  # type: ignore[method-assign]
+    async with client(create_app(service, None, views=views)) as c:
+        await c.get("/status")
+        cycle(service, views)
+        made.clear()
+        answers = {(await c.get("/status")).content for _ in range(10)}
+        between_cycles = len(made)
+        await c.post("/conversions", json={"conversions": [{"conversion_id": "fresh", "tenant_id": 2}]})
+        after_write = len(made)
+        taken = [(await c.get("/status")).json()["conversions"]["received"] for _ in range(3)]
+        after_reads = len(made)
+        cycle(service, views)
+        after_cycle = len(made)
+        routed = (await c.get("/status")).json()["conversions"]["received"]
+    assert between_cycles == 0
+    assert len(answers) == 1
+    assert (after_write, after_reads, taken) == (1, 1, [1, 1, 1])
+    assert (after_cycle, len(made), routed) == (2, 2, 0)
+    service.close()
+
+
 async def test_a_ledger_outage_answers_503_from_the_next_tick_until_one_reads_again(tmp_path: FsPath) -> None:
     service, ledger, views = watched(tmp_path)
     async with client(create_app(service, None, views=views)) as c:

@@ -63,6 +63,7 @@ def test_every_benchmark_has_a_smoke_test():
         "scale.py",
         "service_reads.py",
         "api_calls.py",
+        "dynamodb_writes.py",
         "status_load.py",
         "chaos.py",
         "peak.py",
@@ -146,6 +147,29 @@ def test_service_reads_times_every_read_endpoint():
     assert doc["refresh"]["p50_ms"] <= doc["refresh"]["max_ms"]
 
 
+def test_dynamodb_writes_prices_every_phase_of_a_conversions_life():
+    """Each conversion is written once per step of its life, and the counters ride along per batch."""
+    doc = run("dynamodb_writes.py")
+    assert doc["benchmark"] == "dynamodb_writes"
+    n = doc["inputs"]["conversions"]
+    phases, per = doc["phases"], doc["per_conversion"]
+    assert set(phases) == set(per) == {"intake", "route_claim", "the_rest"}
+    # intake puts each conversion; the claim updates each; the rest moves each three times
+    for name, writes in (("intake", 1), ("route_claim", 1), ("the_rest", 3)):
+        assert phases[name]["items"]["conv"] == writes * n, name
+        assert phases[name]["largest_item_kb"]["conv"] == 1, name  # the units assume items under 1 KB
+        assert per[name]["table_wru"] >= 2 * writes, name  # transactional: 2 units per item
+        assert per[name]["counter_and_decision_items"] < 0.5, name  # per batch, not per conversion
+        assert per[name]["total_wru"] == pytest.approx(
+            per[name]["table_wru"] + per[name]["index_wru"], abs=0.002
+        )
+    assert doc["life_total_wru_per_conversion"] == pytest.approx(
+        sum(p["total_wru"] for p in per.values()), abs=0.01
+    )
+    assert set(doc["goals"]) == {"route_claim_table_wru_per_conversion"}
+    assert doc["checks"] == {"all_claimed": True, "all_succeeded": True, "new_path_count_matches_flag": True}
+
+
 def test_api_calls_counts_every_call_of_both_sides_on_both_paths():
     doc = run("api_calls.py")
     assert doc["benchmark"] == "api_calls"
@@ -191,10 +215,13 @@ def test_status_load_measures_both_endpoints_before_and_during_the_burst():
             assert positive(figures["requests_per_s"]), (name, url)
             assert 0 < figures["p50_ms"] <= figures["p99_ms"] <= figures["max_ms"], (name, url)
         assert positive(window["cpu_seconds"]["controller"]), name
+        split = window["controller_cpu_split"]["cpu_seconds"]
+        assert set(split) == {"main_thread", "other_threads"}, name
+        assert all(v >= 0 for v in split.values()), name
     burst = doc["during"]["burst"]
     assert burst["accepted"] == doc["inputs"]["conversions"]
     assert 0 <= burst["routed_by_window_end"] <= burst["accepted"]
-    assert set(doc["goals"]) == {"status_p99_ms_during_burst"}
+    assert set(doc["goals"]) == {"status_p99_ms_during_burst", "healthz_p99_ms_during_burst"}
     checks = doc["checks"]
     assert checks["all_accepted"] is True
     assert checks["all_succeeded"] is True

@@ -6,8 +6,9 @@ import pytest
 
 from controller.core.domain import ConversionRequest, ConversionState, Path
 from controller.core.errors import ConflictError, NotFoundError
-from controller.core.ports import Claim, Dispatched, Finish, FinishedConversion, PathHistory
+from controller.core.ports import Claim, Dispatched, Finish, FinishedConversion, PathHistory, Route
 from controller.core.requeue import requeued
+from controller.engine.claims import batch_claims
 from flags.snapshot import FlagSnapshot
 
 S = ConversionState
@@ -100,6 +101,77 @@ def test_claim_of_a_request_never_accepted_creates_it(ledger):
     assert owned.created
     assert ledger.get("direct").state is S.CLAIMED
     assert ledger.get("direct").tenant_id == 9
+
+
+def test_waiting_lists_the_intake_by_column_in_arrival_order(ledger):
+    """The batch port's read: what ``unclaimed`` lists, as two columns."""
+    ledger.accept([req(f"w{i}", tenant=i % 3 + 1) for i in range(5)], 1.0)
+    claim(ledger, "w1")
+    claims = batch_claims(ledger)
+    waiting = claims.waiting(10)
+    assert list(waiting.conversion_ids) == ["w0", "w2", "w3", "w4"]
+    assert list(waiting.tenant_ids) == [1, 3, 1, 2]
+    assert list(claims.waiting(2).conversion_ids) == ["w0", "w2"]
+    assert list(waiting.conversion_ids) == [r.conversion_id for r in ledger.unclaimed(10)]
+
+
+def test_a_batch_claim_records_each_tenants_route_and_counts_it(ledger):
+    """Every waiting conversion is claimed for its tenant's route, and counted once."""
+    ledger.accept([req(f"b{i}", tenant=i % 3 + 1) for i in range(6)], 1.0)
+    claims = batch_claims(ledger)
+    listed, unlisted = Route(Path.NEW, "v3", "listed"), Route(Path.LEGACY, "v3", "not listed")
+    claimed = claims.claim_waiting(claims.waiting(100), [(listed, {1}), (unlisted, {2, 3})], 125.0)
+    assert list(claimed.created) == [0, 1, 2, 3, 4, 5]
+    assert claimed.per_path == {Path.NEW: 2, Path.LEGACY: 4}
+    b0, b1 = ledger.get("b0"), ledger.get("b1")
+    assert (b0.state, b0.path, b0.flag_version, b0.reason, b0.claimed_at) == (
+        S.CLAIMED,
+        Path.NEW,
+        "v3",
+        "listed",
+        125.0,
+    )
+    assert (b1.state, b1.path, b1.reason) == (S.CLAIMED, Path.LEGACY, "not listed")
+    counts = ledger.counts()
+    assert counts.state(S.RECEIVED) == 0
+    assert counts.path_state(Path.NEW, S.CLAIMED) == 2
+    assert counts.path_state(Path.LEGACY, S.CLAIMED) == 4
+    totals = {(m, p, v): n for m, p, v, n in ledger.decisions_since(0.0)}
+    assert totals == {(2, Path.NEW, "v3"): 2, (2, Path.LEGACY, "v3"): 4}
+    assert list(claims.waiting(100).conversion_ids) == []
+
+
+def test_a_batch_claim_never_takes_a_conversion_owned_meanwhile(ledger):
+    """First claim wins: a conversion another replica claimed after the read keeps its owner."""
+    ledger.accept([req(f"o{i}", tenant=1) for i in range(4)], 1.0)
+    claims = batch_claims(ledger)
+    stale = claims.waiting(100)
+    ledger.claim([Claim(req("o2", 1), Path.LEGACY, "v1", "first")], 5.0)
+    claimed = claims.claim_waiting(stale, [(Route(Path.NEW, "v2", "second"), {1})], 6.0)
+    assert list(claimed.created) == [0, 1, 3]
+    assert claimed.per_path == {Path.NEW: 3}
+    o2 = ledger.get("o2")
+    assert (o2.path, o2.flag_version, o2.reason) == (Path.LEGACY, "v1", "first")
+    counts = ledger.counts()
+    assert (counts.path_state(Path.NEW, S.CLAIMED), counts.path_state(Path.LEGACY, S.CLAIMED)) == (3, 1)
+    assert counts.state(S.RECEIVED) == 0
+    totals = {(m, p, v): n for m, p, v, n in ledger.decisions_since(0.0)}
+    assert totals == {(0, Path.LEGACY, "v1"): 1, (0, Path.NEW, "v2"): 3}
+
+
+def test_a_batch_claim_without_one_route_per_tenant_writes_nothing(ledger):
+    """A tenant with no route, or with two, is refused before anything is written."""
+    ledger.accept([req("u1", 1), req("u2", 2)], 1.0)
+    claims = batch_claims(ledger)
+    waiting = claims.waiting(10)
+    new, old = Route(Path.NEW, "v1", "x"), Route(Path.LEGACY, "v1", "y")
+    with pytest.raises(ValueError, match=r"no route for tenants \[2\]"):
+        claims.claim_waiting(waiting, [(new, {1})], 2.0)
+    with pytest.raises(ValueError, match=r"tenants \[2\] have two routes"):
+        claims.claim_waiting(waiting, [(new, {1, 2}), (old, {2})], 2.0)
+    assert [r.conversion_id for r in ledger.unclaimed(10)] == ["u1", "u2"]
+    assert ledger.counts().state(S.RECEIVED) == 2
+    assert ledger.decisions_since(0.0) == []
 
 
 def test_dispatch_records_intent_under_a_new_fence_then_the_job(ledger):

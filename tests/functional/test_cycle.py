@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from controller.core.domain import ConversionRequest, ConversionState, JobStatus, Path
 from controller.core.routing import FallbackPolicy, RoutingPolicy
 from controller.core.transitions import RetryPolicy
+from controller.engine.claims import ClaimsByRecord
 from controller.engine.cycle import Controller, CycleConfig
+from controller.ledger.sqlite import SQLiteLedger
 from tests.fakes import Crash, FakeBackend, FakeClock, FakeFlags, World
 
 
@@ -209,6 +213,53 @@ def test_requeue_frees_a_failed_conversion_for_a_fresh_routing(sqlite_ledger, cl
     assert record.state is ConversionState.SUCCEEDED
     assert record.path is Path.NEW
     assert world.executions["x"] == [Path.LEGACY, Path.NEW]
+
+
+class RecordPortOnly:
+    """A ledger seen through ``OwnershipStore`` alone, as one without the batch port (DynamoDB)."""
+
+    def __init__(self, inner: SQLiteLedger) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str):
+        if name in ("waiting", "claim_waiting"):
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+def test_a_ledger_without_the_batch_port_is_routed_and_logged_alike(tmp_path, caplog):
+    """Through records or through the batch port: the same owners, reasons, counts and
+    ``route.decided`` lines, in the same order."""
+    caplog.set_level(logging.DEBUG, logger="cutover.cycle")
+    outcomes = []
+    for name, wrap in (("batch", lambda ledger: ledger), ("records", RecordPortOnly)):
+        clock = FakeClock()
+        ledger = SQLiteLedger(tmp_path / f"{name}.db")
+        flags = FakeFlags.none()
+        flags.publish("v1", {1, 2, 3})
+        controller, *_ = make(wrap(ledger), clock, flags)
+        assert isinstance(controller._claims, ClaimsByRecord) is (name == "records")
+        submit(ledger, clock, range(30))
+        caplog.clear()
+        reports = [controller.run_cycle().claimed for _ in range(2)]
+        flags.publish("v2", {4})
+        submit(ledger, clock, range(30, 40))
+        reports.append(controller.run_cycle().claimed)
+        lines = [
+            (r.conversion_id, r.tenant_id, r.path, r.flag_version)
+            for r in caplog.records
+            if r.getMessage() == "route.decided"
+        ]
+        records = [ledger.get(f"c{i}") for i in range(40)]
+        owners = [(r.path, r.flag_version, r.reason, r.claimed_at) for r in records]
+        outcomes.append((reports, lines, owners, ledger.counts()))
+        ledger.close()
+    assert outcomes[0] == outcomes[1]
+    reports, lines, owners, _ = outcomes[0]
+    assert reports[0] == {Path.NEW: 9, Path.LEGACY: 21}
+    assert [line[0] for line in lines] == [f"c{i}" for i in range(40)]
+    assert owners[3][:3] == (Path.LEGACY, "v1", "tenant not listed in flag v1")
+    assert owners[33][:3] == (Path.NEW, "v2", "tenant listed in flag v2")
 
 
 def test_no_dispatch_carries_more_than_the_batch_item_limit(sqlite_ledger, clock):

@@ -1,4 +1,4 @@
-"""decide() and basis(): the routing decision table and its invariants."""
+"""decide(), decide_tenants() and basis(): the routing decision table and its invariants."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from controller.core.domain import Path
-from controller.core.routing import FallbackPolicy, RoutingPolicy, StalePolicy, basis, decide
+from controller.core.routing import (
+    FallbackPolicy,
+    RoutingPolicy,
+    StalePolicy,
+    basis,
+    decide,
+    decide_tenants,
+)
 from flags.snapshot import FlagSnapshot, FlagState, FlagStatus
 
 
@@ -53,6 +60,40 @@ def test_new_only_when_an_enabled_flag_lists_the_tenant(tenant, ids, enabled):
 @given(tenant=st.integers(min_value=1), policy=st.sampled_from([LEGACY_POLICY, PAUSE_POLICY]))
 def test_without_a_flag_nothing_goes_new(tenant, policy):
     assert decide(tenant, None, policy).path is not Path.NEW
+
+
+SNAPSHOTS = st.none() | st.builds(
+    FlagSnapshot,
+    version=st.sampled_from(["6", "7"]),
+    enabled=st.booleans(),
+    tenant_ids=st.frozensets(st.integers(min_value=1, max_value=40), max_size=20),
+    source=st.just("t"),
+    fetched_at=st.just(0.0),
+)
+
+
+@given(
+    tenants=st.lists(st.integers(min_value=1, max_value=40), max_size=60),
+    snapshot=SNAPSHOTS,
+    policy=st.sampled_from([LEGACY_POLICY, PAUSE_POLICY]),
+)
+def test_deciding_tenants_together_answers_as_deciding_each(tenants, snapshot, policy):
+    """Each tenant lands in exactly one group, whose decision is what ``decide`` says for it;
+    at most one group per outcome."""
+    groups = decide_tenants(tenants, snapshot, policy)
+    seen: list[int] = []
+    for decision, members in groups:
+        assert members
+        seen += members
+        for tenant in members:
+            assert decide(tenant, snapshot, policy) == decision
+    assert sorted(seen) == sorted(set(tenants))
+    assert len(groups) <= 2
+    assert len({d for d, _ in groups}) == len(groups)
+
+
+def test_deciding_no_tenants_gives_no_groups():
+    assert decide_tenants([], snap({1}), LEGACY_POLICY) == []
 
 
 def test_basis_keeps_the_last_good_flag_when_the_source_fails():

@@ -110,6 +110,7 @@ async def receive(ctx: ApiContext, request: Request) -> AcceptResult:
     if result.accepted:
         ctx.views.wrote(Part.COUNTS)
     ctx.metrics.intake.record(accepted=len(result.accepted), duplicates=len(result.duplicates))
+    await run_in_threadpool(ctx.views.changed)
     return result
 
 
@@ -172,6 +173,7 @@ def requeue_one(ctx: ApiContext, conversion_id: str, client: str | None) -> Conv
     """Free one failed conversion, log who asked, and let the read model see it."""
     record = ctx.service.ledger.requeue(conversion_id, ctx.now())
     ctx.views.wrote(Part.COUNTS, Part.FAILURES)
+    ctx.views.changed()
     log.info(
         "conversion.requeued",
         extra={"conversion_id": conversion_id, "tenant_id": record.tenant_id, "client": client},
