@@ -35,14 +35,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from controller.core.autoadvance import AutoPolicy, Blackout, OnFail
 from controller.core.domain import Path as ExecPath
 from controller.core.errors import InputError
 from controller.core.gates import GatePolicy, Thresholds
 from controller.core.schedule import parse_duration, parse_schedule
 from controller.core.shadow import ShadowPlan, parse_shadow_section
+from flags.docfile import read_document
 from flags.document import MAX_TENANT_ID
 
 # A typo such as "1001-10020000" must not become ten million tenants.
@@ -316,15 +315,5 @@ def _auto(raw: Any, at: str) -> AutoPolicy:
 
 def load_plan(path: Path) -> RolloutPlan:
     """Read and validate the plan at ``path`` (``.json``, or YAML for anything else)."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError as exc:
-        raise InputError(f"no rollout plan at {path} (set CUTOVER_ROLLOUT_FILE)") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"rollout plan {path}: cannot read it ({exc})") from exc
-    try:
-        doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        kind = "JSON" if path.suffix == ".json" else "YAML"
-        raise InputError(f"rollout plan {path}: not valid {kind} ({' '.join(str(exc).split())})") from exc
-    return parse_plan(doc, str(path))
+    missing = f"no rollout plan at {path} (set CUTOVER_ROLLOUT_FILE)"
+    return parse_plan(read_document(path, f"rollout plan {path}", missing=missing), str(path))

@@ -28,11 +28,9 @@ validating only.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path as FsPath
 from typing import Annotated, Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from controller.core.domain import Path
@@ -48,6 +46,7 @@ from controller.engine.profile import (
     spread,
 )
 from controller.engine.validation import problem
+from flags.docfile import read_document
 from flags.rollout import parse_entry
 
 Seconds = Annotated[float, Field(gt=0, le=7 * 86400, allow_inf_nan=False)]
@@ -124,18 +123,7 @@ _ARRIVAL_LIST = TypeAdapter(Annotated[list[ArrivalSpec], Field(min_length=1)])
 def load_profile(path: FsPath) -> tuple[Profile, JobShape]:
     """The profile in ``path`` and the job shape it bills; ``InputError`` names what is wrong."""
     source = f"profile {path}"
-    try:
-        text = path.read_text()
-    except FileNotFoundError as exc:
-        raise InputError(f"{source}: no such file") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{source}: cannot read it ({exc})") from exc
-    try:
-        doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        kind = "JSON" if path.suffix == ".json" else "YAML"
-        raise InputError(f"{source}: not valid {kind} ({' '.join(str(exc).split())})") from exc
-    return parse_profile(doc, source, str(path))
+    return parse_profile(read_document(path, source), source, str(path))
 
 
 def parse_profile(doc: Any, source: str, origin: str = "file") -> tuple[Profile, JobShape]:
