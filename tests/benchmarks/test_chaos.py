@@ -48,34 +48,52 @@ def verdict(doc: dict) -> str:
     )
 
 
-@pytest.mark.slow
-def test_one_minute_of_chaos_loses_and_duplicates_nothing_within_the_budget(tmp_path):
+def run_chaos(
+    keep: Path,
+    *,
+    seconds: int,
+    kill_every: int,
+    flag_every: int,
+    fault_rate: float,
+    timeout: int,
+    extra: tuple[str, ...] = (),
+) -> tuple[int, dict]:
+    """One run of ``benchmarks/chaos.py`` with these settings (``extra``: the run's own options),
+    its files kept in ``keep``: its exit status and the one JSON document it printed."""
     proc = subprocess.run(
         [
             sys.executable,
             str(ROOT / "benchmarks" / "chaos.py"),
+            *extra,
             "--seconds",
-            "60",
+            str(seconds),
             "--kill-every",
-            "10",
+            str(kill_every),
             "--flag-every",
-            "3",
+            str(flag_every),
             "--fault-rate",
-            "0.1",
+            str(fault_rate),
             "--keep",
-            str(tmp_path / "run"),
+            str(keep),
         ],
         capture_output=True,
         text=True,
         cwd=ROOT,
-        timeout=600,
+        timeout=timeout,
         check=False,
     )
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1, proc.stdout + proc.stderr
-    doc = json.loads(lines[0])
+    return proc.returncode, json.loads(lines[0])
+
+
+@pytest.mark.slow
+def test_one_minute_of_chaos_loses_and_duplicates_nothing_within_the_budget(tmp_path):
+    returncode, doc = run_chaos(
+        tmp_path / "run", seconds=60, kill_every=10, flag_every=3, fault_rate=0.1, timeout=600
+    )
     assert set(doc) >= FIELDS
-    assert proc.returncode == 0, verdict(doc)
+    assert returncode == 0, verdict(doc)
     assert doc["ok"] is True
     assert doc["duplicates"] == 0
     assert doc["lost"] == 0
@@ -100,40 +118,19 @@ def test_chaos_on_the_aws_paths_with_aws_faults_loses_and_duplicates_nothing_wit
     """The same chaos on CodeBuild and Batch over a moto server, every AWS call of the replicas
     through the fault layer (throttling, 5xx, slow and lost answers, lagging listings), a player
     doing the jobs' work: judged from the player's record of what was really worked."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "chaos.py"),
-            "--backend",
-            "aws",
-            "--aws-fault-rate",
-            "2",
-            "--seconds",
-            "30",
-            "--kill-every",
-            "8",
-            "--flag-every",
-            "3",
-            "--fault-rate",
-            "0.05",
-            # Every call crosses one moto server: on a busy machine the drain alone took 169 s of
-            # a longer run, so the drain may take longer than the default 180 s before it counts
-            # as lost work.
-            "--drain-seconds",
-            "480",
-            "--keep",
-            str(tmp_path / "run"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
+    returncode, doc = run_chaos(
+        tmp_path / "run",
+        seconds=30,
+        kill_every=8,
+        flag_every=3,
+        fault_rate=0.05,
         timeout=900,
-        check=False,
+        # Every call crosses one moto server: on a busy machine the drain alone took 169 s of
+        # a longer run, so the drain may take longer than the default 180 s before it counts
+        # as lost work.
+        extra=("--backend", "aws", "--aws-fault-rate", "2", "--drain-seconds", "480"),
     )
-    lines = proc.stdout.strip().splitlines()
-    assert len(lines) == 1, proc.stdout + proc.stderr
-    doc = json.loads(lines[0])
-    assert proc.returncode == 0, verdict(doc)
+    assert returncode == 0, verdict(doc)
     assert doc["ok"] is True
     assert (doc["duplicates"], doc["lost"], doc["wrong_path"]) == (0, 0, 0)
     assert 0 < doc["max_in_flight"] <= doc["budget"]
