@@ -55,8 +55,11 @@ class Learnt:
     """What the history says, before it is cut into a profile."""
 
     durations: dict[tuple[int, Path], list[float]] = field(default_factory=dict)
+    # first attempts and how many failed, then attempts after a resubmit and how many failed
     attempts: Counter[tuple[int, Path]] = field(default_factory=Counter)
     failures: Counter[tuple[int, Path]] = field(default_factory=Counter)
+    retries: Counter[tuple[int, Path]] = field(default_factory=Counter)
+    retry_failures: Counter[tuple[int, Path]] = field(default_factory=Counter)
     # per build: its dispatch and its first conversion's work starting (its provisioning)
     build_starts: dict[str, tuple[float, float]] = field(default_factory=dict)
     batches: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)  # new path
@@ -89,8 +92,12 @@ class Learnt:
         if r.path is None or not r.state.terminal:
             return
         key = (r.tenant_id, r.path)
-        self.attempts[key] += max(1, r.attempts)
-        self.failures[key] += max(0, r.attempts - 1) + (r.state is ConversionState.FAILED)
+        failed = r.state is ConversionState.FAILED
+        # every attempt before the last failed; the last one failed when the conversion did
+        self.attempts[key] += 1
+        self.failures[key] += r.attempts > 1 or failed
+        self.retries[key] += max(0, r.attempts - 1)
+        self.retry_failures[key] += max(0, r.attempts - 2) + (failed and r.attempts > 1)
         if r.work_started_at is None or r.work_seconds is None:
             self.untimed += 1
             return
@@ -301,10 +308,14 @@ def profile_of(
                 f"nothing has finished on the {path.value} path yet: "
                 f"its durations are the {other.value} path's"
             )
-    default = {p: Behaviour(Durations.of(pooled[p]), _rate(learnt, p, None)) for p in Path}
+    default = {p: _behaviour(learnt, Durations.of(pooled[p]), p, None, None) for p in Path}
     tenants: dict[int, dict[Path, Behaviour]] = {}
-    for (tenant, path), seen in learnt.durations.items():
-        tenants.setdefault(tenant, {})[path] = Behaviour(Durations.of(seen), _rate(learnt, path, tenant))
+    for tenant, path in sorted(set(learnt.attempts) | set(learnt.durations)):
+        # a tenant that never succeeded on a path has the path's durations and its own failures;
+        # one only shadowed there, its shadows' durations and the path's failures
+        timed = learnt.durations.get((tenant, path))
+        durations = Durations.of(timed) if timed else default[path].durations
+        tenants.setdefault(tenant, {})[path] = _behaviour(learnt, durations, path, tenant, default[path])
     if learnt.untimed:
         notes.append(f"{learnt.untimed} finished conversions carry no job timing and were left out")
     if learnt.shadowed:
@@ -354,12 +365,26 @@ def profile_of(
     )
 
 
-def _rate(learnt: Learnt, path: Path, tenant: int | None) -> float:
-    attempts = sum(
-        n for (t, p), n in learnt.attempts.items() if p is path and (tenant is None or t == tenant)
-    )
-    failed = sum(n for (t, p), n in learnt.failures.items() if p is path and (tenant is None or t == tenant))
-    return min(0.99, failed / attempts) if attempts else 0.0
+def _behaviour(
+    learnt: Learnt, durations: Durations, path: Path, tenant: int | None, usual: Behaviour | None
+) -> Behaviour:
+    """``durations`` with the failure rates seen on ``path`` (of ``tenant``, or all when None): of
+    first attempts, and of attempts after a resubmit (the path's, ``usual``, when the tenant has
+    none; none when nothing was resubmitted at all)."""
+
+    def ratio(failed: Counter[tuple[int, Path]], tried: Counter[tuple[int, Path]]) -> float | None:
+        if tenant is not None:
+            n, bad = tried[(tenant, path)], failed[(tenant, path)]
+        else:
+            n = sum(v for (_, p), v in tried.items() if p is path)
+            bad = sum(v for (_, p), v in failed.items() if p is path)
+        return min(0.99, bad / n) if n else None
+
+    first = ratio(learnt.failures, learnt.attempts) or 0.0
+    retry = ratio(learnt.retry_failures, learnt.retries)
+    if retry is None and usual is not None:
+        retry = usual.retry_failure_rate
+    return Behaviour(durations, first, retry)
 
 
 def _window(received: list[tuple[float, int]], window: Window, now: float) -> tuple[float, float, str]:

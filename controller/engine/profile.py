@@ -84,10 +84,22 @@ class Behaviour:
     """How one tenant's conversions behave on one path."""
 
     durations: Durations
-    failure_rate: float = 0.0
+    failure_rate: float = 0.0  # of a first attempt
+    # of an attempt after a resubmit, when it differs: a conversion whose first attempt fails once
+    # (a time-out) mostly succeeds the second time; one whose data is bad fails every time
+    retry_failure_rate: float | None = None
+
+    def rate(self, attempt: int) -> float:
+        """The chance that attempt number ``attempt`` (1: the first) fails."""
+        if attempt > 1 and self.retry_failure_rate is not None:
+            return self.retry_failure_rate
+        return self.failure_rate
 
     def describe(self) -> dict[str, Any]:
-        return {**self.durations.describe(), "failure_rate": round(self.failure_rate, 4)}
+        out = {**self.durations.describe(), "failure_rate": round(self.failure_rate, 4)}
+        if self.retry_failure_rate is not None:
+            out["retry_failure_rate"] = round(self.retry_failure_rate, 4)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,14 +222,15 @@ class Profile:
         elsewhere = own.get(other)
         if elsewhere is not None:
             ratio = self.default[path].durations.median / self.default[other].durations.median
-            return Behaviour(elsewhere.durations.scaled(ratio), self.default[path].failure_rate)
+            usual = self.default[path]
+            return Behaviour(elsewhere.durations.scaled(ratio), usual.failure_rate, usual.retry_failure_rate)
         return self.default[path]
 
     def duration(self, work: Work, path: Path, attempt: int) -> float:
         return self.behaviour(work.tenant_id, path).durations.quantile(work.duration_draw(attempt))
 
     def fails(self, work: Work, path: Path, attempt: int) -> bool:
-        return work.failure_draw(attempt) < self.behaviour(work.tenant_id, path).failure_rate
+        return work.failure_draw(attempt) < self.behaviour(work.tenant_id, path).rate(attempt)
 
     def provisioning_for(self, path: Path, u: float, load: int = 0) -> float:
         """A start-up on ``path`` for draw ``u``, ``load`` starting at once (0: not counted)."""

@@ -235,6 +235,28 @@ def test_the_simulation_draws_a_start_by_how_many_are_starting_then():
     assert delays == [1.0, 2.0, 2.0, 5.0, 5.0, 5.0, 5.0, 5.0]
 
 
+def test_a_first_attempt_that_fails_once_is_not_taken_for_a_coin_flip_on_every_attempt():
+    """Tenant 7's first attempts always failed and its resubmits always succeeded; tenant 8 never
+    failed; tenant 9 failed every attempt. The profile keeps first and later attempts apart, and
+    the simulation resubmits every one of tenant 7's conversions once and fails none of them."""
+    learnt = Learnt()
+    for i in range(4):
+        flaky = _done(f"f{i}", Path.LEGACY, 0.0, 1.0, 1.0, f"b{i}")
+        learnt.add(dataclasses.replace(flaky, tenant_id=7, attempts=2))
+        learnt.add(dataclasses.replace(_done(f"k{i}", Path.LEGACY, 0.0, 1.0, 1.0, f"b{i}"), tenant_id=8))
+    bad = _done("bad", Path.LEGACY, 0.0, 1.0, 1.0, "b0")
+    learnt.add(dataclasses.replace(bad, tenant_id=9, attempts=2, state=ConversionState.FAILED))
+    p = profile_of(learnt, [Arrival(0.0, 7, 10)], name="t", source="t")
+    assert (p.behaviour(7, Path.LEGACY).rate(1), p.behaviour(7, Path.LEGACY).rate(2)) == (0.99, 0.0)
+    assert (p.behaviour(8, Path.LEGACY).rate(1), p.behaviour(8, Path.LEGACY).rate(2)) == (0.0, 0.2)
+    assert (p.behaviour(9, Path.LEGACY).rate(1), p.behaviour(9, Path.LEGACY).rate(2)) == (0.99, 0.99)
+    assert p.default[Path.LEGACY].failure_rate == 5 / 9  # first attempts: 4 of tenant 7, 1 of 9
+    assert p.default[Path.LEGACY].retry_failure_rate == 1 / 5  # resubmits: only tenant 9's failed
+    result = run(p, migrated=frozenset(), budget=4, resubmits=1)
+    assert all(c.succeeded for c in result.conversions)
+    assert sorted(a.failed for a in result.attempts) == [False] * 10 + [True] * 10
+
+
 def test_a_builds_pace_is_learnt_and_each_thread_keeps_it():
     """One thread worked four 1 s conversions with 0.5 s between them: the history's gap is 0.5 s,
     and a simulated build of four at one thread takes 4 x 1 s + 3 x 0.5 s after provisioning."""
