@@ -4,7 +4,9 @@ Each conversion is its own job and its own worker process. Jobs wait in a queue 
 start as capacity allows, like RUNNABLE jobs under a compute environment's maxvCpus. The state
 lives in files (``queue/`` → ``running/`` → ``results/``) under a directory that several
 controller processes may share; starting is serialised with a file lock and a rename, so the
-cap holds across processes and no job starts twice.
+cap holds across processes and no job starts twice. When a job takes its slot (its worker is
+started) is kept beside its result (``results/<job>.slot``) and reported with it, so the forecast
+can tell a worker's own start-up from the wait for a slot.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, replace
 from pathlib import Path as FsPath
 
 from controller.core.domain import DispatchBatch, JobRef, JobState, JobStatus, Path
@@ -161,6 +163,8 @@ class LocalParallelRunner:
         os.utime(spec_path)  # its time is now the start, which orphan checks measure from
         spec = read_json(spec_path) or {}
         now = self._clock()
+        with suppress(OSError):  # a timing only: without it the job runs all the same
+            write_json(self.results / f"{job_id}.slot", {"slot_at": now})
         env = {
             "CUTOVER_JOB_ID": job_id,
             "CUTOVER_PATH": Path.NEW.value,
@@ -273,7 +277,10 @@ class LocalParallelRunner:
         if (self.running / f"{ref.job_id}.json").exists():
             return JobState(JobStatus.RUNNING)
         state = result_state(read_json(self.results / f"{ref.job_id}.json"), ref.conversion_id)
-        return state or JobState(JobStatus.UNKNOWN, "no such job")
+        if state is None:
+            return JobState(JobStatus.UNKNOWN, "no such job")
+        slot = (read_json(self.results / f"{ref.job_id}.slot") or {}).get("slot_at")
+        return replace(state, slot_at=float(slot)) if isinstance(slot, int | float) else state
 
     @contextmanager
     def _locked(self) -> Iterator[None]:

@@ -214,23 +214,31 @@ def prepare(workdir: FsPath) -> None:
     shutil.rmtree(history_dir(workdir / "flags.json"), ignore_errors=True)
 
 
+def work_seconds(seed: int = 7) -> dict[int, float]:
+    """How long each demo tenant's conversion waits for its records (as a real one waits on the
+    database): log-normal per tenant around a quarter of a second, the same in every stage."""
+    rng = random.Random(seed * 31)  # noqa: S311 - demo data, not secrets
+    return {FIRST_TENANT + i: round(min(1.5, rng.lognormvariate(-1.4, 0.5)), 3) for i in range(TENANTS)}
+
+
 def wave(
     stage_index: int,
     tenants: list[int],
     previous: list[ConversionRequest],
     failing: frozenset[int] = frozenset(),
 ) -> list[ConversionRequest]:
-    """One conversion per tenant, a few flaky ones, ``failing`` tenants' made to fail on the new
-    path, and some ids submitted again (to be folded)."""
+    """One conversion per tenant (each waiting its tenant's time for its records), a few flaky
+    tenants' failing their first attempt (in every stage, as a customer whose records time out
+    once would), ``failing`` tenants' made to fail on the new path, and some ids submitted again
+    (to be folded)."""
     out = []
+    waits = work_seconds()
     for t in tenants:
-        params = {"report": "monthly", "stage": str(stage_index)}
+        params = {"report": "monthly", "stage": str(stage_index), "work_seconds": str(waits.get(t, 0.0))}
         if t in failing:
             params["simulate"] = "fail_on_new"
-        if stage_index == 1 and t % 50 == 3:
+        if t % 50 == 3:
             params["simulate"] = "fail_first"
-        if stage_index == 5 and t % 97 == 0:
-            params["simulate"] = "fail"
         out.append(ConversionRequest(f"s{stage_index}-t{t}", t, params))
     out.extend(previous[:5])  # sent again as they were: duplicates (other content would be refused)
     return out

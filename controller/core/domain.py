@@ -84,6 +84,10 @@ class ConversionRecord:
     # When that attempt's work started by the job's own clock, when it said: with ``work_seconds``
     # the work itself, without queueing, provisioning or cycle latency (the forecast learns both).
     work_started_at: float | None = None
+    # When that attempt's job took its slot under the new path's cap, by the runner's clock, when
+    # the backend can say (the local runner; Batch does not tell when a job starts to hold vCPUs):
+    # from it to ``work_started_at`` is the job's own start-up, which the forecast learns.
+    slot_at: float | None = None
 
     @property
     def request(self) -> ConversionRequest:
@@ -134,6 +138,7 @@ class JobState:
     output: str | None = None
     work_seconds: float | None = None
     work_started_at: float | None = None
+    slot_at: float | None = None  # when the job took its slot, by the runner's clock, when it says
 
 
 @dataclass(frozen=True, slots=True)

@@ -181,6 +181,7 @@ class Finish:
     reason: str = ""
     work_seconds: float | None = None  # the job's own run time, when its result gives one
     work_started_at: float | None = None  # and when that work started, by the job's clock
+    slot_at: float | None = None  # when the job took its slot, when the backend says
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,6 +407,9 @@ class ShadowFinish:
     state: ShadowState  # SUCCEEDED or FAILED
     output: str | None = None
     reason: str = ""
+    work_seconds: float | None = None  # the run's own timing, when its result gives it
+    work_started_at: float | None = None
+    slot_at: float | None = None  # when it took its slot, when the runner says
 
 
 @runtime_checkable

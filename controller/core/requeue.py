@@ -33,6 +33,7 @@ REQUEUE_FIELDS: tuple[str, ...] = (
     "updated_at",
     "work_seconds",
     "work_started_at",
+    "slot_at",
 )
 
 
@@ -67,4 +68,5 @@ def requeued(record: ConversionRecord, now: float) -> ConversionRecord:
         updated_at=now,
         work_seconds=None,
         work_started_at=None,
+        slot_at=None,
     )

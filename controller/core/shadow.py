@@ -94,6 +94,11 @@ class ShadowRecord:
     compared_at: float | None = None
     cleaned_at: float | None = None
     updated_at: float | None = None
+    # The run's own timing as its result gave it, and when it took its slot as the runner told:
+    # the forecast learns the new path's durations and start-up from them before a tenant moves.
+    work_seconds: float | None = None
+    work_started_at: float | None = None
+    slot_at: float | None = None
 
     @property
     def path(self) -> Path:

@@ -282,6 +282,7 @@ class Controller:
                             state.output or "",
                             state.work_seconds,
                             state.work_started_at,
+                            state.slot_at,
                         )
                     )
                 elif verdict is Verdict.FAIL:
@@ -293,6 +294,7 @@ class Controller:
                             state.reason,
                             state.work_seconds,
                             state.work_started_at,
+                            state.slot_at,
                         )
                     )
                 elif verdict is Verdict.RESUBMIT:

@@ -5,15 +5,19 @@ start and end its result reported), never from the ledger's own times, which inc
 and cycle latency; a record without that timing is left out and counted. Failure rates are
 failed attempts over attempts. Provisioning is a distribution of the delays seen, which the
 simulation samples: for a build, the gap between its dispatch and its first conversion starting
-work; for the new path, each job's gap between taking its slot and its work starting. The ledger
-does not hold when a job took its slot, so the history is replayed: jobs take slots in the order
+work; for the new path, each job's gap between taking its slot and its work starting. Where the
+backend told when the job took its slot (the local runner does; ``slot_at``), that gap is measured
+as it was. Otherwise (Batch does not tell) the history is replayed: jobs take slots in the order
 their work started, each as soon as it was handed over (its batch's claim: a large batch's
 submit can take longer than a job's start) and a slot was free, a slot being free once its job's
 work ended and the job let it go (the release below), within the budget less the threads the old
 path's builds held then. Without a budget, only the jobs that started before any job of their
 batch ended are measured (they cannot have waited for a slot), which favours quick starters.
-Arrivals are the conversions received in the window, at the moments they came. Reads the ledger
-through ``LedgerQueries`` only.
+Arrivals are the conversions received in the window, at the moments they came. Shadow runs on
+the new path (``ShadowStore``, when the ledger keeps them) are new-path evidence too: a tenant
+shadowed before it moves has its new-path durations, and each shadow's slot-to-work gap is one
+more start-up seen, so the first group's forecast does not borrow the old path's. Reads the ledger
+through ``LedgerQueries`` (and ``ShadowStore.shadows``) only.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from typing import Literal
 
 from controller.core.domain import ConversionRecord, ConversionState, Path
 from controller.core.errors import InputError
-from controller.core.ports import LedgerQueries
+from controller.core.ports import LedgerQueries, ShadowStore
+from controller.core.shadow import ShadowKind, ShadowRecord, ShadowState
 from controller.engine.profile import DEFAULT_PROVISIONING, Arrival, Behaviour, Durations, Profile, Span
 
 DAY = 86400.0
@@ -50,17 +55,36 @@ class Learnt:
     """What the history says, before it is cut into a profile."""
 
     durations: dict[tuple[int, Path], list[float]] = field(default_factory=dict)
+    # first attempts and how many failed, then attempts after a resubmit and how many failed
     attempts: Counter[tuple[int, Path]] = field(default_factory=Counter)
     failures: Counter[tuple[int, Path]] = field(default_factory=Counter)
-    gaps: dict[tuple[Path, str], float] = field(default_factory=dict)  # per build: shortest gap
+    retries: Counter[tuple[int, Path]] = field(default_factory=Counter)
+    retry_failures: Counter[tuple[int, Path]] = field(default_factory=Counter)
+    # per build: its dispatch and its first conversion's work starting (its provisioning)
+    build_starts: dict[str, tuple[float, float]] = field(default_factory=dict)
     batches: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)  # new path
-    # New-path jobs (handed over, work started, work ended, first attempt) and old-path items per
-    # build (claimed, work started, work ended): the replay of the slots reads them.
-    jobs: list[tuple[float, float, float, bool]] = field(default_factory=list)
+    # New-path jobs (handed over, work started, work ended, first attempt, slot taken when the
+    # backend said) and old-path items per build (claimed, work started, work ended): the replay of
+    # the slots reads them.
+    jobs: list[tuple[float, float, float, bool, float | None]] = field(default_factory=list)
     items: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)
     lags: list[float] = field(default_factory=list)  # new path: job's end to the outcome's record
     received: list[tuple[float, int]] = field(default_factory=list)
     untimed: int = 0
+    # new-path shadows' starts: when each took its slot and when its work began
+    shadow_starts: list[tuple[float, float]] = field(default_factory=list)
+    shadowed: int = 0  # new-path shadow runs learnt from
+
+    def add_shadow(self, s: ShadowRecord) -> None:
+        """A new-path shadow run that succeeded: its duration for its tenant, its start-up."""
+        if s.kind is not ShadowKind.NEW or s.output is None:
+            return
+        if s.work_started_at is None or s.work_seconds is None:
+            return
+        self.shadowed += 1
+        self.durations.setdefault((s.tenant_id, Path.NEW), []).append(max(0.0, s.work_seconds))
+        if s.slot_at is not None:
+            self.shadow_starts.append((s.slot_at, s.work_started_at))
 
     def add(self, r: ConversionRecord) -> None:
         if r.received_at is not None:
@@ -68,8 +92,12 @@ class Learnt:
         if r.path is None or not r.state.terminal:
             return
         key = (r.tenant_id, r.path)
-        self.attempts[key] += max(1, r.attempts)
-        self.failures[key] += max(0, r.attempts - 1) + (r.state is ConversionState.FAILED)
+        failed = r.state is ConversionState.FAILED
+        # every attempt before the last failed; the last one failed when the conversion did
+        self.attempts[key] += 1
+        self.failures[key] += r.attempts > 1 or failed
+        self.retries[key] += max(0, r.attempts - 1)
+        self.retry_failures[key] += max(0, r.attempts - 2) + (failed and r.attempts > 1)
         if r.work_started_at is None or r.work_seconds is None:
             self.untimed += 1
             return
@@ -83,25 +111,55 @@ class Learnt:
             claimed = r.claimed_at if r.attempts == 1 and r.claimed_at is not None else r.dispatched_at
             taken = min(claimed, r.dispatched_at)
             self.items.setdefault(r.job_ref or "", []).append((taken, began, ended))
+            # a build's conversions share one dispatch (its job reference): the first to start ends it
+            build = r.job_ref or ""
+            dispatched, first = self.build_starts.get(build, (r.dispatched_at, began))
+            self.build_starts[build] = (min(dispatched, r.dispatched_at), min(first, began))
         elif r.path is Path.NEW:
             first = r.attempts == 1 and r.claimed_at is not None
             handed = r.claimed_at if first and r.claimed_at is not None else (r.dispatched_at or began)
-            self.jobs.append((min(handed, began), began, ended, first))
+            self.jobs.append((min(handed, began), began, ended, first, r.slot_at))
         if r.dispatched_at is None or r.attempts != 1:
             return
-        if r.path is Path.LEGACY:  # a build's conversions share one dispatch (its job reference)
-            gap = max(0.0, began - r.dispatched_at)
-            self.gaps[(r.path, r.job_ref or "")] = min(gap, self.gaps.get((r.path, r.job_ref or ""), gap))
-        elif r.claimed_at is not None:  # a new-path batch's jobs were handed over together
+        if r.path is Path.NEW and r.claimed_at is not None:  # a batch's jobs were handed over together
             batch = self.batches.setdefault(f"{r.dispatched_at:.3f}", [])
             batch.append((r.claimed_at, began, ended))
 
-    def new_path_starts(self) -> list[float]:
-        """Claim-to-work gaps of the new-path jobs that started in their batch's first slots."""
-        out: list[float] = []
+    def slotted_starts(self) -> list[tuple[float, float]]:
+        """Slot and work start of the new-path jobs whose backend said when they took their slot."""
+        return [(slot, began) for _, began, _, _, slot in self.jobs if slot is not None]
+
+    def new_path_starts(self) -> list[tuple[float, float]]:
+        """Starts of the new-path jobs (slot taken, work begun): as told where the slot was;
+        otherwise (no backend told any) from the claim, for the jobs that started in their batch's
+        first slots."""
+        out = self.slotted_starts() + self.shadow_starts
+        if out:
+            return out
         for jobs in self.batches.values():
             first_end = min(end for _, _, end in jobs)
-            out.extend(max(0.0, start - claimed) for claimed, start, _ in jobs if start < first_end)
+            out.extend((min(claimed, start), start) for claimed, start, _ in jobs if start < first_end)
+        return out
+
+    def build_gaps(self) -> list[float]:
+        """Each old-path conversion's wait for a thread that had just finished one: a build's
+        threads (as many as it had at work at once) taken by its conversions in the order they
+        started, each from the thread that finished first before it began."""
+        out: list[float] = []
+        for items in self.items.values():
+            ordered = sorted(items, key=lambda item: item[1])
+            moves = sorted([(s, 1) for _, s, _ in items] + [(e, -1) for _, _, e in items])
+            threads = now = 0
+            for _, step in moves:
+                now += step
+                threads = max(threads, now)
+            free = sorted(e for _, _, e in ordered[:threads])
+            for _, began, ended in ordered[threads:]:
+                i = bisect.bisect_right(free, began) - 1
+                if i < 0:
+                    continue  # no thread had finished yet: not a wait between two of a thread's
+                out.append(began - free.pop(i))
+                bisect.insort(free, ended)
         return out
 
     def legacy_held(self) -> tuple[list[float], list[int]]:
@@ -138,9 +196,9 @@ class Learnt:
                 counts.append(total)
         return times, counts
 
-    def new_path_provisioning(self, budget: int, release: float) -> list[float]:
-        """Each first-attempt new-path job's gap from taking its slot to its work starting, by the
-        replay the module describes."""
+    def new_path_provisioning(self, budget: int, release: float) -> list[tuple[float, float]]:
+        """Each new-path job's start, from taking its slot to its work starting: as measured where
+        the backend told the slot, else (first attempts) by the replay the module describes."""
         times, counts = self.legacy_held()
 
         def cap(t: float) -> int:
@@ -148,9 +206,14 @@ class Learnt:
             return max(1, budget - (counts[i] if i >= 0 else 0))
 
         held: list[float] = []  # when each slot taken so far is let go (a heap)
-        out: list[float] = []
+        out: list[tuple[float, float]] = list(self.shadow_starts)
         t = -float("inf")
-        for handed, began, ended, first in sorted(self.jobs, key=lambda j: (j[1], j[0])):
+        for handed, began, ended, first, slot in sorted(self.jobs, key=lambda j: (j[1], j[0])):
+            if slot is not None:
+                out.append((min(slot, began), began))
+                t = max(t, min(slot, began))
+                heapq.heappush(held, ended + release)
+                continue
             t = max(t, handed)
             while True:
                 while held and held[0] <= t:
@@ -162,7 +225,7 @@ class Learnt:
             if t > began:  # the replay is behind the history: this job cannot be measured
                 t = began
             elif first:
-                out.append(began - t)
+                out.append((t, began))
             heapq.heappush(held, ended + release)
         return out
 
@@ -172,6 +235,10 @@ def learn(ledger: LedgerQueries) -> Learnt:
     out = Learnt()
     for r in records(ledger):
         out.add(r)
+    if isinstance(ledger, ShadowStore):
+        ran = (ShadowState.SUCCEEDED, ShadowState.COMPARED)
+        for s in ledger.shadows(ran, kind=ShadowKind.NEW, limit=1_000_000):
+            out.add_shadow(s)
     return out
 
 
@@ -241,29 +308,41 @@ def profile_of(
                 f"nothing has finished on the {path.value} path yet: "
                 f"its durations are the {other.value} path's"
             )
-    default = {p: Behaviour(Durations.of(pooled[p]), _rate(learnt, p, None)) for p in Path}
+    default = {p: _behaviour(learnt, Durations.of(pooled[p]), p, None, None) for p in Path}
     tenants: dict[int, dict[Path, Behaviour]] = {}
-    for (tenant, path), seen in learnt.durations.items():
-        tenants.setdefault(tenant, {})[path] = Behaviour(Durations.of(seen), _rate(learnt, path, tenant))
+    for tenant, path in sorted(set(learnt.attempts) | set(learnt.durations)):
+        # a tenant that never succeeded on a path has the path's durations and its own failures;
+        # one only shadowed there, its shadows' durations and the path's failures
+        timed = learnt.durations.get((tenant, path))
+        durations = Durations.of(timed) if timed else default[path].durations
+        tenants.setdefault(tenant, {})[path] = _behaviour(learnt, durations, path, tenant, default[path])
     if learnt.untimed:
         notes.append(f"{learnt.untimed} finished conversions carry no job timing and were left out")
+    if learnt.shadowed:
+        notes.append(f"{learnt.shadowed} new-path shadow runs count as new-path history")
     release = 0.0
     if learnt.lags:
         lags = sorted(learnt.lags)
         release = max(0.0, lags[len(lags) // 2] - cycle_seconds / 2)
         notes.append(f"new path release measured over {len(lags)} jobs")
+    gaps_between = learnt.build_gaps()
+    build_gap = sum(gaps_between) / len(gaps_between) if gaps_between else 0.0
+    if gaps_between:
+        notes.append(f"a build's pace measured over {len(gaps_between)} conversions")
     provisioning = dict(DEFAULT_PROVISIONING)
     measured: dict[Path, Span] = {}
+    # Each path's starts are kept by how many were starting at once on either path.
+    starts = {
+        Path.LEGACY: [(d, max(d, b)) for d, b in learnt.build_starts.values()],
+        Path.NEW: learnt.new_path_provisioning(budget, release)
+        if budget is not None
+        else learnt.new_path_starts(),
+    }
+    everyone = starts[Path.LEGACY] + starts[Path.NEW]
     for path in Path:
-        if path is Path.LEGACY:
-            gaps = [g for (p, _), g in learnt.gaps.items() if p is path]
-        elif budget is not None:
-            gaps = learnt.new_path_provisioning(budget, release)
-        else:
-            gaps = learnt.new_path_starts()
-        if gaps:
-            measured[path] = provisioning[path] = Span.of(gaps)
-            notes.append(f"{path.value} provisioning measured over {len(gaps)} starts")
+        if starts[path]:
+            measured[path] = provisioning[path] = Span.of_starts(starts[path], everyone)
+            notes.append(f"{path.value} provisioning measured over {len(starts[path])} starts")
     for path in Path:
         other = Path.NEW if path is Path.LEGACY else Path.LEGACY
         if path in measured:
@@ -281,16 +360,31 @@ def profile_of(
         tenants=tenants,
         provisioning=provisioning,
         release=release,
+        build_gap=build_gap,
         notes=tuple(notes),
     )
 
 
-def _rate(learnt: Learnt, path: Path, tenant: int | None) -> float:
-    attempts = sum(
-        n for (t, p), n in learnt.attempts.items() if p is path and (tenant is None or t == tenant)
-    )
-    failed = sum(n for (t, p), n in learnt.failures.items() if p is path and (tenant is None or t == tenant))
-    return min(0.99, failed / attempts) if attempts else 0.0
+def _behaviour(
+    learnt: Learnt, durations: Durations, path: Path, tenant: int | None, usual: Behaviour | None
+) -> Behaviour:
+    """``durations`` with the failure rates seen on ``path`` (of ``tenant``, or all when None): of
+    first attempts, and of attempts after a resubmit (the path's, ``usual``, when the tenant has
+    none; none when nothing was resubmitted at all)."""
+
+    def ratio(failed: Counter[tuple[int, Path]], tried: Counter[tuple[int, Path]]) -> float | None:
+        if tenant is not None:
+            n, bad = tried[(tenant, path)], failed[(tenant, path)]
+        else:
+            n = sum(v for (_, p), v in tried.items() if p is path)
+            bad = sum(v for (_, p), v in failed.items() if p is path)
+        return min(0.99, bad / n) if n else None
+
+    first = ratio(learnt.failures, learnt.attempts) or 0.0
+    retry = ratio(learnt.retry_failures, learnt.retries)
+    if retry is None and usual is not None:
+        retry = usual.retry_failure_rate
+    return Behaviour(durations, first, retry)
 
 
 def _window(received: list[tuple[float, int]], window: Window, now: float) -> tuple[float, float, str]:

@@ -13,7 +13,7 @@ import bisect
 import math
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from statistics import NormalDist
 from typing import Any
 
@@ -84,23 +84,43 @@ class Behaviour:
     """How one tenant's conversions behave on one path."""
 
     durations: Durations
-    failure_rate: float = 0.0
+    failure_rate: float = 0.0  # of a first attempt
+    # of an attempt after a resubmit, when it differs: a conversion whose first attempt fails once
+    # (a time-out) mostly succeeds the second time; one whose data is bad fails every time
+    retry_failure_rate: float | None = None
+
+    def rate(self, attempt: int) -> float:
+        """The chance that attempt number ``attempt`` (1: the first) fails."""
+        if attempt > 1 and self.retry_failure_rate is not None:
+            return self.retry_failure_rate
+        return self.failure_rate
 
     def describe(self) -> dict[str, Any]:
-        return {**self.durations.describe(), "failure_rate": round(self.failure_rate, 4)}
+        out = {**self.durations.describe(), "failure_rate": round(self.failure_rate, 4)}
+        if self.retry_failure_rate is not None:
+            out["retry_failure_rate"] = round(self.retry_failure_rate, 4)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
 class Span:
     """Seconds between ``low`` and ``high`` (spread evenly); ``low == high`` is a fixed delay. With
     ``samples`` (the delays seen, sorted) it is their empirical distribution instead, and ``low``
-    and ``high`` only say where its middle 80% lies."""
+    and ``high`` only say where its middle 80% lies. With ``by_load`` the delays are also kept by
+    how many were starting at once when each began (1, 2-3, 4-7, ...: the bucket's lowest count),
+    and a start at a given load draws from the delays seen at the nearest load: on one machine a
+    worker's start-up grows with how many start beside it."""
 
     low: float
     high: float
     samples: tuple[float, ...] = ()
+    by_load: tuple[tuple[int, tuple[float, ...]], ...] = ()
 
-    def at(self, u: float) -> float:
+    def at(self, u: float, load: int = 0) -> float:
+        if load > 0 and self.by_load:
+            want = load_bucket(load).bit_length()
+            _, near = min(self.by_load, key=lambda b: (abs(b[0].bit_length() - want), -b[0]))
+            return _at(near, u)
         if self.samples:
             return _at(self.samples, u)
         return self.low + (self.high - self.low) * u
@@ -113,6 +133,29 @@ class Span:
         """The empirical distribution of the delays ``seen`` (non-empty)."""
         ordered = tuple(sorted(seen))
         return cls(round(_at(ordered, 0.1), 3), round(_at(ordered, 0.9), 3), ordered)
+
+    @classmethod
+    def of_starts(
+        cls, starts: Sequence[tuple[float, float]], among: Sequence[tuple[float, float]] = ()
+    ) -> Span:
+        """The delays of ``starts`` (each when it took its slot and when its work began; non-empty),
+        kept by how many of ``among`` (default: ``starts``) were starting at once when each took
+        its slot, itself included."""
+        counted = among or starts
+        slots = sorted(s for s, _ in counted)
+        begun = sorted(b for _, b in counted)
+        buckets: dict[int, list[float]] = {}
+        for slot, began in starts:
+            load = bisect.bisect_right(slots, slot) - bisect.bisect_right(begun, slot)
+            buckets.setdefault(load_bucket(load), []).append(max(0.0, began - slot))
+        span = cls.of([max(0.0, b - s) for s, b in starts])
+        by_load = tuple((k, tuple(sorted(v))) for k, v in sorted(buckets.items()))
+        return replace(span, by_load=by_load) if len(by_load) > 1 else span
+
+
+def load_bucket(load: int) -> int:
+    """The bucket of a count of starts at once: 1, 2 (2-3), 4 (4-7), 8 (8-15), ..."""
+    return 1 << (max(1, load).bit_length() - 1)
 
 
 # Cited in the README: Fargate tasks take about 30 s to 2 min to start; a CodeBuild build about a
@@ -162,6 +205,9 @@ class Profile:
     # Seconds a new-path job keeps its slot after its work ends (its process or container
     # stopping, the path noticing) before the path reports it finished.
     release: float = 0.0
+    # Seconds a build's thread spends between one conversion's end and its next one's start (taking
+    # the next item, writing the last one's result): the build's own pace beyond the work itself.
+    build_gap: float = 0.0
     window: tuple[float, float] | None = None  # the history it was taken from (epoch seconds)
     notes: tuple[str, ...] = ()
 
@@ -176,17 +222,19 @@ class Profile:
         elsewhere = own.get(other)
         if elsewhere is not None:
             ratio = self.default[path].durations.median / self.default[other].durations.median
-            return Behaviour(elsewhere.durations.scaled(ratio), self.default[path].failure_rate)
+            usual = self.default[path]
+            return Behaviour(elsewhere.durations.scaled(ratio), usual.failure_rate, usual.retry_failure_rate)
         return self.default[path]
 
     def duration(self, work: Work, path: Path, attempt: int) -> float:
         return self.behaviour(work.tenant_id, path).durations.quantile(work.duration_draw(attempt))
 
     def fails(self, work: Work, path: Path, attempt: int) -> bool:
-        return work.failure_draw(attempt) < self.behaviour(work.tenant_id, path).failure_rate
+        return work.failure_draw(attempt) < self.behaviour(work.tenant_id, path).rate(attempt)
 
-    def provisioning_for(self, path: Path, u: float) -> float:
-        return self.provisioning[path].at(u)
+    def provisioning_for(self, path: Path, u: float, load: int = 0) -> float:
+        """A start-up on ``path`` for draw ``u``, ``load`` starting at once (0: not counted)."""
+        return self.provisioning[path].at(u, load)
 
     @property
     def conversions(self) -> int:
@@ -220,6 +268,7 @@ class Profile:
             "tenants_profiled": len(self.tenants),
             "provisioning_seconds": {p.value: self.provisioning[p].describe() for p in Path},
             "release_seconds": round(self.release, 3),
+            "build_gap_seconds": round(self.build_gap, 3),
             "notes": list(self.notes),
         }
 

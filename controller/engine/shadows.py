@@ -181,8 +181,11 @@ class ShadowRunner:
             if state is None:
                 continue
             self._status[r.shadow_id] = state.status
+            timing = (state.work_seconds, state.work_started_at, state.slot_at)
             if state.status is JobStatus.SUCCEEDED:
-                finishes.append(ShadowFinish(r.shadow_id, r.fence, ShadowState.SUCCEEDED, state.output, ""))
+                finishes.append(
+                    ShadowFinish(r.shadow_id, r.fence, ShadowState.SUCCEEDED, state.output, "", *timing)
+                )
             elif state.status is JobStatus.FAILED or (
                 state.status is JobStatus.UNKNOWN
                 and now - (r.dispatched_at or now) > self.config.intent_grace_seconds
@@ -194,7 +197,9 @@ class ShadowRunner:
                         [(r.shadow_id, r.fence)], now, f"attempt failed ({why}); again"
                     )
                 else:
-                    finishes.append(ShadowFinish(r.shadow_id, r.fence, ShadowState.FAILED, None, why))
+                    finishes.append(
+                        ShadowFinish(r.shadow_id, r.fence, ShadowState.FAILED, None, why, *timing)
+                    )
         if finishes:
             done = self.store.finish_shadows(finishes, now)
             log.info("shadow.finished", extra={"kind": kind.value, "shadows": len(done)})

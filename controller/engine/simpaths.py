@@ -73,6 +73,15 @@ class World:
         self.changes: list[tuple[float, int, int]] = []  # (time, legacy at work, new at work)
         self.holders: list[Callable[[], int]] = []  # each path's in_use, as the controller counts
         self.peak_slots = 0  # the most budget held at once: threads of builds, jobs in a slot
+        self.starting = 0  # builds provisioning and jobs in a slot whose work has not begun
+
+    def start_delay(self, path: Path, u: float) -> float:
+        """One more start on ``path`` (draw ``u``): its delay, as seen with as many starting."""
+        self.starting += 1
+        return self.profile.provisioning_for(path, u, self.starting)
+
+    def started(self) -> None:
+        self.starting -= 1
 
     def slots_changed(self) -> None:
         """Note the budget both paths hold now (what the split keeps within the budget)."""
@@ -193,12 +202,13 @@ class SimulatedBatch:
             job.record = Attempt(job.work.conversion_id, Path.NEW, world.now)
             world.attempts.append(job.record)
             world.launches.append(world.now)
-            delay = world.profile.provisioning_for(Path.NEW, job.work.provisioning_draw(job.attempt))
+            delay = world.start_delay(Path.NEW, job.work.provisioning_draw(job.attempt))
             world.schedule(world.now + delay, partial(self._work, job))
 
     def _work(self, job: _Job) -> None:
         world = self.world
         assert job.record is not None
+        world.started()
         world.work_started(job.record)
         duration = world.profile.duration(job.work, Path.NEW, job.attempt)
         failed = world.profile.fails(job.work, Path.NEW, job.attempt)
@@ -239,7 +249,8 @@ class _Build:
 
 class SimulatedBuilds:
     """The old path: a build per submit with ``batch.concurrency`` threads, provisioned first, then
-    working through its manifest in order; stopped at ``timeout`` seconds after it was started."""
+    working through its manifest in order, each thread taking the profile's ``build_gap`` between
+    one conversion and the next; stopped at ``timeout`` seconds after it was started."""
 
     path = Path.LEGACY
 
@@ -261,7 +272,7 @@ class SimulatedBuilds:
         self._builds[batch.key] = build
         self._live.append(build)
         first = build.items[0]
-        delay = world.profile.provisioning_for(Path.LEGACY, first[0].provisioning_draw(first[1]))
+        delay = world.start_delay(Path.LEGACY, first[0].provisioning_draw(first[1]))
         world.schedule(world.now + delay, lambda: self._begin(build))
         world.schedule(world.now + self.timeout, lambda: self._time_out(build))
         return refs
@@ -310,7 +321,8 @@ class SimulatedBuilds:
 
     def _begin(self, build: _Build) -> None:
         if build.ended:
-            return
+            return  # stopped while provisioning: its start was counted off then
+        self.world.started()
         build.working = True
         for _ in range(min(build.record.threads, len(build.items))):
             self._next(build)
@@ -341,6 +353,8 @@ class SimulatedBuilds:
         build.done += 1
         if build.done == len(build.items):
             build.record.ended_at = world.now
+        elif world.profile.build_gap > 0:
+            world.schedule(world.now + world.profile.build_gap, lambda: self._next(build))
         else:
             self._next(build)
 
@@ -351,6 +365,8 @@ class SimulatedBuilds:
 
     def _stop(self, build: _Build, why: str) -> None:
         world = self.world
+        if not build.working:
+            world.started()
         for record in list(build.running.values()):
             world.work_ended(record, True)
         build.running.clear()

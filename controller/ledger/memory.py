@@ -238,6 +238,7 @@ class MemoryLedger:
                 updated_at=now,
                 work_seconds=f.work_seconds,
                 work_started_at=f.work_started_at,
+                slot_at=f.slot_at,
             )
             self._put(new, old)
             done.append(f.conversion_id)

@@ -42,7 +42,7 @@ from controller.core.ports import (
     Waiting,
 )
 from controller.core.requeue import REQUEUE_FIELDS, requeued
-from controller.ledger.sqlite_shadows import SHADOW_SCHEMA, SQLiteShadows
+from controller.ledger.sqlite_shadows import ADDED_SHADOW_COLUMNS, SHADOW_SCHEMA, SQLiteShadows
 from flags.snapshot import FlagSnapshot
 
 S = ConversionState
@@ -50,8 +50,8 @@ S = ConversionState
 # Schema 0 kept the counters with per-row triggers, about half the cost of each claim. Schema 1
 # keeps them in the code, per batch; opening a file of schema 0 drops the triggers and keeps the
 # counters and decision totals as they are (they were exact). Columns and tables added since
-# (``work_seconds``, ``work_started_at``, the shadows table) are added to a file of either schema
-# when it is opened.
+# (``work_seconds``, ``work_started_at``, ``slot_at``, the shadows table and its timings) are
+# added to a file of either schema when it is opened.
 SCHEMA_VERSION = 1
 _OLD_TRIGGERS = ("count_insert", "count_update", "count_delete", "decision_on_claim", "decision_on_insert")
 
@@ -75,7 +75,8 @@ SCHEMA = (
         finished_at REAL,
         updated_at REAL,
         work_seconds REAL,
-        work_started_at REAL
+        work_started_at REAL,
+        slot_at REAL
     )""",
     "CREATE INDEX IF NOT EXISTS conversions_by_state ON conversions (state, path, seq)",
     # By tenant alone: each entry is (tenant_id, seq), so a tenant's history comes out in order, and
@@ -127,10 +128,10 @@ _MOVED = (
 _COLUMNS = (
     "conversion_id, tenant_id, params, state, path, flag_version, reason, job_ref, intent, "
     "fence, attempts, received_at, claimed_at, dispatched_at, finished_at, updated_at, work_seconds, "
-    "work_started_at"
+    "work_started_at, slot_at"
 )
 # Columns added after the first release: a ledger file made before them gets them when opened.
-_ADDED_COLUMNS = (("work_seconds", "REAL"), ("work_started_at", "REAL"))
+_ADDED_COLUMNS = (("work_seconds", "REAL"), ("work_started_at", "REAL"), ("slot_at", "REAL"))
 _FLAG_KEY = "flag:last_known_good"
 
 
@@ -275,6 +276,8 @@ def _dispatching(r: ConversionRecord, intent: str, now: float) -> ConversionReco
         r.finished_at,
         now,
         r.work_seconds,
+        r.work_started_at,
+        r.slot_at,
     )
 
 
@@ -316,10 +319,11 @@ class SQLiteLedger(SQLiteShadows):
             for statement in SHADOW_SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
-            have = {row[1] for row in db.execute("PRAGMA table_info(conversions)")}
-            for name, kind in _ADDED_COLUMNS:
-                if name not in have:
-                    db.execute(f"ALTER TABLE conversions ADD COLUMN {name} {kind}")
+            for table, added in (("conversions", _ADDED_COLUMNS), ("shadows", ADDED_SHADOW_COLUMNS)):
+                have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                for name, kind in added:
+                    if name not in have:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
             # Also on a file already upgraded: an older version opened since re-created them.
             for trigger in _OLD_TRIGGERS:
                 db.execute(f"DROP TRIGGER IF EXISTS {trigger}")
@@ -701,7 +705,7 @@ class SQLiteLedger(SQLiteShadows):
                 raise ValueError(f"{f.state} is not a terminal state")
         applied = self._move_each(
             "UPDATE conversions SET state = ?, reason = ?, finished_at = ?, updated_at = ?, "
-            "work_seconds = ?, work_started_at = ? "
+            "work_seconds = ?, work_started_at = ?, slot_at = ? "
             "WHERE conversion_id = ? AND state = 'dispatched' AND fence = ?",
             [
                 (
@@ -711,6 +715,7 @@ class SQLiteLedger(SQLiteShadows):
                     now,
                     f.work_seconds,
                     f.work_started_at,
+                    f.slot_at,
                     f.conversion_id,
                     f.fence,
                 )

@@ -40,7 +40,10 @@ CREATE TABLE IF NOT EXISTS shadows (
     finished_at REAL,
     compared_at REAL,
     cleaned_at REAL,
-    updated_at REAL
+    updated_at REAL,
+    work_seconds REAL,
+    work_started_at REAL,
+    slot_at REAL
 );
 CREATE INDEX IF NOT EXISTS shadows_by_state ON shadows (state, seq);
 CREATE INDEX IF NOT EXISTS shadows_by_tenant ON shadows (tenant_id, created_at);
@@ -49,8 +52,10 @@ CREATE INDEX IF NOT EXISTS shadows_by_tenant ON shadows (tenant_id, created_at);
 _COLUMNS = (
     "shadow_id, conversion_id, tenant_id, params, kind, state, flag_version, reason, job_ref, intent, "
     "fence, preemptions, output, verdict, detail, created_at, dispatched_at, finished_at, compared_at, "
-    "cleaned_at, updated_at"
+    "cleaned_at, updated_at, work_seconds, work_started_at, slot_at"
 )
+# Columns added after the shadows table first shipped: a file made before them gets them when opened.
+ADDED_SHADOW_COLUMNS = (("work_seconds", "REAL"), ("work_started_at", "REAL"), ("slot_at", "REAL"))
 
 
 _NAMES = tuple(name.strip() for name in _COLUMNS.split(","))
@@ -171,9 +176,24 @@ class SQLiteShadows:
             if not f.state.ran:
                 raise ValueError(f"{f.state} is not how a shadow run ends")
         applied = self._each(
-            "UPDATE shadows SET state = ?, output = ?, reason = ?, finished_at = ?, updated_at = ? "
+            "UPDATE shadows SET state = ?, output = ?, reason = ?, finished_at = ?, updated_at = ?, "
+            "work_seconds = ?, work_started_at = ?, slot_at = ? "
             "WHERE shadow_id = ? AND state = 'dispatched' AND fence = ?",
-            [(f.state.value, f.output, f.reason, now, now, f.shadow_id, f.fence) for f in finishes],
+            [
+                (
+                    f.state.value,
+                    f.output,
+                    f.reason,
+                    now,
+                    now,
+                    f.work_seconds,
+                    f.work_started_at,
+                    f.slot_at,
+                    f.shadow_id,
+                    f.fence,
+                )
+                for f in finishes
+            ],
         )
         return [f.shadow_id for f, ok in zip(finishes, applied, strict=True) if ok]
 

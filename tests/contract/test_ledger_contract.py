@@ -218,20 +218,30 @@ def test_finish_is_compare_and_set_and_never_goes_backwards(ledger):
 
 
 def test_finish_keeps_the_jobs_own_timing_and_requeue_forgets_it(ledger):
-    """The job's run time and start as it reported them are kept with the outcome; a record finished
-    without them has none, and an operator's requeue drops them with the rest of the attempt."""
+    """The job's run time and start as it reported them, and when it took its slot as the backend
+    told, are kept with the outcome; a record finished without them has none, and an operator's
+    requeue drops them with the rest of the attempt."""
     ledger.accept([req("t1"), req("t2")], 1.0)
     claim(ledger, "t1")
     claim(ledger, "t2")
     one, two = dispatch(ledger, "t1"), dispatch(ledger, "t2")
-    finishes = [Finish("t1", one.fence, S.FAILED, "boom", 5.75, 21.5), Finish("t2", two.fence, S.SUCCEEDED)]
+    finishes = [
+        Finish("t1", one.fence, S.FAILED, "boom", 5.75, 21.5, 20.25),
+        Finish("t2", two.fence, S.SUCCEEDED),
+    ]
     assert ledger.mark_finished(finishes, 30.0) == ["t1", "t2"]
     timed, untimed = ledger.get("t1"), ledger.get("t2")
-    assert (timed.work_seconds, timed.work_started_at, timed.finished_at) == (5.75, 21.5, 30.0)
-    assert (untimed.work_seconds, untimed.work_started_at) == (None, None)
+    assert (timed.work_seconds, timed.work_started_at, timed.slot_at, timed.finished_at) == (
+        5.75,
+        21.5,
+        20.25,
+        30.0,
+    )
+    assert (untimed.work_seconds, untimed.work_started_at, untimed.slot_at) == (None, None, None)
     freed = ledger.requeue("t1", 40.0)
-    assert (freed.work_seconds, freed.work_started_at) == (None, None)
-    assert (ledger.get("t1").work_seconds, ledger.get("t1").work_started_at) == (None, None)
+    assert (freed.work_seconds, freed.work_started_at, freed.slot_at) == (None, None, None)
+    again = ledger.get("t1")
+    assert (again.work_seconds, again.work_started_at, again.slot_at) == (None, None, None)
 
 
 def test_resubmit_keeps_the_path_and_fences_out_the_old_attempt(ledger):

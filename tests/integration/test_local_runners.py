@@ -63,11 +63,17 @@ def overlap(lines: list[dict]) -> int:
 def test_new_runner_runs_one_process_per_conversion_within_its_cap(new_runner, tmp_path):
     """Five jobs, cap two: never more than two at work; each writes a real workbook stamped 'new'."""
     assert new_runner.set_capacity(2) == 2
+    submitted = time.time()
     refs = new_runner.submit(DispatchBatch("N1", Route.NEW, items(5, work_seconds="0.4"), 0))
     seen = []
     states = wait_terminal(new_runner, refs, watch=lambda: seen.append(new_runner.in_use()))
     assert {s.status for s in states.values()} == {JobStatus.SUCCEEDED}
     assert max(seen) <= 2
+    # Each job's slot was told: taken before its worker's own clock started, after its submit.
+    for state in states.values():
+        assert state.slot_at is not None
+        assert state.work_started_at is not None
+        assert submitted <= state.slot_at <= state.work_started_at
     lines = produced(tmp_path)
     assert sorted(x["conversion_id"] for x in lines) == [f"c{i}" for i in range(5)]
     assert len({x["job_id"] for x in lines}) == 5

@@ -16,7 +16,8 @@ import pytest
 
 from controller.core.domain import ConversionRequest, ConversionState, Path
 from controller.core.errors import LedgerError
-from controller.core.ports import Claim, Dispatched, Finish, Route
+from controller.core.ports import Claim, Dispatched, Finish, Route, ShadowFinish
+from controller.core.shadow import ShadowKind, ShadowRecord, ShadowState
 from controller.engine.cycle import Controller, CycleConfig
 from controller.ledger.sqlite import SCHEMA, SCHEMA_VERSION, SQLiteLedger
 from tests.fakes import FakeBackend, FakeClock, FakeFlags, World
@@ -83,9 +84,9 @@ def test_an_old_ledger_opens_upgraded_and_keeps_its_counts_and_contents(old_file
         assert triggers(old_file) == []
         assert raw(old_file, "SELECT state, path, n FROM counters ORDER BY 1, 2") == counters_before
         # The rows as they were, with the run time columns added since (empty for them).
-        assert [row[:-2] for row in raw(old_file, "SELECT * FROM conversions ORDER BY seq")] == rows_before
-        added = raw(old_file, "SELECT DISTINCT work_seconds, work_started_at FROM conversions")
-        assert added == [(None, None)]
+        assert [row[:-3] for row in raw(old_file, "SELECT * FROM conversions ORDER BY seq")] == rows_before
+        added = raw(old_file, "SELECT DISTINCT work_seconds, work_started_at, slot_at FROM conversions")
+        assert added == [(None, None, None)]
         assert raw(old_file, "SELECT count(*) FROM shadows") == [(0,)]
         assert counted(ledger) == scanned(old_file)
         assert counted(ledger)[(S.RECEIVED.value, "")] == 5
@@ -223,7 +224,7 @@ def test_an_older_ledger_file_gains_the_run_time_columns(tmp_path: FsPath) -> No
     ledger.accept([ConversionRequest("before", 1)], 1.0)
     ledger.close()
     with sqlite3.connect(db) as conn:
-        for column in ("work_started_at", "work_seconds"):  # as the earlier versions made it
+        for column in ("slot_at", "work_started_at", "work_seconds"):  # as the earlier versions made it
             conn.execute(f"ALTER TABLE conversions DROP COLUMN {column}")
 
     ledger = SQLiteLedger(db)
@@ -232,8 +233,9 @@ def test_an_older_ledger_file_gains_the_run_time_columns(tmp_path: FsPath) -> No
         ledger.claim([Claim(ConversionRequest("after", 1), Path.NEW, "1", "listed")], 2.0)
         taken = ledger.mark_dispatching([ledger.get("after")], "b", 3.0)
         ledger.mark_dispatched([Dispatched("after", taken[0].fence, "job")], 3.0)
-        ledger.mark_finished([Finish("after", taken[0].fence, S.SUCCEEDED, "", 1.25, 6.5)], 9.0)
-        assert (ledger.get("after").work_seconds, ledger.get("after").work_started_at) == (1.25, 6.5)
+        ledger.mark_finished([Finish("after", taken[0].fence, S.SUCCEEDED, "", 1.25, 6.5, 6.0)], 9.0)
+        after = ledger.get("after")
+        assert (after.work_seconds, after.work_started_at, after.slot_at) == (1.25, 6.5, 6.0)
         assert ledger.get("before").work_seconds is None
         assert counted(ledger) == scanned(db)
     finally:
@@ -241,11 +243,41 @@ def test_an_older_ledger_file_gains_the_run_time_columns(tmp_path: FsPath) -> No
     SQLiteLedger(db).close()  # opening it again changes nothing
 
 
+def test_a_shadows_table_made_before_its_timings_gains_them(tmp_path: FsPath) -> None:
+    """A file whose shadows table was made before shadows kept their own timing opens, gains the
+    columns, keeps its shadows (with no timing), and records the timing of a shadow finished now."""
+    db = tmp_path / "shadows.db"
+    ledger = SQLiteLedger(db)
+    ledger.add_shadows([ShadowRecord("new:a", "a", 1, {}, ShadowKind.NEW, ShadowState.PENDING)], 1.0)
+    ledger.add_shadows([ShadowRecord("new:b", "b", 1, {}, ShadowKind.NEW, ShadowState.PENDING)], 1.0)
+    ledger.close()
+    with sqlite3.connect(db) as conn:
+        for column in ("slot_at", "work_started_at", "work_seconds"):  # as the first version made it
+            conn.execute(f"ALTER TABLE shadows DROP COLUMN {column}")
+
+    ledger = SQLiteLedger(db)
+    try:
+        (old, new) = ledger.shadows([ShadowState.PENDING])
+        assert (old.shadow_id, old.work_seconds, old.slot_at) == ("new:a", None, None)
+        taken = ledger.mark_shadows_dispatching([new], "k", 2.0)
+        ledger.mark_shadows_dispatched([(new.shadow_id, taken[0].fence, "job")], 2.0)
+        finish = ShadowFinish(
+            new.shadow_id, taken[0].fence, ShadowState.SUCCEEDED, "/q/b.xlsx", "", 0.5, 3.0, 2.5
+        )
+        assert ledger.finish_shadows([finish], 4.0) == ["new:b"]
+        (done,) = ledger.shadows([ShadowState.SUCCEEDED])
+        assert (done.work_seconds, done.work_started_at, done.slot_at) == (0.5, 3.0, 2.5)
+    finally:
+        ledger.close()
+
+
 def test_a_file_from_the_first_release_opens_in_two_processes(tmp_path: FsPath) -> None:
     """The first release kept no run time at all: two processes opening its file both see the rows,
     and what one records the other reads back."""
     path = tmp_path / "first.db"
-    table = SCHEMA[0].replace(",\n        work_seconds REAL,\n        work_started_at REAL", "")
+    table = SCHEMA[0].replace(
+        ",\n        work_seconds REAL,\n        work_started_at REAL,\n        slot_at REAL", ""
+    )
     assert "work_seconds" not in table
     db = sqlite3.connect(path)
     for statement in (table, *SCHEMA[1:]):

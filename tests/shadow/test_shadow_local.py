@@ -13,7 +13,9 @@ from controller.core.domain import ConversionState
 from controller.core.domain import Path as ExecPath
 from controller.core.gates import GateVerdict
 from controller.core.parity import Parity
+from controller.core.shadow import ShadowKind, ShadowState
 from controller.engine.gates import evaluate
+from controller.engine.history import learn
 from controller.engine.shadows import gate_parity, parity_verdicts
 from tests.shadow.support import accept, run_to_the_end, settings
 
@@ -38,8 +40,23 @@ def test_a_planted_difference_shows_in_the_report_and_fails_its_group(tmp_path: 
             parity=gate_parity(service.shadows.runner.store, plan),
         )
         records = [service.ledger.get(cid) for cid in ids]
+        ran = service.shadows.runner.store.shadows([ShadowState.COMPARED], kind=ShadowKind.NEW, limit=100)
+        learnt = learn(service.ledger)
     finally:
         service.close()
+
+    # Each new-path shadow kept its own timing and when it took its slot; the forecast's history
+    # learns the new path from them, since no real conversion ran there.
+    assert len(ran) == 12
+    for shadow in ran:
+        assert shadow.work_seconds is not None
+        assert shadow.work_started_at is not None
+        assert shadow.slot_at is not None
+        assert shadow.created_at is not None
+        assert shadow.created_at <= shadow.slot_at <= shadow.work_started_at
+    assert learnt.shadowed == 12
+    assert len(learnt.shadow_starts) == 12
+    assert {t for t, p in learnt.durations if p is ExecPath.NEW} == {s.tenant_id for s in ran}
 
     # Real work: every conversion once, on the old path, published; the shadows published nothing.
     for record in records:

@@ -33,6 +33,7 @@ def record(state: S = S.FAILED) -> ConversionRecord:
         updated_at=4.0,
         work_seconds=0.8,
         work_started_at=3.1,
+        slot_at=3.05,
     )
 
 

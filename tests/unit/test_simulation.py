@@ -178,11 +178,99 @@ def test_new_path_provisioning_is_learnt_from_every_job_not_only_the_quickest_st
     learnt.add(_done("old", Path.LEGACY, 0.0, 0.5, 5.0, "build"))
     for i, began in enumerate((1.0, 1.0, 3.0, 3.0)):
         learnt.add(_done(f"n{i}", Path.NEW, 0.0, began, 1.0, "batch"))
-    assert learnt.new_path_provisioning(budget=3, release=0.0) == [1.0, 1.0, 1.0, 1.0]
+    assert gaps(learnt.new_path_provisioning(budget=3, release=0.0)) == [1.0, 1.0, 1.0, 1.0]
     profile = profile_of(learnt, [Arrival(0.0, 1)], name="t", source="t", budget=3)
-    assert profile.provisioning[Path.NEW] == Span(1.0, 1.0, (1.0, 1.0, 1.0, 1.0))
+    assert profile.provisioning[Path.NEW].samples == (1.0, 1.0, 1.0, 1.0)
     without_budget = profile_of(learnt, [Arrival(0.0, 1)], name="t", source="t")
     assert without_budget.provisioning[Path.NEW].samples == (1.0, 1.0)  # the first slots only
+
+
+def gaps(starts: list[tuple[float, float]]) -> list[float]:
+    return [began - slot for slot, began in starts]
+
+
+def test_a_slot_the_backend_told_is_measured_as_it_was_not_replayed():
+    """The same four jobs, but the runner said when each took its slot: the last two waited for
+    theirs and then took 0.5 s to start, which the replay (0 s of wait after the frees at 2 s and
+    a 1 s start) would have got wrong; a job with no slot told is still replayed beside them."""
+    learnt = Learnt()
+    learnt.add(_done("old", Path.LEGACY, 0.0, 0.5, 5.0, "build"))
+    for i, (began, slot) in enumerate(((1.0, 0.0), (1.0, 0.0), (3.0, 2.5), (3.0, 2.5))):
+        learnt.add(dataclasses.replace(_done(f"n{i}", Path.NEW, 0.0, began, 1.0, "batch"), slot_at=slot))
+    assert gaps(learnt.new_path_provisioning(budget=3, release=0.0)) == [1.0, 1.0, 0.5, 0.5]
+    assert gaps(learnt.new_path_starts()) == [1.0, 1.0, 0.5, 0.5]  # without a budget too
+    learnt.add(_done("n4", Path.NEW, 0.0, 5.0, 1.0, "batch"))  # no slot told: the replay's
+    assert gaps(learnt.new_path_provisioning(budget=3, release=0.0)) == [1.0, 1.0, 0.5, 0.5, 1.0]
+
+
+def test_start_up_is_kept_by_how_many_start_at_once_and_drawn_at_the_nearest_load():
+    """Two starts alone took 1 s; four one after another took 4 s each, the first of them alone
+    when it began, the last with three others starting: a start with six others starting is drawn
+    from the crowded ones, a lone start from the lone ones, and without a load from all."""
+    alone = [(0.0, 1.0), (10.0, 11.0)]
+    crowded = [(20.0, 24.0), (20.1, 24.1), (20.2, 24.2), (20.3, 24.3)]
+    span = Span.of_starts(alone + crowded)
+    assert [(k, len(v)) for k, v in span.by_load] == [(1, 3), (2, 2), (4, 1)]
+    assert span.at(0.5, load=1) == 1.0  # the middle of (1.0, 1.0, 4.0)
+    assert span.at(0.5, load=7) == 4.0
+    assert span.at(0.5, load=40) == 4.0  # beyond anything seen: the most crowded seen
+    assert span.at(0.0) == 1.0  # no load given: every delay seen
+    assert Span.of_starts(alone).by_load == ()  # one load only: nothing to tell apart
+
+
+def test_the_simulation_draws_a_start_by_how_many_are_starting_then():
+    """A start-up seen at 1 s alone, 2 s with two or three starting and 5 s with four or more:
+    eight new-path jobs handed over at once start the first in 1 s, the next two in 2 s and the
+    rest, crowded, in 5 s."""
+    crowded = Span(1.0, 5.0, (1.0, 2.0, 5.0), by_load=((1, (1.0,)), (2, (2.0,)), (4, (5.0,))))
+    p = Profile(
+        "load",
+        "tests",
+        {q: Behaviour(Durations(2.0, 2.0)) for q in Path},
+        (Arrival(0.0, 1001, 8),),
+        provisioning={Path.NEW: crowded, Path.LEGACY: Span(0.0, 0.0)},
+    )
+    result = run(p, migrated=frozenset({1001}), budget=8)
+    delays = sorted(round(a.work_at - a.slot_at, 3) for a in result.attempts)
+    assert delays == [1.0, 2.0, 2.0, 5.0, 5.0, 5.0, 5.0, 5.0]
+
+
+def test_a_first_attempt_that_fails_once_is_not_taken_for_a_coin_flip_on_every_attempt():
+    """Tenant 7's first attempts always failed and its resubmits always succeeded; tenant 8 never
+    failed; tenant 9 failed every attempt. The profile keeps first and later attempts apart, and
+    the simulation resubmits every one of tenant 7's conversions once and fails none of them."""
+    learnt = Learnt()
+    for i in range(4):
+        flaky = _done(f"f{i}", Path.LEGACY, 0.0, 1.0, 1.0, f"b{i}")
+        learnt.add(dataclasses.replace(flaky, tenant_id=7, attempts=2))
+        learnt.add(dataclasses.replace(_done(f"k{i}", Path.LEGACY, 0.0, 1.0, 1.0, f"b{i}"), tenant_id=8))
+    bad = _done("bad", Path.LEGACY, 0.0, 1.0, 1.0, "b0")
+    learnt.add(dataclasses.replace(bad, tenant_id=9, attempts=2, state=ConversionState.FAILED))
+    p = profile_of(learnt, [Arrival(0.0, 7, 10)], name="t", source="t")
+    assert (p.behaviour(7, Path.LEGACY).rate(1), p.behaviour(7, Path.LEGACY).rate(2)) == (0.99, 0.0)
+    assert (p.behaviour(8, Path.LEGACY).rate(1), p.behaviour(8, Path.LEGACY).rate(2)) == (0.0, 0.2)
+    assert (p.behaviour(9, Path.LEGACY).rate(1), p.behaviour(9, Path.LEGACY).rate(2)) == (0.99, 0.99)
+    assert p.default[Path.LEGACY].failure_rate == 5 / 9  # first attempts: 4 of tenant 7, 1 of 9
+    assert p.default[Path.LEGACY].retry_failure_rate == 1 / 5  # resubmits: only tenant 9's failed
+    result = run(p, migrated=frozenset(), budget=4, resubmits=1)
+    assert all(c.succeeded for c in result.conversions)
+    assert sorted(a.failed for a in result.attempts) == [False] * 10 + [True] * 10
+
+
+def test_a_builds_pace_is_learnt_and_each_thread_keeps_it():
+    """One thread worked four 1 s conversions with 0.5 s between them: the history's gap is 0.5 s,
+    and a simulated build of four at one thread takes 4 x 1 s + 3 x 0.5 s after provisioning."""
+    learnt = Learnt()
+    for i in range(4):
+        learnt.add(_done(f"b{i}", Path.LEGACY, 0.0, 1.0 + 1.5 * i, 1.0, "build"))
+    assert learnt.build_gaps() == [0.5, 0.5, 0.5]
+    p = profile_of(learnt, [Arrival(0.0, 1, 4)], name="t", source="t")
+    assert p.build_gap == 0.5
+    assert p.provisioning[Path.LEGACY].samples == (1.0,)  # dispatch at 0, first work at 1
+    result = run(p, migrated=frozenset(), budget=1, legacy_max_threads=1)
+    (build,) = result.builds
+    assert build.ended_at is not None
+    assert build.ended_at - build.submitted_at == pytest.approx(1.0 + 4 * 1.0 + 3 * 0.5)
 
 
 def test_a_measured_delay_is_drawn_from_what_was_seen():

@@ -87,6 +87,7 @@ def to_record(item: Item) -> ConversionRecord:
         updated_at=number_of(item, "updated_at"),
         work_seconds=number_of(item, "work_seconds"),
         work_started_at=number_of(item, "work_started_at"),
+        slot_at=number_of(item, "slot_at"),
     )
 
 

@@ -18,7 +18,8 @@ from controller.ledger.dynamodb.codec import AttributeValue, item_update, number
 from controller.ledger.dynamodb.writes import Move, Writes, in_order
 
 S = ConversionState
-_WORK = ("work_seconds", "work_started_at")  # the job's own account of the attempt, when it gave one
+# the job's own account of the attempt, and when it took its slot, when they were given
+_WORK = ("work_seconds", "work_started_at", "slot_at")
 
 
 def _work(f: Finish) -> dict[str, AttributeValue]:
