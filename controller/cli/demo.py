@@ -1,4 +1,4 @@
-"""``cutover demo``: a whole month of cutover on one machine, in under two minutes.
+"""``cutover demo``: a whole month of cutover on one machine, in about two minutes.
 
 ~200 tenants in five rollout groups (least active first). The run starts with no flag (all on
 the old path) and advances group by group with the operation behind ``cutover flag advance``,
@@ -7,7 +7,8 @@ failing on the new path (the sample worker's ``simulate=fail_on_new``); the gate
 ``fail`` with its reasons and the demo rolls back with the operation behind ``cutover flag
 rollback``, removes the cause, and advances again. Flag versions are numbered files beside the
 flag file, as AppConfig numbers its versions. Each stage submits a wave of conversions through
-the intake and runs cycles until they are drained, then judges the gate. Each wave also runs
+the intake (one per tenant, each waiting its tenant's time for its records, four flaky tenants'
+failing their first attempt) and runs cycles until they are drained, then judges the gate. Each wave also runs
 shadows of the tenants the next advance will move (the plan's ``shadow:`` section names their
 groups), on budget real work leaves free, and the advance's row shows their parity. Before each
 stage after the first, the stage is forecast from the ledger's history so far (the simulator
