@@ -38,12 +38,13 @@ class Rig:
         aa_rate: float = 0.0,
         ticks: int = 2,
         shadow_ticks: int = 3,
+        new_can_cap: bool = True,
     ) -> None:
         self.ledger, self.clock, self.budget = ledger, clock, budget
         self.world = World(budget=budget)
         real = {
             Path.LEGACY: FakeBackend(Path.LEGACY, self.world, ticks=ticks),
-            Path.NEW: FakeBackend(Path.NEW, self.world, ticks=ticks),
+            Path.NEW: FakeBackend(Path.NEW, self.world, ticks=ticks, can_cap=new_can_cap),
         }
         self.runner: ShadowRunner | None = None
         self.shadow_backends: dict[Path, FakeBackend] = {}
@@ -160,27 +161,36 @@ def _submits(backends: Iterable[object]) -> list[DispatchBatch]:
     return [batch for b in backends for batch in b.submits]  # type: ignore[attr-defined]
 
 
+def _warmed_up(scratch: FsPath, name: str, *, shadows: bool, new_can_cap: bool = True) -> Rig:
+    """A rig of budget 4 whose old path has finished four conversions, their four (long) shadows
+    running on the budget left idle."""
+    clock = FakeClock()
+    flags = FakeFlags.none()
+    flags.publish("v1", set())
+    rig = Rig(
+        _ledger(scratch, name),
+        clock,
+        flags,
+        budget=4,
+        shadows=shadows,
+        shadow_ticks=30,
+        new_can_cap=new_can_cap,
+    )
+    rig.ledger.accept([ConversionRequest(f"a{i}", 5, {}) for i in range(4)], clock())
+    for _ in range(30):  # the old path finishes its four; their shadows take the idle budget
+        rig.step()
+        done = all(rig.ledger.get(f"a{i}").state is ConversionState.SUCCEEDED for i in range(4))  # type: ignore[union-attr]
+        if done and sum(b.running() for b in rig.shadow_backends.values()) == (4 if shadows else 0):
+            break
+    assert [rig.ledger.get(f"a{i}").state for i in range(4)] == [ConversionState.SUCCEEDED] * 4  # type: ignore[union-attr]
+    return rig
+
+
 def test_shadows_holding_the_room_are_stopped_before_real_work_is_submitted(scratch: FsPath) -> None:
     """The cycle that sees real work stops the shadows holding its room, and the real work moves
     cycle by cycle exactly as it does on a rig without shadows."""
-
-    def warmed_up(shadows: bool) -> Rig:
-        clock = FakeClock()
-        flags = FakeFlags.none()
-        flags.publish("v1", set())
-        rig = Rig(
-            _ledger(scratch, f"room{shadows}"), clock, flags, budget=4, shadows=shadows, shadow_ticks=30
-        )
-        rig.ledger.accept([ConversionRequest(f"a{i}", 5, {}) for i in range(4)], clock())
-        for _ in range(30):  # the old path finishes its four; their shadows take the idle budget
-            rig.step()
-            done = all(rig.ledger.get(f"a{i}").state is ConversionState.SUCCEEDED for i in range(4))  # type: ignore[union-attr]
-            if done and sum(b.running() for b in rig.shadow_backends.values()) == (4 if shadows else 0):
-                break
-        assert [rig.ledger.get(f"a{i}").state for i in range(4)] == [ConversionState.SUCCEEDED] * 4  # type: ignore[union-attr]
-        return rig
-
-    plain, rig = warmed_up(False), warmed_up(True)
+    plain = _warmed_up(scratch, "roomFalse", shadows=False)
+    rig = _warmed_up(scratch, "roomTrue", shadows=True)
     assert rig.world.load() == 4
     for r in (plain, rig):
         r.ledger.accept([ConversionRequest(f"b{i}", 6, {}) for i in range(3)], r.clock())
