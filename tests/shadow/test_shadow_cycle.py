@@ -212,6 +212,25 @@ def test_shadows_holding_the_room_are_stopped_before_real_work_is_submitted(scra
     assert {s.state for s in rig.ledger.shadows(list(S))} <= {S.SUCCEEDED, S.FAILED, S.SKIPPED}
 
 
+def test_shadows_that_cannot_be_stopped_keep_all_they_hold_from_real_work(scratch: FsPath) -> None:
+    """Promise 2, as the state machine found it: shadows hold the whole budget when real work
+    arrives and every stop call is throttled. The split had left them some room; the split made
+    again around the shadows that could not be stopped must count every slot they hold, that room
+    included, not only what they hold beyond it: the legacy build waits rather than run beside them.
+    (A new path that cannot cap itself, so that no cap of an earlier cycle holds the build back.)"""
+    rig = _warmed_up(scratch, "stuck", shadows=True, new_can_cap=False)
+    assert rig.world.load() == 4
+    rig.shadow_backends[Path.NEW].cancel_unavailable = 4  # TerminateJob throttled, for all four
+    rig.ledger.accept([ConversionRequest(f"b{i}", 6, {}) for i in range(2)], rig.clock())
+    rig.step()  # the split leaves the shadows room for two; they hold four and none can be stopped
+    assert [rig.ledger.get(f"b{i}").state for i in range(2)] == [ConversionState.CLAIMED] * 2  # type: ignore[union-attr]
+    assert rig.world.load() == 4
+    for _ in range(40):  # the stops go through from the next cycle on, and the real work moves
+        rig.step()
+    assert [rig.ledger.get(f"b{i}").state for i in range(2)] == [ConversionState.SUCCEEDED] * 2  # type: ignore[union-attr]
+    assert rig.peak <= 4
+
+
 def test_a_shadow_never_changes_its_conversion(sqlite_ledger, clock) -> None:  # type: ignore[no-untyped-def]
     """Failing, slow and preempted shadows: each conversion ends as it would have, once."""
     flags = FakeFlags.none()
