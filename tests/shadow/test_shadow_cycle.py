@@ -231,6 +231,34 @@ def test_shadows_that_cannot_be_stopped_keep_all_they_hold_from_real_work(scratc
     assert rig.peak <= 4
 
 
+def test_old_path_shadows_wait_while_new_path_ones_take_the_room(sqlite_ledger, clock) -> None:  # type: ignore[no-untyped-def]
+    """Promise 2, as the state machine found it: ``make_room`` sees a new-path shadow waiting in its
+    runner's queue (holding nothing yet) and caps that runner to the room. Before ``dispatch`` hands
+    out what is left, the runner starts the waiting shadow (it starts work as slots free; the
+    dispatcher was slow in its real submit meanwhile). An old-path shadow handed over now would run
+    beside it, one beyond the room: it waits instead."""
+    world = World(budget=1)  # the room real work leaves the shadows, cycle after cycle
+    backends = {p: FakeBackend(p, world, ticks=5) for p in (Path.LEGACY, Path.NEW)}
+    for b in backends.values():
+        b.live_view = True  # the local runners: what runs is known at once
+    config = ShadowConfig(global_rate=1.0, global_aa_rate=1.0)
+    runner = ShadowRunner(sqlite_ledger, backends, config, clock=clock)
+    record = ConversionRecord("c1", 5, {}, ConversionState.CLAIMED, Path.LEGACY)
+    assert runner.sample([record], clock()) == 2  # a new-path and an old-path shadow
+    runner.poll(clock())
+    runner.make_room(1, clock())
+    assert runner.dispatch(None, clock(), clock() + 30) == 1
+    assert [s.kind for s in sqlite_ledger.shadows([S.DISPATCHED])] == [ShadowKind.NEW]
+    runner.poll(clock())  # the next cycle: the new-path shadow still waits in its runner's queue
+    runner.make_room(1, clock())
+    world.tick()  # the runner starts it, under the cap of 1, while the dispatcher submits real work
+    assert world.load() == 1
+    assert runner.dispatch(None, clock(), clock() + 30) == 0
+    world.tick()
+    assert world.load() == 1
+    assert [s.kind for s in sqlite_ledger.shadows([S.PENDING])] == [ShadowKind.AA]
+
+
 def test_a_shadow_never_changes_its_conversion(sqlite_ledger, clock) -> None:  # type: ignore[no-untyped-def]
     """Failing, slow and preempted shadows: each conversion ends as it would have, once."""
     flags = FakeFlags.none()
