@@ -410,13 +410,15 @@ class Controller:
         budget = cfg.budget
         if self.shadows is not None:
             # Before real work is submitted: shadows holding budget it needs are stopped first.
-            stuck = self._shadow_step(
-                "make_room", errors, self.shadows.make_room, spare(budget, load, split), now
-            )
+            room = spare(budget, load, split)
+            stuck = self._shadow_step("make_room", errors, self.shadows.make_room, room, now)
             if isinstance(stuck, int) and stuck > 0:
                 # Shadows that could not be stopped still load the database: real work waits for them.
-                budget -= stuck
-                load = replace(load, legacy_in_use=load.legacy_in_use + stuck)
+                # All they hold counts, the room this split left them as well as the excess: the split
+                # made again here hands out the whole budget it is given, that room included.
+                held = room + stuck
+                budget -= held
+                load = replace(load, legacy_in_use=load.legacy_in_use + held)
                 split = (cfg.split or split_budget)(cfg.budget, load, cfg.legacy_max_threads)
         dispatched: dict[Path, int] = {}
         cap_in_force = split.new_capacity

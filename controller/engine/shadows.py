@@ -311,10 +311,17 @@ class ShadowRunner:
             return 0
         aa = [c for c in chosen if c.kind is ShadowKind.AA]
         fresh = [c for c in chosen if c.kind is ShadowKind.NEW]
-        # Old-path shadows start as soon as they are handed over: lower the new-path shadows' cap
-        # by them first, so that no moment (a crash between the two) has both over the room.
-        self._held[Path.LEGACY] = self._held.get(Path.LEGACY, 0) + len(aa)
-        self._cap_new(now)
+        if aa:
+            # Old-path shadows start as soon as they are handed over: lower the new-path shadows' cap
+            # by them first, so that no moment (a crash between the two) has both over the room.
+            self._held[Path.LEGACY] = self._held.get(Path.LEGACY, 0) + len(aa)
+            self._cap_new(now)
+            # Then look again: new-path shadows waiting in their runner's queue hold nothing when
+            # ``make_room`` looks, yet may start under the cap before it is lowered (a runner starts
+            # work as slots free, and real work was submitted in between). Old-path shadows get only
+            # what is left now; the lowered cap keeps anything more from starting after this look.
+            now_held = self.held()
+            aa = aa[: max(0, self._room - sum(now_held.values()))]
         sent = sum(self._submit(ShadowKind.AA, [record], now) for record in aa)
         if fresh:
             sent += self._submit(ShadowKind.NEW, fresh, now)

@@ -38,12 +38,13 @@ class Rig:
         aa_rate: float = 0.0,
         ticks: int = 2,
         shadow_ticks: int = 3,
+        new_can_cap: bool = True,
     ) -> None:
         self.ledger, self.clock, self.budget = ledger, clock, budget
         self.world = World(budget=budget)
         real = {
             Path.LEGACY: FakeBackend(Path.LEGACY, self.world, ticks=ticks),
-            Path.NEW: FakeBackend(Path.NEW, self.world, ticks=ticks),
+            Path.NEW: FakeBackend(Path.NEW, self.world, ticks=ticks, can_cap=new_can_cap),
         }
         self.runner: ShadowRunner | None = None
         self.shadow_backends: dict[Path, FakeBackend] = {}
@@ -160,27 +161,36 @@ def _submits(backends: Iterable[object]) -> list[DispatchBatch]:
     return [batch for b in backends for batch in b.submits]  # type: ignore[attr-defined]
 
 
+def _warmed_up(scratch: FsPath, name: str, *, shadows: bool, new_can_cap: bool = True) -> Rig:
+    """A rig of budget 4 whose old path has finished four conversions, their four (long) shadows
+    running on the budget left idle."""
+    clock = FakeClock()
+    flags = FakeFlags.none()
+    flags.publish("v1", set())
+    rig = Rig(
+        _ledger(scratch, name),
+        clock,
+        flags,
+        budget=4,
+        shadows=shadows,
+        shadow_ticks=30,
+        new_can_cap=new_can_cap,
+    )
+    rig.ledger.accept([ConversionRequest(f"a{i}", 5, {}) for i in range(4)], clock())
+    for _ in range(30):  # the old path finishes its four; their shadows take the idle budget
+        rig.step()
+        done = all(rig.ledger.get(f"a{i}").state is ConversionState.SUCCEEDED for i in range(4))  # type: ignore[union-attr]
+        if done and sum(b.running() for b in rig.shadow_backends.values()) == (4 if shadows else 0):
+            break
+    assert [rig.ledger.get(f"a{i}").state for i in range(4)] == [ConversionState.SUCCEEDED] * 4  # type: ignore[union-attr]
+    return rig
+
+
 def test_shadows_holding_the_room_are_stopped_before_real_work_is_submitted(scratch: FsPath) -> None:
     """The cycle that sees real work stops the shadows holding its room, and the real work moves
     cycle by cycle exactly as it does on a rig without shadows."""
-
-    def warmed_up(shadows: bool) -> Rig:
-        clock = FakeClock()
-        flags = FakeFlags.none()
-        flags.publish("v1", set())
-        rig = Rig(
-            _ledger(scratch, f"room{shadows}"), clock, flags, budget=4, shadows=shadows, shadow_ticks=30
-        )
-        rig.ledger.accept([ConversionRequest(f"a{i}", 5, {}) for i in range(4)], clock())
-        for _ in range(30):  # the old path finishes its four; their shadows take the idle budget
-            rig.step()
-            done = all(rig.ledger.get(f"a{i}").state is ConversionState.SUCCEEDED for i in range(4))  # type: ignore[union-attr]
-            if done and sum(b.running() for b in rig.shadow_backends.values()) == (4 if shadows else 0):
-                break
-        assert [rig.ledger.get(f"a{i}").state for i in range(4)] == [ConversionState.SUCCEEDED] * 4  # type: ignore[union-attr]
-        return rig
-
-    plain, rig = warmed_up(False), warmed_up(True)
+    plain = _warmed_up(scratch, "roomFalse", shadows=False)
+    rig = _warmed_up(scratch, "roomTrue", shadows=True)
     assert rig.world.load() == 4
     for r in (plain, rig):
         r.ledger.accept([ConversionRequest(f"b{i}", 6, {}) for i in range(3)], r.clock())
@@ -200,6 +210,53 @@ def test_shadows_holding_the_room_are_stopped_before_real_work_is_submitted(scra
         rig.step()
     assert not rig.ledger.shadows([S.PENDING, S.DISPATCHING, S.DISPATCHED])
     assert {s.state for s in rig.ledger.shadows(list(S))} <= {S.SUCCEEDED, S.FAILED, S.SKIPPED}
+
+
+def test_shadows_that_cannot_be_stopped_keep_all_they_hold_from_real_work(scratch: FsPath) -> None:
+    """Promise 2, as the state machine found it: shadows hold the whole budget when real work
+    arrives and every stop call is throttled. The split had left them some room; the split made
+    again around the shadows that could not be stopped must count every slot they hold, that room
+    included, not only what they hold beyond it: the legacy build waits rather than run beside them.
+    (A new path that cannot cap itself, so that no cap of an earlier cycle holds the build back.)"""
+    rig = _warmed_up(scratch, "stuck", shadows=True, new_can_cap=False)
+    assert rig.world.load() == 4
+    rig.shadow_backends[Path.NEW].cancel_unavailable = 4  # TerminateJob throttled, for all four
+    rig.ledger.accept([ConversionRequest(f"b{i}", 6, {}) for i in range(2)], rig.clock())
+    rig.step()  # the split leaves the shadows room for two; they hold four and none can be stopped
+    assert [rig.ledger.get(f"b{i}").state for i in range(2)] == [ConversionState.CLAIMED] * 2  # type: ignore[union-attr]
+    assert rig.world.load() == 4
+    for _ in range(40):  # the stops go through from the next cycle on, and the real work moves
+        rig.step()
+    assert [rig.ledger.get(f"b{i}").state for i in range(2)] == [ConversionState.SUCCEEDED] * 2  # type: ignore[union-attr]
+    assert rig.peak <= 4
+
+
+def test_old_path_shadows_wait_while_new_path_ones_take_the_room(sqlite_ledger, clock) -> None:  # type: ignore[no-untyped-def]
+    """Promise 2, as the state machine found it: ``make_room`` sees a new-path shadow waiting in its
+    runner's queue (holding nothing yet) and caps that runner to the room. Before ``dispatch`` hands
+    out what is left, the runner starts the waiting shadow (it starts work as slots free; the
+    dispatcher was slow in its real submit meanwhile). An old-path shadow handed over now would run
+    beside it, one beyond the room: it waits instead."""
+    world = World(budget=1)  # the room real work leaves the shadows, cycle after cycle
+    backends = {p: FakeBackend(p, world, ticks=5) for p in (Path.LEGACY, Path.NEW)}
+    for b in backends.values():
+        b.live_view = True  # the local runners: what runs is known at once
+    config = ShadowConfig(global_rate=1.0, global_aa_rate=1.0)
+    runner = ShadowRunner(sqlite_ledger, backends, config, clock=clock)
+    record = ConversionRecord("c1", 5, {}, ConversionState.CLAIMED, Path.LEGACY)
+    assert runner.sample([record], clock()) == 2  # a new-path and an old-path shadow
+    runner.poll(clock())
+    runner.make_room(1, clock())
+    assert runner.dispatch(None, clock(), clock() + 30) == 1
+    assert [s.kind for s in sqlite_ledger.shadows([S.DISPATCHED])] == [ShadowKind.NEW]
+    runner.poll(clock())  # the next cycle: the new-path shadow still waits in its runner's queue
+    runner.make_room(1, clock())
+    world.tick()  # the runner starts it, under the cap of 1, while the dispatcher submits real work
+    assert world.load() == 1
+    assert runner.dispatch(None, clock(), clock() + 30) == 0
+    world.tick()
+    assert world.load() == 1
+    assert [s.kind for s in sqlite_ledger.shadows([S.PENDING])] == [ShadowKind.AA]
 
 
 def test_a_shadow_never_changes_its_conversion(sqlite_ledger, clock) -> None:  # type: ignore[no-untyped-def]
