@@ -214,3 +214,34 @@ def test_every_ledger_gives_a_requeued_conversion_its_attempts_back(any_ledger):
     requeued = any_ledger.requeue("x", 6.0)
     assert requeued.attempts == 0
     assert any_ledger.get("x").attempts == 0
+
+
+def test_a_dispatcher_paused_past_its_lease_changes_no_cap(sqlite_ledger, clock):
+    """Promise 2: replica A takes the dispatch lease and stops before dispatching; the lease runs
+    out, B dispatches a build that fills the budget and leaves the new path's job queued under a
+    cap of 0. A, back, must not raise that cap on what it read before B's build was seen."""
+    world, legacy, new, config = world_of(sqlite_ledger, clock, budget=2)
+    legacy.ticks = new.ticks = 3  # work that outlasts a tick or two
+    flags = FakeFlags.none()
+    flags.publish("v1", {1})
+    ledger = Tripwire(sqlite_ledger)
+    a = controller(ledger, clock, flags, {Path.LEGACY: legacy, Path.NEW: new}, config, "a")
+    b = controller(sqlite_ledger, clock, flags, {Path.LEGACY: legacy, Path.NEW: new}, config, "b")
+    sqlite_ledger.accept(
+        [ConversionRequest("n", 1, {}), *(ConversionRequest(f"l{i}", 2, {}) for i in range(2))], clock()
+    )
+
+    def paused_past_the_lease() -> None:
+        clock.advance(31)
+        b.run_cycle()  # takes the lease: a build of two threads, the new path capped to 0
+        world.tick()
+        assert (legacy.running(), new.running()) == (2, 0)
+
+    ledger.arm("try_lease", "after", paused_past_the_lease)
+    report = a.run_cycle()
+    world.tick()
+    assert world.load() <= 2
+    assert report.dispatched == {}
+    assert any("lease" in e for e in report.errors)
+    settle([a, b], world, clock, sqlite_ledger)
+    assert world.peak <= 2
