@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -36,6 +37,7 @@ from controller.plumbing.localproc import (
 )
 from controller.plumbing.ticker import Ticker
 from cutover_job.contract import manifest_entry
+from cutover_job.storage import is_s3
 
 
 @dataclass(slots=True)
@@ -121,10 +123,19 @@ class LocalParallelRunner:
                 kill(proc.popen.pid)
                 proc.popen.wait()
                 self._close_run(ref.job_id, "cancelled while running")
+                self._discard(ref.job_id)
                 return
             info = read_json(self.running / f"{ref.job_id}.pid")
             if info is not None and pid_alive(int(info["pid"]), info.get("proc")):
                 kill(int(info["pid"]))
+                self._discard(ref.job_id)
+
+    def _discard(self, job_id: str) -> None:
+        """A stopped shadow's outputs in a local quarantine: its attempt is void and no comparison
+        will read or clean them (an S3 quarantine keeps them until its own expiry rule)."""
+        if self.quarantine is None or is_s3(self.quarantine):
+            return
+        shutil.rmtree(FsPath(self.quarantine) / job_id, ignore_errors=True)
 
     def set_capacity(self, slots: int) -> int:
         with self._locked():

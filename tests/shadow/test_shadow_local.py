@@ -132,10 +132,16 @@ def test_cancelling_a_running_local_job_frees_its_slot_at_once(tmp_path: Path) -
         while runner.in_use() == 0:
             assert time.monotonic() < deadline
             time.sleep(0.05)
+        # What the stopped attempt wrote into its quarantine (as a worker may before it is stopped).
+        made = tmp_path / "q" / ref.job_id / "5" / "h1.xlsx"
+        made.parent.mkdir(parents=True)
+        made.write_bytes(b"half a workbook")
         runner.cancel(ref)
         assert runner.in_use() == 0
         state = runner.poll([ref])[ref]
         assert state.status is JobStatus.FAILED
         assert "cancelled" in state.reason
+        # The attempt is void: nothing it left stays in the quarantine for the cleanup to miss.
+        assert not (tmp_path / "q" / ref.job_id).exists()
     finally:
         runner.close()
