@@ -300,13 +300,16 @@ def write_plan(path: FsPath, groups: dict[str, list[int]], shadow_groups: list[s
         "groups": [{"name": name, "tenant_ids": ids} for name, ids in groups.items()],
     }
     # About SHADOW_SAMPLES conversions of each group get a shadow (a new-path run is a process of
-    # its own: the demo's machine pays for every one), one in ten an A/A run as well.
+    # its own: the demo's machine pays for every one), one in ten an A/A run as well. They start
+    # once the stage's real work is done: on one machine a shadow's start takes the cores real work
+    # needs, and each stage measures what real work does.
     smallest = min((len(groups[g]) for g in shadow_groups), default=0)
     doc["shadow"] = {
         "groups": shadow_groups,
         "rate": min(1.0, SHADOW_SAMPLES / smallest) if smallest else 0.0,
         "aa_rate": 0.1,
         "max_mismatch_rate": 0.2,
+        "when": "idle",
     }
     write_json_atomically(path, doc)
 

@@ -53,6 +53,13 @@ class ShadowState(StrEnum):
         return self in (ShadowState.PENDING, ShadowState.DISPATCHING, ShadowState.DISPATCHED)
 
 
+class ShadowWhen(StrEnum):
+    """When shadows may start."""
+
+    SPARE = "spare"  # on budget real work leaves free, beside it
+    IDLE = "idle"  # only while no real work runs or waits on either path: after a peak, not in it
+
+
 class ShadowVerdict(StrEnum):
     """What a comparison concluded."""
 
@@ -143,6 +150,7 @@ _SECTION_KEYS = {
     "thresholds",
     "ignore",
     "compare_styles",
+    "when",
 }
 _THRESHOLD_KEYS = {"max_mismatch_rate", "min_samples"}
 _RULE_KEYS = {"sheet", "column", "cells"}
@@ -236,6 +244,7 @@ class ShadowPlan:
     thresholds: Mapping[str, Threshold] = field(default_factory=dict)
     ignore: tuple[IgnoreRule, ...] = ()
     compare_styles: bool = False
+    when: ShadowWhen = ShadowWhen.SPARE
 
     def threshold(self, group: str) -> Threshold:
         return self.thresholds.get(group, self.default_threshold)
@@ -319,6 +328,9 @@ def parse_shadow_section(raw: Any, group_names: Sequence[str], where: str) -> Sh
     styles = raw.get("compare_styles", False)
     if not isinstance(styles, bool):
         raise InputError(f"{at}.compare_styles must be true or false")
+    when = raw.get("when", ShadowWhen.SPARE.value)
+    if not isinstance(when, str) or when not in {w.value for w in ShadowWhen}:
+        raise InputError(f"{at}.when must be one of {', '.join(w.value for w in ShadowWhen)} (got {when!r})")
     return ShadowPlan(
         groups=tuple(groups),
         rate=rate,
@@ -328,6 +340,7 @@ def parse_shadow_section(raw: Any, group_names: Sequence[str], where: str) -> Sh
         thresholds=thresholds,
         ignore=tuple(_rule(r, f"{at}.ignore[{i}]") for i, r in enumerate(rules)),
         compare_styles=styles,
+        when=ShadowWhen(when),
     )
 
 

@@ -462,15 +462,21 @@ class Controller:
         for backend in self.backends.values():
             self._stop_strays(backend)
         if self.shadows is not None:
-            self._shadow_step("dispatch", errors, self.shadows.dispatch, self._snapshot, now, lease_until)
+            real = plan.load  # what real work holds and wants, before any stuck shadow is counted in
+            busy = bool(
+                real.legacy_in_use or real.new_running or real.legacy_waiting or real.new_waiting or threads
+            )
+            self._shadow_step(
+                "dispatch", errors, self.shadows.dispatch, self._snapshot, now, lease_until, busy=busy
+            )
         return dispatched, cap_in_force, threads, in_use
 
     def _shadow_step(
-        self, name: str, errors: list[str], step: Callable[..., object], *args: object
+        self, name: str, errors: list[str], step: Callable[..., object], *args: object, **kwargs: object
     ) -> object:
         """Run a shadow step; its failure is reported and never stops the real cycle."""
         try:
-            return step(*args)
+            return step(*args, **kwargs)
         except CutoverError as exc:
             errors.append(f"shadow {name}: {exc}")
             log.warning("shadow.step_failed", extra={"step": name, "error": str(exc)})

@@ -31,7 +31,15 @@ from controller.core.gates import GateVerdict
 from controller.core.parity import UNGROUPED, Parity, build_report, group_verdicts
 from controller.core.ports import Backend, LeaseStore, OwnershipStore, ShadowFinish, ShadowStore
 from controller.core.routing import RoutingPolicy, decide
-from controller.core.shadow import ShadowKind, ShadowPlan, ShadowRecord, ShadowScope, ShadowState, shadow_id
+from controller.core.shadow import (
+    ShadowKind,
+    ShadowPlan,
+    ShadowRecord,
+    ShadowScope,
+    ShadowState,
+    ShadowWhen,
+    shadow_id,
+)
 from controller.engine.planwatch import PlanWatch
 from controller.shadow.judge import Judge
 from controller.shadow.outputs import OutputError, Outputs
@@ -300,10 +308,15 @@ class ShadowRunner:
         except BackendError as exc:
             log.warning("shadow.capacity_failed", extra={"error": str(exc)})
 
-    def dispatch(self, snapshot: FlagSnapshot | None, now: float, lease_until: float) -> int:
-        """Hand pending shadows to the shadow backends, within the room ``make_room`` found."""
+    def dispatch(
+        self, snapshot: FlagSnapshot | None, now: float, lease_until: float, *, busy: bool = False
+    ) -> int:
+        """Hand pending shadows to the shadow backends, within the room ``make_room`` found; none
+        while real work runs or waits (``busy``) when the plan says shadows wait for idle paths."""
         free = self._room - sum(self._held.values())
         if free <= 0 or not self._active:
+            return 0
+        if busy and self.scope().plan.when is ShadowWhen.IDLE:
             return 0
         pending = self.store.shadows([ShadowState.PENDING], limit=min(self.config.max_batch, free * 4 + 20))
         chosen = self._eligible(pending, snapshot, now)[:free]

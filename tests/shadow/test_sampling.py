@@ -15,6 +15,7 @@ from controller.core.shadow import (
     ShadowKind,
     ShadowPlan,
     ShadowScope,
+    ShadowWhen,
     parse_shadow_section,
     sampled,
     sampled_for_noise,
@@ -74,11 +75,14 @@ def test_a_full_section_is_read() -> None:
             "thresholds": {"g2": {"min_samples": 50}},
             "ignore": [{"sheet": "Form *", "column": "Generated at"}, {"cells": "A1:B2"}],
             "compare_styles": True,
+            "when": "idle",
         },
         GROUPS,
         "plan.yaml",
     )
     assert plan.groups == ("g2",)
+    assert plan.when is ShadowWhen.IDLE
+    assert parse_shadow_section({}, GROUPS, "plan.yaml").when is ShadowWhen.SPARE
     assert plan.threshold("g2").min_samples == 50
     assert plan.threshold("g2").max_mismatch_rate == 0.02
     assert plan.threshold("g1").min_samples is None
@@ -103,6 +107,8 @@ def test_a_full_section_is_read() -> None:
         ({"ignore": [{"cells": "B2:A1"}]}, "runs backwards"),
         ({"ignore": [{"cells": "1A"}]}, "not a cell or range"),
         ({"compare_styles": "yes"}, "true or false"),
+        ({"when": "quiet"}, r"when must be one of spare, idle \(got 'quiet'\)"),
+        ({"when": ["idle"]}, "when must be one of spare, idle"),
     ],
 )
 def test_a_bad_section_is_refused_naming_the_key(raw: object, message: str) -> None:

@@ -14,10 +14,11 @@ from pathlib import Path as FsPath
 import pytest
 
 from controller.core.domain import ConversionRecord, ConversionRequest, ConversionState, DispatchBatch, Path
-from controller.core.shadow import ShadowKind, ShadowState
+from controller.core.shadow import ShadowKind, ShadowPlan, ShadowState, ShadowWhen
 from controller.engine.cycle import Controller, CycleConfig
 from controller.engine.shadows import ShadowConfig, ShadowRunner
 from controller.ledger.sqlite import SQLiteLedger
+from flags.rollout import RolloutPlan
 from tests.fakes import FakeBackend, FakeClock, FakeFlags, World
 
 S = ShadowState
@@ -39,6 +40,7 @@ class Rig:
         ticks: int = 2,
         shadow_ticks: int = 3,
         new_can_cap: bool = True,
+        when: ShadowWhen = ShadowWhen.SPARE,
     ) -> None:
         self.ledger, self.clock, self.budget = ledger, clock, budget
         self.world = World(budget=budget)
@@ -60,6 +62,7 @@ class Rig:
                 ledger,
                 self.shadow_backends,
                 ShadowConfig(global_rate=rate, global_aa_rate=aa_rate, intent_grace_seconds=30),
+                plan=lambda: RolloutPlan((), shadow=ShadowPlan(when=when)),
                 clock=clock,
             )
         self.controller = Controller(
@@ -279,6 +282,44 @@ def test_a_shadow_never_changes_its_conversion(sqlite_ledger, clock) -> None:  #
     assert {s.kind for s in shadows} == {ShadowKind.NEW, ShadowKind.AA}
     failed = {s.conversion_id for s in shadows if s.state is S.FAILED}
     assert {"c1", "c2"} <= failed
+
+
+def test_shadows_told_to_wait_for_idle_paths_start_only_once_real_work_is_done(scratch: FsPath) -> None:
+    """``when: idle``: the same arrivals as with ``spare``, and real work moves the same, but no
+    shadow starts in a cycle that sees real work running or waiting on either path; once both are
+    idle, every sampled shadow runs."""
+    flags = FakeFlags.none()
+    flags.publish("v1", {1, 2, 3})
+    waves = _workload(4)
+    spare = Rig(_ledger(scratch, "spare"), FakeClock(), flags, budget=5, shadows=True)
+    idle = Rig(_ledger(scratch, "idle"), FakeClock(), flags, budget=5, shadows=True, when=ShadowWhen.IDLE)
+    ids: list[str] = []
+    started_beside: dict[str, int] = {"spare": 0, "idle": 0}
+    for wave in [*waves, *([[]] * 80)]:
+        for name, rig in (("spare", spare), ("idle", idle)):
+            rig.ledger.accept(wave, rig.clock())
+            before = len(_submits(rig.shadow_backends.values()))
+            rig.step()
+            # Shadows go out last in a cycle: real work live after it was live when they went out.
+            busy = any(
+                r.state in (ConversionState.CLAIMED, ConversionState.DISPATCHING, ConversionState.DISPATCHED)
+                for r in (rig.ledger.get(cid) for cid in [*ids, *(w.conversion_id for w in wave)])
+                if r is not None
+            )
+            if busy and len(_submits(rig.shadow_backends.values())) > before:
+                started_beside[name] += 1
+        ids.extend(r.conversion_id for r in wave)
+        assert spare.states(ids) == idle.states(ids)
+    assert started_beside["spare"] > 0, "the workload leaves no spare budget beside real work"
+    assert started_beside["idle"] == 0
+    for _ in range(200):
+        idle.step()
+    ran = idle.ledger.shadows([S.SUCCEEDED, S.FAILED])
+    assert ran
+    assert not idle.ledger.shadows([S.PENDING, S.DISPATCHING, S.DISPATCHED])
+    # The same conversions were sampled; none of the idle rig's was stopped for real work or skipped.
+    assert {r.shadow_id for r in ran} == {r.shadow_id for r in spare.ledger.shadows(list(S))}
+    assert all(r.preemptions == 0 for r in ran)
 
 
 def test_shadows_of_a_migrated_tenant_stop(sqlite_ledger, clock) -> None:  # type: ignore[no-untyped-def]
