@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -33,7 +34,16 @@ from controller.core.domain import ConversionRecord, ConversionState, Path
 from controller.core.errors import InputError
 from controller.core.ports import LedgerQueries, ShadowStore
 from controller.core.shadow import ShadowKind, ShadowRecord, ShadowState
-from controller.engine.profile import DEFAULT_PROVISIONING, Arrival, Behaviour, Durations, Profile, Span
+from controller.engine.profile import (
+    DEFAULT_PROVISIONING,
+    Arrival,
+    Behaviour,
+    Durations,
+    Profile,
+    Span,
+    shared_work,
+    start_overlap,
+)
 
 DAY = 86400.0
 PEAK_LOOKBACK_DAYS = 35  # a month-start peak is found within the last five weeks
@@ -71,6 +81,8 @@ class Learnt:
     lags: list[float] = field(default_factory=list)  # new path: job's end to the outcome's record
     received: list[tuple[float, int]] = field(default_factory=list)
     untimed: int = 0
+    rolled_back: set[int] = field(default_factory=set)  # tenants seen back on the old path
+    endings: list[tuple[float, float]] = field(default_factory=list)  # new path: work ended, recorded
     # new-path shadows' starts: when each took its slot and when its work began
     shadow_starts: list[tuple[float, float]] = field(default_factory=list)
     shadowed: int = 0  # new-path shadow runs learnt from
@@ -92,6 +104,13 @@ class Learnt:
         if r.path is None or not r.state.terminal:
             return
         key = (r.tenant_id, r.path)
+        moved = (r.tenant_id, Path.NEW)
+        if r.path is Path.LEGACY and moved in self.attempts:
+            # Back on the old path after the new one (in receipt order): a rollback. A group moves
+            # again once what failed is fixed, so its failures on the new path before are not kept.
+            for seen in (self.attempts, self.failures, self.retries, self.retry_failures):
+                seen.pop(moved, None)
+            self.rolled_back.add(r.tenant_id)
         failed = r.state is ConversionState.FAILED
         # every attempt before the last failed; the last one failed when the conversion did
         self.attempts[key] += 1
@@ -106,6 +125,7 @@ class Learnt:
             self.durations.setdefault(key, []).append(ended - began)
             if r.path is Path.NEW and r.finished_at is not None:
                 self.lags.append(max(0.0, r.finished_at - ended))
+                self.endings.append((ended, r.finished_at))
         if r.dispatched_at is not None and r.path is Path.LEGACY:
             # held from the cycle whose split gave its build threads: the claim's, or a retry's dispatch
             claimed = r.claimed_at if r.attempts == 1 and r.claimed_at is not None else r.dispatched_at
@@ -287,7 +307,10 @@ def profile_of(
     ``budget``: the one the history ran under, which the replay of the new path's slots needs.
 
     ``same_machine``: both paths start a worker process on this machine (the local runners), so a
-    path whose provisioning was never measured takes the other path's rather than Fargate's.
+    path whose provisioning was never measured takes the other path's rather than Fargate's, and
+    every start shares the machine's cores: what is learnt is each start's own CPU work (its delay
+    with the time it shared the cores with more starts than there are cores counted at its share),
+    which the simulation shares the same way among the starts under way in it.
     A new-path job's release is the median lag from its end to the ledger's record of it, less
     the half cycle the controller takes on average to poll it (``cycle_seconds``).
     """
@@ -320,6 +343,11 @@ def profile_of(
         notes.append(f"{learnt.untimed} finished conversions carry no job timing and were left out")
     if learnt.shadowed:
         notes.append(f"{learnt.shadowed} new-path shadow runs count as new-path history")
+    if learnt.rolled_back:
+        notes.append(
+            f"{len(learnt.rolled_back)} tenants went back to the old path after the new one: "
+            "their failures on the new path before that are taken as fixed"
+        )
     release = 0.0
     if learnt.lags:
         lags = sorted(learnt.lags)
@@ -339,10 +367,26 @@ def profile_of(
         else learnt.new_path_starts(),
     }
     everyone = starts[Path.LEGACY] + starts[Path.NEW]
+    cores = float(os.cpu_count() or 1) if same_machine and everyone else None
+    overlap = start_overlap([starts[p] for p in Path], cores) if cores is not None else 0.0
+    if cores is not None:
+        notes.append(f"starts share {cores:g} cores (one machine), overlapping {overlap:g} of a core")
     for path in Path:
-        if starts[path]:
-            measured[path] = provisioning[path] = Span.of_starts(starts[path], everyone)
-            notes.append(f"{path.value} provisioning measured over {len(starts[path])} starts")
+        if not starts[path]:
+            continue
+        if cores is None:
+            measured[path] = Span.of_starts(starts[path], everyone)
+        else:
+            # each start's own work, which the simulation shares the same way
+            work = shared_work(starts[path], everyone, cores, overlap)
+            measured[path] = Span.of_starts(starts[path], everyone, work)
+        provisioning[path] = measured[path]
+        notes.append(f"{path.value} provisioning measured over {len(starts[path])} starts")
+    release_work: Span | None = None
+    if cores is not None and learnt.endings:
+        # until the cycle that recorded it, less the half cycle a poll waits on average
+        endings = [(e, max(e, f - cycle_seconds / 2)) for e, f in learnt.endings]
+        release_work = Span.of(shared_work(endings, everyone, cores, overlap))
     for path in Path:
         other = Path.NEW if path is Path.LEGACY else Path.LEGACY
         if path in measured:
@@ -362,6 +406,9 @@ def profile_of(
         release=release,
         build_gap=build_gap,
         notes=tuple(notes),
+        cores=cores,
+        start_overlap=overlap,
+        release_work=release_work,
     )
 
 

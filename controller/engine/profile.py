@@ -136,21 +136,98 @@ class Span:
 
     @classmethod
     def of_starts(
-        cls, starts: Sequence[tuple[float, float]], among: Sequence[tuple[float, float]] = ()
+        cls,
+        starts: Sequence[tuple[float, float]],
+        among: Sequence[tuple[float, float]] = (),
+        values: Sequence[float] | None = None,
     ) -> Span:
         """The delays of ``starts`` (each when it took its slot and when its work began; non-empty),
-        kept by how many of ``among`` (default: ``starts``) were starting at once when each took
-        its slot, itself included."""
+        or ``values``, one per start, kept by how many of ``among`` (default: ``starts``) were
+        starting at once when each took its slot, itself included."""
         counted = among or starts
         slots = sorted(s for s, _ in counted)
         begun = sorted(b for _, b in counted)
+        seen = [max(0.0, b - s) for s, b in starts] if values is None else list(values)
         buckets: dict[int, list[float]] = {}
-        for slot, began in starts:
+        for (slot, _), value in zip(starts, seen, strict=True):
             load = bisect.bisect_right(slots, slot) - bisect.bisect_right(begun, slot)
-            buckets.setdefault(load_bucket(load), []).append(max(0.0, began - slot))
-        span = cls.of([max(0.0, b - s) for s, b in starts])
+            buckets.setdefault(load_bucket(load), []).append(value)
+        span = cls.of(seen)
         by_load = tuple((k, tuple(sorted(v))) for k, v in sorted(buckets.items()))
         return replace(span, by_load=by_load) if len(by_load) > 1 else span
+
+
+class _Sharing:
+    """How the cores were shared over time by the phases ``among`` (each when it began and ended):
+    the work one phase under way would have done by any moment (``by``), and when (``when``)."""
+
+    def __init__(self, among: Sequence[tuple[float, float]], cores: float, overlap: float) -> None:
+        events = sorted([(s, 1) for s, _ in among] + [(b, -1) for _, b in among])
+        self.times: list[float] = []
+        self.done: list[float] = []  # by each change in how many are under way, from the first
+        self.after: list[float] = []  # the rate from each change on
+        n, total, last = 0, 0.0, events[0][0] if events else 0.0
+        for t, step in events:
+            total += (t - last) * sharing_rate(n, cores, overlap)
+            n, last = n + step, t
+            self.times.append(t)
+            self.done.append(total)
+            self.after.append(sharing_rate(n, cores, overlap))
+
+    def by(self, t: float) -> float:
+        i = bisect.bisect_right(self.times, t) - 1
+        return 0.0 if i < 0 else self.done[i] + (t - self.times[i]) * self.after[i]
+
+    def when(self, work: float) -> float:
+        j = max(0, bisect.bisect_right(self.done, work) - 1)
+        return self.times[j] + (work - self.done[j]) / self.after[j]
+
+
+def shared_work(
+    phases: Sequence[tuple[float, float]],
+    among: Sequence[tuple[float, float]],
+    cores: float,
+    overlap: float = 0.0,
+) -> list[float]:
+    """Each of ``phases``' own CPU work (each when it began and ended: a start, from taking its
+    slot to its work beginning), had every phase of ``among`` (``phases`` among them) under way
+    shared the cores as ``sharing_rate`` says: the time it took, counted at its share."""
+    sharing = _Sharing(among, cores, overlap)
+    return [max(0.0, sharing.by(end) - sharing.by(begin)) for begin, end in phases]
+
+
+def sharing_rate(n: int, cores: float, overlap: float) -> float:
+    """How fast each of ``n`` phases under way moves on ``cores``: a core each while there are
+    enough; beyond that an even share of the cores, plus ``overlap`` of a core for each phase beyond
+    them (what a start spends waiting on something other than a core leaves the core to another)."""
+    if n <= cores:
+        return 1.0
+    return min(1.0, (cores + overlap * (n - cores)) / n)
+
+
+def start_overlap(
+    by_path: Sequence[Sequence[tuple[float, float]]], cores: float, recent: int = 5000
+) -> float:
+    """The ``overlap`` (0 to 0.2, by hundredths) under which each path's mean own work best
+    explains every start's delay, given the crowd it started in: of the delays each start would
+    have had with its path's mean work under the sharing it saw, the ones nearest those seen.
+    Fitted on the ``recent`` latest starts (by when they took their slots)."""
+    among = sorted(s for starts in by_path for s in starts)[-recent:]
+    since = among[0][0] if among else 0.0
+    by_path = [[s for s in starts if s[0] >= since] for starts in by_path]
+    best, best_error = 0.0, math.inf
+    for k in range(21):
+        overlap = k / 100
+        sharing = _Sharing(among, cores, overlap)
+        error = 0.0
+        for starts in by_path:
+            if not starts:
+                continue
+            mean = sum(max(0.0, sharing.by(b) - sharing.by(s)) for s, b in starts) / len(starts)
+            error += sum((sharing.when(sharing.by(s) + mean) - b) ** 2 for s, b in starts)
+        if error < best_error - 1e-12:
+            best, best_error = overlap, error
+    return best
 
 
 def load_bucket(load: int) -> int:
@@ -210,6 +287,14 @@ class Profile:
     build_gap: float = 0.0
     window: tuple[float, float] | None = None  # the history it was taken from (epoch seconds)
     notes: tuple[str, ...] = ()
+    # Cores every start shares (both paths' workers start on one machine: the local runners);
+    # ``provisioning`` is then each start's own CPU work, not its delay. None: starts share nothing.
+    cores: float | None = None
+    start_overlap: float = 0.0  # with ``cores``: see ``sharing_rate``
+    # With ``cores``: a new-path job's release (in place of ``release``) as the work of a core it
+    # needs, moving as fast as the starts under way leave each: quick on a quiet machine, slow in a
+    # crowd of starts, and no part of that crowd itself.
+    release_work: Span | None = None
 
     def behaviour(self, tenant_id: int, path: Path) -> Behaviour:
         """How ``tenant_id`` behaves on ``path``: as seen there; else as seen on the other path,
@@ -269,6 +354,9 @@ class Profile:
             "provisioning_seconds": {p.value: self.provisioning[p].describe() for p in Path},
             "release_seconds": round(self.release, 3),
             "build_gap_seconds": round(self.build_gap, 3),
+            "start_cores": self.cores,
+            "start_overlap": self.start_overlap,
+            "release_work_seconds": self.release_work.describe() if self.release_work else None,
             "notes": list(self.notes),
         }
 

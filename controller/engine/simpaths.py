@@ -7,7 +7,9 @@ timeout. ``SimulatedBatch`` behaves like AWS Batch on Fargate: one job per conve
 until the cap (and the Fargate vCPU quota) leave it a slot, provisioned in that slot, then
 worked. Both answer ``poll`` and ``in_use`` the way the real adapters do, so the controller's own
 cycle decides everything. Durations, failures and provisioning come from the profile; the
-``World`` keeps the clock, the events and the record of what ran when. No threads, no sleeping.
+``World`` keeps the clock, the events and the record of what ran when. When both paths start their
+workers on one machine (``Profile.cores``), every start under way shares its cores evenly, so a
+start takes longer the more start beside it, for as long as they do. No threads, no sleeping.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from controller.core.domain import DispatchBatch, JobRef, JobState, JobStatus, Path
-from controller.engine.profile import Profile, Work
+from controller.engine.profile import Profile, Work, sharing_rate
 
 _QUEUED = JobState(JobStatus.QUEUED)
 _RUNNING = JobState(JobStatus.RUNNING)
@@ -74,14 +76,94 @@ class World:
         self.holders: list[Callable[[], int]] = []  # each path's in_use, as the controller counts
         self.peak_slots = 0  # the most budget held at once: threads of builds, jobs in a slot
         self.starting = 0  # builds provisioning and jobs in a slot whose work has not begun
+        self._then: dict[int, Callable[[], None]] = {}  # each start under way: what follows it
+        self._handles = 0
+        # With ``profile.cores``: the CPU work each start still needs, shared by every start under way.
+        self._left: dict[int, float] = {}
+        self._light: set[int] = set()  # phases in ``_left`` that move with the starts, not among them
+        self._left_at = 0.0
+        self._plan = 0  # the version of the one due event that ends the next start
 
-    def start_delay(self, path: Path, u: float) -> float:
-        """One more start on ``path`` (draw ``u``): its delay, as seen with as many starting."""
+    def begin_start(self, path: Path, u: float, then: Callable[[], None]) -> int:
+        """One more start on ``path`` (draw ``u``); ``then`` runs when it is done. Without
+        ``profile.cores`` its delay is drawn as seen with as many starting; with it, the draw is
+        the CPU work it needs, shared (``begin_shared``). Returns a handle for ``drop_start``."""
         self.starting += 1
-        return self.profile.provisioning_for(path, u, self.starting)
+        started = partial(self._started, then)
+        if self.profile.cores is None:
+            self._handles += 1
+            handle = self._handles
+            self._then[handle] = started
+            delay = self.profile.provisioning_for(path, u, self.starting)
+            self.schedule(self.now + delay, partial(self._done, handle))
+            return handle
+        return self.begin_shared(self.profile.provisioning_for(path, u, self.starting), started)
 
-    def started(self) -> None:
+    def begin_shared(self, work: float, then: Callable[[], None], *, crowds: bool = True) -> int:
+        """A phase that needs ``work`` seconds of a core (``profile.cores`` set), moving at the rate
+        the starts under way leave each (``sharing_rate``); ``then`` runs when it is done.
+        ``crowds``: it counts among them (a start); otherwise it only waits its turn with them."""
+        self._handles += 1
+        handle = self._handles
+        self._then[handle] = then
+        self._share()
+        self._left[handle] = work
+        if not crowds:
+            self._light.add(handle)
+        self._plan_next()
+        return handle
+
+    def drop_start(self, handle: int) -> None:
+        """A start stopped before it was done (a build stopped while provisioning)."""
+        if self._then.pop(handle, None) is None:
+            return
         self.starting -= 1
+        if handle in self._left:
+            self._share()
+            del self._left[handle]
+            self._plan_next()
+
+    def _done(self, handle: int) -> None:
+        then = self._then.pop(handle, None)
+        if then is not None:
+            then()
+
+    def _started(self, then: Callable[[], None]) -> None:
+        self.starting -= 1
+        then()
+
+    def _rate(self) -> float:
+        """How fast each start under way moves (``sharing_rate``)."""
+        crowd = len(self._left) - len(self._light)
+        return sharing_rate(crowd, self.profile.cores or 1.0, self.profile.start_overlap)
+
+    def _share(self) -> None:
+        """Count off the work every start under way did since the last change."""
+        elapsed = self.now - self._left_at
+        if elapsed > 0 and self._left:
+            done = elapsed * self._rate()
+            for handle in self._left:
+                self._left[handle] -= done
+        self._left_at = self.now
+
+    def _plan_next(self) -> None:
+        self._plan += 1
+        if self._left:
+            plan = self._plan
+            due = self.now + max(0.0, min(self._left.values())) / self._rate()
+            self.schedule(due, lambda: self._shared_done(plan))
+
+    def _shared_done(self, plan: int) -> None:
+        if plan != self._plan:
+            return  # a start began or ended since: another event is due instead
+        self._share()
+        done = [h for h, left in self._left.items() if left <= 1e-9]
+        for handle in done:
+            del self._left[handle]
+            self._light.discard(handle)
+        self._plan_next()
+        for handle in done:
+            self._done(handle)
 
     def slots_changed(self) -> None:
         """Note the budget both paths hold now (what the split keeps within the budget)."""
@@ -202,13 +284,11 @@ class SimulatedBatch:
             job.record = Attempt(job.work.conversion_id, Path.NEW, world.now)
             world.attempts.append(job.record)
             world.launches.append(world.now)
-            delay = world.start_delay(Path.NEW, job.work.provisioning_draw(job.attempt))
-            world.schedule(world.now + delay, partial(self._work, job))
+            world.begin_start(Path.NEW, job.work.provisioning_draw(job.attempt), partial(self._work, job))
 
     def _work(self, job: _Job) -> None:
         world = self.world
         assert job.record is not None
-        world.started()
         world.work_started(job.record)
         duration = world.profile.duration(job.work, Path.NEW, job.attempt)
         failed = world.profile.fails(job.work, Path.NEW, job.attempt)
@@ -221,7 +301,12 @@ class SimulatedBatch:
         started, ended = job.record.work_at, world.now
         status = JobStatus.FAILED if failed else JobStatus.SUCCEEDED
         final = JobState(status, "simulated failure" if failed else "", None, *_work(started, ended))
-        if world.profile.release > 0:
+        ending = world.profile.release_work
+        if world.profile.cores is not None and ending is not None:
+            # The complement of its start's draw: uniform too, and no draw added to the workload.
+            u = 1.0 - job.work.provisioning_draw(job.attempt)
+            world.begin_shared(ending.at(u), partial(self._release, job, final), crowds=False)
+        elif world.profile.release > 0:
             world.schedule(world.now + world.profile.release, partial(self._release, job, final))
         else:
             self._release(job, final)
@@ -241,6 +326,7 @@ class _Build:
     next_item: int = 0
     done: int = 0
     working: bool = False
+    start: int = 0  # its provisioning's handle in the world
 
     @property
     def ended(self) -> bool:
@@ -272,8 +358,9 @@ class SimulatedBuilds:
         self._builds[batch.key] = build
         self._live.append(build)
         first = build.items[0]
-        delay = world.start_delay(Path.LEGACY, first[0].provisioning_draw(first[1]))
-        world.schedule(world.now + delay, lambda: self._begin(build))
+        build.start = world.begin_start(
+            Path.LEGACY, first[0].provisioning_draw(first[1]), lambda: self._begin(build)
+        )
         world.schedule(world.now + self.timeout, lambda: self._time_out(build))
         return refs
 
@@ -321,8 +408,7 @@ class SimulatedBuilds:
 
     def _begin(self, build: _Build) -> None:
         if build.ended:
-            return  # stopped while provisioning: its start was counted off then
-        self.world.started()
+            return  # stopped while provisioning (the start was dropped then)
         build.working = True
         for _ in range(min(build.record.threads, len(build.items))):
             self._next(build)
@@ -366,7 +452,7 @@ class SimulatedBuilds:
     def _stop(self, build: _Build, why: str) -> None:
         world = self.world
         if not build.working:
-            world.started()
+            world.drop_start(build.start)
         for record in list(build.running.values()):
             world.work_ended(record, True)
         build.running.clear()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pytest
 
@@ -11,7 +12,18 @@ from controller.core.admission import Load, Split
 from controller.core.domain import ConversionRecord, ConversionState, Path
 from controller.engine import cycle
 from controller.engine.history import Learnt, profile_of
-from controller.engine.profile import Arrival, Behaviour, Durations, Profile, Span, spread
+from controller.engine.profile import (
+    Arrival,
+    Behaviour,
+    Durations,
+    Profile,
+    Span,
+    shared_work,
+    sharing_rate,
+    spread,
+    start_overlap,
+)
+from controller.engine.simpaths import World
 from controller.engine.simulation import SimConfig, SimulationError, simulate, summary
 from controller.ledger.memory import MemoryLedger
 
@@ -235,6 +247,128 @@ def test_the_simulation_draws_a_start_by_how_many_are_starting_then():
     assert delays == [1.0, 2.0, 2.0, 5.0, 5.0, 5.0, 5.0, 5.0]
 
 
+def _shared(cores: float | None, work: float = 1.0) -> Profile:
+    return Profile(
+        "cores",
+        "tests",
+        {q: Behaviour(Durations(2.0, 2.0)) for q in Path},
+        (Arrival(0.0, 1001, 4),),
+        provisioning={Path.NEW: Span(work, work), Path.LEGACY: Span(work, work)},
+        cores=cores,
+    )
+
+
+def test_starts_on_one_machine_share_its_cores():
+    """Each start needs 1 s of a core. Four jobs handed over at once on two cores start in 2 s
+    each; on four cores in 1 s; and where starts share nothing (no cores: separate machines), the
+    drawn delay is the delay."""
+    for cores, delay in ((2.0, 2.0), (4.0, 1.0), (None, 1.0)):
+        result = run(_shared(cores), migrated=frozenset({1001}), budget=4)
+        assert [round(a.work_at - a.slot_at, 9) for a in result.attempts] == [delay] * 4, cores
+
+
+def test_a_start_shares_the_cores_only_while_others_are_under_way():
+    """One core; a start begins at 0, a second at 0.5, and a third is dropped (a build stopped
+    while provisioning) at 0.5: until 0.5 the first and third share the core (0.25 s of work each);
+    from then the first and second share it until the first is done (0.75 s of work left, at half
+    speed: 2.0), then the second runs alone (1.0 - 0.75 = 0.25 s left: 2.25)."""
+    world = World(_shared(1.0), {})
+    done: dict[str, float] = {}
+
+    def mark(name: str):
+        return lambda: done.__setitem__(name, world.now)
+
+    world.begin_start(Path.NEW, 0.5, mark("first"))
+    third = world.begin_start(Path.LEGACY, 0.5, mark("third"))
+    world.run_until(0.5)
+    world.drop_start(third)
+    world.begin_start(Path.NEW, 0.5, mark("second"))
+    assert world.starting == 2
+    world.run_until(10.0)
+    assert done == pytest.approx({"first": 2.0, "second": 2.25})
+    assert world.starting == 0
+
+
+def test_a_starts_own_work_is_learnt_from_how_many_shared_the_cores():
+    """On one core: a start alone for 1 s needed 1 s of work; two that ran side by side for 2 s
+    needed 1 s each; one that began alone and shared the core for its last second needed 1.5 s,
+    and the one that shared it with it 0.5 s."""
+    starts = [(0.0, 1.0), (10.0, 12.0), (10.0, 12.0), (20.0, 22.0), (21.0, 22.0)]
+    assert shared_work(starts, starts, 1.0) == pytest.approx([1.0, 1.0, 1.0, 1.5, 0.5])
+    assert shared_work(starts, starts, 2.0) == pytest.approx([1.0, 2.0, 2.0, 2.0, 1.0])  # cores enough
+    assert shared_work(starts[:1], starts, 1.0) == pytest.approx([1.0])  # counted among all of them
+
+
+def test_starts_beyond_the_cores_overlap_what_they_do_not_spend_on_a_core():
+    """Two cores, each start beyond them still moving at a tenth of a core: four starts of 1 s of
+    work each move at (2 + 0.2) / 4 of a core and take 1 / 0.55 s."""
+    profile = dataclasses.replace(_shared(2.0), start_overlap=0.1)
+    result = run(profile, migrated=frozenset({1001}), budget=4)
+    assert [a.work_at - a.slot_at for a in result.attempts] == pytest.approx([1 / 0.55] * 4)
+    assert sharing_rate(2, 2.0, 0.1) == 1.0
+    assert sharing_rate(4, 2.0, 0.1) == pytest.approx(0.55)
+    assert sharing_rate(40, 2.0, 1.0) == 1.0  # never faster than a core each
+
+
+def test_a_release_moves_with_the_starts_but_does_not_crowd_them():
+    """One core. A release of 0.5 s of work alone takes 0.5 s. Beside two starts of 1 s each it
+    moves at their pace, half a core: 1 s; and the starts, sharing the core between the two of
+    them only, are done at 2 s as without it."""
+    world = World(_shared(1.0), {})
+    done: dict[str, float] = {}
+
+    def mark(name: str):
+        return lambda: done.__setitem__(name, world.now)
+
+    world.begin_shared(0.5, mark("alone"), crowds=False)
+    world.run_until(10.0)
+    world.begin_start(Path.NEW, 0.5, mark("a"))
+    world.begin_start(Path.NEW, 0.5, mark("b"))
+    world.begin_shared(0.5, mark("beside"), crowds=False)
+    world.run_until(20.0)
+    assert done == pytest.approx({"alone": 0.5, "beside": 11.0, "a": 12.0, "b": 12.0})
+
+
+def test_the_overlap_is_the_one_under_which_a_starts_work_does_not_depend_on_the_crowd():
+    """Bursts of 1, 4, 8 and 16 starts of 0.3 s of work each, all of a burst starting together on
+    two cores that let a start beyond them overlap 0.06 of a core: the fit finds 0.06, and the
+    work learnt under it is 0.3 s for every start of every burst."""
+    starts: list[tuple[float, float]] = []
+    for i, n in enumerate((1, 4, 8, 16)):
+        delay = 0.3 / sharing_rate(n, 2.0, 0.06)
+        starts += [(100.0 * i, 100.0 * i + delay)] * n
+    assert start_overlap([starts], 2.0) == pytest.approx(0.06)
+    assert shared_work(starts, starts, 2.0, 0.06) == pytest.approx([0.3] * len(starts))
+    assert min(shared_work(starts, starts, 2.0)) < 0.26  # without it a crowd's starts look cheaper
+
+
+def test_a_profile_of_one_machine_learns_starts_work_and_shares_the_cores():
+    """``same_machine``: the provisioning learnt is each start's own work (four jobs handed over at
+    once that took 2 s each on a machine of two cores needed 1 s each) and the profile says how
+    many cores its starts share; otherwise the delays themselves are learnt."""
+    learnt = Learnt()
+    learnt.add(_done("old", Path.LEGACY, 0.0, 0.5, 1.0, "build"))
+    for i in range(4):
+        job = _done(f"n{i}", Path.NEW, 0.0, 12.0, 1.0, "batch")
+        learnt.add(dataclasses.replace(job, slot_at=10.0, finished_at=14.05))
+    apart = profile_of(learnt, [Arrival(0.0, 1001)], name="t", source="t", budget=4)
+    assert apart.cores is None
+    assert apart.provisioning[Path.NEW].describe() == 2.0
+    cores = float(os.cpu_count() or 1)
+    together = profile_of(learnt, [Arrival(0.0, 1001)], name="t", source="t", budget=4, same_machine=True)
+    assert together.cores == cores
+    assert together.provisioning[Path.NEW].describe() == pytest.approx(2.0 * min(1.0, cores / 4))
+    # Each job's work ended at 13 and was recorded at 14.05, half a 0.1 s cycle after a 1 s release
+    # with nothing starting: 1 s of work.
+    assert apart.release_work is None
+    assert together.release_work is not None
+    with_cycle = profile_of(
+        learnt, [Arrival(0.0, 1001)], name="t", source="t", budget=4, same_machine=True, cycle_seconds=0.1
+    )
+    assert with_cycle.release_work is not None
+    assert with_cycle.release_work.describe() == pytest.approx(1.0)
+
+
 def test_a_first_attempt_that_fails_once_is_not_taken_for_a_coin_flip_on_every_attempt():
     """Tenant 7's first attempts always failed and its resubmits always succeeded; tenant 8 never
     failed; tenant 9 failed every attempt. The profile keeps first and later attempts apart, and
@@ -255,6 +389,30 @@ def test_a_first_attempt_that_fails_once_is_not_taken_for_a_coin_flip_on_every_a
     result = run(p, migrated=frozenset(), budget=4, resubmits=1)
     assert all(c.succeeded for c in result.conversions)
     assert sorted(a.failed for a in result.attempts) == [False] * 10 + [True] * 10
+
+
+def test_failures_on_the_new_path_before_a_rollback_are_taken_as_fixed():
+    """Tenant 7 failed every new-path attempt, then came back to the old path (a rollback): a group
+    moves again once what failed is fixed, so its new-path failures are not kept and it fails as
+    the path's other tenants do (tenant 8 still failing there, tenant 9 never failing: half).
+    Tenant 8's own failures stand, and tenant 7's old-path history is its own."""
+    learnt = Learnt()
+    for tenant in (7, 8, 9):
+        for i in range(3):
+            one = dataclasses.replace(
+                _done(f"n{tenant}-{i}", Path.NEW, 0.0, 1.0, 1.0, "batch"), tenant_id=tenant
+            )
+            if tenant != 9:
+                one = dataclasses.replace(one, attempts=2, state=ConversionState.FAILED)
+            learnt.add(one)
+    learnt.add(dataclasses.replace(_done("back", Path.LEGACY, 0.0, 1.0, 1.0, "b0"), tenant_id=7))
+    p = profile_of(learnt, [Arrival(0.0, t) for t in (7, 8, 9)], name="t", source="t")
+    assert p.behaviour(7, Path.NEW).rate(1) == 0.5
+    assert p.behaviour(8, Path.NEW).rate(1) == 0.99
+    assert p.behaviour(9, Path.NEW).rate(1) == 0.0
+    assert p.behaviour(7, Path.LEGACY).rate(1) == 0.0
+    assert any("1 tenants went back to the old path" in note for note in p.notes)
+    assert learnt.rolled_back == {7}
 
 
 def test_a_builds_pace_is_learnt_and_each_thread_keeps_it():
