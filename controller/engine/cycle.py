@@ -525,18 +525,14 @@ class Controller:
             # Outcome unknown: the intents stay, and reconciliation asks the backend later - unless
             # reconciliation already settled some while the call was out. Their intent is gone, so
             # nothing would ever find what this call may have started: look now, and stop it.
+            # A listing may lag behind the submit it should show, so one look proves nothing: each is
+            # kept as a late intent, looked for again every cycle until the intent grace has passed.
             errors.append(f"submit {backend.path.value}: {exc}")
             log.warning("dispatch.unknown", extra={"path": backend.path.value, "error": str(exc)})
             settled = [r for r in taken if not self._intended(r)]
             if settled:
-                try:
-                    found = backend.find([(r.conversion_id, key) for r in settled])
-                except BackendError as find_exc:
-                    log.warning(
-                        "dispatch.orphans_unknown", extra={"path": backend.path.value, "error": str(find_exc)}
-                    )
-                else:
-                    self._cancel_orphans(backend, list(found.values()))
+                self._remember_late(backend.path, key, settled)
+                self._settle_late(backend, self._late(backend.path))
             return 0
         if not self.ledger.try_lease(DISPATCH_LEASE, self.holder, self.clock(), self.config.lease_seconds):
             # The submit outlasted the lease (a paused process): another replica dispatches now and
@@ -562,6 +558,55 @@ class Controller:
             },
         )
         return len(recorded)
+
+    def _late(self, path: Path) -> dict[str, dict[str, Any]]:
+        """Late intents of ``path``: conversion id -> {"key": batch key, "since": when the submit
+        whose answer was lost came back}, kept in the ledger's value store."""
+        raw = self.ledger.get_value(_late_key(path))
+        found = json.loads(raw) if raw else {}
+        return found if isinstance(found, dict) else {}
+
+    def _remember_late(self, path: Path, key: str, records: Sequence[ConversionRecord]) -> None:
+        """Record, durably and before looking, that a submit under ``key`` whose answer was lost may
+        have started these conversions although their intents were settled meanwhile."""
+        late = self._late(path)
+        now = self.clock()
+        for r in records:
+            late[r.conversion_id] = {"key": key, "since": now}
+        self.ledger.put_value(_late_key(path), json.dumps(late, sort_keys=True), now)
+
+    def _settle_late(
+        self, backend: Backend, late: dict[str, dict[str, Any]], adopt: Sequence[ConversionRecord] = ()
+    ) -> dict[str, JobRef] | None:
+        """Look for what late intents started. A job found is the conversion's own when its current
+        intent (one of ``adopt``, found to have started nothing) takes it; any other is a stray,
+        recorded and stopped (``_cancel_orphans``). A late intent is forgotten once found, or once
+        the intent grace has passed without the listing showing it. None: the lookup failed."""
+        if not late:
+            return {}
+        try:
+            found = backend.find([(cid, str(info.get("key", ""))) for cid, info in late.items()])
+        except BackendError as exc:
+            log.warning("dispatch.orphans_unknown", extra={"path": backend.path.value, "error": str(exc)})
+            return None
+        now = self.clock()
+        taken = [r for r in adopt if r.conversion_id in found]
+        if taken:
+            adopted = self.ledger.mark_dispatched(
+                [Dispatched(r.conversion_id, r.fence, found[r.conversion_id].job_id) for r in taken], now
+            )
+            for cid in adopted:
+                log.info("reconcile.late_job_taken", extra={"conversion_id": cid, "job": found[cid].job_id})
+        self._cancel_orphans(backend, list(found.values()))
+        grace = self.config.intent_grace_seconds
+        left = {
+            cid: info
+            for cid, info in late.items()
+            if cid not in found and now - float(info.get("since", now)) <= grace
+        }
+        if left != late:
+            self.ledger.put_value(_late_key(backend.path), json.dumps(left, sort_keys=True), now)
+        return found
 
     def _intended(self, record: ConversionRecord) -> bool:
         """True while ``record``'s dispatch intent is still the conversion's current one."""
@@ -640,7 +685,12 @@ class Controller:
     # -- reconcile intents left by a crash -------------------------------------------------------
 
     def reconcile_intents(self, older_than: float) -> tuple[int, int]:
-        """Settle intents older than ``older_than``: record jobs the backend has, release the rest."""
+        """Settle intents older than ``older_than``: record jobs the backend has, release the rest.
+
+        A conversion may also have a late intent (``_remember_late``): an earlier submit that landed
+        after its intent was settled here, its answer lost. While that is unsettled, the current
+        intent is not released; when the backend has nothing for the current intent but has the
+        late intent's job, that job is recorded as the conversion's, so it runs once."""
         stale = self.ledger.intents(older_than, limit=self.config.max_claims)
         found_n = released_n = 0
         by_path: dict[Path, list[ConversionRecord]] = {}
@@ -648,9 +698,11 @@ class Controller:
             if r.path is not None:
                 by_path.setdefault(r.path, []).append(r)
         now = self.clock()
-        for path, records in by_path.items():
-            backend = self.backends.get(path)
-            if backend is None:
+        for path, backend in self.backends.items():
+            records = by_path.get(path, [])
+            late = self._late(path)
+            if not records:
+                self._settle_late(backend, late)
                 continue
             try:
                 found = backend.find([(r.conversion_id, r.intent or "") for r in records])
@@ -666,7 +718,17 @@ class Controller:
                 now,
             )
             found_n += len(recorded)
-            missing = [(r.conversion_id, r.fence) for r in records if r.conversion_id not in found]
+            unfound = [r for r in records if r.conversion_id not in found]
+            adopt = [r for r in unfound if r.conversion_id in late]
+            late_found = self._settle_late(backend, late, adopt=adopt)
+            still_late = set(late) if late_found is None else set(self._late(path))
+            adopted = {cid for cid in late_found or {} if cid in late}
+            found_n += sum(1 for r in unfound if r.conversion_id in adopted)
+            missing = [
+                (r.conversion_id, r.fence)
+                for r in unfound
+                if r.conversion_id not in adopted and r.conversion_id not in still_late
+            ]
             if missing:
                 released_n += self.ledger.release(missing, now, "intent reconciled: the backend never got it")
             log.info(
@@ -691,6 +753,11 @@ class Controller:
 def _strays_key(path: Path) -> str:
     """Where the dispatcher records the strays of a path (``ValueStore``)."""
     return f"dispatch:strays:{path.value}"
+
+
+def _late_key(path: Path) -> str:
+    """Where the late intents of a path are kept (``ValueStore``)."""
+    return f"dispatch:late:{path.value}"
 
 
 def batch_key(path: Path, records: Sequence[ConversionRecord]) -> str:

@@ -180,6 +180,39 @@ def test_a_submit_that_lands_after_its_intent_was_released_and_times_out_runs_no
     assert [(r.fence, r.outcome.value) for r in world.runs] == [(2, "succeeded")]
 
 
+def test_a_late_submit_whose_answer_is_lost_is_found_once_the_listing_catches_up(sqlite_ledger, clock):
+    """Promise 1: replica A's submit reaches the backend only after the intent grace, by when replica
+    B has released the intent and written a new one, whose own submit timed out before it left. A's
+    request lands, its answer is lost, and the listing lags behind it: A's look finds nothing, and
+    the build starts. Once the listing shows it, that build must be taken as the conversion's job,
+    not run again beside it under a newer fence."""
+    world, legacy, new, config = world_of(sqlite_ledger, clock, resubmits=0)
+    legacy.clock, legacy.listing_lag = clock, True
+    flags = FakeFlags.none()
+    wire = Tripwire(legacy)
+    a = controller(sqlite_ledger, clock, flags, {Path.LEGACY: wire, Path.NEW: new}, config, "a")
+    b = controller(sqlite_ledger, clock, flags, {Path.LEGACY: legacy, Path.NEW: new}, config, "b")
+    sqlite_ledger.accept([ConversionRequest("x", 1, {})], clock())
+
+    def request_is_slow_to_arrive() -> None:
+        clock.advance(61)
+        legacy.unavailable_before_submit = True  # B's own submit times out before it leaves
+        b.run_cycle()  # reconciles: the backend has nothing, the intent is released and written anew
+        assert legacy.submits == []
+        assert sqlite_ledger.get("x").state is S.DISPATCHING
+        legacy.unavailable_after_submit = True  # A's request lands now, its answer is lost
+
+    wire.arm("submit", "before", request_is_slow_to_arrive)
+    a.run_cycle()
+    assert len(legacy.submits) == 1
+    world.tick()  # the build A's request made starts before any listing shows it
+    assert [r.fence for r in world.runs] == [1]
+    clock.advance(61)
+    settle([a, b], world, clock, sqlite_ledger)
+    assert sqlite_ledger.get("x").state is S.SUCCEEDED
+    assert [(r.fence, r.outcome.value) for r in world.runs] == [(1, "succeeded")]
+
+
 @pytest.fixture(params=sorted(LEDGER_FACTORIES))
 def any_ledger(request: pytest.FixtureRequest, tmp_path):
     """Each ledger implementation the contract suite knows, fresh and empty."""
