@@ -531,8 +531,7 @@ class Controller:
             log.warning("dispatch.unknown", extra={"path": backend.path.value, "error": str(exc)})
             settled = [r for r in taken if not self._intended(r)]
             if settled:
-                self._remember_late(backend.path, key, settled)
-                self._settle_late(backend, self._late(backend.path))
+                self._settle_late(backend, self._remember_late(backend.path, key, settled))
             return 0
         if not self.ledger.try_lease(DISPATCH_LEASE, self.holder, self.clock(), self.config.lease_seconds):
             # The submit outlasted the lease (a paused process): another replica dispatches now and
@@ -566,29 +565,34 @@ class Controller:
         found = json.loads(raw) if raw else {}
         return found if isinstance(found, dict) else {}
 
-    def _remember_late(self, path: Path, key: str, records: Sequence[ConversionRecord]) -> None:
+    def _remember_late(
+        self, path: Path, key: str, records: Sequence[ConversionRecord]
+    ) -> dict[str, dict[str, Any]]:
         """Record, durably and before looking, that a submit under ``key`` whose answer was lost may
-        have started these conversions although their intents were settled meanwhile."""
+        have started these conversions although their intents were settled meanwhile. Returns the
+        path's late intents, these among them."""
         late = self._late(path)
         now = self.clock()
         for r in records:
             late[r.conversion_id] = {"key": key, "since": now}
         self.ledger.put_value(_late_key(path), json.dumps(late, sort_keys=True), now)
+        return late
 
     def _settle_late(
         self, backend: Backend, late: dict[str, dict[str, Any]], adopt: Sequence[ConversionRecord] = ()
-    ) -> dict[str, JobRef] | None:
+    ) -> tuple[dict[str, JobRef], dict[str, dict[str, Any]]]:
         """Look for what late intents started. A job found is the conversion's own when its current
         intent (one of ``adopt``, found to have started nothing) takes it; any other is a stray,
         recorded and stopped (``_cancel_orphans``). A late intent is forgotten once found, or once
-        the intent grace has passed without the listing showing it. None: the lookup failed."""
+        the intent grace has passed without the listing showing it. Returns the jobs found and the
+        late intents left (all of them when the lookup failed)."""
         if not late:
-            return {}
+            return {}, {}
         try:
             found = backend.find([(cid, str(info.get("key", ""))) for cid, info in late.items()])
         except BackendError as exc:
             log.warning("dispatch.orphans_unknown", extra={"path": backend.path.value, "error": str(exc)})
-            return None
+            return {}, late
         now = self.clock()
         taken = [r for r in adopt if r.conversion_id in found]
         if taken:
@@ -606,7 +610,7 @@ class Controller:
         }
         if left != late:
             self.ledger.put_value(_late_key(backend.path), json.dumps(left, sort_keys=True), now)
-        return found
+        return found, left
 
     def _intended(self, record: ConversionRecord) -> bool:
         """True while ``record``'s dispatch intent is still the conversion's current one."""
@@ -720,14 +724,12 @@ class Controller:
             found_n += len(recorded)
             unfound = [r for r in records if r.conversion_id not in found]
             adopt = [r for r in unfound if r.conversion_id in late]
-            late_found = self._settle_late(backend, late, adopt=adopt)
-            still_late = set(late) if late_found is None else set(self._late(path))
-            adopted = {cid for cid in late_found or {} if cid in late}
-            found_n += sum(1 for r in unfound if r.conversion_id in adopted)
+            late_found, still_late = self._settle_late(backend, late, adopt=adopt)
+            found_n += sum(1 for r in unfound if r.conversion_id in late_found)
             missing = [
                 (r.conversion_id, r.fence)
                 for r in unfound
-                if r.conversion_id not in adopted and r.conversion_id not in still_late
+                if r.conversion_id not in late_found and r.conversion_id not in still_late
             ]
             if missing:
                 released_n += self.ledger.release(missing, now, "intent reconciled: the backend never got it")

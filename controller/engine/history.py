@@ -78,11 +78,11 @@ class Learnt:
     # the slots reads them.
     jobs: list[tuple[float, float, float, bool, float | None]] = field(default_factory=list)
     items: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)
-    lags: list[float] = field(default_factory=list)  # new path: job's end to the outcome's record
     received: list[tuple[float, int]] = field(default_factory=list)
     untimed: int = 0
     rolled_back: set[int] = field(default_factory=set)  # tenants seen back on the old path
-    endings: list[tuple[float, float]] = field(default_factory=list)  # new path: work ended, recorded
+    # new path: each job's work ended, and the outcome recorded
+    endings: list[tuple[float, float]] = field(default_factory=list)
     # new-path shadows' starts: when each took its slot and when its work began
     shadow_starts: list[tuple[float, float]] = field(default_factory=list)
     shadowed: int = 0  # new-path shadow runs learnt from
@@ -124,8 +124,7 @@ class Learnt:
         if r.state is ConversionState.SUCCEEDED:
             self.durations.setdefault(key, []).append(ended - began)
             if r.path is Path.NEW and r.finished_at is not None:
-                self.lags.append(max(0.0, r.finished_at - ended))
-                self.endings.append((ended, r.finished_at))
+                self.endings.append((ended, max(ended, r.finished_at)))
         if r.dispatched_at is not None and r.path is Path.LEGACY:
             # held from the cycle whose split gave its build threads: the claim's, or a retry's dispatch
             claimed = r.claimed_at if r.attempts == 1 and r.claimed_at is not None else r.dispatched_at
@@ -349,8 +348,8 @@ def profile_of(
             "their failures on the new path before that are taken as fixed"
         )
     release = 0.0
-    if learnt.lags:
-        lags = sorted(learnt.lags)
+    if learnt.endings:
+        lags = sorted(recorded - ended for ended, recorded in learnt.endings)
         release = max(0.0, lags[len(lags) // 2] - cycle_seconds / 2)
         notes.append(f"new path release measured over {len(lags)} jobs")
     gaps_between = learnt.build_gaps()

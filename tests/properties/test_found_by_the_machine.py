@@ -38,6 +38,18 @@ def controller(ledger, clock, flags, backends, config, holder):
     )
 
 
+def two_replicas(ledger, clock):
+    """Replicas A and B over one old path, A's calls to it through a tripwire, and one conversion
+    ("x") for it: the stage of the late-submit stories."""
+    world, legacy, new, config = world_of(ledger, clock, resubmits=0)
+    flags = FakeFlags.none()
+    wire = Tripwire(legacy)
+    a = controller(ledger, clock, flags, {Path.LEGACY: wire, Path.NEW: new}, config, "a")
+    b = controller(ledger, clock, flags, {Path.LEGACY: legacy, Path.NEW: new}, config, "b")
+    ledger.accept([ConversionRequest("x", 1, {})], clock())
+    return world, legacy, wire, a, b
+
+
 def settle(controllers, world, clock, ledger, rounds=50):
     for _ in range(rounds):
         for c in controllers:
@@ -84,12 +96,7 @@ def test_requeue_gives_the_retries_back(sqlite_ledger, clock):
 def test_a_late_submit_answer_does_not_cancel_the_job_reconciliation_recorded(sqlite_ledger, clock):
     """Promise 1: replica A's submit answer arrives after the intent grace; replica B has meanwhile
     found and recorded the job. A must leave that job alone: it is the conversion's job."""
-    world, legacy, new, config = world_of(sqlite_ledger, clock, resubmits=0)
-    flags = FakeFlags.none()
-    wire = Tripwire(legacy)
-    a = controller(sqlite_ledger, clock, flags, {Path.LEGACY: wire, Path.NEW: new}, config, "a")
-    b = controller(sqlite_ledger, clock, flags, {Path.LEGACY: legacy, Path.NEW: new}, config, "b")
-    sqlite_ledger.accept([ConversionRequest("x", 1, {})], clock())
+    world, legacy, wire, a, b = two_replicas(sqlite_ledger, clock)
 
     def answer_comes_back_late() -> None:
         clock.advance(61)
@@ -157,12 +164,7 @@ def test_a_submit_that_lands_after_its_intent_was_released_and_times_out_runs_no
     """Promise 1: replica A's submit reaches the backend only after the intent grace, by when replica
     B has released the intent and dispatched the conversion again; A's call then times out. The job
     A's request made must not run beside B's."""
-    world, legacy, new, config = world_of(sqlite_ledger, clock, resubmits=0)
-    flags = FakeFlags.none()
-    wire = Tripwire(legacy)
-    a = controller(sqlite_ledger, clock, flags, {Path.LEGACY: wire, Path.NEW: new}, config, "a")
-    b = controller(sqlite_ledger, clock, flags, {Path.LEGACY: legacy, Path.NEW: new}, config, "b")
-    sqlite_ledger.accept([ConversionRequest("x", 1, {})], clock())
+    world, legacy, wire, a, b = two_replicas(sqlite_ledger, clock)
 
     def request_is_slow_to_arrive() -> None:
         clock.advance(61)
@@ -186,13 +188,8 @@ def test_a_late_submit_whose_answer_is_lost_is_found_once_the_listing_catches_up
     request lands, its answer is lost, and the listing lags behind it: A's look finds nothing, and
     the build starts. Once the listing shows it, that build must be taken as the conversion's job,
     not run again beside it under a newer fence."""
-    world, legacy, new, config = world_of(sqlite_ledger, clock, resubmits=0)
+    world, legacy, wire, a, b = two_replicas(sqlite_ledger, clock)
     legacy.clock, legacy.listing_lag = clock, True
-    flags = FakeFlags.none()
-    wire = Tripwire(legacy)
-    a = controller(sqlite_ledger, clock, flags, {Path.LEGACY: wire, Path.NEW: new}, config, "a")
-    b = controller(sqlite_ledger, clock, flags, {Path.LEGACY: legacy, Path.NEW: new}, config, "b")
-    sqlite_ledger.accept([ConversionRequest("x", 1, {})], clock())
 
     def request_is_slow_to_arrive() -> None:
         clock.advance(61)

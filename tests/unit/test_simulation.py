@@ -258,6 +258,11 @@ def _shared(cores: float | None, work: float = 1.0) -> Profile:
     )
 
 
+def _when_done(world: World, done: dict[str, float]):
+    """A callback maker: ``mark(name)`` notes in ``done`` when the world ran it."""
+    return lambda name: lambda: done.__setitem__(name, world.now)
+
+
 def test_starts_on_one_machine_share_its_cores():
     """Each start needs 1 s of a core. Four jobs handed over at once on two cores start in 2 s
     each; on four cores in 1 s; and where starts share nothing (no cores: separate machines), the
@@ -274,10 +279,7 @@ def test_a_start_shares_the_cores_only_while_others_are_under_way():
     speed: 2.0), then the second runs alone (1.0 - 0.75 = 0.25 s left: 2.25)."""
     world = World(_shared(1.0), {})
     done: dict[str, float] = {}
-
-    def mark(name: str):
-        return lambda: done.__setitem__(name, world.now)
-
+    mark = _when_done(world, done)
     world.begin_start(Path.NEW, 0.5, mark("first"))
     third = world.begin_start(Path.LEGACY, 0.5, mark("third"))
     world.run_until(0.5)
@@ -316,10 +318,7 @@ def test_a_release_moves_with_the_starts_but_does_not_crowd_them():
     them only, are done at 2 s as without it."""
     world = World(_shared(1.0), {})
     done: dict[str, float] = {}
-
-    def mark(name: str):
-        return lambda: done.__setitem__(name, world.now)
-
+    mark = _when_done(world, done)
     world.begin_shared(0.5, mark("alone"), crowds=False)
     world.run_until(10.0)
     world.begin_start(Path.NEW, 0.5, mark("a"))
